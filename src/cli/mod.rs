@@ -1,0 +1,151 @@
+//! The `scoria` command line: argument parsing, logging setup and exit codes.
+//!
+//! Exit codes: 0 success, 1 runtime error, 2 usage error — always with a one-line reason.
+
+mod model;
+mod predict;
+mod serve;
+
+use crate::engine::Backend;
+use crate::registry::name;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// A model-serving runtime for ONNX models: a model repository, offline prediction, and an
+/// Open Inference Protocol v2 (KServe/Triton) REST server.
+#[derive(Debug, Parser)]
+#[command(
+    name = "scoria",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Workspace directory; its `models/` folder is the default model repository.
+    #[arg(
+        long,
+        global = true,
+        env = "SCORIA_WORKSPACE",
+        default_value = ".",
+        value_name = "DIR"
+    )]
+    pub workspace: PathBuf,
+
+    /// Model repository directory, overriding `<workspace>/models`.
+    #[arg(long, global = true, env = "SCORIA_MODELS", value_name = "DIR")]
+    pub models: Option<PathBuf>,
+
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive such as
+    /// `scoria=debug`.
+    #[arg(
+        long,
+        global = true,
+        env = "SCORIA_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub log: String,
+}
+
+impl GlobalArgs {
+    /// The model repository directory in effect.
+    pub fn models_dir(&self) -> PathBuf {
+        self.models
+            .clone()
+            .unwrap_or_else(|| self.workspace.join("models"))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the repository's models over HTTP (Open Inference Protocol v2).
+    Serve(serve::ServeArgs),
+    /// Register, list, show and delete models in the repository.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
+    /// Run one model offline on a JSON input file and print its outputs as JSON.
+    Predict(predict::PredictArgs),
+}
+
+/// Parses `NAME[:VERSION]` for clap, so a bad reference is a usage error (exit 2).
+pub(crate) fn model_reference(s: &str) -> Result<(String, Option<u64>), String> {
+    name::parse_reference(s).map_err(|e| e.to_string())
+}
+
+/// Parses a backend name for clap.
+pub(crate) fn backend(s: &str) -> Result<Backend, String> {
+    Backend::from_name(s).ok_or_else(|| {
+        format!(
+            "unknown backend '{s}' (available: {})",
+            Backend::available()
+        )
+    })
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    init_logging(&cli.global.log);
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(&cli.global, args),
+        Command::Model(cmd) => model::run(&cli.global, cmd),
+        Command::Predict(args) => predict::run(&cli.global, args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            1
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// A panic is a bug; report it in one line rather than a backtrace.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "error: internal error{at}: {} (this is a bug)",
+            one_line(&msg)
+        );
+    }));
+}

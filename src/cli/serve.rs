@@ -1,0 +1,127 @@
+//! `scoria serve`.
+
+use super::GlobalArgs;
+use crate::engine::Backend;
+use crate::http::{self, HttpConfig};
+use crate::models::ModelManager;
+use crate::registry::Repository;
+use anyhow::Context;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (use 0.0.0.0:8000 to accept connections from other hosts).
+    #[arg(
+        long,
+        env = "SCORIA_HTTP",
+        default_value = "127.0.0.1:8000",
+        value_name = "ADDR"
+    )]
+    pub http: String,
+
+    /// Engine for models whose config.toml names none.
+    #[arg(long, env = "SCORIA_BACKEND", default_value = "tract", value_parser = super::backend)]
+    pub backend: Backend,
+
+    /// Largest accepted request body (bytes, or with a KiB/MiB/GiB suffix); larger requests
+    /// are answered 413.
+    #[arg(long, env = "SCORIA_MAX_BODY_SIZE", default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_body_size: usize,
+}
+
+pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let dir = global.models_dir();
+    let repo = Repository::open(&dir).context("cannot open the model repository")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("scoria-http")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.http)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.http))?;
+        let addr = listener
+            .local_addr()
+            .context("cannot read the listening address")?;
+        let models = ModelManager::new(repo, args.backend);
+        models
+            .start_loading()
+            .context("cannot scan the model repository")?;
+        let router = http::router(
+            models,
+            HttpConfig {
+                max_body_bytes: args.max_body_size,
+            },
+        );
+        tracing::info!("serving {} on http://{addr}", dir.display());
+        http::serve(listener, router, shutdown_signal())
+            .await
+            .context("server failed")?;
+        tracing::info!("shut down");
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+/// Parses `1048576`, `512KiB`, `64MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 1048576, 64MiB)"))?;
+    let mult: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => {
+            return Err(format!(
+                "unknown size unit '{u}' (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("2KB"), Ok(2000));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("5XB").is_err());
+    }
+}

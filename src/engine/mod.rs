@@ -1,0 +1,154 @@
+//! Engines: synchronous executors of one loaded model version.
+//!
+//! An engine is loaded once and then runs from many threads at a time. Engines never see HTTP,
+//! hooks or batching; the serving core ([`crate::models`]) calls them from blocking threads,
+//! never from the async executor's workers.
+
+mod tract;
+
+use crate::registry::config::TensorOverride;
+use crate::tensor::{DataType, Tensor};
+use std::fmt;
+use std::path::Path;
+
+/// A dimension of a tensor as the model declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dim {
+    Fixed(usize),
+    /// Any size at run time (symbolic in the model, `-1` in v2 metadata).
+    Dynamic,
+}
+
+impl Dim {
+    /// The v2 metadata form: the size, or `-1` for a dynamic dimension.
+    pub fn as_i64(self) -> i64 {
+        match self {
+            Dim::Fixed(n) => i64::try_from(n).unwrap_or(i64::MAX),
+            Dim::Dynamic => -1,
+        }
+    }
+
+    /// Builds from the config/metadata form, where any negative value means dynamic.
+    pub fn from_i64(v: i64) -> Dim {
+        usize::try_from(v).map_or(Dim::Dynamic, Dim::Fixed)
+    }
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Fixed(n) => write!(f, "{n}"),
+            Dim::Dynamic => f.write_str("-1"),
+        }
+    }
+}
+
+/// Name, element type and shape of a model input or output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: DataType,
+    pub shape: Vec<Dim>,
+}
+
+impl TensorSpec {
+    /// The shape in v2 metadata form (`-1` for dynamic dimensions).
+    pub fn dims(&self) -> Vec<i64> {
+        self.shape.iter().map(|d| d.as_i64()).collect()
+    }
+
+    /// `[-1, 64]`-style rendering for messages and tables.
+    pub fn shape_string(&self) -> String {
+        let dims: Vec<String> = self.shape.iter().map(Dim::to_string).collect();
+        format!("[{}]", dims.join(", "))
+    }
+}
+
+/// The CPU or device runtime that executes a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Backend {
+    /// tract: pure-Rust ONNX inference, always available.
+    #[default]
+    Tract,
+}
+
+impl Backend {
+    /// The name used in `config.toml` and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Tract => "tract",
+        }
+    }
+
+    /// Parses a `config.toml` / CLI backend name.
+    pub fn from_name(name: &str) -> Option<Backend> {
+        match name {
+            "tract" => Some(Backend::Tract),
+            _ => None,
+        }
+    }
+
+    /// Names of every backend this build has, for error messages.
+    pub fn available() -> &'static str {
+        "tract"
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What an engine needs besides the model file.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `[[input]]` overrides from `config.toml`: type and shape facts for inputs the model
+    /// leaves unspecified or that should be pinned.
+    pub inputs: Vec<TensorOverride>,
+}
+
+/// Failures of loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The model file could not be read, parsed or prepared.
+    #[error("{0}")]
+    Load(String),
+    /// Running the model failed.
+    #[error("{0}")]
+    Run(String),
+}
+
+/// A loaded model version, ready to run from many threads at once.
+pub trait Engine: Send + Sync {
+    /// The backend that runs this engine.
+    fn backend(&self) -> Backend;
+
+    /// The model's inputs, in the order [`Engine::run`] takes them.
+    fn inputs(&self) -> &[TensorSpec];
+
+    /// The model's outputs, in the order [`Engine::run`] returns them.
+    fn outputs(&self) -> &[TensorSpec];
+
+    /// Runs the model. `inputs` are in [`Engine::inputs`] order and already validated
+    /// against the specs (type, rank, fixed dims); the result holds every output in
+    /// [`Engine::outputs`] order. Blocks the calling thread for the whole computation.
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError>;
+}
+
+/// Loads `path` with `backend`.
+pub fn load(
+    backend: Backend,
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<Box<dyn Engine>, EngineError> {
+    match backend {
+        Backend::Tract => Ok(Box::new(tract::TractEngine::load(path, options)?)),
+    }
+}
+
+/// Checks that `path` holds a parseable ONNX model with a graph, without preparing it to run.
+/// Used by registration and listing, which must stay fast for large models.
+pub fn check_onnx(path: &Path) -> Result<(), EngineError> {
+    tract::check_onnx(path)
+}

@@ -1,0 +1,237 @@
+//! The tract engine: pure-Rust ONNX inference.
+//!
+//! The model is typed and optimized once at load, keeping a symbolic batch dimension where
+//! the model declares one. The resulting plan is immutable and shared: each run spawns its
+//! own state, so any number of threads can run it at once without locking.
+
+use super::{Backend, Dim, Engine, EngineError, LoadOptions, TensorSpec};
+use crate::tensor::{DataType, Tensor, TensorData};
+use crate::with_tensor_data;
+use std::path::Path;
+use std::sync::Arc;
+use tract_onnx::prelude::{
+    DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, TDim, TValue,
+    Tensor as TractTensor, TypedFact, TypedRunnableModel,
+};
+use tract_onnx::tract_hir::infer::Factoid;
+
+/// A model optimized by tract, runnable concurrently.
+pub struct TractEngine {
+    plan: Arc<TypedRunnableModel>,
+    inputs: Vec<TensorSpec>,
+    outputs: Vec<TensorSpec>,
+}
+
+impl TractEngine {
+    /// Parses, types and optimizes the model at `path`, applying `options.inputs` overrides.
+    pub fn load(path: &Path, options: &LoadOptions) -> Result<TractEngine, EngineError> {
+        let load = |e: anyhow::Error| EngineError::Load(format!("{e:#}"));
+        let mut model = tract_onnx::onnx().model_for_path(path).map_err(load)?;
+
+        let input_names: Vec<String> = model
+            .input_outlets()
+            .map_err(load)?
+            .iter()
+            .map(|o| model.node(o.node).name.clone())
+            .collect();
+        for ov in &options.inputs {
+            let ix = input_names
+                .iter()
+                .position(|n| *n == ov.name)
+                .ok_or_else(|| {
+                    EngineError::Load(format!(
+                        "config [[input]] names '{}', which is not a model input (inputs: {})",
+                        ov.name,
+                        input_names.join(", ")
+                    ))
+                })?;
+            let mut fact = model.input_fact(ix).map_err(load)?.clone();
+            if let Some(dtype) = ov.datatype {
+                fact = fact.with_datum_type(datum_type(dtype));
+            }
+            if let Some(dims) = &ov.dims {
+                let shape: Vec<TDim> = dims
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| match Dim::from_i64(d) {
+                        Dim::Fixed(n) => TDim::from(n),
+                        Dim::Dynamic => model.symbols.sym(&format!("{}_{i}", ov.name)).into(),
+                    })
+                    .collect();
+                let dt = fact.datum_type.concretize().unwrap_or(DatumType::F32);
+                fact = InferenceFact::dt_shape(dt, shape);
+            }
+            model.set_input_fact(ix, fact).map_err(load)?;
+        }
+
+        let output_names: Vec<String> = model
+            .output_outlets()
+            .map_err(load)?
+            .iter()
+            .map(|&o| {
+                model
+                    .outlet_label(o)
+                    .map_or_else(|| model.node(o.node).name.clone(), str::to_string)
+            })
+            .collect();
+
+        let typed = model.into_typed().map_err(load)?;
+        let inputs = specs(&input_names, |i| typed.input_fact(i).cloned().map_err(load))?;
+        let outputs = specs(&output_names, |i| {
+            typed.output_fact(i).cloned().map_err(load)
+        })?;
+        let plan = typed
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(load)?;
+        Ok(TractEngine {
+            plan,
+            inputs,
+            outputs,
+        })
+    }
+}
+
+fn specs(
+    names: &[String],
+    fact: impl Fn(usize) -> Result<TypedFact, EngineError>,
+) -> Result<Vec<TensorSpec>, EngineError> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let fact = fact(i)?;
+            let dtype = data_type(fact.datum_type).ok_or_else(|| {
+                EngineError::Load(format!(
+                    "tensor '{name}' has element type {:?}, which scoria does not serve yet",
+                    fact.datum_type
+                ))
+            })?;
+            let shape = fact
+                .shape
+                .iter()
+                .map(|d| match d.as_i64() {
+                    Some(n) if n >= 0 => Dim::Fixed(n as usize),
+                    _ => Dim::Dynamic,
+                })
+                .collect();
+            Ok(TensorSpec {
+                name: name.clone(),
+                dtype,
+                shape,
+            })
+        })
+        .collect()
+}
+
+impl Engine for TractEngine {
+    fn backend(&self) -> Backend {
+        Backend::Tract
+    }
+
+    fn inputs(&self) -> &[TensorSpec] {
+        &self.inputs
+    }
+
+    fn outputs(&self) -> &[TensorSpec] {
+        &self.outputs
+    }
+
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+        let run = |e: anyhow::Error| EngineError::Run(format!("{e:#}"));
+        let values = inputs
+            .into_iter()
+            .map(|t| to_tract(t).map(IntoTValue::into_tvalue))
+            .collect::<Result<_, _>>()
+            .map_err(run)?;
+        let outputs = self.plan.run(values).map_err(run)?;
+        outputs.iter().map(|v| from_tract(v).map_err(run)).collect()
+    }
+}
+
+fn to_tract(t: Tensor) -> anyhow::Result<TractTensor> {
+    let (shape, data) = t.into_parts();
+    with_tensor_data!(&data, v => TractTensor::from_shape(&shape, v))
+}
+
+fn from_tract(v: &TValue) -> anyhow::Result<Tensor> {
+    macro_rules! take {
+        ($variant:ident, $t:ty) => {{
+            let view = v.to_plain_array_view::<$t>()?;
+            let data = match view.as_slice() {
+                Some(s) => s.to_vec(),
+                None => view.iter().copied().collect(),
+            };
+            TensorData::$variant(data)
+        }};
+    }
+    let dt = v.datum_type();
+    let data = match data_type(dt) {
+        Some(DataType::Bool) => take!(Bool, bool),
+        Some(DataType::U8) => take!(U8, u8),
+        Some(DataType::U16) => take!(U16, u16),
+        Some(DataType::U32) => take!(U32, u32),
+        Some(DataType::U64) => take!(U64, u64),
+        Some(DataType::I8) => take!(I8, i8),
+        Some(DataType::I16) => take!(I16, i16),
+        Some(DataType::I32) => take!(I32, i32),
+        Some(DataType::I64) => take!(I64, i64),
+        Some(DataType::F32) => take!(F32, f32),
+        Some(DataType::F64) => take!(F64, f64),
+        None => anyhow::bail!("model produced element type {dt:?}, which scoria does not serve"),
+    };
+    Ok(Tensor::new(v.shape().to_vec(), data)?)
+}
+
+fn data_type(dt: DatumType) -> Option<DataType> {
+    Some(match dt.unquantized() {
+        DatumType::Bool => DataType::Bool,
+        DatumType::U8 => DataType::U8,
+        DatumType::U16 => DataType::U16,
+        DatumType::U32 => DataType::U32,
+        DatumType::U64 => DataType::U64,
+        DatumType::I8 => DataType::I8,
+        DatumType::I16 => DataType::I16,
+        DatumType::I32 => DataType::I32,
+        DatumType::I64 => DataType::I64,
+        DatumType::F32 => DataType::F32,
+        DatumType::F64 => DataType::F64,
+        _ => return None,
+    })
+}
+
+fn datum_type(dt: DataType) -> DatumType {
+    match dt {
+        DataType::Bool => DatumType::Bool,
+        DataType::U8 => DatumType::U8,
+        DataType::U16 => DatumType::U16,
+        DataType::U32 => DatumType::U32,
+        DataType::U64 => DatumType::U64,
+        DataType::I8 => DatumType::I8,
+        DataType::I16 => DatumType::I16,
+        DataType::I32 => DatumType::I32,
+        DataType::I64 => DatumType::I64,
+        DataType::F32 => DatumType::F32,
+        DataType::F64 => DatumType::F64,
+    }
+}
+
+/// See [`super::check_onnx`].
+pub fn check_onnx(path: &Path) -> Result<(), EngineError> {
+    let bad =
+        |why: String| EngineError::Load(format!("{} is not an ONNX model: {why}", path.display()));
+    let proto = tract_onnx::onnx()
+        .proto_model_for_path(path)
+        .map_err(|e| bad(format!("{e:#}")))?;
+    if proto.ir_version <= 0 {
+        return Err(bad("no IR version".into()));
+    }
+    let graph = proto.graph.as_ref().ok_or_else(|| bad("no graph".into()))?;
+    if graph.output.is_empty() {
+        return Err(bad("the graph has no outputs".into()));
+    }
+    tract_onnx::onnx()
+        .model_for_proto_model(&proto)
+        .map_err(|e| bad(format!("{e:#}")))?;
+    Ok(())
+}

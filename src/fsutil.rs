@@ -1,0 +1,78 @@
+//! Durable file-system helpers: every write that must survive a crash goes through here.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Flushes a directory's entries (new names, renames) to disk.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// A unique hidden name in `dir` for a temporary entry, recognisable by `prefix` and the
+/// writer's pid so that leftovers of a killed process can be found and removed later.
+pub fn temp_path(dir: &Path, prefix: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    dir.join(format!(".{prefix}-{}-{nanos}", std::process::id()))
+}
+
+/// The pid embedded by [`temp_path`], if `name` is such a temporary entry of `prefix`.
+pub fn temp_owner(name: &str, prefix: &str) -> Option<u32> {
+    let rest = name
+        .strip_prefix('.')?
+        .strip_prefix(prefix)?
+        .strip_prefix('-')?;
+    rest.split('-').next()?.parse().ok()
+}
+
+/// True when a process with `pid` is running on this machine.
+pub fn process_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Writes `bytes` to `path` atomically: a reader sees the old content or the new, never a
+/// part, even if the process is killed or the machine loses power mid-way.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = temp_path(dir, "write");
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fsync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_content_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        atomic_write(&p, b"one").unwrap();
+        atomic_write(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn temp_names_carry_the_pid() {
+        let p = temp_path(Path::new("/x"), "tmp");
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(temp_owner(name, "tmp"), Some(std::process::id()));
+        assert_eq!(temp_owner("digits", "tmp"), None);
+        assert!(process_alive(std::process::id()));
+    }
+}

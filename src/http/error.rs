@@ -1,0 +1,66 @@
+//! The HTTP layer's error: every failure a route can answer, and the one place that maps
+//! each to a status code. The body is always `{"error": "<reason>"}`.
+
+use crate::models::ModelError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or does not fit the model.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such route, model or version.
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The model exists but cannot serve now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Inference or the server itself failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<ModelError> for ApiError {
+    fn from(e: ModelError) -> Self {
+        let msg = e.to_string();
+        match e {
+            ModelError::ModelNotFound(_) | ModelError::VersionNotFound { .. } => {
+                ApiError::NotFound(msg)
+            }
+            ModelError::NotReady(_) => ApiError::Unavailable(msg),
+            ModelError::InvalidInput(_) => ApiError::BadRequest(msg),
+            ModelError::Engine(_) | ModelError::Internal(_) => ApiError::Internal(msg),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!("{status}: {self}");
+        } else {
+            tracing::debug!("{status}: {self}");
+        }
+        super::json_response(status, &serde_json::json!({ "error": self.to_string() }))
+    }
+}

@@ -1,0 +1,98 @@
+//! The HTTP front end: Open Inference Protocol v2 over REST (axum).
+//!
+//! Handlers decode requests, call the serving core ([`crate::models`]) and encode results;
+//! they never run inference themselves.
+
+mod body;
+mod error;
+mod v2;
+
+pub use error::ApiError;
+
+use crate::models::ModelManager;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Default request body limit: 64 MiB.
+pub const DEFAULT_MAX_BODY: usize = 64 << 20;
+
+/// HTTP server settings.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest accepted request body in bytes; larger ones are answered 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: DEFAULT_MAX_BODY,
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub models: Arc<ModelManager>,
+    pub config: Arc<HttpConfig>,
+}
+
+/// The complete router, without a socket (tests drive it with `oneshot`).
+pub fn router(models: Arc<ModelManager>, config: HttpConfig) -> Router {
+    let state = AppState {
+        models,
+        config: Arc::new(config),
+    };
+    v2::routes()
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// Accepted sockets get TCP_NODELAY: responses are written in one piece, so there is
+/// nothing to coalesce and Nagle would only add latency.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("could not set TCP_NODELAY: {e}");
+        }
+    });
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// A JSON response serialized into one buffer.
+pub(crate) fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "application/json")],
+            format!("{{\"error\":\"response could not be encoded: {e}\"}}"),
+        )
+            .into_response(),
+    }
+}

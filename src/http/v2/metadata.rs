@@ -1,0 +1,71 @@
+//! Server and model metadata.
+
+use super::ModelRef;
+use crate::engine::TensorSpec;
+use crate::http::{json_response, ApiError, AppState};
+use crate::models::VersionState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Serialize;
+use serde_json::json;
+
+/// The platform name Triton and KServe use for ONNX models.
+pub const PLATFORM: &str = "onnx_onnxv1";
+
+/// Protocol extensions this server implements.
+const EXTENSIONS: &[&str] = &[];
+
+pub async fn server() -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({ "name": "scoria", "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS }),
+    )
+}
+
+#[derive(Serialize)]
+struct TensorMetadata<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: Vec<i64>,
+}
+
+impl<'a> From<&'a TensorSpec> for TensorMetadata<'a> {
+    fn from(s: &'a TensorSpec) -> Self {
+        TensorMetadata {
+            name: &s.name,
+            datatype: s.dtype.name(),
+            shape: s.dims(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ModelMetadata<'a> {
+    name: &'a str,
+    versions: Vec<String>,
+    platform: &'static str,
+    inputs: Vec<TensorMetadata<'a>>,
+    outputs: Vec<TensorMetadata<'a>>,
+}
+
+/// Metadata of the requested version, or of the latest ready one; `versions` lists every
+/// version that is ready to serve.
+pub async fn model(State(st): State<AppState>, r: ModelRef) -> Result<Response, ApiError> {
+    let loaded = st.models.get(&r.model, r.version.as_deref())?;
+    let status = st.models.status(&r.model)?;
+    let versions = status
+        .versions
+        .iter()
+        .filter(|(_, s)| matches!(s, VersionState::Ready(_)))
+        .map(|(v, _)| v.to_string())
+        .collect();
+    let meta = ModelMetadata {
+        name: loaded.name(),
+        versions,
+        platform: PLATFORM,
+        inputs: loaded.inputs().iter().map(Into::into).collect(),
+        outputs: loaded.outputs().iter().map(Into::into).collect(),
+    };
+    Ok(json_response(StatusCode::OK, &meta))
+}

@@ -1,0 +1,13 @@
+//! scoria: a model-serving runtime for ONNX models.
+//!
+//! Layers, from the outside in: front ends ([`http`], [`cli`]) → serving core ([`models`]) →
+//! [`engine`]s. The on-disk model repository lives in [`registry`]; [`tensor`] is the
+//! engine-neutral data type all layers share.
+
+pub mod cli;
+pub mod engine;
+pub mod fsutil;
+pub mod http;
+pub mod models;
+pub mod registry;
+pub mod tensor;

@@ -1,0 +1,252 @@
+//! The serving core: which model versions are loaded, in what state, and the one path through
+//! which every front end runs inference ([`LoadedVersion::infer`]).
+
+mod loaded;
+pub mod score;
+mod validate;
+
+pub use loaded::{LoadedVersion, NamedTensor};
+
+use crate::engine::{Backend, EngineError};
+use crate::registry::{name, ModelDir, RegistryError, Repository};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+/// Failures of the serving core, each a distinct kind for the front ends to map.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("unknown model '{0}'")]
+    ModelNotFound(String),
+    #[error("model '{name}' has no version '{version}'")]
+    VersionNotFound { name: String, version: String },
+    /// The model or version exists but cannot serve (still loading, or failed to load).
+    #[error("{0}")]
+    NotReady(String),
+    /// The request does not fit the model.
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("inference failed: {0}")]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Load state of one model version.
+#[derive(Clone)]
+pub enum VersionState {
+    Loading,
+    Ready(Arc<LoadedVersion>),
+    Failed(String),
+}
+
+/// A model as the server knows it.
+#[derive(Clone)]
+pub struct ModelStatus {
+    pub name: String,
+    /// Why the model as a whole cannot be served (a bad `config.toml`, no versions).
+    pub error: Option<String>,
+    /// The versions the version policy selects, ascending.
+    pub versions: BTreeMap<u64, VersionState>,
+}
+
+impl ModelStatus {
+    /// The highest ready version.
+    pub fn latest_ready(&self) -> Option<&Arc<LoadedVersion>> {
+        self.versions.values().rev().find_map(|s| match s {
+            VersionState::Ready(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// Why no version can serve, for a model with no ready version.
+    fn unavailable_reason(&self) -> String {
+        if let Some(e) = &self.error {
+            return format!("model '{}' failed to load: {e}", self.name);
+        }
+        match self.versions.iter().next_back() {
+            Some((v, VersionState::Loading)) => {
+                format!("model '{}' version {v} is still loading", self.name)
+            }
+            Some((v, VersionState::Failed(e))) => {
+                format!("model '{}' version {v} failed to load: {e}", self.name)
+            }
+            _ => format!("model '{}' has no version to serve", self.name),
+        }
+    }
+}
+
+/// Every model of a repository and the state of each served version.
+pub struct ModelManager {
+    repo: Repository,
+    default_backend: Backend,
+    models: RwLock<BTreeMap<String, ModelStatus>>,
+    loading: AtomicUsize,
+}
+
+impl ModelManager {
+    /// A manager for `repo`; models whose config names no backend use `default_backend`.
+    /// Nothing is loaded until [`ModelManager::start_loading`].
+    pub fn new(repo: Repository, default_backend: Backend) -> Arc<ModelManager> {
+        Arc::new(ModelManager {
+            repo,
+            default_backend,
+            models: RwLock::new(BTreeMap::new()),
+            loading: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// Scans the repository and loads every served version on background threads. A model
+    /// that fails is recorded as failed with its reason; the others load regardless.
+    pub fn start_loading(self: &Arc<Self>) -> Result<(), RegistryError> {
+        let dirs = self.repo.models()?;
+        let mut jobs = Vec::new();
+        {
+            let mut models = self.write();
+            for dir in dirs {
+                let status = initial_status(&dir);
+                for (&version, state) in &status.versions {
+                    if matches!(state, VersionState::Loading) {
+                        jobs.push((dir.name.clone(), version));
+                    }
+                }
+                if let Some(e) = &status.error {
+                    tracing::error!("model '{}' cannot be served: {e}", dir.name);
+                }
+                models.insert(dir.name.clone(), status);
+            }
+            self.loading.fetch_add(jobs.len(), Ordering::SeqCst);
+        }
+        for (name, version) in jobs {
+            let this = Arc::clone(self);
+            let spawned = std::thread::Builder::new()
+                .name(format!("load-{name}-{version}"))
+                .spawn(move || this.load_version(&name, version));
+            if let Err(e) = spawned {
+                self.loading.fetch_sub(1, Ordering::SeqCst);
+                return Err(RegistryError::io(self.repo.root(), e));
+            }
+        }
+        Ok(())
+    }
+
+    fn load_version(&self, name: &str, version: u64) {
+        let started = Instant::now();
+        let state = match self
+            .repo
+            .model(name)
+            .map_err(|e| e.to_string())
+            .and_then(|dir| LoadedVersion::load(&dir, version, self.default_backend))
+        {
+            Ok(loaded) => {
+                tracing::info!(
+                    "loaded {name}:{version} ({}) in {} ms",
+                    loaded.backend(),
+                    started.elapsed().as_millis()
+                );
+                VersionState::Ready(Arc::new(loaded))
+            }
+            Err(e) => {
+                tracing::error!("model '{name}' version {version} failed to load: {e}");
+                VersionState::Failed(e)
+            }
+        };
+        if let Some(status) = self.write().get_mut(name) {
+            status.versions.insert(version, state);
+        }
+        self.loading.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// True once every load started by [`ModelManager::start_loading`] has finished, whether
+    /// it succeeded or failed.
+    pub fn is_ready(&self) -> bool {
+        self.loading.load(Ordering::SeqCst) == 0
+    }
+
+    /// A snapshot of one model's status.
+    pub fn status(&self, name: &str) -> Result<ModelStatus, ModelError> {
+        self.read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ModelError::ModelNotFound(name.to_string()))
+    }
+
+    /// A snapshot of every model's status, by name.
+    pub fn statuses(&self) -> Vec<ModelStatus> {
+        self.read().values().cloned().collect()
+    }
+
+    /// The version to serve for a request: `version` if given (as in a URL path), else the
+    /// highest ready one.
+    pub fn get(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<LoadedVersion>, ModelError> {
+        let models = self.read();
+        let status = models
+            .get(model)
+            .ok_or_else(|| ModelError::ModelNotFound(model.to_string()))?;
+        let Some(version) = version else {
+            return status
+                .latest_ready()
+                .cloned()
+                .ok_or_else(|| ModelError::NotReady(status.unavailable_reason()));
+        };
+        let not_found = || ModelError::VersionNotFound {
+            name: model.to_string(),
+            version: version.to_string(),
+        };
+        let v = name::parse_version(version).ok_or_else(not_found)?;
+        match status.versions.get(&v).ok_or_else(not_found)? {
+            VersionState::Ready(loaded) => Ok(Arc::clone(loaded)),
+            VersionState::Loading => Err(ModelError::NotReady(format!(
+                "model '{model}' version {v} is still loading"
+            ))),
+            VersionState::Failed(e) => Err(ModelError::NotReady(format!(
+                "model '{model}' version {v} failed to load: {e}"
+            ))),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ModelStatus>> {
+        // A panic while holding the lock cannot leave the map half-updated (every write is a
+        // single insert), so a poisoned lock is still consistent.
+        self.models.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ModelStatus>> {
+        self.models.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn initial_status(dir: &ModelDir) -> ModelStatus {
+    let mut status = ModelStatus {
+        name: dir.name.clone(),
+        error: None,
+        versions: BTreeMap::new(),
+    };
+    match &dir.config {
+        Err(e) => status.error = Some(e.to_string()),
+        Ok(_) => {
+            let served = dir.served_versions();
+            if served.is_empty() {
+                status.error = Some(if dir.versions.is_empty() {
+                    "no version folders (expected <model>/<version>/model.onnx)".to_string()
+                } else {
+                    "the version policy selects none of the versions present".to_string()
+                });
+            }
+            status.versions = served
+                .into_iter()
+                .map(|v| (v, VersionState::Loading))
+                .collect();
+        }
+    }
+    status
+}

@@ -1,0 +1,50 @@
+//! `meta.toml`: what registration recorded about one version.
+
+use super::RegistryError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// File name of the registration record inside a version folder.
+pub const META_FILE: &str = "meta.toml";
+
+/// Registration record of one version. Versions copied in by hand have none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionMeta {
+    /// Hex sha256 of `model.onnx`.
+    pub sha256: String,
+    /// Size of `model.onnx` in bytes.
+    pub size: u64,
+    /// RFC 3339 UTC time of registration.
+    pub created: String,
+    /// The file it was registered from.
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl VersionMeta {
+    /// Reads the record in `version_dir`, `None` if there is none.
+    pub fn load(version_dir: &Path) -> Result<Option<VersionMeta>, RegistryError> {
+        let path = version_dir.join(META_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text)
+                .map(Some)
+                .map_err(|e| RegistryError::Config {
+                    file: path,
+                    key: "(record)".into(),
+                    why: e.message().to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(RegistryError::io(&path, e)),
+        }
+    }
+
+    /// The TOML text of this record.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a VersionMeta always serializes; this is a bug")
+    }
+}

@@ -1,0 +1,165 @@
+//! Registering and deleting versions, atomically.
+//!
+//! A new version is assembled in a hidden temporary folder beside the versions, fsynced,
+//! then renamed into place: readers and a killed process only ever see no version or a
+//! complete one. Leftover temporary folders of dead processes are removed on the next write.
+
+use super::meta::{VersionMeta, META_FILE};
+use super::{name, RegistryError, Repository, MODEL_FILE};
+use crate::fsutil;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+const TMP_PREFIX: &str = "tmp";
+const TRASH_PREFIX: &str = "trash";
+
+/// What to register.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub name: String,
+    pub source: PathBuf,
+    pub tags: BTreeMap<String, String>,
+    pub description: Option<String>,
+}
+
+/// Copies `reg.source` into the next version of model `reg.name` and returns that version
+/// and its record. The file must parse as an ONNX model; otherwise nothing is written.
+pub fn register(
+    repo: &Repository,
+    reg: &Registration,
+) -> Result<(u64, VersionMeta), RegistryError> {
+    name::validate(&reg.name)?;
+    let source_meta = fs::metadata(&reg.source).map_err(|e| RegistryError::io(&reg.source, e))?;
+    if !source_meta.is_file() {
+        return Err(RegistryError::io(
+            &reg.source,
+            io::Error::other("not a regular file"),
+        ));
+    }
+    crate::engine::check_onnx(&reg.source).map_err(|e| RegistryError::NotOnnx(e.to_string()))?;
+
+    let model_dir = repo.root().join(&reg.name);
+    fs::create_dir_all(&model_dir).map_err(|e| RegistryError::io(&model_dir, e))?;
+    remove_stale(&model_dir);
+
+    let tmp = fsutil::temp_path(&model_dir, TMP_PREFIX);
+    let staged = stage(&tmp, reg);
+    let meta = match staged {
+        Ok(meta) => meta,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+
+    // Another registration may take a version number between the scan and the rename;
+    // rename onto an existing (non-empty) version folder fails, so try the next number.
+    let mut version = next_version(repo, &reg.name)?;
+    loop {
+        let dest = model_dir.join(version.to_string());
+        match fs::rename(&tmp, &dest) {
+            Ok(()) => break,
+            Err(e) if dest.exists() && version < u64::MAX => {
+                tracing::debug!("version {version} taken ({e}); trying the next");
+                version += 1;
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(RegistryError::io(&dest, e));
+            }
+        }
+    }
+    fsutil::fsync_dir(&model_dir).map_err(|e| RegistryError::io(&model_dir, e))?;
+    Ok((version, meta))
+}
+
+fn next_version(repo: &Repository, name: &str) -> Result<u64, RegistryError> {
+    Ok(repo
+        .model(name)?
+        .versions
+        .last()
+        .map_or(1, |v| v.saturating_add(1)))
+}
+
+/// Fills the temporary folder: the model copy (hashed while copying) and its record.
+fn stage(tmp: &Path, reg: &Registration) -> Result<VersionMeta, RegistryError> {
+    fs::create_dir(tmp).map_err(|e| RegistryError::io(tmp, e))?;
+    let dest = tmp.join(MODEL_FILE);
+    let (sha256, size) = copy_hashed(&reg.source, &dest)?;
+    let meta = VersionMeta {
+        sha256,
+        size,
+        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        source: reg.source.display().to_string(),
+        description: reg.description.clone(),
+        tags: reg.tags.clone(),
+    };
+    let meta_path = tmp.join(META_FILE);
+    let mut f = File::create(&meta_path).map_err(|e| RegistryError::io(&meta_path, e))?;
+    f.write_all(meta.to_toml().as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| RegistryError::io(&meta_path, e))?;
+    fsutil::fsync_dir(tmp).map_err(|e| RegistryError::io(tmp, e))?;
+    Ok(meta)
+}
+
+fn copy_hashed(src: &Path, dest: &Path) -> Result<(String, u64), RegistryError> {
+    let mut input = File::open(src).map_err(|e| RegistryError::io(src, e))?;
+    let mut output = File::create(dest).map_err(|e| RegistryError::io(dest, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = input
+            .read(&mut buf)
+            .map_err(|e| RegistryError::io(src, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        output
+            .write_all(&buf[..n])
+            .map_err(|e| RegistryError::io(dest, e))?;
+        size += n as u64;
+    }
+    output.sync_all().map_err(|e| RegistryError::io(dest, e))?;
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+/// Removes `model:version` from disk. The folder is first renamed out of the version
+/// namespace, so the version disappears atomically even if the removal is interrupted.
+pub fn delete(repo: &Repository, model: &str, version: u64) -> Result<(), RegistryError> {
+    let dir = repo.model(model)?;
+    if !dir.versions.contains(&version) {
+        return Err(RegistryError::VersionNotFound {
+            name: model.to_string(),
+            version,
+        });
+    }
+    remove_stale(&dir.path);
+    let trash = fsutil::temp_path(&dir.path, TRASH_PREFIX);
+    let src = dir.version_path(version);
+    fs::rename(&src, &trash).map_err(|e| RegistryError::io(&src, e))?;
+    fsutil::fsync_dir(&dir.path).map_err(|e| RegistryError::io(&dir.path, e))?;
+    fs::remove_dir_all(&trash).map_err(|e| RegistryError::io(&trash, e))
+}
+
+/// Best-effort cleanup of temporary folders left by killed processes.
+fn remove_stale(model_dir: &Path) {
+    let Ok(entries) = fs::read_dir(model_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let owner = fsutil::temp_owner(&name, TMP_PREFIX)
+            .or_else(|| fsutil::temp_owner(&name, TRASH_PREFIX));
+        if let Some(pid) = owner {
+            if !fsutil::process_alive(pid) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
