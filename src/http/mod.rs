@@ -7,6 +7,9 @@ mod body;
 mod error;
 mod v2;
 
+#[cfg(test)]
+mod tests;
+
 pub use error::ApiError;
 
 use crate::models::ModelManager;

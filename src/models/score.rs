@@ -65,39 +65,34 @@ pub fn decode_request(body: &str, specs: &[TensorSpec]) -> Result<Vec<NamedTenso
         .collect()
 }
 
-/// The shape to give data whose nesting is `nested`: as nested when the rank matches; with a
-/// leading batch of 1 for one unbatched sample; or split into samples when flat.
+/// The shape to give data whose nesting is `nested`, the first that fits the model of:
+/// the nesting itself; one unbatched sample with a leading batch of 1; flat data split into
+/// samples of the model's fixed trailing dimensions.
 fn fit_shape(spec: &TensorSpec, nested: Vec<usize>, len: usize) -> Option<Vec<usize>> {
-    let rank = spec.shape.len();
-    if nested.len() == rank {
-        return Some(nested);
-    }
-    let batch_ok = |n: usize| {
-        matches!(spec.shape.first(), Some(Dim::Dynamic))
-            || spec.shape.first() == Some(&Dim::Fixed(n))
-    };
-    if nested.len() + 1 == rank && batch_ok(1) {
-        let mut shape = vec![1];
-        shape.extend(nested);
-        return Some(shape);
-    }
-    if nested.len() == 1 && rank > 1 {
-        let rest: Option<Vec<usize>> = spec.shape[1..]
-            .iter()
-            .map(|d| match d {
-                Dim::Fixed(n) => Some(*n),
-                Dim::Dynamic => None,
+    let fits = |shape: &[usize]| {
+        shape.len() == spec.shape.len()
+            && shape.iter().zip(&spec.shape).all(|(&n, d)| match d {
+                Dim::Fixed(m) => n == *m,
+                Dim::Dynamic => true,
             })
-            .collect();
-        let rest = rest?;
-        let per = element_count(&rest).filter(|&p| p > 0)?;
-        if len % per == 0 && batch_ok(len / per) {
-            let mut shape = vec![len / per];
-            shape.extend(rest);
-            return Some(shape);
+    };
+    let mut candidates = vec![nested.clone()];
+    candidates.push(std::iter::once(1).chain(nested.iter().copied()).collect());
+    let trailing: Option<Vec<usize>> = spec
+        .shape
+        .iter()
+        .skip(1)
+        .map(|d| match d {
+            Dim::Fixed(n) => Some(*n),
+            Dim::Dynamic => None,
+        })
+        .collect();
+    if let Some(rest) = trailing.filter(|_| nested.len() == 1 && !spec.shape.is_empty()) {
+        if let Some(per) = element_count(&rest).filter(|&p| p > 0 && len.is_multiple_of(p)) {
+            candidates.push(std::iter::once(len / per).chain(rest).collect());
         }
     }
-    None
+    candidates.into_iter().find(|c| fits(c))
 }
 
 /// Encodes outputs as `{name: nested data}`.
