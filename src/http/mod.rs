@@ -5,7 +5,7 @@
 
 mod body;
 mod error;
-mod v2;
+pub mod v2;
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,6 @@
 //! Open Inference Protocol v2 routes (KServe / Triton REST).
 
-mod codec;
+pub mod codec;
 mod health;
 mod infer;
 mod metadata;
