@@ -23,7 +23,7 @@ fn codec(c: &mut Criterion) {
         let body = request(n);
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_function(label, |b| {
-            b.iter(|| decode_request(body.as_bytes()).expect("valid request"))
+            b.iter(|| decode_request(body.as_bytes(), None).expect("valid request"))
         });
     }
     let logits = TensorData::F32((0..1000).map(|i| i as f32 * 0.001 - 0.5).collect());

@@ -151,7 +151,17 @@ impl Engine for TractEngine {
 
 fn to_tract(t: Tensor) -> anyhow::Result<TractTensor> {
     let (shape, data) = t.into_parts();
-    with_tensor_data!(&data, v => TractTensor::from_shape(&shape, v))
+    with_tensor_data!(data, v => TractTensor::from_shape(&shape, &v), b => {
+        let strings = b
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                String::from_utf8(e)
+                    .map_err(|_| anyhow::anyhow!("BYTES element {i} is not UTF-8 text, which tract's string tensors require"))
+            })
+            .collect::<anyhow::Result<Vec<String>>>()?;
+        Ok(tract_onnx::prelude::tract_ndarray::ArrayD::from_shape_vec(shape, strings)?.into())
+    })
 }
 
 fn from_tract(v: &TValue) -> anyhow::Result<Tensor> {
@@ -178,6 +188,10 @@ fn from_tract(v: &TValue) -> anyhow::Result<Tensor> {
         Some(DataType::I64) => take!(I64, i64),
         Some(DataType::F32) => take!(F32, f32),
         Some(DataType::F64) => take!(F64, f64),
+        Some(DataType::Bytes) => {
+            let view = v.to_plain_array_view::<String>()?;
+            TensorData::Bytes(view.iter().map(|s| s.as_bytes().to_vec()).collect())
+        }
         None => anyhow::bail!("model produced element type {dt:?}, which scoria does not serve"),
     };
     Ok(Tensor::new(v.shape().to_vec(), data)?)
@@ -196,6 +210,7 @@ fn data_type(dt: DatumType) -> Option<DataType> {
         DatumType::I64 => DataType::I64,
         DatumType::F32 => DataType::F32,
         DatumType::F64 => DataType::F64,
+        DatumType::String => DataType::Bytes,
         _ => return None,
     })
 }
@@ -213,6 +228,7 @@ fn datum_type(dt: DataType) -> DatumType {
         DataType::I64 => DatumType::I64,
         DataType::F32 => DatumType::F32,
         DataType::F64 => DatumType::F64,
+        DataType::Bytes => DatumType::String,
     }
 }
 

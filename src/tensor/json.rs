@@ -51,6 +51,7 @@ pub fn decode_json(dtype: DataType, json: &str) -> Result<Decoded, String> {
         DataType::I64 => go!(I64, i64),
         DataType::F32 => go!(F32, f32),
         DataType::F64 => go!(F64, f64),
+        DataType::Bytes => go!(Bytes, Vec<u8>),
     })
 }
 
@@ -70,6 +71,9 @@ trait Element: Sized {
     fn from_i64(v: i64) -> Option<Self>;
     fn from_f64(v: f64) -> Option<Self>;
     fn from_bool(_: bool) -> Option<Self> {
+        None
+    }
+    fn from_str(_: &str) -> Option<Self> {
         None
     }
 }
@@ -117,6 +121,22 @@ macro_rules! float_element {
 }
 float_element!(f32, F32);
 float_element!(f64, F64);
+
+impl Element for Vec<u8> {
+    const DTYPE: DataType = DataType::Bytes;
+    fn from_u64(_: u64) -> Option<Self> {
+        None
+    }
+    fn from_i64(_: i64) -> Option<Self> {
+        None
+    }
+    fn from_f64(_: f64) -> Option<Self> {
+        None
+    }
+    fn from_str(v: &str) -> Option<Self> {
+        Some(v.as_bytes().to_vec())
+    }
+}
 
 impl Element for bool {
     const DTYPE: DataType = DataType::Bool;
@@ -209,6 +229,7 @@ fn expected(dtype: DataType) -> String {
     match dtype {
         DataType::Bool => "a boolean (true/false)".to_string(),
         DataType::F32 | DataType::F64 => format!("an {dtype} number"),
+        DataType::Bytes => "a string".to_string(),
         _ => format!("an integer in the {dtype} range"),
     }
 }
@@ -240,7 +261,7 @@ impl<'de, T: Element> Visitor<'de> for Flatten<'_, T> {
         self.push(T::from_f64(v), format_args!("{v}"))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.push(None, format_args!("string {v:?}"))
+        self.push(T::from_str(v), format_args!("string {v:?}"))
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         self.push(None, format_args!("null"))
@@ -264,6 +285,15 @@ impl<'de, T: Element> Visitor<'de> for Flatten<'_, T> {
     }
 }
 
+/// A BYTES element serialized as a JSON string (invalid UTF-8 replaced by U+FFFD).
+pub struct Utf8<'a>(pub &'a [u8]);
+
+impl Serialize for Utf8<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from_utf8_lossy(self.0))
+    }
+}
+
 /// Serializes typed elements as nested JSON arrays following `shape` (a bare value for `[]`).
 pub struct NestedData<'a> {
     pub shape: &'a [usize],
@@ -272,7 +302,10 @@ pub struct NestedData<'a> {
 
 impl Serialize for NestedData<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        crate::with_tensor_data!(self.data, v => nested(s, self.shape, v))
+        crate::with_tensor_data!(self.data, v => nested(s, self.shape, v), b => {
+            let strings: Vec<Utf8<'_>> = b.iter().map(|e| Utf8(e)).collect();
+            nested(s, self.shape, &strings)
+        })
     }
 }
 
@@ -387,6 +420,30 @@ mod tests {
         let err = decode_json(DataType::Bool, "[true, 1]").unwrap_err();
         assert_eq!(err, "element 1: expected a boolean (true/false), found 1");
         assert!(decode_json(DataType::F32, "[{\"a\": 1}]").is_err());
+    }
+
+    #[test]
+    fn bytes_are_strings() {
+        let d = decode_json(DataType::Bytes, r#"[["ab", ""], ["ü", "x"]]"#).unwrap();
+        assert_eq!(d.nested_shape, Some(vec![2, 2]));
+        assert_eq!(
+            d.data,
+            TensorData::Bytes(vec![
+                b"ab".to_vec(),
+                vec![],
+                "ü".as_bytes().to_vec(),
+                b"x".to_vec()
+            ])
+        );
+        assert!(decode_json(DataType::Bytes, "[1]")
+            .unwrap_err()
+            .contains("expected a string"));
+        let s = serde_json::to_string(&NestedData {
+            shape: &[1, 2],
+            data: &TensorData::Bytes(vec![b"a".to_vec(), vec![0xff]]),
+        })
+        .unwrap();
+        assert_eq!(s, "[[\"a\",\"\u{fffd}\"]]");
     }
 
     #[test]

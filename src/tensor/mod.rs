@@ -3,9 +3,11 @@
 //! A [`Tensor`] owns its elements in a typed, row-major `Vec`; its shape always agrees with
 //! its element count (checked at construction).
 
+mod binary;
 mod json;
 
-pub use json::{decode_json, NestedData};
+pub use binary::{decode_binary, encode_binary};
+pub use json::{decode_json, NestedData, Utf8};
 
 use std::fmt;
 
@@ -23,11 +25,13 @@ pub enum DataType {
     I64,
     F32,
     F64,
+    /// Variable-length byte strings (strings in JSON, length-prefixed in binary).
+    Bytes,
 }
 
 impl DataType {
     /// Every supported type, in the order v2 documents them.
-    pub const ALL: [DataType; 11] = [
+    pub const ALL: [DataType; 12] = [
         DataType::Bool,
         DataType::U8,
         DataType::U16,
@@ -39,6 +43,7 @@ impl DataType {
         DataType::I64,
         DataType::F32,
         DataType::F64,
+        DataType::Bytes,
     ];
 
     /// The v2 protocol name (`"FP32"`, `"INT64"`, `"BOOL"`, ...).
@@ -55,6 +60,7 @@ impl DataType {
             DataType::I64 => "INT64",
             DataType::F32 => "FP32",
             DataType::F64 => "FP64",
+            DataType::Bytes => "BYTES",
         }
     }
 
@@ -63,13 +69,14 @@ impl DataType {
         DataType::ALL.into_iter().find(|d| d.name() == name)
     }
 
-    /// Size of one element in bytes.
-    pub fn size(self) -> usize {
+    /// Size of one element in bytes; `None` for variable-length BYTES.
+    pub fn size(self) -> Option<usize> {
         match self {
-            DataType::Bool | DataType::U8 | DataType::I8 => 1,
-            DataType::U16 | DataType::I16 => 2,
-            DataType::U32 | DataType::I32 | DataType::F32 => 4,
-            DataType::U64 | DataType::I64 | DataType::F64 => 8,
+            DataType::Bool | DataType::U8 | DataType::I8 => Some(1),
+            DataType::U16 | DataType::I16 => Some(2),
+            DataType::U32 | DataType::I32 | DataType::F32 => Some(4),
+            DataType::U64 | DataType::I64 | DataType::F64 => Some(8),
+            DataType::Bytes => None,
         }
     }
 }
@@ -94,13 +101,15 @@ pub enum TensorData {
     I64(Vec<i64>),
     F32(Vec<f32>),
     F64(Vec<f64>),
+    Bytes(Vec<Vec<u8>>),
 }
 
-/// Runs `$body` with `$v` bound to the typed `Vec` inside a [`TensorData`] (by the binding mode
-/// of `$data`: value, `&` or `&mut`).
+/// Runs `$body` with `$v` bound to the typed `Vec` inside a numeric [`TensorData`], or
+/// `$bytes` with `$b` bound to the elements of BYTES data (by the binding mode of `$data`:
+/// value, `&` or `&mut`).
 #[macro_export]
 macro_rules! with_tensor_data {
-    ($data:expr, $v:ident => $body:expr) => {
+    ($data:expr, $v:ident => $body:expr, $b:ident => $bytes:expr) => {
         match $data {
             $crate::tensor::TensorData::Bool($v) => $body,
             $crate::tensor::TensorData::U8($v) => $body,
@@ -113,6 +122,7 @@ macro_rules! with_tensor_data {
             $crate::tensor::TensorData::I64($v) => $body,
             $crate::tensor::TensorData::F32($v) => $body,
             $crate::tensor::TensorData::F64($v) => $body,
+            $crate::tensor::TensorData::Bytes($b) => $bytes,
         }
     };
 }
@@ -132,12 +142,13 @@ impl TensorData {
             TensorData::I64(_) => DataType::I64,
             TensorData::F32(_) => DataType::F32,
             TensorData::F64(_) => DataType::F64,
+            TensorData::Bytes(_) => DataType::Bytes,
         }
     }
 
     /// Number of elements.
     pub fn len(&self) -> usize {
-        with_tensor_data!(self, v => v.len())
+        with_tensor_data!(self, v => v.len(), b => b.len())
     }
 
     /// True when there are no elements.
@@ -209,7 +220,9 @@ mod tests {
             assert_eq!(DataType::from_name(d.name()), Some(d));
         }
         assert_eq!(DataType::from_name("fp32"), None);
-        assert_eq!(DataType::from_name("BYTES"), None);
+        assert_eq!(DataType::from_name("BYTES"), Some(DataType::Bytes));
+        assert_eq!(DataType::Bytes.size(), None);
+        assert_eq!(DataType::F64.size(), Some(8));
     }
 
     #[test]

@@ -1,10 +1,20 @@
-//! JSON bodies of the v2 inference protocol: request decoding into tensors, response encoding.
+//! Bodies of the v2 inference protocol: JSON tensors and the binary tensor data extension.
+//!
+//! A binary request is a JSON header of `Inference-Header-Content-Length` bytes followed by
+//! the raw data of each input that carries `parameters.binary_data_size`, in input order.
+//! Responses put outputs asked for as binary (`parameters.binary_data`, or the request-level
+//! `binary_data_output`) after the JSON header the same way.
 
 use crate::http::ApiError;
 use crate::models::NamedTensor;
-use crate::tensor::{decode_json, element_count, DataType, Tensor, TensorData};
+use crate::tensor::{
+    decode_binary, decode_json, element_count, encode_binary, DataType, Tensor, TensorData, Utf8,
+};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
+
+/// The header naming the JSON part's length in a binary-extension body.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
 #[derive(Deserialize)]
 struct RequestJson<'a> {
@@ -13,6 +23,14 @@ struct RequestJson<'a> {
     inputs: Vec<InputJson<'a>>,
     #[serde(default)]
     outputs: Option<Vec<OutputJson>>,
+    #[serde(default)]
+    parameters: RequestParameters,
+}
+
+#[derive(Deserialize, Default)]
+struct RequestParameters {
+    #[serde(default)]
+    binary_data_output: bool,
 }
 
 #[derive(Deserialize)]
@@ -22,11 +40,25 @@ struct InputJson<'a> {
     datatype: String,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
+    #[serde(default)]
+    parameters: InputParameters,
+}
+
+#[derive(Deserialize, Default)]
+struct InputParameters {
+    binary_data_size: Option<u64>,
 }
 
 #[derive(Deserialize)]
 struct OutputJson {
     name: String,
+    #[serde(default)]
+    parameters: OutputParameters,
+}
+
+#[derive(Deserialize, Default)]
+struct OutputParameters {
+    binary_data: Option<bool>,
 }
 
 /// A decoded inference request.
@@ -35,87 +67,217 @@ pub struct InferRequest {
     pub inputs: Vec<NamedTensor>,
     /// Requested outputs, in order; `None` for all.
     pub outputs: Option<Vec<String>>,
+    /// Which outputs to return as binary data.
+    pub binary: BinaryOutputs,
 }
 
-/// Decodes a v2 JSON inference request (whatever the Content-Type).
-pub fn decode_request(body: &[u8]) -> Result<InferRequest, ApiError> {
-    let bad = ApiError::BadRequest;
-    let req: RequestJson = serde_json::from_slice(body)
-        .map_err(|e| bad(format!("malformed inference request: {e}")))?;
-    let inputs = req
-        .inputs
-        .into_iter()
-        .map(|input| {
-            let name = input.name;
-            let err = |why: String| bad(format!("input '{name}': {why}"));
-            let dtype = DataType::from_name(&input.datatype)
-                .ok_or_else(|| err(format!("unsupported datatype '{}'", input.datatype)))?;
-            let shape = input
-                .shape
-                .iter()
-                .map(|&d| {
-                    usize::try_from(d).map_err(|_| {
-                        err(format!("shape {:?} has a negative dimension", input.shape))
-                    })
-                })
-                .collect::<Result<Vec<usize>, _>>()?;
-            let count =
-                element_count(&shape).ok_or_else(|| err(format!("shape {shape:?} overflows")))?;
-            let data = input.data.ok_or_else(|| err("no \"data\"".to_string()))?;
-            let decoded = decode_json(dtype, data.get()).map_err(err)?;
-            if decoded.data.len() != count {
-                return Err(err(format!(
-                    "shape {shape:?} holds {count} elements but \"data\" has {}",
-                    decoded.data.len()
-                )));
-            }
-            let tensor = Tensor::new(shape, decoded.data).map_err(|e| err(e.to_string()))?;
-            Ok(NamedTensor { name, tensor })
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(InferRequest {
-        id: req.id,
-        inputs,
-        outputs: req.outputs.map(|o| o.into_iter().map(|o| o.name).collect()),
-    })
+/// Which outputs a client wants as binary data.
+#[derive(Debug, Default, Clone)]
+pub struct BinaryOutputs {
+    default: bool,
+    /// Per-output `binary_data` choices, overriding `default`.
+    explicit: Vec<(String, bool)>,
 }
 
-/// A v2 JSON inference response.
-#[derive(Serialize)]
-pub struct InferResponse<'a> {
-    pub model_name: &'a str,
-    pub model_version: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    pub outputs: Vec<OutputTensor<'a>>,
-}
-
-/// One output tensor with flat `data`.
-#[derive(Serialize)]
-pub struct OutputTensor<'a> {
-    pub name: &'a str,
-    pub datatype: &'static str,
-    pub shape: &'a [usize],
-    pub data: FlatData<'a>,
-}
-
-impl<'a> From<&'a NamedTensor> for OutputTensor<'a> {
-    fn from(t: &'a NamedTensor) -> Self {
-        OutputTensor {
-            name: &t.name,
-            datatype: t.tensor.dtype().name(),
-            shape: t.tensor.shape(),
-            data: FlatData(t.tensor.data()),
-        }
+impl BinaryOutputs {
+    pub fn wants(&self, name: &str) -> bool {
+        self.explicit
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(self.default, |(_, b)| *b)
     }
 }
 
-/// Elements serialized as one flat JSON array.
+/// Decodes a v2 request body (whatever the Content-Type). `header_length` is the
+/// `Inference-Header-Content-Length` header, present for binary-extension bodies.
+pub fn decode_request(body: &[u8], header_length: Option<&[u8]>) -> Result<InferRequest, ApiError> {
+    let bad = ApiError::BadRequest;
+    let (json, mut binary) = match header_length {
+        None => (body, &[][..]),
+        Some(raw) => {
+            let text = std::str::from_utf8(raw).unwrap_or("").trim();
+            let n: usize = text.parse().map_err(|_| {
+                bad(format!(
+                    "Inference-Header-Content-Length '{}' is not a number",
+                    String::from_utf8_lossy(raw)
+                ))
+            })?;
+            if n > body.len() {
+                return Err(bad(format!(
+                    "Inference-Header-Content-Length {n} is larger than the {}-byte body",
+                    body.len()
+                )));
+            }
+            body.split_at(n)
+        }
+    };
+    let req: RequestJson = serde_json::from_slice(json)
+        .map_err(|e| bad(format!("malformed inference request: {e}")))?;
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for input in req.inputs {
+        let name = input.name;
+        let err = |why: String| bad(format!("input '{name}': {why}"));
+        let dtype = DataType::from_name(&input.datatype)
+            .ok_or_else(|| err(format!("unsupported datatype '{}'", input.datatype)))?;
+        let shape = input
+            .shape
+            .iter()
+            .map(|&d| {
+                usize::try_from(d)
+                    .map_err(|_| err(format!("shape {:?} has a negative dimension", input.shape)))
+            })
+            .collect::<Result<Vec<usize>, _>>()?;
+        let count =
+            element_count(&shape).ok_or_else(|| err(format!("shape {shape:?} overflows")))?;
+        let data = match (input.data, input.parameters.binary_data_size) {
+            (Some(_), Some(_)) => return Err(err("has both \"data\" and binary_data_size".into())),
+            (None, None) => return Err(err("no \"data\" and no binary_data_size".into())),
+            (Some(data), None) => {
+                let decoded = decode_json(dtype, data.get()).map_err(err)?;
+                if decoded.data.len() != count {
+                    return Err(err(format!(
+                        "shape {shape:?} holds {count} elements but \"data\" has {}",
+                        decoded.data.len()
+                    )));
+                }
+                decoded.data
+            }
+            (None, Some(size)) => {
+                let size = usize::try_from(size).unwrap_or(usize::MAX);
+                if size > binary.len() {
+                    return Err(err(format!(
+                        "binary_data_size {size} overruns the {} bytes of binary data left in the body",
+                        binary.len()
+                    )));
+                }
+                let (mine, rest) = binary.split_at(size);
+                binary = rest;
+                decode_binary(dtype, mine, count).map_err(err)?
+            }
+        };
+        let tensor = Tensor::new(shape, data).map_err(|e| err(e.to_string()))?;
+        inputs.push(NamedTensor { name, tensor });
+    }
+    if !binary.is_empty() {
+        return Err(bad(format!(
+            "{} bytes of binary data follow the inputs unused",
+            binary.len()
+        )));
+    }
+    let mut binary = BinaryOutputs {
+        default: req.parameters.binary_data_output,
+        explicit: Vec::new(),
+    };
+    let outputs = req.outputs.map(|outputs| {
+        outputs
+            .into_iter()
+            .map(|o| {
+                if let Some(b) = o.parameters.binary_data {
+                    binary.explicit.push((o.name.clone(), b));
+                }
+                o.name
+            })
+            .collect()
+    });
+    Ok(InferRequest {
+        id: req.id,
+        inputs,
+        outputs,
+        binary,
+    })
+}
+
+/// An encoded response body and, for binary-extension bodies, the JSON header's length.
+pub struct EncodedResponse {
+    pub body: Vec<u8>,
+    pub header_length: Option<usize>,
+}
+
+/// Encodes the response: one buffer with the JSON header and any binary outputs after it.
+pub fn encode_response(
+    model_name: &str,
+    model_version: &str,
+    id: Option<String>,
+    outputs: &[NamedTensor],
+    binary: &BinaryOutputs,
+) -> Result<EncodedResponse, ApiError> {
+    let mut blobs = Vec::new();
+    let tensors = outputs
+        .iter()
+        .map(|t| {
+            let (data, parameters) = if binary.wants(&t.name) {
+                let size = encode_binary(t.tensor.data(), &mut blobs);
+                (
+                    None,
+                    Some(OutputParametersJson {
+                        binary_data_size: size,
+                    }),
+                )
+            } else {
+                (Some(FlatData(t.tensor.data())), None)
+            };
+            OutputTensor {
+                name: &t.name,
+                datatype: t.tensor.dtype().name(),
+                shape: t.tensor.shape(),
+                data,
+                parameters,
+            }
+        })
+        .collect();
+    let response = InferResponse {
+        model_name,
+        model_version,
+        id,
+        outputs: tensors,
+    };
+    let mut body = serde_json::to_vec(&response)
+        .map_err(|e| ApiError::Internal(format!("response could not be encoded: {e}")))?;
+    if blobs.is_empty() && !outputs.iter().any(|o| binary.wants(&o.name)) {
+        return Ok(EncodedResponse {
+            body,
+            header_length: None,
+        });
+    }
+    let header_length = body.len();
+    body.extend_from_slice(&blobs);
+    Ok(EncodedResponse {
+        body,
+        header_length: Some(header_length),
+    })
+}
+
+#[derive(Serialize)]
+struct InferResponse<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    outputs: Vec<OutputTensor<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutputTensor<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [usize],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<OutputParametersJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<FlatData<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutputParametersJson {
+    binary_data_size: usize,
+}
+
+/// Elements serialized as one flat JSON array (BYTES as strings).
 pub struct FlatData<'a>(pub &'a TensorData);
 
 impl Serialize for FlatData<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        crate::with_tensor_data!(self.0, v => v.serialize(s))
+        crate::with_tensor_data!(self.0, v => v.serialize(s), b => s.collect_seq(b.iter().map(|e| Utf8(e))))
     }
 }
 
@@ -124,7 +286,7 @@ mod tests {
     use super::*;
 
     fn err(body: &str) -> String {
-        match decode_request(body.as_bytes()) {
+        match decode_request(body.as_bytes(), None) {
             Ok(_) => panic!("accepted {body}"),
             Err(e) => e.to_string(),
         }
@@ -134,6 +296,7 @@ mod tests {
     fn decodes_flat_and_nested() {
         let r = decode_request(
             br#"{"id":"7","inputs":[{"name":"x","shape":[2,2],"datatype":"INT32","data":[[1,2],[3,4]]}],"outputs":[{"name":"y"}]}"#,
+            None,
         )
         .unwrap();
         assert_eq!(r.id.as_deref(), Some("7"));
@@ -142,6 +305,7 @@ mod tests {
             &TensorData::I32(vec![1, 2, 3, 4])
         );
         assert_eq!(r.outputs, Some(vec!["y".to_string()]));
+        assert!(!r.binary.wants("y"));
     }
 
     #[test]
@@ -160,21 +324,66 @@ mod tests {
         assert!(i("[2]", "FP32", "[1,\"a\"]").contains("element 1"));
     }
 
+    fn binary_body(json: &str, blob: &[u8]) -> Vec<u8> {
+        let mut body = json.as_bytes().to_vec();
+        body.extend_from_slice(blob);
+        body
+    }
+
     #[test]
-    fn encodes_flat() {
+    fn binary_inputs_and_errors() {
+        let json = r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}}],"parameters":{"binary_data_output":true}}"#;
+        let blob: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|f| f.to_le_bytes()).collect();
+        let len = json.len().to_string();
+        let r = decode_request(&binary_body(json, &blob), Some(len.as_bytes())).unwrap();
+        assert_eq!(r.inputs[0].tensor.data(), &TensorData::F32(vec![1.0, 2.0]));
+        assert!(r.binary.wants("anything"));
+
+        let e = |body: &[u8], header: &str| {
+            decode_request(body, Some(header.as_bytes()))
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        assert!(e(&binary_body(json, &blob), "abc").contains("'abc' is not a number"));
+        assert!(e(&binary_body(json, &blob), "100000").contains("larger than"));
+        assert!(e(&binary_body(json, &blob[..4]), &len).contains("overruns"));
+        let mut extra = blob.clone();
+        extra.push(0);
+        assert!(e(&binary_body(json, &extra), &len).contains("1 bytes of binary data follow"));
+        let json7 = json.replace("\"binary_data_size\":8", "\"binary_data_size\":7");
+        let len7 = json7.len().to_string();
+        assert!(e(&binary_body(&json7, &blob[..7]), &len7).contains("binary_data_size 7 disagrees"));
+    }
+
+    #[test]
+    fn encodes_json_and_binary_outputs() {
         let t = NamedTensor {
             name: "y".into(),
             tensor: Tensor::new(vec![1, 2], TensorData::Bool(vec![true, false])).unwrap(),
         };
-        let resp = InferResponse {
-            model_name: "m",
-            model_version: "1".into(),
-            id: None,
-            outputs: vec![(&t).into()],
-        };
+        let r = encode_response(
+            "m",
+            "1",
+            None,
+            std::slice::from_ref(&t),
+            &BinaryOutputs::default(),
+        )
+        .unwrap();
+        assert_eq!(r.header_length, None);
         assert_eq!(
-            serde_json::to_string(&resp).unwrap(),
+            String::from_utf8(r.body).unwrap(),
             r#"{"model_name":"m","model_version":"1","outputs":[{"name":"y","datatype":"BOOL","shape":[1,2],"data":[true,false]}]}"#
         );
+        let binary = BinaryOutputs {
+            default: false,
+            explicit: vec![("y".into(), true)],
+        };
+        let r = encode_response("m", "1", Some("a".into()), &[t], &binary).unwrap();
+        let n = r.header_length.unwrap();
+        let header: serde_json::Value = serde_json::from_slice(&r.body[..n]).unwrap();
+        assert_eq!(header["outputs"][0]["parameters"]["binary_data_size"], 2);
+        assert!(header["outputs"][0].get("data").is_none());
+        assert_eq!(&r.body[n..], &[1, 0]);
     }
 }
