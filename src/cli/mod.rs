@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 runtime error, 2 usage error — always with a one-line reason.
 
+mod keys;
 mod model;
 mod predict;
 mod serve;
@@ -74,6 +75,9 @@ pub enum Command {
     Model(model::ModelCommand),
     /// Run one model offline on a JSON input file and print its outputs as JSON.
     Predict(predict::PredictArgs),
+    /// Generate API key files for `serve --api-key-file`.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Parses `NAME[:VERSION]` for clap, so a bad reference is a usage error (exit 2).
@@ -106,6 +110,7 @@ pub fn main() -> i32 {
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Model(cmd) => model::run(&cli.global, cmd),
         Command::Predict(args) => predict::run(&cli.global, args),
+        Command::Keys(cmd) => keys::run(&cli.global, cmd),
     };
     match result {
         Ok(()) => 0,
@@ -126,6 +131,7 @@ fn init_logging(filter: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }

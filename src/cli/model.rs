@@ -29,8 +29,8 @@ pub struct RegisterArgs {
     /// The ONNX file to register.
     #[arg(long, env = "SCORIA_MODEL_PATH", value_name = "FILE.onnx")]
     pub path: PathBuf,
-    /// A tag to record with the version, as key=value (repeatable).
-    #[arg(long = "tag", env = "SCORIA_MODEL_TAGS", value_delimiter = ',', value_parser = parse_tag, value_name = "KEY=VALUE")]
+    /// A tag to record with the version, as key=value (repeatable; the env var holds one).
+    #[arg(long = "tag", env = "SCORIA_MODEL_TAGS", value_parser = parse_tag, value_name = "KEY=VALUE")]
     pub tags: Vec<(String, String)>,
     /// A description to record with the version.
     #[arg(long, env = "SCORIA_MODEL_DESCRIPTION", value_name = "TEXT")]

@@ -53,7 +53,7 @@ pub fn run(global: &GlobalArgs, args: PredictArgs) -> anyhow::Result<()> {
     let loaded = LoadedVersion::load(&dir, version, args.backend).map_err(anyhow::Error::msg)?;
     let inputs = score::decode_request(&body, loaded.inputs())
         .with_context(|| format!("{}", args.input.display()))?;
-    let outputs = loaded.infer_blocking(inputs, None)?;
+    let outputs = loaded.infer_blocking(inputs, None)?.outputs;
     println!(
         "{}",
         serde_json::to_string_pretty(&score::encode_response(&outputs))?

@@ -7,6 +7,9 @@ use crate::models::ModelManager;
 use crate::registry::Repository;
 use anyhow::Context;
 use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -27,11 +30,26 @@ pub struct ServeArgs {
     /// are answered 413.
     #[arg(long, env = "SCORIA_MAX_BODY_SIZE", default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
     pub max_body_size: usize,
+
+    /// API key file: one key per line, optionally followed by a role (`score` or `admin`,
+    /// the default). With keys, every route but `/`, `/v2/health/*` and `/metrics` needs
+    /// `Authorization: Bearer <key>`. Create one with `scoria keys generate`.
+    #[arg(long, env = "SCORIA_API_KEY_FILE", value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// On SIGINT/SIGTERM, how long to let in-flight requests finish before exiting anyway
+    /// (e.g. 30s, 2m).
+    #[arg(long, env = "SCORIA_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub drain_timeout: Duration,
 }
 
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let dir = global.models_dir();
     let repo = Repository::open(&dir).context("cannot open the model repository")?;
+    let api_keys = match &args.api_key_file {
+        Some(path) => Some(Arc::new(http::auth::ApiKeys::load(path)?)),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("scoria-http")
@@ -52,12 +70,31 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
             models,
             HttpConfig {
                 max_body_bytes: args.max_body_size,
+                api_keys,
             },
         );
         tracing::info!("serving {} on http://{addr}", dir.display());
-        http::serve(listener, router, shutdown_signal())
-            .await
-            .context("server failed")?;
+        let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+        let server = http::serve(listener, router, async move {
+            shutdown_signal().await;
+            let _ = stopping_tx.send(());
+        });
+        let drain = args.drain_timeout;
+        tokio::select! {
+            result = server => result.context("server failed")?,
+            () = async move {
+                if stopping.await.is_ok() {
+                    tokio::time::sleep(drain).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                anyhow::bail!(
+                    "requests were still running when the drain timeout ({}) expired",
+                    humantime::format_duration(drain)
+                );
+            }
+        }
         tracing::info!("shut down");
         Ok(())
     })

@@ -14,6 +14,12 @@ pub enum ApiError {
     /// No such route, model or version.
     #[error("{0}")]
     NotFound(String),
+    /// No valid API key (answered with `WWW-Authenticate: Bearer`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid key whose role does not allow the route.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{0}")]
@@ -31,6 +37,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -47,7 +55,7 @@ impl From<ModelError> for ApiError {
                 ApiError::NotFound(msg)
             }
             ModelError::NotReady(_) => ApiError::Unavailable(msg),
-            ModelError::InvalidInput(_) => ApiError::BadRequest(msg),
+            ModelError::InvalidInput(_) | ModelError::LoadFailed(_) => ApiError::BadRequest(msg),
             ModelError::Engine(_) | ModelError::Internal(_) => ApiError::Internal(msg),
         }
     }
@@ -61,6 +69,14 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!("{status}: {self}");
         }
-        super::json_response(status, &serde_json::json!({ "error": self.to_string() }))
+        let mut response =
+            super::json_response(status, &serde_json::json!({ "error": self.to_string() }));
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }

@@ -3,6 +3,7 @@
 //! Handlers decode requests, call the serving core ([`crate::models`]) and encode results;
 //! they never run inference themselves.
 
+pub mod auth;
 mod body;
 mod error;
 pub mod v2;
@@ -28,12 +29,15 @@ pub const DEFAULT_MAX_BODY: usize = 64 << 20;
 pub struct HttpConfig {
     /// Largest accepted request body in bytes; larger ones are answered 413.
     pub max_body_bytes: usize,
+    /// When set, every route but `/`, `/v2/health/*` and `/metrics` needs one of these keys.
+    pub api_keys: Option<Arc<auth::ApiKeys>>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             max_body_bytes: DEFAULT_MAX_BODY,
+            api_keys: None,
         }
     }
 }
@@ -46,15 +50,25 @@ pub struct AppState {
 }
 
 /// The complete router, without a socket (tests drive it with `oneshot`).
+/// With API keys configured, authentication wraps everything, fallbacks included, so unknown
+/// paths reveal nothing to unauthenticated callers and no body is read before the check.
 pub fn router(models: Arc<ModelManager>, config: HttpConfig) -> Router {
+    let keys = config.api_keys.clone();
     let state = AppState {
         models,
         config: Arc::new(config),
     };
-    v2::routes()
+    let app = v2::routes()
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    match keys {
+        Some(keys) => app.layer(axum::middleware::from_fn_with_state(
+            keys,
+            auth::require_key,
+        )),
+        None => app,
+    }
 }
 
 async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {

@@ -21,7 +21,13 @@ fn fixture_router(max_body_bytes: usize) -> axum::Router {
         assert!(Instant::now() < deadline, "fixture models did not load");
         std::thread::sleep(Duration::from_millis(10));
     }
-    router(models, HttpConfig { max_body_bytes })
+    router(
+        models,
+        HttpConfig {
+            max_body_bytes,
+            ..HttpConfig::default()
+        },
+    )
 }
 
 async fn call(app: &axum::Router, method: &str, uri: &str, body: &str) -> (StatusCode, Value) {

@@ -1,17 +1,26 @@
 //! A loaded model version: its engine, its effective tensor specs and the inference path.
 
+use super::stats::{Stats, Timings};
 use super::{validate, ModelError};
 use crate::engine::{self, Backend, Dim, Engine, LoadOptions, TensorSpec};
 use crate::registry::config::TensorOverride;
 use crate::registry::{ModelConfig, ModelDir, MODEL_FILE};
 use crate::tensor::Tensor;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A tensor with the name of the model input or output it belongs to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NamedTensor {
     pub name: String,
     pub tensor: Tensor,
+}
+
+/// The outputs of one request and where its time went.
+#[derive(Debug)]
+pub struct Inference {
+    pub outputs: Vec<NamedTensor>,
+    pub timings: Timings,
 }
 
 /// One model version, loaded and ready to run.
@@ -22,6 +31,7 @@ pub struct LoadedVersion {
     engine: Box<dyn Engine>,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
+    stats: Stats,
 }
 
 impl LoadedVersion {
@@ -60,6 +70,7 @@ impl LoadedVersion {
             engine,
             inputs,
             outputs,
+            stats: Stats::default(),
         })
     }
 
@@ -89,30 +100,72 @@ impl LoadedVersion {
         &self.outputs
     }
 
+    /// Statistics of the requests served so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
     /// Runs the model on a blocking-pool thread, never on the async executor's workers.
     /// `outputs` selects and orders the outputs returned; `None` returns all in model order.
     pub async fn infer(
         self: &Arc<Self>,
         inputs: Vec<NamedTensor>,
         outputs: Option<Vec<String>>,
-    ) -> Result<Vec<NamedTensor>, ModelError> {
+    ) -> Result<Inference, ModelError> {
         let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || this.infer_blocking(inputs, outputs.as_deref()))
-            .await
-            .map_err(|e| ModelError::Internal(format!("inference task failed: {e}")))?
+        let enqueued = Instant::now();
+        tokio::task::spawn_blocking(move || {
+            this.run(inputs, outputs.as_deref(), enqueued.elapsed())
+        })
+        .await
+        .map_err(|e| ModelError::Internal(format!("inference task failed: {e}")))?
     }
 
-    /// [`LoadedVersion::infer`] on the calling thread, for offline use (CLI, benches).
+    /// [`LoadedVersion::infer`] on the calling thread, for offline use (CLI, hooks, benches).
     pub fn infer_blocking(
         &self,
         inputs: Vec<NamedTensor>,
         outputs: Option<&[String]>,
-    ) -> Result<Vec<NamedTensor>, ModelError> {
+    ) -> Result<Inference, ModelError> {
+        self.run(inputs, outputs, Duration::ZERO)
+    }
+
+    fn run(
+        &self,
+        inputs: Vec<NamedTensor>,
+        outputs: Option<&[String]>,
+        queue: Duration,
+    ) -> Result<Inference, ModelError> {
+        let started = Instant::now();
+        let result = self.run_timed(inputs, outputs, queue);
+        match &result {
+            Ok(inference) => {
+                let batch = inference
+                    .outputs
+                    .first()
+                    .and_then(|o| o.tensor.shape().first().copied())
+                    .unwrap_or(1);
+                self.stats.success(batch as u64, &inference.timings);
+            }
+            Err(_) => self.stats.failure(queue + started.elapsed()),
+        }
+        result
+    }
+
+    fn run_timed(
+        &self,
+        inputs: Vec<NamedTensor>,
+        outputs: Option<&[String]>,
+        queue: Duration,
+    ) -> Result<Inference, ModelError> {
+        let t0 = Instant::now();
         let selected = validate::outputs(&self.outputs, outputs)?;
         let ordered = validate::inputs(&self.inputs, self.config.max_batch_size, inputs)?;
+        let t1 = Instant::now();
         let mut produced: Vec<Option<Tensor>> =
             self.engine.run(ordered)?.into_iter().map(Some).collect();
-        selected
+        let t2 = Instant::now();
+        let outputs = selected
             .into_iter()
             .map(|i| {
                 let tensor = produced.get_mut(i).and_then(Option::take).ok_or_else(|| {
@@ -127,7 +180,14 @@ impl LoadedVersion {
                     tensor,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let timings = Timings {
+            queue,
+            compute_input: t1 - t0,
+            compute_infer: t2 - t1,
+            compute_output: t2.elapsed(),
+        };
+        Ok(Inference { outputs, timings })
     }
 }
 

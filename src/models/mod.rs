@@ -2,10 +2,13 @@
 //! which every front end runs inference ([`LoadedVersion::infer`]).
 
 mod loaded;
+mod repository;
 pub mod score;
+pub mod stats;
 mod validate;
 
-pub use loaded::{LoadedVersion, NamedTensor};
+pub use loaded::{Inference, LoadedVersion, NamedTensor};
+pub use repository::IndexEntry;
 
 use crate::engine::{Backend, EngineError};
 use crate::registry::{name, ModelDir, RegistryError, Repository};
@@ -29,6 +32,9 @@ pub enum ModelError {
     InvalidInput(String),
     #[error("inference failed: {0}")]
     Engine(#[from] EngineError),
+    /// A repository load request failed; what was served before stays.
+    #[error("{0}")]
+    LoadFailed(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -47,6 +53,8 @@ pub struct ModelStatus {
     pub name: String,
     /// Why the model as a whole cannot be served (a bad `config.toml`, no versions).
     pub error: Option<String>,
+    /// Unloaded through the repository API.
+    pub unloaded: bool,
     /// The versions the version policy selects, ascending.
     pub versions: BTreeMap<u64, VersionState>,
 }
@@ -62,6 +70,9 @@ impl ModelStatus {
 
     /// Why no version can serve, for a model with no ready version.
     fn unavailable_reason(&self) -> String {
+        if self.unloaded {
+            return format!("model '{}' is unloaded", self.name);
+        }
         if let Some(e) = &self.error {
             return format!("model '{}' failed to load: {e}", self.name);
         }
@@ -83,6 +94,8 @@ pub struct ModelManager {
     default_backend: Backend,
     models: RwLock<BTreeMap<String, ModelStatus>>,
     loading: AtomicUsize,
+    /// Serializes repository load/unload requests.
+    ops: std::sync::Mutex<()>,
 }
 
 impl ModelManager {
@@ -94,6 +107,7 @@ impl ModelManager {
             default_backend,
             models: RwLock::new(BTreeMap::new()),
             loading: AtomicUsize::new(0),
+            ops: std::sync::Mutex::new(()),
         })
     }
 
@@ -198,6 +212,9 @@ impl ModelManager {
                 .cloned()
                 .ok_or_else(|| ModelError::NotReady(status.unavailable_reason()));
         };
+        if status.error.is_some() || status.unloaded {
+            return Err(ModelError::NotReady(status.unavailable_reason()));
+        }
         let not_found = || ModelError::VersionNotFound {
             name: model.to_string(),
             version: version.to_string(),
@@ -229,6 +246,7 @@ fn initial_status(dir: &ModelDir) -> ModelStatus {
     let mut status = ModelStatus {
         name: dir.name.clone(),
         error: None,
+        unloaded: false,
         versions: BTreeMap::new(),
     };
     match &dir.config {

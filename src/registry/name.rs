@@ -30,9 +30,8 @@ pub fn validate(name: &str) -> Result<(), RegistryError> {
 
 /// Parses a version: a positive integer.
 pub fn parse_version(s: &str) -> Option<u64> {
-    s.parse::<u64>()
-        .ok()
-        .filter(|&v| v > 0 && !s.starts_with('+'))
+    let canonical = s.bytes().all(|b| b.is_ascii_digit()) && !s.starts_with('0');
+    s.parse::<u64>().ok().filter(|&v| v > 0 && canonical)
 }
 
 /// Splits `NAME[:VERSION]`, validating both parts.
@@ -79,6 +78,7 @@ mod tests {
             "digits:",
             "digits:-1",
             "digits:+1",
+            "digits:01",
             "../x:1",
         ] {
             assert!(parse_reference(bad).is_err(), "{bad}");

@@ -114,7 +114,9 @@ macro_rules! float_element {
                 Some(v as $t)
             }
             fn from_f64(v: f64) -> Option<Self> {
-                Some(v as $t)
+                // JSON has no infinities: a finite number that overflows the type is an error.
+                let x = v as $t;
+                x.is_finite().then_some(x)
             }
         }
     };

@@ -168,7 +168,8 @@ pub fn decode_request(body: &[u8], header_length: Option<&[u8]>) -> Result<Infer
         default: req.parameters.binary_data_output,
         explicit: Vec::new(),
     };
-    let outputs = req.outputs.map(|outputs| {
+    // An empty list asks for nothing in particular: all outputs, as when it is absent.
+    let outputs = req.outputs.filter(|o| !o.is_empty()).map(|outputs| {
         outputs
             .into_iter()
             .map(|o| {

@@ -18,7 +18,7 @@ pub async fn infer(
     let loaded = st.models.get(&r.model, r.version.as_deref())?;
     let request =
         codec::decode_request(&body, headers.get(HEADER_LENGTH).map(HeaderValue::as_bytes))?;
-    let outputs = loaded.infer(request.inputs, request.outputs).await?;
+    let outputs = loaded.infer(request.inputs, request.outputs).await?.outputs;
     let version = loaded.version().to_string();
     let encoded = codec::encode_response(
         loaded.name(),

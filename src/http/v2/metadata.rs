@@ -14,7 +14,12 @@ use serde_json::json;
 pub const PLATFORM: &str = "onnx_onnxv1";
 
 /// Protocol extensions this server implements.
-const EXTENSIONS: &[&str] = &[];
+const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "model_configuration",
+    "statistics",
+    "model_repository",
+];
 
 pub async fn server() -> Response {
     json_response(

@@ -4,6 +4,8 @@ pub mod codec;
 mod health;
 mod infer;
 mod metadata;
+mod repository;
+mod triton;
 
 use super::{ApiError, AppState};
 use axum::extract::{FromRequestParts, Path};
@@ -14,25 +16,28 @@ use serde::Deserialize;
 
 /// The v2 routes; every model route exists with and without `/versions/{version}`.
 pub fn routes() -> Router<AppState> {
-    Router::new()
+    const M: &str = "/v2/models/{model}";
+    const MV: &str = "/v2/models/{model}/versions/{version}";
+    let mut router = Router::new()
         .route("/v2", get(metadata::server))
         .route("/v2/health/live", get(health::live))
         .route("/v2/health/ready", get(health::ready))
-        .route("/v2/models/{model}", get(metadata::model))
+        .route("/v2/models/stats", get(triton::stats))
+        .route("/v2/repository/index", post(repository::index))
+        .route("/v2/repository/models/{model}/load", post(repository::load))
         .route(
-            "/v2/models/{model}/versions/{version}",
-            get(metadata::model),
-        )
-        .route("/v2/models/{model}/ready", get(health::model_ready))
-        .route(
-            "/v2/models/{model}/versions/{version}/ready",
-            get(health::model_ready),
-        )
-        .route("/v2/models/{model}/infer", post(infer::infer))
-        .route(
-            "/v2/models/{model}/versions/{version}/infer",
-            post(infer::infer),
-        )
+            "/v2/repository/models/{model}/unload",
+            post(repository::unload),
+        );
+    for base in [M, MV] {
+        router = router
+            .route(base, get(metadata::model))
+            .route(&format!("{base}/ready"), get(health::model_ready))
+            .route(&format!("{base}/infer"), post(infer::infer))
+            .route(&format!("{base}/config"), get(triton::config))
+            .route(&format!("{base}/stats"), get(triton::stats));
+    }
+    router
 }
 
 /// The `{model}` and optional `{version}` of a model route.
@@ -41,6 +46,23 @@ pub struct ModelRef {
     model: String,
     #[serde(default)]
     version: Option<String>,
+}
+
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for ModelRef {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, ApiError> {
+        let has_model = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .is_some_and(|p| p.as_str().contains("{model}"));
+        if !has_model {
+            return Ok(None);
+        }
+        <ModelRef as FromRequestParts<S>>::from_request_parts(parts, state)
+            .await
+            .map(Some)
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ModelRef {

@@ -1,0 +1,63 @@
+//! The model repository extension: index, load and unload.
+
+use crate::http::body::Body;
+use crate::http::{json_response, ApiError, AppState};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Deserialize, Default)]
+struct IndexRequest {
+    #[serde(default)]
+    ready: bool,
+}
+
+/// `POST /v2/repository/index`: every model on disk and its state; `{"ready": true}` keeps
+/// only the ready ones.
+pub async fn index(State(st): State<AppState>, Body(body): Body) -> Result<Response, ApiError> {
+    let req: IndexRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        IndexRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("malformed index request: {e}")))?
+    };
+    let models = st.models.clone();
+    let mut entries = tokio::task::spawn_blocking(move || models.index())
+        .await
+        .map_err(|e| ApiError::Internal(format!("index task failed: {e}")))??;
+    if req.ready {
+        entries.retain(|e| e.state == "READY");
+    }
+    Ok(json_response(StatusCode::OK, &entries))
+}
+
+/// `POST /v2/repository/models/{m}/load`: (re)loads the model from disk; the old versions
+/// serve until the new ones are ready.
+pub async fn load(
+    State(st): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Response, ApiError> {
+    let models = st.models.clone();
+    let name = model.clone();
+    tokio::task::spawn_blocking(move || models.load_model(&name))
+        .await
+        .map_err(|e| ApiError::Internal(format!("load task failed: {e}")))??;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "name": model, "state": "READY" }),
+    ))
+}
+
+/// `POST /v2/repository/models/{m}/unload`.
+pub async fn unload(
+    State(st): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Response, ApiError> {
+    st.models.unload_model(&model)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "name": model, "state": "UNAVAILABLE" }),
+    ))
+}

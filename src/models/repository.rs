@@ -1,0 +1,115 @@
+//! The model repository extension: listing what is on disk and loading, reloading and
+//! unloading models while the server runs.
+//!
+//! A (re)load prepares every served version first and swaps them in with one write, so
+//! requests keep being served by the old versions until then; requests already running hold
+//! their own reference to the version they started on and finish on it.
+
+use super::{LoadedVersion, ModelError, ModelManager, ModelStatus, VersionState};
+use crate::registry::RegistryError;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One row of the repository index.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IndexEntry {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `READY`, `LOADING` or `UNAVAILABLE`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+impl ModelManager {
+    /// (Re)loads model `name` from disk under its version policy. Blocks while the versions
+    /// load; call it from a blocking thread. On failure what was served before stays.
+    pub fn load_model(&self, name: &str) -> Result<(), ModelError> {
+        let _serial = self.ops.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = self.repo.model(name).map_err(|e| match e {
+            RegistryError::ModelNotFound(_) | RegistryError::InvalidName { .. } => {
+                ModelError::ModelNotFound(name.to_string())
+            }
+            other => ModelError::LoadFailed(format!("cannot load model '{name}': {other}")),
+        })?;
+        if let Err(e) = &dir.config {
+            return Err(ModelError::LoadFailed(format!(
+                "cannot load model '{name}': {e}"
+            )));
+        }
+        let served = dir.served_versions();
+        if served.is_empty() {
+            return Err(ModelError::LoadFailed(format!(
+                "cannot load model '{name}': no version to serve"
+            )));
+        }
+        let mut versions = BTreeMap::new();
+        for v in served {
+            let loaded = LoadedVersion::load(&dir, v, self.default_backend).map_err(|e| {
+                ModelError::LoadFailed(format!("cannot load model '{name}' version {v}: {e}"))
+            })?;
+            versions.insert(v, VersionState::Ready(Arc::new(loaded)));
+        }
+        let status = ModelStatus {
+            name: name.to_string(),
+            error: None,
+            unloaded: false,
+            versions,
+        };
+        self.write().insert(name.to_string(), status);
+        tracing::info!("loaded model '{name}' through the repository API");
+        Ok(())
+    }
+
+    /// Stops serving model `name`. Requests already running finish; later ones get 503.
+    pub fn unload_model(&self, name: &str) -> Result<(), ModelError> {
+        let _serial = self.ops.lock().unwrap_or_else(|p| p.into_inner());
+        let mut models = self.write();
+        let status = models
+            .get_mut(name)
+            .ok_or_else(|| ModelError::ModelNotFound(name.to_string()))?;
+        status.versions.clear();
+        status.error = None;
+        status.unloaded = true;
+        tracing::info!("unloaded model '{name}'");
+        Ok(())
+    }
+
+    /// Every model folder on disk with the state of each of its served versions.
+    pub fn index(&self) -> Result<Vec<IndexEntry>, ModelError> {
+        let names = self
+            .repo
+            .model_names()
+            .map_err(|e| ModelError::Internal(e.to_string()))?;
+        let models = self.read();
+        let mut out = Vec::new();
+        for name in names {
+            let entry = |version: Option<u64>, state, reason: String| IndexEntry {
+                name: name.clone(),
+                version: version.map(|v| v.to_string()),
+                state,
+                reason,
+            };
+            match models.get(&name) {
+                None => out.push(entry(None, "UNAVAILABLE", "not loaded".into())),
+                Some(s) if s.unloaded => out.push(entry(None, "UNAVAILABLE", "unloaded".into())),
+                Some(s) if s.versions.is_empty() => out.push(entry(
+                    None,
+                    "UNAVAILABLE",
+                    s.error.clone().unwrap_or_default(),
+                )),
+                Some(s) => {
+                    for (&v, state) in &s.versions {
+                        out.push(match state {
+                            VersionState::Ready(_) => entry(Some(v), "READY", String::new()),
+                            VersionState::Loading => entry(Some(v), "LOADING", String::new()),
+                            VersionState::Failed(e) => entry(Some(v), "UNAVAILABLE", e.clone()),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
