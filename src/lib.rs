@@ -10,4 +10,5 @@ pub mod fsutil;
 pub mod http;
 pub mod models;
 pub mod registry;
+pub mod telemetry;
 pub mod tensor;

@@ -68,6 +68,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
             .context("cannot scan the model repository")?;
         let router = http::router(
             models,
+            Arc::new(crate::telemetry::Metrics::new()),
             HttpConfig {
                 max_body_bytes: args.max_body_size,
                 api_keys,

@@ -6,6 +6,7 @@
 pub mod auth;
 mod body;
 mod error;
+pub mod metrics;
 pub mod v2;
 
 #[cfg(test)]
@@ -14,6 +15,7 @@ mod tests;
 pub use error::ApiError;
 
 use crate::models::ModelManager;
+use crate::telemetry::Metrics;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -46,21 +48,28 @@ impl Default for HttpConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub models: Arc<ModelManager>,
+    pub metrics: Arc<Metrics>,
     pub config: Arc<HttpConfig>,
 }
 
 /// The complete router, without a socket (tests drive it with `oneshot`).
 /// With API keys configured, authentication wraps everything, fallbacks included, so unknown
 /// paths reveal nothing to unauthenticated callers and no body is read before the check.
-pub fn router(models: Arc<ModelManager>, config: HttpConfig) -> Router {
+pub fn router(models: Arc<ModelManager>, metrics: Arc<Metrics>, config: HttpConfig) -> Router {
     let keys = config.api_keys.clone();
     let state = AppState {
         models,
+        metrics,
         config: Arc::new(config),
     };
     let app = v2::routes()
+        .route("/metrics", axum::routing::get(metrics::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state);
     match keys {
         Some(keys) => app.layer(axum::middleware::from_fn_with_state(

@@ -3,12 +3,17 @@
 use super::codec::{self, HEADER_LENGTH};
 use super::ModelRef;
 use crate::http::body::Body;
+use crate::http::metrics::ServedBy;
 use crate::http::{ApiError, AppState};
+use crate::models::stats::Timings;
+use crate::models::LoadedVersion;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
 
-/// Decodes the request, runs it through the serving core and encodes the outputs.
+/// Decodes the request, runs it through the serving core and encodes the outputs. The
+/// response, error or not, names the version that served it for the metrics.
 pub async fn infer(
     State(st): State<AppState>,
     r: ModelRef,
@@ -16,33 +21,47 @@ pub async fn infer(
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let loaded = st.models.get(&r.model, r.version.as_deref())?;
+    let mut served = ServedBy {
+        model: loaded.name().to_string(),
+        version: loaded.version().to_string(),
+        timings: None,
+    };
+    let mut response = match run(&loaded, &headers, &body).await {
+        Ok((response, timings)) => {
+            served.timings = Some(timings);
+            response
+        }
+        Err(e) => e.into_response(),
+    };
+    response.extensions_mut().insert(served);
+    Ok(response)
+}
+
+async fn run(
+    loaded: &Arc<LoadedVersion>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Response, Timings), ApiError> {
     let request =
-        codec::decode_request(&body, headers.get(HEADER_LENGTH).map(HeaderValue::as_bytes))?;
-    let outputs = loaded.infer(request.inputs, request.outputs).await?.outputs;
+        codec::decode_request(body, headers.get(HEADER_LENGTH).map(HeaderValue::as_bytes))?;
+    let inference = loaded.infer(request.inputs, request.outputs).await?;
     let version = loaded.version().to_string();
     let encoded = codec::encode_response(
         loaded.name(),
         &version,
         request.id,
-        &outputs,
+        &inference.outputs,
         &request.binary,
     )?;
+    let content_type = match encoded.header_length {
+        None => "application/json",
+        Some(_) => "application/octet-stream",
+    };
     let mut response = (StatusCode::OK, encoded.body).into_response();
     let h = response.headers_mut();
-    match encoded.header_length {
-        None => {
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-        }
-        Some(n) => {
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            h.insert(HEADER_LENGTH, HeaderValue::from(n));
-        }
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(n) = encoded.header_length {
+        h.insert(HEADER_LENGTH, HeaderValue::from(n));
     }
-    Ok(response)
+    Ok((response, inference.timings))
 }

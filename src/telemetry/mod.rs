@@ -1,0 +1,212 @@
+//! Telemetry: the one Prometheus registry of the process and every metric in it.
+//!
+//! Front ends record what they serve through [`Metrics`]; `/metrics` renders the registry in
+//! the Prometheus text format. All names carry the `scoria_` prefix.
+
+use crate::models::stats::Timings;
+use crate::models::{ModelManager, VersionState};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::time::Duration;
+
+/// Latency buckets in seconds: 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// What one served request contributes to the metrics.
+#[derive(Debug, Clone, Default)]
+pub struct RequestRecord<'a> {
+    pub model: &'a str,
+    pub version: &'a str,
+    pub route: &'a str,
+    /// `success`, `client_error` or `server_error`.
+    pub outcome: &'a str,
+    pub total: Duration,
+    /// Present when the request reached an engine.
+    pub timings: Option<Timings>,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+}
+
+/// The process's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    queue: HistogramVec,
+    compute: HistogramVec,
+    request_bytes: IntCounterVec,
+    response_bytes: IntCounterVec,
+    model_state: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates the registry with every scoria metric and the process collector (CPU, RSS,
+    /// open fds).
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("scoria".into()), None)
+            .expect("a constant registry prefix is valid; this is a bug");
+        let labels = ["model", "version", "route"];
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "requests_total",
+                "Requests served, by model, version, route and outcome",
+            ),
+            &["model", "version", "route", "outcome"],
+        );
+        let hist = |name: &str, help: &str, labels: &[&str]| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )
+        };
+        let metrics = (|| -> prometheus::Result<Metrics> {
+            let m = Metrics {
+                requests: requests?,
+                duration: hist(
+                    "request_duration_seconds",
+                    "Total time to serve a request, from routing to response",
+                    &labels,
+                )?,
+                queue: hist(
+                    "request_queue_seconds",
+                    "Time a request waited for an inference thread",
+                    &["model", "version"],
+                )?,
+                compute: hist(
+                    "request_compute_seconds",
+                    "Time a request spent computing (inputs, inference, outputs)",
+                    &["model", "version"],
+                )?,
+                request_bytes: IntCounterVec::new(
+                    Opts::new("request_bytes_total", "Request body bytes received"),
+                    &labels,
+                )?,
+                response_bytes: IntCounterVec::new(
+                    Opts::new("response_bytes_total", "Response body bytes sent"),
+                    &labels,
+                )?,
+                model_state: IntGaugeVec::new(
+                    Opts::new(
+                        "model_versions",
+                        "Model versions by state (1 for the state each version is in)",
+                    ),
+                    &["model", "version", "state"],
+                )?,
+                registry,
+            };
+            m.registry.register(Box::new(m.requests.clone()))?;
+            m.registry.register(Box::new(m.duration.clone()))?;
+            m.registry.register(Box::new(m.queue.clone()))?;
+            m.registry.register(Box::new(m.compute.clone()))?;
+            m.registry.register(Box::new(m.request_bytes.clone()))?;
+            m.registry.register(Box::new(m.response_bytes.clone()))?;
+            m.registry.register(Box::new(m.model_state.clone()))?;
+            #[cfg(target_os = "linux")]
+            m.registry.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))?;
+            Ok(m)
+        })();
+        metrics.expect("metric definitions are constant and valid; this is a bug")
+    }
+
+    /// Records one served request.
+    pub fn record(&self, r: &RequestRecord) {
+        let labels = [r.model, r.version, r.route];
+        self.requests
+            .with_label_values(&[r.model, r.version, r.route, r.outcome])
+            .inc();
+        self.duration
+            .with_label_values(&labels)
+            .observe(r.total.as_secs_f64());
+        self.request_bytes
+            .with_label_values(&labels)
+            .inc_by(r.request_bytes);
+        self.response_bytes
+            .with_label_values(&labels)
+            .inc_by(r.response_bytes);
+        if let Some(t) = &r.timings {
+            self.queue
+                .with_label_values(&[r.model, r.version])
+                .observe(t.queue.as_secs_f64());
+            self.compute
+                .with_label_values(&[r.model, r.version])
+                .observe(t.compute().as_secs_f64());
+        }
+    }
+
+    /// The registry in the Prometheus text format, with model states read from `models` now.
+    pub fn render(&self, models: &ModelManager) -> String {
+        self.model_state.reset();
+        for status in models.statuses() {
+            if status.versions.is_empty() {
+                let state = if status.unloaded {
+                    "unloaded"
+                } else {
+                    "failed"
+                };
+                self.model_state
+                    .with_label_values(&[&status.name, "", state])
+                    .set(1);
+            }
+            for (v, state) in &status.versions {
+                let state = match state {
+                    VersionState::Loading => "loading",
+                    VersionState::Ready(_) => "ready",
+                    VersionState::Failed(_) => "failed",
+                };
+                self.model_state
+                    .with_label_values(&[&status.name, &v.to_string(), state])
+                    .set(1);
+            }
+        }
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!("cannot encode metrics: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_renders_with_prefix() {
+        let m = Metrics::new();
+        m.record(&RequestRecord {
+            model: "digits",
+            version: "1",
+            route: "/v2/models/{model}/infer",
+            outcome: "success",
+            total: Duration::from_millis(2),
+            timings: Some(Timings {
+                queue: Duration::from_micros(50),
+                ..Default::default()
+            }),
+            request_bytes: 300,
+            response_bytes: 200,
+        });
+        let repo = crate::registry::Repository::open(std::env::temp_dir()).unwrap();
+        let text = m.render(&ModelManager::new(repo, crate::engine::Backend::Tract));
+        assert!(text.contains(r#"scoria_requests_total{model="digits",outcome="success",route="/v2/models/{model}/infer",version="1"} 1"#), "{text}");
+        assert!(text.contains("scoria_request_queue_seconds_bucket"));
+        assert!(text.contains(r#"scoria_request_bytes_total{model="digits",route="/v2/models/{model}/infer",version="1"} 300"#));
+        #[cfg(target_os = "linux")]
+        assert!(
+            text.contains("scoria_process_resident_memory_bytes"),
+            "{text}"
+        );
+    }
+}
