@@ -23,6 +23,7 @@ fn fixture_router(max_body_bytes: usize) -> axum::Router {
     }
     router(
         models,
+        Default::default(),
         HttpConfig {
             max_body_bytes,
             ..HttpConfig::default()
@@ -148,6 +149,9 @@ async fn errors_map_to_statuses() {
         let msg = v["error"].as_str().unwrap_or_default();
         assert!(msg.contains(needle), "{method} {uri}: {msg}");
     }
+    // Errors are counted by route and outcome.
+    let (s, _) = call(&app, "GET", "/metrics", "").await;
+    assert_eq!(s, StatusCode::OK);
     // Still serving after every error above.
     let (s, _) = call(
         &app,
