@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod engine;
 pub mod fsutil;
+pub mod hook;
 pub mod http;
 pub mod models;
 pub mod registry;

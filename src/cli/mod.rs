@@ -73,7 +73,8 @@ pub enum Command {
     /// Register, list, show and delete models in the repository.
     #[command(subcommand)]
     Model(model::ModelCommand),
-    /// Run one model offline on a JSON input file and print its outputs as JSON.
+    /// Score one JSON input file offline, through the model's score hook when it has one,
+    /// and print the result as JSON.
     Predict(predict::PredictArgs),
     /// Generate API key files for `serve --api-key-file`.
     #[command(subcommand)]

@@ -2,7 +2,7 @@
 
 use super::GlobalArgs;
 use crate::engine::Backend;
-use crate::models::{score, LoadedVersion};
+use crate::models::{score, Served};
 use crate::registry::Repository;
 use anyhow::Context;
 use clap::Args;
@@ -50,13 +50,9 @@ pub fn run(global: &GlobalArgs, args: PredictArgs) -> anyhow::Result<()> {
     if !dir.versions.contains(&version) {
         anyhow::bail!("model '{name}' has no version {version}");
     }
-    let loaded = LoadedVersion::load(&dir, version, args.backend).map_err(anyhow::Error::msg)?;
-    let inputs = score::decode_request(&body, loaded.inputs())
+    let served = Served::load(&dir, version, args.backend).map_err(anyhow::Error::msg)?;
+    let result = score::score_blocking(&served, body.as_bytes())
         .with_context(|| format!("{}", args.input.display()))?;
-    let outputs = loaded.infer_blocking(inputs, None)?.outputs;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&score::encode_response(&outputs))?
-    );
+    println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(())
 }

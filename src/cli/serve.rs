@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// (e.g. 30s, 2m).
     #[arg(long, env = "SCORIA_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub drain_timeout: Duration,
+
+    /// The model `POST /score` scores on (default: the only model, when one is served).
+    #[arg(long, env = "SCORIA_DEFAULT_MODEL", value_name = "NAME")]
+    pub default_model: Option<String>,
 }
 
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
@@ -72,6 +76,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
             HttpConfig {
                 max_body_bytes: args.max_body_size,
                 api_keys,
+                default_model: args.default_model,
             },
         );
         tracing::info!("serving {} on http://{addr}", dir.display());

@@ -56,7 +56,10 @@ impl From<ModelError> for ApiError {
             }
             ModelError::NotReady(_) => ApiError::Unavailable(msg),
             ModelError::InvalidInput(_) | ModelError::LoadFailed(_) => ApiError::BadRequest(msg),
-            ModelError::Engine(_) | ModelError::Internal(_) => ApiError::Internal(msg),
+            ModelError::Hook(h) if h.is_client_error() => ApiError::BadRequest(msg),
+            ModelError::Engine(_) | ModelError::Hook(_) | ModelError::Internal(_) => {
+                ApiError::Internal(msg)
+            }
         }
     }
 }

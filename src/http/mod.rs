@@ -7,6 +7,7 @@ pub mod auth;
 mod body;
 mod error;
 pub mod metrics;
+mod score;
 pub mod v2;
 
 #[cfg(test)]
@@ -18,6 +19,7 @@ use crate::models::ModelManager;
 use crate::telemetry::Metrics;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Router;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -33,6 +35,8 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// When set, every route but `/`, `/v2/health/*` and `/metrics` needs one of these keys.
     pub api_keys: Option<Arc<auth::ApiKeys>>,
+    /// The model `POST /score` scores on; `None` means the only model served.
+    pub default_model: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -40,6 +44,7 @@ impl Default for HttpConfig {
         HttpConfig {
             max_body_bytes: DEFAULT_MAX_BODY,
             api_keys: None,
+            default_model: None,
         }
     }
 }
@@ -63,7 +68,10 @@ pub fn router(models: Arc<ModelManager>, metrics: Arc<Metrics>, config: HttpConf
         config: Arc::new(config),
     };
     let app = v2::routes()
-        .route("/metrics", axum::routing::get(metrics::metrics))
+        .route("/metrics", get(metrics::metrics))
+        .route("/", get(score::healthy))
+        .route("/score", post(score::score_default))
+        .route("/models/{model}/score", post(score::score_model))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

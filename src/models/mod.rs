@@ -11,6 +11,7 @@ pub use loaded::{Inference, LoadedVersion, NamedTensor};
 pub use repository::IndexEntry;
 
 use crate::engine::{Backend, EngineError};
+use crate::hook::Hook;
 use crate::registry::{name, ModelDir, RegistryError, Repository};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,6 +33,9 @@ pub enum ModelError {
     InvalidInput(String),
     #[error("inference failed: {0}")]
     Engine(#[from] EngineError),
+    /// The score hook rejected the request (`throw`) or failed.
+    #[error("{0}")]
+    Hook(#[from] crate::hook::HookError),
     /// A repository load request failed; what was served before stays.
     #[error("{0}")]
     LoadFailed(String),
@@ -39,11 +43,31 @@ pub enum ModelError {
     Internal(String),
 }
 
+/// A ready model version and its score hook, if its config names one.
+#[derive(Clone)]
+pub struct Served {
+    pub model: Arc<LoadedVersion>,
+    pub hook: Option<Arc<Hook>>,
+}
+
+impl Served {
+    /// Loads `version` of the model in `dir` and then its hook (running the hook's `init`).
+    /// The error is a one-line reason.
+    pub fn load(dir: &ModelDir, version: u64, default_backend: Backend) -> Result<Served, String> {
+        let model = Arc::new(LoadedVersion::load(dir, version, default_backend)?);
+        let hook = Hook::load_for_model(&model, &dir.path).map_err(|e| e.to_string())?;
+        Ok(Served {
+            model,
+            hook: hook.map(Arc::new),
+        })
+    }
+}
+
 /// Load state of one model version.
 #[derive(Clone)]
 pub enum VersionState {
     Loading,
-    Ready(Arc<LoadedVersion>),
+    Ready(Served),
     Failed(String),
 }
 
@@ -61,7 +85,7 @@ pub struct ModelStatus {
 
 impl ModelStatus {
     /// The highest ready version.
-    pub fn latest_ready(&self) -> Option<&Arc<LoadedVersion>> {
+    pub fn latest_ready(&self) -> Option<&Served> {
         self.versions.values().rev().find_map(|s| match s {
             VersionState::Ready(v) => Some(v),
             _ => None,
@@ -155,15 +179,19 @@ impl ModelManager {
             .repo
             .model(name)
             .map_err(|e| e.to_string())
-            .and_then(|dir| LoadedVersion::load(&dir, version, self.default_backend))
+            .and_then(|dir| Served::load(&dir, version, self.default_backend))
         {
-            Ok(loaded) => {
+            Ok(served) => {
                 tracing::info!(
-                    "loaded {name}:{version} ({}) in {} ms",
-                    loaded.backend(),
+                    "loaded {name}:{version} ({}{}) in {} ms",
+                    served.model.backend(),
+                    served
+                        .hook
+                        .as_ref()
+                        .map_or(String::new(), |h| format!(", hook {}", h.file())),
                     started.elapsed().as_millis()
                 );
-                VersionState::Ready(Arc::new(loaded))
+                VersionState::Ready(served)
             }
             Err(e) => {
                 tracing::error!("model '{name}' version {version} failed to load: {e}");
@@ -202,6 +230,11 @@ impl ModelManager {
         model: &str,
         version: Option<&str>,
     ) -> Result<Arc<LoadedVersion>, ModelError> {
+        self.get_served(model, version).map(|s| s.model)
+    }
+
+    /// Like [`ModelManager::get`], with the version's score hook.
+    pub fn get_served(&self, model: &str, version: Option<&str>) -> Result<Served, ModelError> {
         let models = self.read();
         let status = models
             .get(model)
@@ -221,7 +254,7 @@ impl ModelManager {
         };
         let v = name::parse_version(version).ok_or_else(not_found)?;
         match status.versions.get(&v).ok_or_else(not_found)? {
-            VersionState::Ready(loaded) => Ok(Arc::clone(loaded)),
+            VersionState::Ready(served) => Ok(served.clone()),
             VersionState::Loading => Err(ModelError::NotReady(format!(
                 "model '{model}' version {v} is still loading"
             ))),

@@ -5,10 +5,9 @@
 //! requests keep being served by the old versions until then; requests already running hold
 //! their own reference to the version they started on and finish on it.
 
-use super::{LoadedVersion, ModelError, ModelManager, ModelStatus, VersionState};
+use super::{ModelError, ModelManager, ModelStatus, Served, VersionState};
 use crate::registry::RegistryError;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// One row of the repository index.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -46,10 +45,10 @@ impl ModelManager {
         }
         let mut versions = BTreeMap::new();
         for v in served {
-            let loaded = LoadedVersion::load(&dir, v, self.default_backend).map_err(|e| {
+            let served = Served::load(&dir, v, self.default_backend).map_err(|e| {
                 ModelError::LoadFailed(format!("cannot load model '{name}' version {v}: {e}"))
             })?;
-            versions.insert(v, VersionState::Ready(Arc::new(loaded)));
+            versions.insert(v, VersionState::Ready(served));
         }
         let status = ModelStatus {
             name: name.to_string(),

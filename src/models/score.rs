@@ -1,8 +1,9 @@
-//! The Azure-ML-style scoring body without a hook: `{"data": ...}` for a single-input model
-//! or `{"inputs": {name: ...}}`, with shapes taken from the nesting; results by output name,
-//! nested by shape.
+//! Azure-ML-style scoring: the request goes to the version's score hook when it has one;
+//! without a hook the body is `{"data": ...}` for a single-input model or
+//! `{"inputs": {name: ...}}`, with shapes taken from the nesting, and the result maps output
+//! names to data nested by shape.
 
-use super::{ModelError, NamedTensor};
+use super::{ModelError, NamedTensor, Served};
 use crate::engine::{Dim, TensorSpec};
 use crate::tensor::{decode_json, element_count, NestedData, Tensor};
 use serde::Deserialize;
@@ -16,6 +17,27 @@ struct ScoreBody<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow, default)]
     inputs: Option<BTreeMap<String, &'a RawValue>>,
+}
+
+/// Scores one request body on the calling (blocking) thread: through the hook's `run` when
+/// the version has a hook, else by [`decode_request`] → inference → [`encode_response`].
+pub fn score_blocking(served: &Served, body: &[u8]) -> Result<serde_json::Value, ModelError> {
+    let malformed = |e: &dyn std::fmt::Display| {
+        ModelError::InvalidInput(format!("malformed scoring request: {e}"))
+    };
+    match &served.hook {
+        Some(hook) => {
+            let input: serde_json::Value =
+                serde_json::from_slice(body).map_err(|e| malformed(&e))?;
+            Ok(hook.run(input)?)
+        }
+        None => {
+            let text = std::str::from_utf8(body).map_err(|e| malformed(&e))?;
+            let inputs = decode_request(text, served.model.inputs())?;
+            let inference = served.model.infer_blocking(inputs, None)?;
+            Ok(encode_response(&inference.outputs))
+        }
+    }
 }
 
 /// Decodes a scoring body into named input tensors for a model with `specs` inputs.

@@ -24,6 +24,8 @@ pub struct ModelConfig {
     pub outputs: Vec<TensorOverride>,
     pub description: Option<String>,
     pub tags: BTreeMap<String, String>,
+    /// The score hook: a `.rhai` file name inside the model folder (see [`crate::hook`]).
+    pub hook: Option<String>,
 }
 
 /// Which versions of a model are served (Triton's version policy).
@@ -85,6 +87,7 @@ struct RawConfig {
     description: Option<String>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+    hook: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -217,6 +220,10 @@ impl ModelConfig {
                     .collect()
             };
 
+        if let Some(h) = &raw.hook {
+            validate_hook_name(h).map_err(|why| err("hook", why))?;
+        }
+
         Ok(ModelConfig {
             backend,
             max_batch_size: raw.max_batch_size.unwrap_or(0),
@@ -225,8 +232,26 @@ impl ModelConfig {
             outputs: tensors("output", raw.output)?,
             description: raw.description,
             tags: raw.tags,
+            hook: raw.hook,
         })
     }
+}
+
+/// A hook is a plain `.rhai` file name in the model folder: no directories, nothing hidden.
+fn validate_hook_name(name: &str) -> Result<(), String> {
+    let plain = !name.contains(['/', '\\'])
+        && name != ".."
+        && !name.starts_with('.')
+        && !name.chars().any(char::is_control);
+    if !plain {
+        return Err(format!(
+            "'{name}' must be a plain file name in the model folder, e.g. \"score.rhai\""
+        ));
+    }
+    if name.len() <= ".rhai".len() || !name.ends_with(".rhai") {
+        return Err(format!("'{name}' must name a .rhai script"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -290,6 +315,29 @@ mod tests {
         assert!(e.contains("exactly one"), "{e}");
         let e = parse("not toml at all").unwrap_err();
         assert!(e.starts_with("m/config.toml: "), "{e}");
+    }
+
+    #[test]
+    fn hook_is_a_plain_rhai_file_name() {
+        assert_eq!(parse("").unwrap().hook, None);
+        let c = parse("hook = \"score.rhai\"\n").unwrap();
+        assert_eq!(c.hook.as_deref(), Some("score.rhai"));
+        for bad in [
+            "../score.rhai",
+            "sub/score.rhai",
+            "/etc/x.rhai",
+            "..",
+            ".rhai",
+            ".hidden.rhai",
+            "score.py",
+            "score.rhai.txt",
+            "a\\b.rhai",
+        ] {
+            let e = parse(&format!("hook = {bad:?}\n")).unwrap_err();
+            assert!(e.contains("key `hook`"), "{bad}: {e}");
+        }
+        let e = parse("hook = 3\n").unwrap_err();
+        assert!(e.contains("hook"), "{e}");
     }
 
     #[test]

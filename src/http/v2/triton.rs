@@ -105,11 +105,11 @@ pub async fn stats(State(st): State<AppState>, r: Option<ModelRef>) -> Result<Re
             if wanted.is_some_and(|w| w != v) {
                 continue;
             }
-            if let VersionState::Ready(loaded) = state {
+            if let VersionState::Ready(served) = state {
                 model_stats.push(ModelStats {
                     name: status.name.clone(),
                     version: v.to_string(),
-                    stats: loaded.stats().snapshot(),
+                    stats: served.model.stats().snapshot(),
                 });
             }
         }

@@ -1,0 +1,191 @@
+//! Hook failures, and how a Rhai error becomes one.
+
+use super::limits::{HookLimits, STACK_FULL, TIME_UP};
+use rhai::{EvalAltResult, Position};
+use std::path::PathBuf;
+
+/// Why a hook could not be loaded or a call failed. Only [`HookError::Thrown`] is the client's
+/// fault; every other kind is the hook's or the server's.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("score hook {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("score hook {file}:{line}:{column}: {message}")]
+    Compile {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// The script lacks `fn run(input)`, or `run`/`init` take the wrong parameters.
+    #[error("score hook {file}: {message}")]
+    Contract { file: String, message: String },
+    /// `init()` failed (whatever the reason, a `throw` included): the hook cannot load.
+    #[error("score hook {file}{}: init() failed: {reason}", at_line(*line))]
+    Init {
+        file: String,
+        line: Option<usize>,
+        reason: String,
+    },
+    /// The script rejected the request with `throw`; the message is the thrown value.
+    #[error("{0}")]
+    Thrown(String),
+    /// A runtime error in the script or in a helper it called.
+    #[error("score hook {file}{}: {reason}", at_line(*line))]
+    Runtime {
+        file: String,
+        line: Option<usize>,
+        reason: String,
+    },
+    /// The call hit a sandbox limit (time, operations, call depth, stack, data size).
+    #[error("score hook {file}{}: {reason}", at_line(*line))]
+    Limit {
+        file: String,
+        line: Option<usize>,
+        reason: String,
+    },
+    /// `run` returned something with no JSON form.
+    #[error("score hook {file}: run() returned a value that is not JSON: {reason}")]
+    NotJson { file: String, reason: String },
+}
+
+impl HookError {
+    /// True only for a script's `throw`: the request was rejected (HTTP 400); every other
+    /// kind is a server-side failure (HTTP 500).
+    pub fn is_client_error(&self) -> bool {
+        match self {
+            HookError::Thrown(_) => true,
+            HookError::Read { .. }
+            | HookError::Compile { .. }
+            | HookError::Contract { .. }
+            | HookError::Init { .. }
+            | HookError::Runtime { .. }
+            | HookError::Limit { .. }
+            | HookError::NotJson { .. } => false,
+        }
+    }
+}
+
+fn at_line(line: Option<usize>) -> String {
+    line.map(|l| format!(" line {l}")).unwrap_or_default()
+}
+
+/// A helper's failure, carried as the value of a Rhai runtime error so that it keeps the
+/// script position Rhai fills in, yet stays distinct from a script's own `throw`.
+#[derive(Debug, Clone)]
+pub(super) struct HelperFailure(pub String);
+
+/// Maps the error of a call to `file`'s script. `in_init` turns every failure into
+/// [`HookError::Init`].
+pub(super) fn from_eval(
+    file: &str,
+    limits: &HookLimits,
+    err: Box<EvalAltResult>,
+    in_init: bool,
+) -> HookError {
+    // The innermost error is the real one; callers wrap it once per script function.
+    let mut err = *err;
+    let mut line = None;
+    let mut via = Vec::new();
+    loop {
+        line = err.position().line().or(line);
+        match err {
+            EvalAltResult::ErrorInFunctionCall(name, _, inner, _) => {
+                via.push(name);
+                err = *inner;
+            }
+            EvalAltResult::ErrorInModule(_, inner, _) => err = *inner,
+            _ => break,
+        }
+    }
+    let limit = |reason: String| (true, reason);
+    let (is_limit, mut reason) = match err {
+        EvalAltResult::ErrorRuntime(value, _) => {
+            if let Some(h) = value.read_lock::<HelperFailure>() {
+                (false, h.0.clone())
+            } else {
+                let message = thrown_message(&value);
+                if !in_init {
+                    return HookError::Thrown(message);
+                }
+                (false, format!("threw {message:?}"))
+            }
+        }
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == TIME_UP => limit(format!(
+            "exceeded the time limit of {}",
+            humantime::format_duration(limits.time)
+        )),
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == STACK_FULL => {
+            limit(format!(
+                "exceeded the stack limit of {} KiB (recursion too deep)",
+                limits.max_stack_bytes / 1024
+            ))
+        }
+        EvalAltResult::ErrorTooManyOperations(_) => limit(format!(
+            "exceeded the limit of {} operations",
+            limits.max_operations
+        )),
+        EvalAltResult::ErrorStackOverflow(_) => limit(format!(
+            "function calls nested deeper than the limit of {} levels",
+            limits.max_call_levels
+        )),
+        EvalAltResult::ErrorDataTooLarge(what, _) => limit(match what.as_str() {
+            "Length of string" => format!(
+                "a string grew past the limit of {} bytes",
+                limits.max_string_size
+            ),
+            "Size of object map" => format!(
+                "an object map grew past the limit of {} properties",
+                limits.max_map_size
+            ),
+            _ => format!(
+                "an array grew past the limit of {} elements",
+                limits.max_array_size
+            ),
+        }),
+        EvalAltResult::ErrorTooManyVariables(_) => limit(format!(
+            "more than the limit of {} variables",
+            limits.max_variables
+        )),
+        EvalAltResult::ErrorModuleNotFound(path, _) => (
+            false,
+            format!("import {path:?} refused: score hooks cannot load modules or files"),
+        ),
+        mut other => {
+            let _ = other.take_position();
+            (false, other.to_string())
+        }
+    };
+    if let Some(name) = via.last().filter(|n| !matches!(n.as_str(), "run" | "init")) {
+        reason = format!("in {name}(): {reason}");
+    }
+    let file = file.to_string();
+    match (in_init, is_limit) {
+        (true, _) => HookError::Init { file, line, reason },
+        (false, true) => HookError::Limit { file, line, reason },
+        (false, false) => HookError::Runtime { file, line, reason },
+    }
+}
+
+/// The message of `throw value`: a string as is, anything else as Rhai prints it.
+fn thrown_message(value: &rhai::Dynamic) -> String {
+    match value.read_lock::<rhai::ImmutableString>() {
+        Some(s) => s.to_string(),
+        None if value.is_unit() => "request rejected by the score hook".to_string(),
+        None => value.to_string(),
+    }
+}
+
+/// A compile error of `file`.
+pub(super) fn compile(file: &str, err: &rhai::ParseError) -> HookError {
+    let pos: Position = err.position();
+    HookError::Compile {
+        file: file.to_string(),
+        line: pos.line().unwrap_or(0),
+        column: pos.position().unwrap_or(0),
+        message: err.0.to_string(),
+    }
+}

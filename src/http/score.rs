@@ -1,0 +1,63 @@
+//! Azure-ML-style routes: `POST /score`, `POST /models/{m}/score` and `GET /` liveness.
+
+use super::body::Body;
+use super::metrics::ServedBy;
+use super::{json_response, ApiError, AppState};
+use crate::models::score::score_blocking;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// `GET /`: Azure ML's liveness answer.
+pub async fn healthy() -> &'static str {
+    "Healthy"
+}
+
+/// `POST /models/{m}/score`: the request through the model's score hook (or the default
+/// `{"data"}` / `{"inputs"}` mapping without one).
+pub async fn score_model(
+    State(st): State<AppState>,
+    Path(model): Path<String>,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    score(st, &model, body).await
+}
+
+/// `POST /score`: scores on the default model — `--default-model`, or the only model in the
+/// repository.
+pub async fn score_default(
+    State(st): State<AppState>,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    let model = match &st.config.default_model {
+        Some(m) => m.clone(),
+        None => match st.models.statuses().as_slice() {
+            [only] => only.name.clone(),
+            all => {
+                return Err(ApiError::NotFound(format!(
+                    "POST /score needs a default model: {} models are served; use POST /models/{{model}}/score or start with --default-model",
+                    all.len()
+                )))
+            }
+        },
+    };
+    score(st, &model, body).await
+}
+
+async fn score(st: AppState, model: &str, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let served = st.models.get_served(model, None)?;
+    let label = ServedBy {
+        model: served.model.name().to_string(),
+        version: served.model.version().to_string(),
+        timings: None,
+    };
+    let result = tokio::task::spawn_blocking(move || score_blocking(&served, &body))
+        .await
+        .map_err(|e| ApiError::Internal(format!("scoring task failed: {e}")))?;
+    let mut response = match result {
+        Ok(value) => json_response(StatusCode::OK, &value),
+        Err(e) => ApiError::from(e).into_response(),
+    };
+    response.extensions_mut().insert(label);
+    Ok(response)
+}
