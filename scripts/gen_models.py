@@ -14,6 +14,10 @@ Writes
   models/resnet/config.toml
   tests/fixtures/models/identity_all/1/model.onnx   one Identity per datatype
   tests/fixtures/models/add_fixed/1/model.onnx      a + b on fixed [2,2] inputs
+  tests/fixtures/models/identity_bytes/1/model.onnx text STRING [N,2] -> Identity -> echo
+
+`--only NAME [NAME ...]` regenerates just those models (digits, lenet, resnet, identity_all,
+add_fixed, identity_bytes) and leaves every other file alone.
 
 Every model uses standard ONNX ops only (opset 13, IR version 8), has producer_name
 "scoria-gen", no timestamps, and is checked with onnx.checker and run with onnxruntime.
@@ -420,15 +424,45 @@ def gen_add_fixed():
     write_model("tests/fixtures/models/add_fixed/1/model.onnx", model, "fixed shape")
 
 
+def gen_identity_bytes():
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["text"], ["echo"], name="id_text")],
+        "identity_bytes",
+        [vinfo("text", TensorProto.STRING, [BATCH, 2])],
+        [vinfo("echo", TensorProto.STRING, [BATCH, 2])],
+    )
+    model = make_model(graph, "Test fixture: STRING input text [N,2] passed through Identity to echo")
+    data = model.SerializeToString(deterministic=True)
+    text = np.array([["hello", ""], ["gr\u00fc\u00dfe \u65e5\u672c", "a b"]], dtype=object)
+    (echo,) = session(data).run(["echo"], {"text": text})
+    assert echo.shape == text.shape, echo.shape
+    assert echo.tolist() == text.tolist(), echo.tolist()
+    write_model("tests/fixtures/models/identity_bytes/1/model.onnx", model, "STRING identity")
+
+
 # --------------------------------------------------------------------------- main
 
-def main():
+GENERATORS = {
+    "digits": gen_digits,
+    "lenet": gen_lenet,
+    "resnet": gen_resnet,
+    "identity_all": gen_identity_all,
+    "add_fixed": gen_add_fixed,
+    "identity_bytes": gen_identity_bytes,
+}
+
+
+def main(argv):
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Generate scoria's sample models and test fixtures.")
+    parser.add_argument("--only", nargs="+", choices=sorted(GENERATORS), metavar="NAME",
+                        help=f"generate only these ({', '.join(GENERATORS)}); default: all")
+    args = parser.parse_args(argv)
     print(f"gen_models: onnx {onnx.__version__}, onnxruntime {ort.__version__}, numpy {np.__version__}")
-    gen_digits()
-    gen_lenet()
-    gen_resnet()
-    gen_identity_all()
-    gen_add_fixed()
+    for name, gen in GENERATORS.items():
+        if args.only is None or name in args.only:
+            gen()
 
     print()
     header = ("model", "size", "sha256", "note")
@@ -449,4 +483,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

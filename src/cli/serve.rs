@@ -59,7 +59,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("scoria-http")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.http)
             .await
             .with_context(|| format!("cannot listen on {}", args.http))?;
@@ -103,7 +103,11 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         }
         tracing::info!("shut down");
         Ok(())
-    })
+    });
+    // Inference still running on blocking threads after the drain timeout must not hold
+    // the process: give the runtime a moment, then leave those threads behind.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    result
 }
 
 /// Resolves on SIGINT or SIGTERM.

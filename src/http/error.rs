@@ -67,7 +67,8 @@ impl From<ModelError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        // 503s (loading, unloaded, failed models) are expected answers, not faults.
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!("{status}: {self}");
         } else {
             tracing::debug!("{status}: {self}");

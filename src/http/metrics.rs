@@ -53,6 +53,7 @@ pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Resp
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(st): State<AppState>) -> Response {
     let text = st.metrics.render(&st.models);
     let mut response = text.into_response();

@@ -7,6 +7,7 @@ pub mod auth;
 mod body;
 mod error;
 pub mod metrics;
+mod openapi;
 mod score;
 pub mod v2;
 
@@ -70,6 +71,7 @@ pub fn router(models: Arc<ModelManager>, metrics: Arc<Metrics>, config: HttpConf
     let app = v2::routes()
         .route("/metrics", get(metrics::metrics))
         .route("/", get(score::healthy))
+        .route("/swagger.json", get(openapi::swagger))
         .route("/score", post(score::score_default))
         .route("/models/{model}/score", post(score::score_model))
         .fallback(not_found)

@@ -8,12 +8,14 @@ use axum::response::Response;
 use serde_json::json;
 
 /// Live as long as the process answers.
+#[utoipa::path(get, path = "/v2/health/live", tag = "v2", responses((status = 200, description = "The server is live")))]
 pub async fn live() -> Response {
     json_response(StatusCode::OK, &json!({ "live": true }))
 }
 
 /// Ready once every model has finished loading (successfully or not; a failed model is
 /// reported by its own readiness route, and the others serve).
+#[utoipa::path(get, path = "/v2/health/ready", tag = "v2", responses((status = 200, description = "Every model has finished loading"), (status = 503, description = "Models are still loading", body = crate::http::openapi::ErrorBody)))]
 pub async fn ready(State(st): State<AppState>) -> Result<Response, ApiError> {
     if st.models.is_ready() {
         Ok(json_response(StatusCode::OK, &json!({ "ready": true })))
@@ -23,6 +25,7 @@ pub async fn ready(State(st): State<AppState>) -> Result<Response, ApiError> {
 }
 
 /// 200 when the model (version) can serve; 503 with the reason when it cannot.
+#[utoipa::path(get, path = "/v2/models/{model}/ready", tag = "v2", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "The model can serve"), (status = 404, description = "Unknown model or version", body = crate::http::openapi::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::openapi::ErrorBody)))]
 pub async fn model_ready(State(st): State<AppState>, r: ModelRef) -> Result<Response, ApiError> {
     let loaded = st.models.get(&r.model, r.version.as_deref())?;
     Ok(json_response(

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 /// Decodes the request, runs it through the serving core and encodes the outputs. The
 /// response, error or not, names the version that served it for the metrics.
+#[utoipa::path(post, path = "/v2/models/{model}/infer", tag = "v2", params(("model" = String, Path, description = "Model name")), request_body(content = crate::http::openapi::InferenceRequest, description = "JSON, or a JSON header of Inference-Header-Content-Length bytes followed by binary tensor data"), responses((status = 200, description = "Outputs", body = crate::http::openapi::InferenceResponse), (status = 400, description = "The request does not fit the model", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body over the size limit", body = crate::http::openapi::ErrorBody), (status = 500, description = "Inference failed", body = crate::http::openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = crate::http::openapi::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::openapi::ErrorBody)))]
 pub async fn infer(
     State(st): State<AppState>,
     r: ModelRef,

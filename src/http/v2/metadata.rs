@@ -21,6 +21,7 @@ const EXTENSIONS: &[&str] = &[
     "model_repository",
 ];
 
+#[utoipa::path(get, path = "/v2", tag = "v2", responses((status = 200, description = "Server name, version and extensions")))]
 pub async fn server() -> Response {
     json_response(
         StatusCode::OK,
@@ -56,6 +57,7 @@ struct ModelMetadata<'a> {
 
 /// Metadata of the requested version, or of the latest ready one; `versions` lists every
 /// version that is ready to serve.
+#[utoipa::path(get, path = "/v2/models/{model}", tag = "v2", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Model metadata", body = crate::http::openapi::ModelMetadata), (status = 404, description = "Unknown model or version", body = crate::http::openapi::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::openapi::ErrorBody)))]
 pub async fn model(State(st): State<AppState>, r: ModelRef) -> Result<Response, ApiError> {
     let loaded = st.models.get(&r.model, r.version.as_deref())?;
     let status = st.models.status(&r.model)?;

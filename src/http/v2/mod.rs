@@ -1,11 +1,11 @@
 //! Open Inference Protocol v2 routes (KServe / Triton REST).
 
 pub mod codec;
-mod health;
-mod infer;
-mod metadata;
-mod repository;
-mod triton;
+pub(in crate::http) mod health;
+pub(in crate::http) mod infer;
+pub(in crate::http) mod metadata;
+pub(in crate::http) mod repository;
+pub(in crate::http) mod triton;
 
 use super::{ApiError, AppState};
 use axum::extract::{FromRequestParts, Path};
@@ -22,7 +22,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v2", get(metadata::server))
         .route("/v2/health/live", get(health::live))
         .route("/v2/health/ready", get(health::ready))
-        .route("/v2/models/stats", get(triton::stats))
+        .route("/v2/models/stats", get(triton::all_stats))
         .route("/v2/repository/index", post(repository::index))
         .route("/v2/repository/models/{model}/load", post(repository::load))
         .route(
@@ -46,23 +46,6 @@ pub struct ModelRef {
     model: String,
     #[serde(default)]
     version: Option<String>,
-}
-
-impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for ModelRef {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, ApiError> {
-        let has_model = parts
-            .extensions
-            .get::<axum::extract::MatchedPath>()
-            .is_some_and(|p| p.as_str().contains("{model}"));
-        if !has_model {
-            return Ok(None);
-        }
-        <ModelRef as FromRequestParts<S>>::from_request_parts(parts, state)
-            .await
-            .map(Some)
-    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ModelRef {

@@ -16,6 +16,7 @@ struct IndexRequest {
 
 /// `POST /v2/repository/index`: every model on disk and its state; `{"ready": true}` keeps
 /// only the ready ones.
+#[utoipa::path(post, path = "/v2/repository/index", tag = "repository", responses((status = 200, description = "Models on disk and their states")))]
 pub async fn index(State(st): State<AppState>, Body(body): Body) -> Result<Response, ApiError> {
     let req: IndexRequest = if body.iter().all(u8::is_ascii_whitespace) {
         IndexRequest::default()
@@ -35,6 +36,7 @@ pub async fn index(State(st): State<AppState>, Body(body): Body) -> Result<Respo
 
 /// `POST /v2/repository/models/{m}/load`: (re)loads the model from disk; the old versions
 /// serve until the new ones are ready.
+#[utoipa::path(post, path = "/v2/repository/models/{model}/load", tag = "repository", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Loaded"), (status = 400, description = "The model failed to load; what was served stays", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such model on disk", body = crate::http::openapi::ErrorBody)))]
 pub async fn load(
     State(st): State<AppState>,
     Path(model): Path<String>,
@@ -51,6 +53,7 @@ pub async fn load(
 }
 
 /// `POST /v2/repository/models/{m}/unload`.
+#[utoipa::path(post, path = "/v2/repository/models/{model}/unload", tag = "repository", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Unloaded"), (status = 404, description = "Unknown model", body = crate::http::openapi::ErrorBody)))]
 pub async fn unload(
     State(st): State<AppState>,
     Path(model): Path<String>,

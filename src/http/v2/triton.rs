@@ -45,6 +45,7 @@ fn config_tensor(spec: &TensorSpec, batched: bool) -> Value {
 
 /// `GET /v2/models/{m}[/versions/{v}]/config`: the model configuration in Triton's JSON form,
 /// which perf_analyzer and tritonclient read.
+#[utoipa::path(get, path = "/v2/models/{model}/config", tag = "triton", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Triton-style model configuration"), (status = 404, description = "Unknown model or version", body = crate::http::openapi::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::openapi::ErrorBody)))]
 pub async fn config(State(st): State<AppState>, r: ModelRef) -> Result<Response, ApiError> {
     let loaded = st.models.get(&r.model, r.version.as_deref())?;
     Ok(json_response(StatusCode::OK, &model_config(&loaded)))
@@ -86,8 +87,19 @@ struct ModelStats {
     stats: StatsSnapshot,
 }
 
-/// `GET /v2/models/stats` and `GET /v2/models/{m}[/versions/{v}]/stats`.
-pub async fn stats(State(st): State<AppState>, r: Option<ModelRef>) -> Result<Response, ApiError> {
+/// `GET /v2/models/stats`: every ready version's statistics.
+#[utoipa::path(get, path = "/v2/models/stats", tag = "triton", responses((status = 200, description = "Triton-style statistics of every model")))]
+pub async fn all_stats(State(st): State<AppState>) -> Result<Response, ApiError> {
+    model_stats(st, None)
+}
+
+/// `GET /v2/models/{m}[/versions/{v}]/stats`.
+#[utoipa::path(get, path = "/v2/models/{model}/stats", tag = "triton", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Triton-style statistics of the model"), (status = 404, description = "Unknown model or version", body = crate::http::openapi::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::openapi::ErrorBody)))]
+pub async fn stats(State(st): State<AppState>, r: ModelRef) -> Result<Response, ApiError> {
+    model_stats(st, Some(r))
+}
+
+fn model_stats(st: AppState, r: Option<ModelRef>) -> Result<Response, ApiError> {
     let statuses = match &r {
         None => st.models.statuses(),
         Some(r) => vec![st.models.status(&r.model)?],
