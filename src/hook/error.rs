@@ -83,11 +83,11 @@ pub(super) struct HelperFailure(pub String);
 pub(super) fn from_eval(
     file: &str,
     limits: &HookLimits,
-    err: Box<EvalAltResult>,
+    err: EvalAltResult,
     in_init: bool,
 ) -> HookError {
     // The innermost error is the real one; callers wrap it once per script function.
-    let mut err = *err;
+    let mut err = err;
     let mut line = None;
     let mut via = Vec::new();
     loop {

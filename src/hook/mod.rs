@@ -111,7 +111,7 @@ impl Hook {
                 engine.run_ast(&ast).map(|()| Dynamic::UNIT)
             }
         }
-        .map_err(|e| error::from_eval(&file, &limits, e, true))?;
+        .map_err(|e| error::from_eval(&file, &limits, *e, true))?;
         if !state.is_unit() {
             let mut globals = rhai::Module::new();
             globals.set_var("state", state);
@@ -149,7 +149,7 @@ impl Hook {
             self.engine
                 .call_fn::<Dynamic>(&mut Scope::new(), &self.ast, "run", (arg,))
         };
-        let value = result.map_err(|e| error::from_eval(&self.file, &self.limits, e, false))?;
+        let value = result.map_err(|e| error::from_eval(&self.file, &self.limits, *e, false))?;
         convert::to_json(&value).map_err(|reason| HookError::NotJson {
             file: self.file.clone(),
             reason,
