@@ -4,6 +4,8 @@
 //! [`engine`]s. The on-disk model repository lives in [`registry`]; [`tensor`] is the
 //! engine-neutral data type all layers share.
 
+pub mod batch;
+pub mod bench;
 pub mod cli;
 pub mod engine;
 pub mod fsutil;

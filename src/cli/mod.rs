@@ -2,9 +2,11 @@
 //!
 //! Exit codes: 0 success, 1 runtime error, 2 usage error — always with a one-line reason.
 
+mod bench;
 mod keys;
 mod model;
 mod predict;
+mod runs;
 mod serve;
 
 use crate::engine::Backend;
@@ -79,6 +81,12 @@ pub enum Command {
     /// Generate API key files for `serve --api-key-file`.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Measure a model's throughput and latency, in-process or against a server (--url),
+    /// and record the run in the workspace's runs/ folder.
+    Bench(bench::BenchArgs),
+    /// List and show the benchmark runs recorded in the workspace.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
 }
 
 /// Parses `NAME[:VERSION]` for clap, so a bad reference is a usage error (exit 2).
@@ -106,12 +114,15 @@ pub fn main() -> i32 {
             return e.exit_code();
         }
     };
+    crate::engine::ort::prepare_process(&cli.global.workspace); // before any thread: sets env
     init_logging(&cli.global.log);
     let result = match cli.command {
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Model(cmd) => model::run(&cli.global, cmd),
         Command::Predict(args) => predict::run(&cli.global, args),
         Command::Keys(cmd) => keys::run(&cli.global, cmd),
+        Command::Bench(args) => bench::run(&cli.global, args),
+        Command::Runs(cmd) => runs::run(&cli.global, cmd),
     };
     match result {
         Ok(()) => 0,

@@ -50,6 +50,14 @@ pub struct ServeArgs {
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let dir = global.models_dir();
     let repo = Repository::open(&dir).context("cannot open the model repository")?;
+    if let Some(name) = &args.default_model {
+        repo.model(name).with_context(|| {
+            format!(
+                "--default-model '{name}' names no model in {}",
+                dir.display()
+            )
+        })?;
+    }
     let api_keys = match &args.api_key_file {
         Some(path) => Some(Arc::new(http::auth::ApiKeys::load(path)?)),
         None => None,
@@ -66,13 +74,14 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         let addr = listener
             .local_addr()
             .context("cannot read the listening address")?;
-        let models = ModelManager::new(repo, args.backend);
+        let metrics = Arc::new(crate::telemetry::Metrics::new());
+        let models = ModelManager::with_metrics(repo, args.backend, Arc::clone(&metrics));
         models
             .start_loading()
             .context("cannot scan the model repository")?;
         let router = http::router(
             models,
-            Arc::new(crate::telemetry::Metrics::new()),
+            metrics,
             HttpConfig {
                 max_body_bytes: args.max_body_size,
                 api_keys,

@@ -4,9 +4,10 @@
 //! hooks or batching; the serving core ([`crate::models`]) calls them from blocking threads,
 //! never from the async executor's workers.
 
+pub mod ort;
 mod tract;
 
-use crate::registry::config::TensorOverride;
+use crate::registry::config::{OrtConfig, TensorOverride};
 use crate::tensor::{DataType, Tensor};
 use std::fmt;
 use std::path::Path;
@@ -70,6 +71,9 @@ pub enum Backend {
     /// tract: pure-Rust ONNX inference, always available.
     #[default]
     Tract,
+    /// ONNX Runtime through the `ort` crate, loaded at run time from `libonnxruntime.so`
+    /// (`scripts/fetch-onnxruntime` installs it; see [`crate::engine::ort::LibrarySearch`]).
+    Ort,
 }
 
 impl Backend {
@@ -77,6 +81,7 @@ impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Backend::Tract => "tract",
+            Backend::Ort => "ort",
         }
     }
 
@@ -84,13 +89,14 @@ impl Backend {
     pub fn from_name(name: &str) -> Option<Backend> {
         match name {
             "tract" => Some(Backend::Tract),
+            "ort" => Some(Backend::Ort),
             _ => None,
         }
     }
 
     /// Names of every backend this build has, for error messages.
     pub fn available() -> &'static str {
-        "tract"
+        "tract, ort"
     }
 }
 
@@ -106,6 +112,8 @@ pub struct LoadOptions {
     /// `[[input]]` overrides from `config.toml`: type and shape facts for inputs the model
     /// leaves unspecified or that should be pinned.
     pub inputs: Vec<TensorOverride>,
+    /// `[ort]` session options from `config.toml` (used by the ort engine only).
+    pub ort: OrtConfig,
 }
 
 /// Failures of loading or running a model.
@@ -144,6 +152,7 @@ pub fn load(
 ) -> Result<Box<dyn Engine>, EngineError> {
     match backend {
         Backend::Tract => Ok(Box::new(tract::TractEngine::load(path, options)?)),
+        Backend::Ort => Ok(Box::new(self::ort::OrtEngine::load(path, options)?)),
     }
 }
 

@@ -18,7 +18,6 @@ fn fixture(name: &str, limits: HookLimits) -> Result<Hook, HookError> {
 fn fails(name: &str, limits: HookLimits) -> HookError {
     let hook = fixture(name, limits).unwrap();
     let first = hook.run(json!({})).unwrap_err();
-    eprintln!("MSG {name}: {first}");
     let second = hook.run(json!({})).unwrap_err();
     assert_eq!(first.to_string(), second.to_string());
     assert_zero(&digits_hook().run(json!({ "data": [DIGIT_ZERO] })).unwrap());
@@ -169,7 +168,6 @@ fn syntax_errors_name_file_line_and_column() {
 #[test]
 fn failing_init_fails_the_load() {
     let e = fixture("init_fails.rhai", HookLimits::default()).unwrap_err();
-    eprintln!("MSG {e}");
     assert!(matches!(e, HookError::Init { line: Some(4), .. }), "{e:?}");
     assert!(
         e.to_string()

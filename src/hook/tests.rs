@@ -218,7 +218,8 @@ fn dir_of(hook: &Hook) -> &str {
 
 #[test]
 fn init_state_and_constants_reach_run() {
-    let source = "const SCALE = 3;\nfn init() { #{ offset: 1 } }\nfn run(x) { x * global::SCALE + state.offset }";
+    let source = "const SCALE = 3;\nfn init() { print(\"init\"); #{ offset: 1 } }\n\
+                  fn run(x) { debug(x); x * global::SCALE + state.offset }";
     let hook = script("state.rhai", source, HookLimits::default()).unwrap();
     assert_eq!(hook.run(json!(2)).unwrap(), json!(7));
 }

@@ -54,7 +54,7 @@ impl From<ModelError> for ApiError {
             ModelError::ModelNotFound(_) | ModelError::VersionNotFound { .. } => {
                 ApiError::NotFound(msg)
             }
-            ModelError::NotReady(_) => ApiError::Unavailable(msg),
+            ModelError::NotReady(_) | ModelError::QueueFull(_) => ApiError::Unavailable(msg),
             ModelError::InvalidInput(_) | ModelError::LoadFailed(_) => ApiError::BadRequest(msg),
             ModelError::Hook(h) if h.is_client_error() => ApiError::BadRequest(msg),
             ModelError::Engine(_) | ModelError::Hook(_) | ModelError::Internal(_) => {

@@ -2,10 +2,12 @@
 
 use super::stats::{Stats, Timings};
 use super::{validate, ModelError};
+use crate::batch::{BatchObserver, BatchResult, Batcher};
 use crate::engine::{self, Backend, Dim, Engine, LoadOptions, TensorSpec};
 use crate::registry::config::TensorOverride;
 use crate::registry::{ModelConfig, ModelDir, MODEL_FILE};
 use crate::tensor::Tensor;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,12 +25,16 @@ pub struct Inference {
     pub timings: Timings,
 }
 
-/// One model version, loaded and ready to run.
+/// One model version, loaded and ready to run: `instances` engines, and a batcher in
+/// front of them when the config asks for dynamic batching.
 pub struct LoadedVersion {
     name: String,
     version: u64,
     config: ModelConfig,
-    engine: Box<dyn Engine>,
+    engines: Arc<Vec<Box<dyn Engine>>>,
+    /// Round-robin cursor over `engines` for unbatched requests.
+    next: AtomicUsize,
+    batcher: Option<Batcher>,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
     stats: Stats,
@@ -42,6 +48,16 @@ impl LoadedVersion {
         version: u64,
         default_backend: Backend,
     ) -> Result<LoadedVersion, String> {
+        LoadedVersion::load_with(dir, version, default_backend, None)
+    }
+
+    /// [`LoadedVersion::load`], reporting each formed batch to `observer` (metrics).
+    pub fn load_with(
+        dir: &ModelDir,
+        version: u64,
+        default_backend: Backend,
+        observer: Option<BatchObserver>,
+    ) -> Result<LoadedVersion, String> {
         let config = dir.config.as_ref().map_err(|e| e.to_string())?.clone();
         let path = dir.version_path(version).join(MODEL_FILE);
         if !path.is_file() {
@@ -50,11 +66,16 @@ impl LoadedVersion {
         let backend = config.backend.unwrap_or(default_backend);
         let options = LoadOptions {
             inputs: config.inputs.clone(),
+            ort: config.ort.clone(),
         };
-        let engine = engine::load(backend, &path, &options)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let inputs = engine.inputs().to_vec();
-        let outputs = apply_output_overrides(engine.outputs(), &config.outputs)?;
+        let engines = (0..config.instances.max(1))
+            .map(|_| {
+                engine::load(backend, &path, &options)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let inputs = engines[0].inputs().to_vec();
+        let outputs = apply_output_overrides(engines[0].outputs(), &config.outputs)?;
         if config.max_batch_size > 0 {
             if let Some(s) = inputs.iter().find(|s| s.shape.is_empty()) {
                 return Err(format!(
@@ -63,11 +84,39 @@ impl LoadedVersion {
                 ));
             }
         }
+        let engines = Arc::new(engines);
+        let batcher = match &config.dynamic_batching {
+            None => None,
+            Some(batching) => {
+                let fixed = inputs
+                    .iter()
+                    .chain(&outputs)
+                    .find(|s| s.shape.first() != Some(&Dim::Dynamic));
+                if let Some(s) = fixed {
+                    return Err(format!(
+                        "dynamic_batching needs a batch dimension, but tensor '{}' has shape {} (its first dimension is not dynamic)",
+                        s.name,
+                        s.shape_string()
+                    ));
+                }
+                let name = format!("{}-{version}", dir.name);
+                let max = config.max_batch_size;
+                Some(Batcher::start(
+                    &name,
+                    Arc::clone(&engines),
+                    max,
+                    batching,
+                    observer,
+                )?)
+            }
+        };
         Ok(LoadedVersion {
             name: dir.name.clone(),
             version,
             config,
-            engine,
+            engines,
+            next: AtomicUsize::new(0),
+            batcher,
             inputs,
             outputs,
             stats: Stats::default(),
@@ -87,7 +136,7 @@ impl LoadedVersion {
     }
 
     pub fn backend(&self) -> Backend {
-        self.engine.backend()
+        self.engines[0].backend()
     }
 
     /// The model's inputs, in the order it takes them.
@@ -105,82 +154,141 @@ impl LoadedVersion {
         &self.stats
     }
 
-    /// Runs the model on a blocking-pool thread, never on the async executor's workers.
-    /// `outputs` selects and orders the outputs returned; `None` returns all in model order.
+    /// Requests waiting in the batcher's queue (0 without dynamic batching).
+    pub fn queue_depth(&self) -> usize {
+        self.batcher.as_ref().map_or(0, Batcher::depth)
+    }
+
+    /// Runs the model off the async executor: through the batcher when the config enables
+    /// dynamic batching, else on a blocking-pool thread. `outputs` selects and orders the
+    /// outputs returned; `None` returns all in model order.
     pub async fn infer(
         self: &Arc<Self>,
         inputs: Vec<NamedTensor>,
         outputs: Option<Vec<String>>,
     ) -> Result<Inference, ModelError> {
-        let this = Arc::clone(self);
-        let enqueued = Instant::now();
-        tokio::task::spawn_blocking(move || {
-            this.run(inputs, outputs.as_deref(), enqueued.elapsed())
-        })
-        .await
-        .map_err(|e| ModelError::Internal(format!("inference task failed: {e}")))?
+        let started = Instant::now();
+        let result = match &self.batcher {
+            Some(batcher) => {
+                // Validation is a cheap pass over shapes; the copying and computing happen
+                // on the batcher's threads.
+                match self.prepare(inputs, outputs.as_deref()) {
+                    Ok((selected, ordered, rows)) => match batcher.submit(ordered, rows) {
+                        Ok(rx) => {
+                            let t1 = Instant::now();
+                            let reply = rx.await.map_err(|_| stopped());
+                            self.finish_batched(selected, reply, t1 - started)
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+            None => {
+                let this = Arc::clone(self);
+                tokio::task::spawn_blocking(move || {
+                    this.run_direct(inputs, outputs.as_deref(), started.elapsed())
+                })
+                .await
+                .map_err(|e| ModelError::Internal(format!("inference task failed: {e}")))
+                .and_then(|r| r)
+            }
+        };
+        self.record(&result, started);
+        result
     }
 
-    /// [`LoadedVersion::infer`] on the calling thread, for offline use (CLI, hooks, benches).
+    /// [`LoadedVersion::infer`] on the calling thread (which must not be an async executor
+    /// worker), for offline use (CLI, hooks, benches).
     pub fn infer_blocking(
         &self,
         inputs: Vec<NamedTensor>,
         outputs: Option<&[String]>,
     ) -> Result<Inference, ModelError> {
-        self.run(inputs, outputs, Duration::ZERO)
+        let started = Instant::now();
+        let result = match &self.batcher {
+            Some(batcher) => self
+                .prepare(inputs, outputs)
+                .and_then(|(selected, ordered, rows)| {
+                    let rx = batcher.submit(ordered, rows)?;
+                    let t1 = Instant::now();
+                    self.finish_batched(
+                        selected,
+                        rx.blocking_recv().map_err(|_| stopped()),
+                        t1 - started,
+                    )
+                }),
+            None => self.run_direct(inputs, outputs, Duration::ZERO),
+        };
+        self.record(&result, started);
+        result
     }
 
-    fn run(
-        &self,
-        inputs: Vec<NamedTensor>,
-        outputs: Option<&[String]>,
-        queue: Duration,
-    ) -> Result<Inference, ModelError> {
-        let started = Instant::now();
-        let result = self.run_timed(inputs, outputs, queue);
-        match &result {
+    fn record(&self, result: &Result<Inference, ModelError>, started: Instant) {
+        match result {
             Ok(inference) => {
-                let batch = inference
+                let rows = inference
                     .outputs
                     .first()
                     .and_then(|o| o.tensor.shape().first().copied())
                     .unwrap_or(1);
-                self.stats.success(batch as u64, &inference.timings);
+                self.stats.success(rows as u64, &inference.timings);
             }
-            Err(_) => self.stats.failure(queue + started.elapsed()),
+            Err(_) => self.stats.failure(started.elapsed()),
         }
-        result
     }
 
-    fn run_timed(
+    /// Validates a request: the indices of the requested outputs, the inputs in model order,
+    /// and the request's rows (its batch size).
+    fn prepare(
+        &self,
+        inputs: Vec<NamedTensor>,
+        outputs: Option<&[String]>,
+    ) -> Result<(Vec<usize>, Vec<Tensor>, usize), ModelError> {
+        let selected = validate::outputs(&self.outputs, outputs)?;
+        let ordered = validate::inputs(&self.inputs, self.config.max_batch_size, inputs)?;
+        let rows = ordered
+            .first()
+            .and_then(|t| t.shape().first().copied())
+            .unwrap_or(1);
+        Ok((selected, ordered, rows))
+    }
+
+    fn finish_batched(
+        &self,
+        selected: Vec<usize>,
+        reply: Result<Result<BatchResult, ModelError>, ModelError>,
+        compute_input: Duration,
+    ) -> Result<Inference, ModelError> {
+        let r = reply??;
+        if r.first {
+            self.stats.executed(r.batch_rows as u64);
+        }
+        let t = Instant::now();
+        let outputs = self.select(selected, r.outputs)?;
+        let timings = Timings {
+            queue: r.queue,
+            compute_input,
+            compute_infer: r.compute,
+            compute_output: t.elapsed(),
+        };
+        Ok(Inference { outputs, timings })
+    }
+
+    fn run_direct(
         &self,
         inputs: Vec<NamedTensor>,
         outputs: Option<&[String]>,
         queue: Duration,
     ) -> Result<Inference, ModelError> {
         let t0 = Instant::now();
-        let selected = validate::outputs(&self.outputs, outputs)?;
-        let ordered = validate::inputs(&self.inputs, self.config.max_batch_size, inputs)?;
+        let (selected, ordered, rows) = self.prepare(inputs, outputs)?;
         let t1 = Instant::now();
-        let mut produced: Vec<Option<Tensor>> =
-            self.engine.run(ordered)?.into_iter().map(Some).collect();
+        let engine = &self.engines[self.next.fetch_add(1, Ordering::Relaxed) % self.engines.len()];
+        let produced = engine.run(ordered)?;
+        self.stats.executed(rows as u64);
         let t2 = Instant::now();
-        let outputs = selected
-            .into_iter()
-            .map(|i| {
-                let tensor = produced.get_mut(i).and_then(Option::take).ok_or_else(|| {
-                    ModelError::Internal(format!(
-                        "engine returned {} outputs, expected {}",
-                        produced.len(),
-                        self.outputs.len()
-                    ))
-                })?;
-                Ok(NamedTensor {
-                    name: self.outputs[i].name.clone(),
-                    tensor,
-                })
-            })
-            .collect::<Result<Vec<_>, ModelError>>()?;
+        let outputs = self.select(selected, produced)?;
         let timings = Timings {
             queue,
             compute_input: t1 - t0,
@@ -189,6 +297,35 @@ impl LoadedVersion {
         };
         Ok(Inference { outputs, timings })
     }
+
+    /// Picks the `selected` outputs (by model index) out of all `produced` ones.
+    fn select(
+        &self,
+        selected: Vec<usize>,
+        produced: Vec<Tensor>,
+    ) -> Result<Vec<NamedTensor>, ModelError> {
+        let count = produced.len();
+        let mut produced: Vec<Option<Tensor>> = produced.into_iter().map(Some).collect();
+        selected
+            .into_iter()
+            .map(|i| {
+                let tensor = produced.get_mut(i).and_then(Option::take).ok_or_else(|| {
+                    ModelError::Internal(format!(
+                        "engine returned {count} outputs, expected {}",
+                        self.outputs.len()
+                    ))
+                })?;
+                Ok(NamedTensor {
+                    name: self.outputs[i].name.clone(),
+                    tensor,
+                })
+            })
+            .collect()
+    }
+}
+
+fn stopped() -> ModelError {
+    ModelError::Internal("the batching thread stopped before answering".into())
 }
 
 /// Applies `[[output]]` declarations: each must name a real output with its actual type;

@@ -13,6 +13,7 @@ pub use repository::IndexEntry;
 use crate::engine::{Backend, EngineError};
 use crate::hook::Hook;
 use crate::registry::{name, ModelDir, RegistryError, Repository};
+use crate::telemetry::Metrics;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -33,6 +34,9 @@ pub enum ModelError {
     InvalidInput(String),
     #[error("inference failed: {0}")]
     Engine(#[from] EngineError),
+    /// The batching queue is at `max_queue_size`.
+    #[error("{0}")]
+    QueueFull(String),
     /// The score hook rejected the request (`throw`) or failed.
     #[error("{0}")]
     Hook(#[from] crate::hook::HookError),
@@ -54,7 +58,23 @@ impl Served {
     /// Loads `version` of the model in `dir` and then its hook (running the hook's `init`).
     /// The error is a one-line reason.
     pub fn load(dir: &ModelDir, version: u64, default_backend: Backend) -> Result<Served, String> {
-        let model = Arc::new(LoadedVersion::load(dir, version, default_backend)?);
+        Served::load_with(dir, version, default_backend, None)
+    }
+
+    /// [`Served::load`] with the batcher reporting to `metrics`.
+    pub fn load_with(
+        dir: &ModelDir,
+        version: u64,
+        default_backend: Backend,
+        metrics: Option<&Metrics>,
+    ) -> Result<Served, String> {
+        let observer = metrics.map(|m| m.batch_observer(&dir.name, version));
+        let model = Arc::new(LoadedVersion::load_with(
+            dir,
+            version,
+            default_backend,
+            observer,
+        )?);
         let hook = Hook::load_for_model(&model, &dir.path).map_err(|e| e.to_string())?;
         Ok(Served {
             model,
@@ -120,18 +140,30 @@ pub struct ModelManager {
     loading: AtomicUsize,
     /// Serializes repository load/unload requests.
     ops: std::sync::Mutex<()>,
+    /// Where batchers report batch sizes and queue depth.
+    metrics: Arc<Metrics>,
 }
 
 impl ModelManager {
     /// A manager for `repo`; models whose config names no backend use `default_backend`.
     /// Nothing is loaded until [`ModelManager::start_loading`].
     pub fn new(repo: Repository, default_backend: Backend) -> Arc<ModelManager> {
+        ModelManager::with_metrics(repo, default_backend, Arc::new(Metrics::new()))
+    }
+
+    /// [`ModelManager::new`] reporting batching to the process's `metrics`.
+    pub fn with_metrics(
+        repo: Repository,
+        default_backend: Backend,
+        metrics: Arc<Metrics>,
+    ) -> Arc<ModelManager> {
         Arc::new(ModelManager {
             repo,
             default_backend,
             models: RwLock::new(BTreeMap::new()),
             loading: AtomicUsize::new(0),
             ops: std::sync::Mutex::new(()),
+            metrics,
         })
     }
 
@@ -179,8 +211,9 @@ impl ModelManager {
             .repo
             .model(name)
             .map_err(|e| e.to_string())
-            .and_then(|dir| Served::load(&dir, version, self.default_backend))
-        {
+            .and_then(|dir| {
+                Served::load_with(&dir, version, self.default_backend, Some(&self.metrics))
+            }) {
             Ok(served) => {
                 tracing::info!(
                     "loaded {name}:{version} ({}{}) in {} ms",

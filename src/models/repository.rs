@@ -45,9 +45,10 @@ impl ModelManager {
         }
         let mut versions = BTreeMap::new();
         for v in served {
-            let served = Served::load(&dir, v, self.default_backend).map_err(|e| {
-                ModelError::LoadFailed(format!("cannot load model '{name}' version {v}: {e}"))
-            })?;
+            let served = Served::load_with(&dir, v, self.default_backend, Some(&self.metrics))
+                .map_err(|e| {
+                    ModelError::LoadFailed(format!("cannot load model '{name}' version {v}: {e}"))
+                })?;
             versions.insert(v, VersionState::Ready(served));
         }
         let status = ModelStatus {

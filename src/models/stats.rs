@@ -63,16 +63,20 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Records a successful execution of `batch` inferences.
-    pub fn success(&self, batch: u64, t: &Timings) {
-        self.inference_count.fetch_add(batch, Ordering::Relaxed);
-        self.execution_count.fetch_add(1, Ordering::Relaxed);
+    /// Records a successful request of `rows` inferences.
+    pub fn success(&self, rows: u64, t: &Timings) {
+        self.inference_count.fetch_add(rows, Ordering::Relaxed);
         self.touch();
         self.success.add(t.queue + t.compute());
         self.queue.add(t.queue);
         self.compute_input.add(t.compute_input);
         self.compute_infer.add(t.compute_infer);
         self.compute_output.add(t.compute_output);
+    }
+
+    /// Records one engine execution (a request, or a batch of several).
+    pub fn executed(&self, _rows: u64) {
+        self.execution_count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records a failed request that spent `total` in the core.
@@ -147,6 +151,8 @@ mod tests {
         };
         s.success(4, &t);
         s.success(1, &t);
+        s.executed(5);
+        s.executed(1);
         s.failure(Duration::from_nanos(3));
         let snap = s.snapshot();
         assert_eq!(snap.inference_count, 5);

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// A model's settings; every field has a default when `config.toml` is absent.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     /// The engine; `None` means the server's default (`--backend`, else tract).
     pub backend: Option<Backend>,
@@ -26,6 +26,41 @@ pub struct ModelConfig {
     pub tags: BTreeMap<String, String>,
     /// The score hook: a `.rhai` file name inside the model folder (see [`crate::hook`]).
     pub hook: Option<String>,
+    /// Engine instances run in parallel (at least 1).
+    pub instances: u32,
+    /// Server-side batching of concurrent requests (needs `max_batch_size > 0`).
+    pub dynamic_batching: Option<DynamicBatching>,
+    /// `[ort]`: ONNX Runtime session options (used when the model runs on ort).
+    pub ort: OrtConfig,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            backend: None,
+            max_batch_size: 0,
+            version_policy: VersionPolicy::default(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            description: None,
+            tags: BTreeMap::new(),
+            hook: None,
+            instances: 1,
+            dynamic_batching: None,
+            ort: OrtConfig::default(),
+        }
+    }
+}
+
+/// Triton's `dynamic_batching`: requests queue for at most `max_queue_delay`, are merged
+/// along dimension 0 up to a preferred size (or `max_batch_size`), run once, and split back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamicBatching {
+    pub max_queue_delay_us: u64,
+    /// Batch sizes worth waiting for, ascending; empty means `max_batch_size`.
+    pub preferred_batch_size: Vec<u32>,
+    /// Requests allowed to wait; more are refused at once (503). 0 means unbounded.
+    pub max_queue_size: u32,
 }
 
 /// Which versions of a model are served (Triton's version policy).
@@ -88,6 +123,18 @@ struct RawConfig {
     #[serde(default)]
     tags: BTreeMap<String, String>,
     hook: Option<String>,
+    instances: Option<u32>,
+    dynamic_batching: Option<RawDynamicBatching>,
+    ort: Option<RawOrt>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDynamicBatching {
+    max_queue_delay_us: Option<u64>,
+    #[serde(default)]
+    preferred_batch_size: Vec<u32>,
+    max_queue_size: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -224,17 +271,137 @@ impl ModelConfig {
             validate_hook_name(h).map_err(|why| err("hook", why))?;
         }
 
+        let max_batch_size = raw.max_batch_size.unwrap_or(0);
+        if raw.instances == Some(0) {
+            return Err(err("instances", "must be at least 1".into()));
+        }
+        let dynamic_batching = match raw.dynamic_batching {
+            None => None,
+            Some(_) if max_batch_size == 0 => {
+                return Err(err(
+                    "dynamic_batching",
+                    "needs max_batch_size > 0 (the largest batch to form)".into(),
+                ))
+            }
+            Some(d) => {
+                let mut preferred = d.preferred_batch_size;
+                preferred.sort_unstable();
+                preferred.dedup();
+                if let Some(&p) = preferred.iter().find(|&&p| p == 0 || p > max_batch_size) {
+                    return Err(err(
+                        "dynamic_batching.preferred_batch_size",
+                        format!("{p} is not between 1 and max_batch_size {max_batch_size}"),
+                    ));
+                }
+                Some(DynamicBatching {
+                    max_queue_delay_us: d.max_queue_delay_us.unwrap_or(100),
+                    preferred_batch_size: preferred,
+                    max_queue_size: d.max_queue_size.unwrap_or(0),
+                })
+            }
+        };
         Ok(ModelConfig {
             backend,
-            max_batch_size: raw.max_batch_size.unwrap_or(0),
+            max_batch_size,
             version_policy,
             inputs: tensors("input", raw.input)?,
             outputs: tensors("output", raw.output)?,
             description: raw.description,
             tags: raw.tags,
             hook: raw.hook,
+            instances: raw.instances.unwrap_or(1),
+            dynamic_batching,
+            ort: raw
+                .ort
+                .map(parse_ort)
+                .transpose()
+                .map_err(|(k, why)| err(&k, why))?
+                .unwrap_or_default(),
         })
     }
+}
+
+/// `[ort]`: ONNX Runtime session options. Unset keys keep ONNX Runtime's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrtConfig {
+    /// Threads that split the work of one operator (default: one per physical core).
+    pub intra_op_threads: Option<u32>,
+    /// Threads that run independent operators at once; more than 1 turns on ONNX Runtime's
+    /// parallel execution mode.
+    pub inter_op_threads: Option<u32>,
+    pub graph_optimization_level: Option<GraphOptimizationLevel>,
+}
+
+/// ONNX Runtime's graph optimization levels (its default is `all`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphOptimizationLevel {
+    Disable,
+    Basic,
+    Extended,
+    All,
+}
+
+impl GraphOptimizationLevel {
+    const NAMES: [(&'static str, GraphOptimizationLevel); 4] = [
+        ("disable", GraphOptimizationLevel::Disable),
+        ("basic", GraphOptimizationLevel::Basic),
+        ("extended", GraphOptimizationLevel::Extended),
+        ("all", GraphOptimizationLevel::All),
+    ];
+
+    /// The `config.toml` name.
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, l)| *l == self)
+            .map_or("all", |(n, _)| n)
+    }
+
+    pub fn from_name(name: &str) -> Option<GraphOptimizationLevel> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, l)| *l)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrt {
+    intra_op_threads: Option<u32>,
+    inter_op_threads: Option<u32>,
+    graph_optimization_level: Option<String>,
+}
+
+/// Checks an `[ort]` table; the error is `(key, reason)`.
+fn parse_ort(raw: RawOrt) -> Result<OrtConfig, (String, String)> {
+    for (key, value) in [
+        ("intra_op_threads", raw.intra_op_threads),
+        ("inter_op_threads", raw.inter_op_threads),
+    ] {
+        if value == Some(0) {
+            return Err((
+                format!("ort.{key}"),
+                "must be at least 1 (leave it out for ONNX Runtime's default)".into(),
+            ));
+        }
+    }
+    let graph_optimization_level = raw
+        .graph_optimization_level
+        .map(|l| {
+            GraphOptimizationLevel::from_name(&l).ok_or_else(|| {
+                (
+                    "ort.graph_optimization_level".to_string(),
+                    format!("unknown level '{l}' (one of: disable, basic, extended, all)"),
+                )
+            })
+        })
+        .transpose()?;
+    Ok(OrtConfig {
+        intra_op_threads: raw.intra_op_threads,
+        inter_op_threads: raw.inter_op_threads,
+        graph_optimization_level,
+    })
 }
 
 /// A hook is a plain `.rhai` file name in the model folder: no directories, nothing hidden.
@@ -338,6 +505,109 @@ mod tests {
         }
         let e = parse("hook = 3\n").unwrap_err();
         assert!(e.contains("hook"), "{e}");
+    }
+
+    #[test]
+    fn batching_and_instances() {
+        let c = parse("max_batch_size = 8\ninstances = 2\n[dynamic_batching]\nmax_queue_delay_us = 500\npreferred_batch_size = [8, 4]\nmax_queue_size = 16\n").unwrap();
+        assert_eq!(c.instances, 2);
+        let d = c.dynamic_batching.unwrap();
+        assert_eq!(
+            (
+                d.max_queue_delay_us,
+                d.preferred_batch_size,
+                d.max_queue_size
+            ),
+            (500, vec![4, 8], 16)
+        );
+        assert!(parse("[dynamic_batching]\n")
+            .unwrap_err()
+            .contains("needs max_batch_size"));
+        assert!(
+            parse("max_batch_size = 4\n[dynamic_batching]\npreferred_batch_size = [8]\n")
+                .unwrap_err()
+                .contains("preferred_batch_size")
+        );
+        assert!(parse("instances = 0\n").unwrap_err().contains("instances"));
+        assert_eq!(parse("").unwrap().instances, 1);
+    }
+
+    #[test]
+    fn ort_table() {
+        assert_eq!(parse("").unwrap().ort, OrtConfig::default());
+        let c = parse(
+            "backend = \"ort\"\n[ort]\nintra_op_threads = 4\ninter_op_threads = 2\n\
+             graph_optimization_level = \"extended\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.backend, Some(Backend::Ort));
+        assert_eq!(
+            c.ort,
+            OrtConfig {
+                intra_op_threads: Some(4),
+                inter_op_threads: Some(2),
+                graph_optimization_level: Some(GraphOptimizationLevel::Extended),
+            }
+        );
+        for (name, level) in GraphOptimizationLevel::NAMES {
+            let c = parse(&format!("[ort]\ngraph_optimization_level = {name:?}\n")).unwrap();
+            assert_eq!(c.ort.graph_optimization_level, Some(level));
+            assert_eq!(level.name(), name);
+        }
+        // Each key alone; the others stay unset.
+        let c = parse("[ort]\ninter_op_threads = 1\n").unwrap();
+        assert_eq!(
+            (c.ort.intra_op_threads, c.ort.inter_op_threads),
+            (None, Some(1))
+        );
+    }
+
+    #[test]
+    fn ort_table_is_strict() {
+        for (text, key, why) in [
+            (
+                "[ort]\nintra_op_threads = 0\n",
+                "ort.intra_op_threads",
+                "at least 1",
+            ),
+            (
+                "[ort]\ninter_op_threads = 0\n",
+                "ort.inter_op_threads",
+                "at least 1",
+            ),
+            (
+                "[ort]\nintra_op_threads = -2\n",
+                "ort.intra_op_threads",
+                "line 2",
+            ),
+            (
+                "[ort]\nintra_op_threads = \"4\"\n",
+                "ort.intra_op_threads",
+                "line 2",
+            ),
+            (
+                "[ort]\ngraph_optimization_level = \"O3\"\n",
+                "ort.graph_optimization_level",
+                "O3",
+            ),
+            (
+                "[ort]\ngraph_optimization_level = \"ALL\"\n",
+                "ort.graph_optimization_level",
+                "one of",
+            ),
+            (
+                "[ort]\ngraph_optimization_level = 3\n",
+                "ort.graph_optimization_level",
+                "line 2",
+            ),
+            ("[ort]\nthreads = 4\n", "ort", "threads"),
+            ("ort = 4\n", "ort", "line 1"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.starts_with("m/config.toml: "), "{text}: {e}");
+            assert!(e.contains(&format!("key `{key}")), "{text}: {e}");
+            assert!(e.contains(why), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Metrics {
     request_bytes: IntCounterVec,
     response_bytes: IntCounterVec,
     model_state: IntGaugeVec,
+    batch_size: HistogramVec,
+    queue_depth: IntGaugeVec,
 }
 
 impl Metrics {
@@ -96,8 +98,19 @@ impl Metrics {
                     ),
                     &["model", "version", "state"],
                 )?,
+                batch_size: HistogramVec::new(
+                    HistogramOpts::new("batch_size", "Rows in each batch the dynamic batcher ran")
+                        .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+                    &["model", "version"],
+                )?,
+                queue_depth: IntGaugeVec::new(
+                    Opts::new("queue_depth", "Requests waiting in the batching queue"),
+                    &["model", "version"],
+                )?,
                 registry,
             };
+            m.registry.register(Box::new(m.batch_size.clone()))?;
+            m.registry.register(Box::new(m.queue_depth.clone()))?;
             m.registry.register(Box::new(m.requests.clone()))?;
             m.registry.register(Box::new(m.duration.clone()))?;
             m.registry.register(Box::new(m.queue.clone()))?;
@@ -137,6 +150,18 @@ impl Metrics {
                 .with_label_values(&[r.model, r.version])
                 .observe(t.compute().as_secs_f64());
         }
+    }
+
+    /// An observer for the dynamic batcher of `model`:`version`: records each batch's rows
+    /// and the queue depth left behind.
+    pub fn batch_observer(&self, model: &str, version: u64) -> crate::batch::BatchObserver {
+        let version = version.to_string();
+        let sizes = self.batch_size.with_label_values(&[model, &version]);
+        let depth = self.queue_depth.with_label_values(&[model, &version]);
+        std::sync::Arc::new(move |rows, waiting| {
+            sizes.observe(rows as f64);
+            depth.set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        })
     }
 
     /// The registry in the Prometheus text format, with model states read from `models` now.

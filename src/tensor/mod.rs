@@ -3,9 +3,11 @@
 //! A [`Tensor`] owns its elements in a typed, row-major `Vec`; its shape always agrees with
 //! its element count (checked at construction).
 
+mod batch;
 mod binary;
 mod json;
 
+pub use batch::BatchError;
 pub use binary::{decode_binary, encode_binary};
 pub use json::{decode_json, NestedData, Utf8};
 

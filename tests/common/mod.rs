@@ -142,7 +142,13 @@ impl Server {
     /// Serves the repository directory `models` with `extra` arguments, and waits until the
     /// server reports ready.
     pub fn start_at(models: &Path, extra: &[&str]) -> Server {
+        Server::start_at_with_env(models, extra, &[])
+    }
+
+    /// [`Server::start_at`] with extra environment variables for the server process.
+    pub fn start_at_with_env(models: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = scoria_command();
+        cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .arg("--models")
             .arg(models)

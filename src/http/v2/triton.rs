@@ -66,7 +66,7 @@ fn model_config(loaded: &LoadedVersion) -> Value {
         VersionPolicy::All => json!({ "all": {} }),
         VersionPolicy::Specific(v) => json!({ "specific": { "versions": v } }),
     };
-    json!({
+    let mut config_json = json!({
         "name": loaded.name(),
         "platform": "onnxruntime_onnx",
         "backend": loaded.backend().name(),
@@ -74,9 +74,17 @@ fn model_config(loaded: &LoadedVersion) -> Value {
         "max_batch_size": if batched { max_batch_size } else { 0 },
         "input": loaded.inputs().iter().map(|s| config_tensor(s, batched)).collect::<Vec<_>>(),
         "output": loaded.outputs().iter().map(|s| config_tensor(s, batched)).collect::<Vec<_>>(),
-        "instance_group": [{ "name": format!("{}_0", loaded.name()), "kind": "KIND_CPU", "count": 1 }],
+        "instance_group": [{ "name": format!("{}_0", loaded.name()), "kind": "KIND_CPU", "count": config.instances }],
         "parameters": {},
-    })
+    });
+    if let Some(b) = &config.dynamic_batching {
+        config_json["dynamic_batching"] = json!({
+            "preferred_batch_size": b.preferred_batch_size,
+            "max_queue_delay_microseconds": b.max_queue_delay_us,
+            "default_queue_policy": { "max_queue_size": b.max_queue_size },
+        });
+    }
+    config_json
 }
 
 #[derive(Serialize)]

@@ -1,0 +1,172 @@
+//! Dynamic batching and instances against the real server: results split back to the right
+//! requests under concurrent, mixed-size load; a full queue refuses at once; batching a
+//! model without a batch dimension fails its load with the reason.
+
+mod common;
+
+use common::{assert_error, copy_dir, model_source, prepend_config, repo_with, Server};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+fn append_config(repo: &std::path::Path, model: &str, text: &str) {
+    let path = repo.join(model).join("config.toml");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, format!("{old}\n{text}\n")).expect("write config.toml");
+}
+
+/// `rows` distinct digit-like rows (values 0..=16) for request `seed`.
+fn rows(seed: usize, rows: usize) -> Vec<Vec<f32>> {
+    (0..rows)
+        .map(|r| {
+            (0..64)
+                .map(|i| ((seed * 131 + r * 17 + i * 7) % 17) as f32)
+                .collect()
+        })
+        .collect()
+}
+
+fn request(data: &[Vec<f32>]) -> Value {
+    json!({"inputs": [{"name": "input", "shape": [data.len(), 64], "datatype": "FP32", "data": data}]})
+}
+
+#[test]
+fn batches_split_back_to_the_right_requests() {
+    let repo = repo_with(&["digits"]);
+    copy_dir(&model_source("digits"), &repo.path().join("plain"));
+    prepend_config(repo.path(), "digits", "max_batch_size = 8\ninstances = 2");
+    append_config(
+        repo.path(),
+        "digits",
+        "[dynamic_batching]\nmax_queue_delay_us = 20000\npreferred_batch_size = [8]",
+    );
+    let server = Server::start(repo, &[]);
+    let (_, config) = server.get("/v2/models/digits/config");
+    assert_eq!(config["max_batch_size"], 8, "{config}");
+    assert_eq!(
+        config["dynamic_batching"]["max_queue_delay_microseconds"], 20000,
+        "{config}"
+    );
+    assert_eq!(config["instance_group"][0]["count"], 2, "{config}");
+
+    let threads = 8;
+    let per_thread = 6;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let server = &server;
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    let data = rows(t * 100 + i, 1 + (t + i) % 3);
+                    let body = request(&data);
+                    let expected = server.infer_ok("plain", &body);
+                    let got = server.infer_ok("digits", &body);
+                    assert_eq!(
+                        got["outputs"][1]["data"], expected["outputs"][1]["data"],
+                        "labels of thread {t} request {i}"
+                    );
+                    assert_eq!(got["outputs"][0]["shape"], json!([data.len(), 10]));
+                    let (g, e) = (&got["outputs"][0]["data"], &expected["outputs"][0]["data"]);
+                    for (a, b) in g.as_array().unwrap().iter().zip(e.as_array().unwrap()) {
+                        let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+                        assert!(
+                            (a - b).abs() <= 1e-5 + 1e-4 * b.abs(),
+                            "thread {t} request {i}: {a} vs {b}"
+                        );
+                    }
+                }
+            });
+        }
+    });
+
+    let (_, stats) = server.get("/v2/models/digits/stats");
+    let s = &stats["model_stats"][0];
+    let requests = (threads * per_thread) as u64;
+    let executions = s["execution_count"].as_u64().unwrap();
+    assert_eq!(
+        s["inference_stats"]["success"]["count"].as_u64(),
+        Some(requests),
+        "{stats}"
+    );
+    assert!(
+        executions < requests,
+        "no request was batched: {executions} executions for {requests} requests"
+    );
+    let (_, metrics) = server.request("GET", "/metrics", None, None);
+    let text = metrics
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| metrics.to_string());
+    assert!(
+        text.contains("scoria_batch_size_count{model=\"digits\",version=\"1\"}"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_full_queue_answers_503_at_once() {
+    let repo = repo_with(&["resnet"]);
+    prepend_config(repo.path(), "resnet", "max_batch_size = 1");
+    append_config(
+        repo.path(),
+        "resnet",
+        "[dynamic_batching]\nmax_queue_delay_us = 0\nmax_queue_size = 1",
+    );
+    let server = Server::start(repo, &[]);
+    let image: Vec<f32> = (0..3 * 224 * 224)
+        .map(|i| (i % 255) as f32 / 255.0)
+        .collect();
+    let body = json!({"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": image}]});
+    let results: Vec<(u16, Value, Duration)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let (server, body) = (&server, &body);
+                s.spawn(move || {
+                    let started = Instant::now();
+                    let (status, v) = server.post("/v2/models/resnet/infer", &body.to_string());
+                    (status, v, started.elapsed())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    let ok: Vec<_> = results.iter().filter(|r| r.0 == 200).collect();
+    let full: Vec<_> = results.iter().filter(|r| r.0 == 503).collect();
+    assert!(!ok.is_empty(), "no request succeeded: {results:?}");
+    assert!(!full.is_empty(), "the queue never filled: {results:?}");
+    for r in &full {
+        assert_error((r.0, r.1.clone()), 503, "queue full");
+    }
+    let slowest_ok = ok.iter().map(|r| r.2).max().unwrap();
+    let fastest_full = full.iter().map(|r| r.2).min().unwrap();
+    assert!(
+        fastest_full < slowest_ok,
+        "503 took {fastest_full:?}, longer than a served request ({slowest_ok:?})"
+    );
+    // Still serving.
+    assert_eq!(
+        server.post("/v2/models/resnet/infer", &body.to_string()).0,
+        200
+    );
+}
+
+#[test]
+fn batching_needs_a_batch_dimension() {
+    let repo = repo_with(&["add_fixed", "digits"]);
+    prepend_config(repo.path(), "add_fixed", "max_batch_size = 2");
+    append_config(
+        repo.path(),
+        "add_fixed",
+        "[dynamic_batching]\nmax_queue_delay_us = 100",
+    );
+    let server = Server::start(repo, &[]);
+    let msg = assert_error(
+        server.get("/v2/models/add_fixed/ready"),
+        503,
+        "dynamic_batching needs a batch dimension",
+    );
+    assert!(msg.contains("'a'"), "{msg}");
+    let row = rows(1, 1);
+    server.infer_ok("digits", &request(&row));
+}
