@@ -385,6 +385,14 @@ def measure(pa, server, model, metadata, concurrency, window_ms, logdir):
               "p99": float(r["p99 latency"]) / 1000}
     if bad:
         result["warning"] = bad.group(0).strip()[:200]
+    # Server-side averages (scoria's /v2/models/{m}/stats; the stubs of KServe and the floor
+    # count nothing, so perf_analyzer prints no such line for them).
+    srv = re.search(r"Avg request latency: (\d+) usec \(overhead (\d+) usec \+ queue (\d+) usec "
+                    r"\+ compute input (\d+) usec \+ compute infer (\d+) usec \+ compute output "
+                    r"(\d+) usec\)", output)
+    if srv:
+        keys = ("request", "overhead", "queue", "input", "infer", "output")
+        result["server"] = {k: int(v) for k, v in zip(keys, srv.groups())}
     return result
 
 
@@ -576,6 +584,26 @@ def report(ctx):
         if c1 != 1:
             L.append("")
             L.append(f"(concurrency 1 was not measured; REST and floor numbers are at {c1})")
+        L.append("")
+    breakdown = [(s, model, c, results[(s.key, model, c)]["server"])
+                 for s in scorias for model in ctx["models"] for c in ctx["concurrency"]
+                 if "server" in results.get((s.key, model, c), {})]
+    if breakdown:
+        L.append("## Where scoria's time goes (server side, averages in µs)")
+        L.append("")
+        L.append("From scoria's `/v2/models/{m}/stats`, as perf_analyzer reports it: request = "
+                 "from the request's arrival in the model's queue to its response; queue = "
+                 "waiting for an engine instance; infer = the engine's run. Client p50 minus "
+                 "the server's request time is HTTP, decoding, encoding and the client.")
+        L.append("")
+        L.append("| model | conc. | engine | client p50 | server request | queue | input | infer "
+                 "| output |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
+        for s, model, c, b in breakdown:
+            p50 = results[(s.key, model, c)]["p50"] * 1000
+            L.append(f"| {model} | {c} | {s.label.replace('scoria ', '')} | {p50:.0f} | "
+                     f"{b['request']} | {b['queue']} | {b['input']} | {b['infer']} | "
+                     f"{b['output']} |")
         L.append("")
     L.append("## Cold start and memory")
     L.append("")

@@ -1,8 +1,10 @@
 //! The tract engine: pure-Rust ONNX inference.
 //!
 //! The model is typed and optimized once at load, keeping a symbolic batch dimension where
-//! the model declares one. The resulting plan is immutable and shared: each run spawns its
-//! own state, so any number of threads can run it at once without locking.
+//! the model declares one. Because tract optimizes a concrete shape much better than a
+//! symbolic one, a second plan specialised to batch 1 (the common request) is optimized
+//! too. Plans are immutable and shared: each run spawns its own state, so any number of
+//! threads can run them at once without locking.
 
 use super::{Backend, Dim, Engine, EngineError, LoadOptions, TensorSpec};
 use crate::tensor::{DataType, Tensor, TensorData};
@@ -18,6 +20,8 @@ use tract_onnx::tract_hir::infer::Factoid;
 /// A model optimized by tract, runnable concurrently.
 pub struct TractEngine {
     plan: Arc<TypedRunnableModel>,
+    /// The plan with the batch symbol fixed to 1, when the model has a symbolic batch.
+    batch1: Option<Arc<TypedRunnableModel>>,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
 }
@@ -80,12 +84,34 @@ impl TractEngine {
         let outputs = specs(&output_names, |i| {
             typed.output_fact(i).cloned().map_err(load)
         })?;
+        let batch_symbol = typed
+            .input_outlets()
+            .map_err(load)?
+            .iter()
+            .filter_map(|o| typed.outlet_fact(*o).ok())
+            .find_map(|f| match f.shape.iter().next() {
+                Some(TDim::Sym(s)) => Some(s.clone()),
+                _ => None,
+            });
+        let batch1 = match batch_symbol {
+            Some(sym) => {
+                let subs = std::collections::HashMap::from([(sym, TDim::Val(1))]);
+                let plan = typed
+                    .set_symbols(&subs)
+                    .and_then(|m| m.into_optimized())
+                    .and_then(|m| m.into_runnable())
+                    .map_err(load)?;
+                Some(plan)
+            }
+            None => None,
+        };
         let plan = typed
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(load)?;
         Ok(TractEngine {
             plan,
+            batch1,
             inputs,
             outputs,
         })
@@ -139,12 +165,21 @@ impl Engine for TractEngine {
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
         let run = |e: anyhow::Error| EngineError::Run(format!("{e:#}"));
-        let values = inputs
+        let single = inputs.iter().all(|t| t.shape().first() == Some(&1));
+        let values: tract_onnx::prelude::TVec<TValue> = inputs
             .into_iter()
             .map(|t| to_tract(t).map(IntoTValue::into_tvalue))
             .collect::<Result<_, _>>()
             .map_err(run)?;
-        let outputs = self.plan.run(values).map_err(run)?;
+        let outputs = match &self.batch1 {
+            // The batch-1 plan assumes the batch symbol is 1 wherever it appears; should a
+            // model also use it elsewhere, the general plan still answers.
+            Some(batch1) if single => batch1
+                .run(values.clone())
+                .or_else(|_| self.plan.run(values))
+                .map_err(run)?,
+            _ => self.plan.run(values).map_err(run)?,
+        };
         outputs.iter().map(|v| from_tract(v).map_err(run)).collect()
     }
 }
