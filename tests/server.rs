@@ -166,7 +166,6 @@ fn health_metadata_and_routing() {
     // Unknown routes: 404 with a JSON error body.
     for path in [
         "/v2/nothing",
-        "/",
         "/v2/models",
         "/v2/models/digits/predict",
     ] {
