@@ -1,5 +1,5 @@
-//! Engine latency per sample model at batch 1 and 8, through the serving core's blocking
-//! path (validation + engine run + output selection), no HTTP.
+//! Engine latency per engine (tract, ort) per sample model at batch 1 and 8, through the
+//! serving core's blocking path (validation + engine run + output selection), no HTTP.
 //!
 //! `cargo bench --bench engines`
 
@@ -10,11 +10,17 @@ use scoria::registry::Repository;
 use scoria::tensor::{Tensor, TensorData};
 use std::path::Path;
 
-fn load(name: &str) -> LoadedVersion {
+/// Loads a sample model with `backend`, forcing it over the model's config.toml choice.
+fn load(name: &str, backend: Backend) -> LoadedVersion {
     let repo =
         Repository::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("models")).expect("models/");
-    let dir = repo.model(name).expect("sample model");
-    LoadedVersion::load(&dir, 1, Backend::Tract).expect("sample model loads")
+    let mut dir = repo.model(name).expect("sample model");
+    if let Ok(config) = dir.config.as_mut() {
+        config.backend = Some(backend);
+    }
+    LoadedVersion::load(&dir, 1, backend).unwrap_or_else(|e| {
+        panic!("{name} on {backend}: {e} (for ort, run scripts/fetch-onnxruntime)")
+    })
 }
 
 /// Deterministic FP32 inputs of batch `n` for every input of `model`.
@@ -44,23 +50,25 @@ fn inputs(model: &LoadedVersion, n: usize) -> Vec<NamedTensor> {
 }
 
 fn engines(c: &mut Criterion) {
-    for name in ["digits", "lenet", "resnet"] {
-        let model = load(name);
-        let mut group = c.benchmark_group(format!("tract/{name}"));
-        if name == "resnet" {
-            group.sample_size(10);
+    for backend in [Backend::Tract, Backend::Ort] {
+        for name in ["digits", "lenet", "resnet"] {
+            let model = load(name, backend);
+            let mut group = c.benchmark_group(format!("{backend}/{name}"));
+            if name == "resnet" {
+                group.sample_size(10);
+            }
+            for batch in [1, 8] {
+                let input = inputs(&model, batch);
+                group.bench_with_input(BenchmarkId::new("batch", batch), &input, |b, input| {
+                    b.iter(|| {
+                        model
+                            .infer_blocking(input.clone(), None)
+                            .expect("inference")
+                    })
+                });
+            }
+            group.finish();
         }
-        for batch in [1, 8] {
-            let input = inputs(&model, batch);
-            group.bench_with_input(BenchmarkId::new("batch", batch), &input, |b, input| {
-                b.iter(|| {
-                    model
-                        .infer_blocking(input.clone(), None)
-                        .expect("inference")
-                })
-            });
-        }
-        group.finish();
     }
 }
 
