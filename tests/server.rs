@@ -164,11 +164,7 @@ fn health_metadata_and_routing() {
     }
 
     // Unknown routes: 404 with a JSON error body.
-    for path in [
-        "/v2/nothing",
-        "/v2/models",
-        "/v2/models/digits/predict",
-    ] {
+    for path in ["/v2/nothing", "/v2/models", "/v2/models/digits/predict"] {
         assert_error(s.get(path), 404, &format!("no route for GET {path}"));
     }
     assert_error(
