@@ -12,14 +12,12 @@
 //! body scoria gave to the same binary request, with its `Inference-Header-Content-Length`:
 //!
 //! ```json
-//! {"server": {...GET /v2...},
+//! {"server": {...GET /v2, without the "statistics" extension...},
 //!  "models": {"digits": {"metadata": {...}, "config": {...},
 //!                        "response": "digits.bin", "header_length": 183,
 //!                        "content_type": "application/octet-stream"}}}
 //! ```
 //!
-//! `GET /v2/models/{m}[/versions/{v}]/stats` answers Triton-style statistics with zero counts
-//! (perf_analyzer reads them around each measurement).
 //! `POST /v2/models/{m}[/versions/{v}]/infer` reads the whole request body (as any server
 //! must) and discards it; it answers the pre-built bytes. Accepted sockets get TCP_NODELAY, as
 //! scoria's do. The process runs until it is killed.
@@ -36,7 +34,6 @@ use std::sync::Arc;
 struct Model {
     metadata: Bytes,
     config: Bytes,
-    stats: Bytes,
     body: Bytes,
     header_length: Option<HeaderValue>,
     content_type: HeaderValue,
@@ -61,25 +58,6 @@ fn fail(reason: impl std::fmt::Display) -> ! {
 
 fn json_bytes(v: &serde_json::Value) -> Bytes {
     Bytes::from(serde_json::to_vec(v).expect("a JSON value serializes"))
-}
-
-/// Triton-style statistics with zero counts: perf_analyzer reads them around each
-/// measurement and stops on a body that is not JSON.
-fn zero_stats(name: &str, metadata: &serde_json::Value) -> Bytes {
-    let version = metadata
-        .get("versions")
-        .and_then(|v| v.as_array())
-        .and_then(|v| v.last())
-        .and_then(|v| v.as_str())
-        .unwrap_or("1");
-    let zero = serde_json::json!({"count": 0, "ns": 0});
-    json_bytes(&serde_json::json!({"model_stats": [{
-        "name": name, "version": version, "last_inference": 0,
-        "inference_count": 0, "execution_count": 0,
-        "inference_stats": {"success": zero, "fail": zero, "queue": zero,
-            "compute_input": zero, "compute_infer": zero, "compute_output": zero},
-        "batch_stats": []
-    }]}))
 }
 
 fn load(spec_path: &std::path::Path) -> Floor {
@@ -126,7 +104,6 @@ fn load(spec_path: &std::path::Path) -> Floor {
             Model {
                 metadata: json_bytes(field("metadata")),
                 config: json_bytes(field("config")),
-                stats: zero_stats(name, field("metadata")),
                 body: Bytes::from(body),
                 header_length,
                 content_type,
@@ -186,20 +163,6 @@ async fn model_config(State(f): State<Shared>, Path(name): Path<String>) -> Resp
     }
 }
 
-async fn model_stats(State(f): State<Shared>, Path(name): Path<String>) -> Response {
-    match f.models.get(&name) {
-        Some(m) => json(m.stats.clone()),
-        None => not_found(&name),
-    }
-}
-
-async fn model_version_stats(
-    State(f): State<Shared>,
-    Path((name, _version)): Path<(String, String)>,
-) -> Response {
-    model_stats(State(f), Path(name)).await
-}
-
 async fn model_ready(State(f): State<Shared>, Path(name): Path<String>) -> Response {
     match f.models.get(&name) {
         Some(_) => json(Bytes::from_static(b"{\"ready\":true}")),
@@ -254,11 +217,6 @@ fn main() {
         .route("/v2/models/{m}", get(model_metadata))
         .route("/v2/models/{m}/ready", get(model_ready))
         .route("/v2/models/{m}/config", get(model_config))
-        .route("/v2/models/{m}/stats", get(model_stats))
-        .route(
-            "/v2/models/{m}/versions/{v}/stats",
-            get(model_version_stats),
-        )
         .route("/v2/models/{m}/infer", post(infer))
         .route("/v2/models/{m}/versions/{v}/infer", post(infer_version))
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))

@@ -15,9 +15,7 @@ names, in binary or JSON as the request asks (the v2 binary tensor extension is 
 Changes to a stock `ModelServer`, all needed for a fair, local, perf_analyzer run:
 - the REST server binds 127.0.0.1 (KServe hard-codes 0.0.0.0) and gRPC is off;
 - `GET /v2/models/{m}/config` answers a Triton-style model configuration (perf_analyzer
-  reads it before measuring; KServe has no such route), and
-  `GET /v2/models/{m}[/versions/{v}]/stats` answers Triton-style statistics with zero counts
-  (perf_analyzer asks for them; without them it still runs but warns);
+  reads it before measuring; KServe has no such route);
 - per-request log lines (KServe's latency log, its timing middleware's `kserve.trace` lines
   and uvicorn's access log) are off unless
   `--request-logs` is given, so the peer is not slowed by writing two lines per request.
@@ -153,7 +151,7 @@ class LoopbackRESTServer(kms.RESTServer):
         self.config.host = ARGS.host
 
 
-def add_triton_routes(models):
+def add_config_route(models):
     def model_or_404(name):
         m = models.get(name)
         if m is None:
@@ -165,24 +163,8 @@ def add_triton_routes(models):
         m, err = model_or_404(model_name)
         return err or JSONResponse(m.triton_config())
 
-    async def stats(model_name: str, model_version: str = ""):
-        m, err = model_or_404(model_name)
-        if err:
-            return err
-        zero = {"count": 0, "ns": 0}
-        return JSONResponse({"model_stats": [{
-            "name": model_name, "version": m.version, "last_inference": 0,
-            "inference_count": 0, "execution_count": 0,
-            "inference_stats": {k: zero for k in ("success", "fail", "queue",
-                                                  "compute_input", "compute_infer",
-                                                  "compute_output")},
-            "batch_stats": []}]})
-
     # Added before kserve registers its own routes, so these match first.
     kms.app.add_api_route("/v2/models/{model_name}/config", config, methods=["GET"])
-    kms.app.add_api_route("/v2/models/{model_name}/stats", stats, methods=["GET"])
-    kms.app.add_api_route("/v2/models/{model_name}/versions/{model_version}/stats", stats,
-                          methods=["GET"])
 
 
 def main():
@@ -194,7 +176,7 @@ def main():
         models[name] = model
     if not ARGS.request_logs:
         logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    add_triton_routes(models)
+    add_config_route(models)
     kms.RESTServer = LoopbackRESTServer
     server = kserve.ModelServer(http_port=ARGS.port, enable_grpc=False, workers=1,
                                 enable_latency_logging=ARGS.request_logs)
