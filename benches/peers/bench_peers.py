@@ -358,8 +358,39 @@ def perf_analyzer(perf_python):
     return binary, env
 
 
-def measure(pa, server, model, metadata, concurrency, window_ms, logdir):
-    """{throughput, p50, p90, p99 (ms)} from one perf_analyzer run, or {"error": ...}."""
+def run_perf_analyzer(cmd, env, logfile, window_ms):
+    """Runs perf_analyzer (verbose: a line per measurement pass). Returns (returncode, None),
+    or (None, reason) when it had to be killed: past its time limit, or stalled, with no new
+    pass for much longer than a window takes (under heavy load perf_analyzer 2.51 sometimes
+    stops making progress at high concurrency, whatever the server)."""
+    window_s = window_ms / 1000
+    # perf_analyzer summarizes every window while its threads keep sending: at 10k+ requests/s
+    # on 2 busy cores a 2 s window can take 5-10 s of wall time.
+    limit = 90 + 15 * window_s
+    stall = 25 + 8 * window_s
+    p = spawn(cmd, logfile, env=env)
+    started = last_progress = time.monotonic()
+    passes = 0
+    while p.poll() is None:
+        time.sleep(0.25)
+        now = time.monotonic()
+        n = tail(logfile, 1 << 20).count("Pass [")
+        if n != passes:
+            passes, last_progress = n, now
+        if now - started > limit:
+            stop(p)
+            return None, f"perf_analyzer ran past {limit:.0f} s"
+        if now - last_progress > stall:
+            stop(p)
+            return None, (f"perf_analyzer made no progress for {stall:.0f} s "
+                          f"after {passes} measurement pass(es)")
+    stop(p)
+    return p.returncode, None
+
+
+def measure(pa, server, model, metadata, concurrency, window_ms, logdir, attempts=2):
+    """{throughput, avg, p50, p90, p99 (ms)[, server]} from one perf_analyzer run, or
+    {"error": ...}. A run that stalls is tried again once."""
     binary, env = pa
     tag = f"{server.key}-{model}-c{concurrency}"
     report = logdir / f"{tag}.csv"
@@ -367,45 +398,51 @@ def measure(pa, server, model, metadata, concurrency, window_ms, logdir):
     shapes = []
     for i in metadata["inputs"]:
         shapes += ["--shape", f"{i['name']}:{','.join(map(str, batch1_shape(i['shape'])))}"]
-    cmd = [binary, "-m", model, "-u", server.url.removeprefix("http://"), "-i", "http",
+    cmd = [binary, "-v", "-m", model, "-u", server.url.removeprefix("http://"), "-i", "http",
            "--concurrency-range", str(concurrency), "--input-data", "zero",
            "--measurement-interval", str(window_ms), "--stability-percentage", "999",
            "--max-trials", "5", "-f", report, *shapes]
-    # perf_analyzer summarizes every window while its threads keep sending: at 10k+ requests/s
-    # on 2 busy cores a 2 s window can take 5-10 s of wall time.
-    timeout = 90 + 15 * window_ms / 1000
-    p = spawn(cmd, logfile, env=env)
-    try:
-        p.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        stop(p)
-        return {"error": f"perf_analyzer ran past {timeout:.0f} s (log: {rel(logfile)})"}
-    stop(p)
-    output = tail(logfile, 20000)
-    if p.returncode != 0 or not report.is_file():
+    retried = []
+    for attempt in range(attempts):
+        report.unlink(missing_ok=True)
+        with open(logfile, "a") as f:
+            f.write(f"--- attempt {attempt + 1}: {' '.join(map(str, cmd))}\n")
+        code, reason = run_perf_analyzer(cmd, env, logfile, window_ms)
+        if reason is None:
+            break
+        retried.append(reason)
+        log(f"{server.label} {model} c={concurrency}: {reason}"
+            + ("; trying again" if attempt + 1 < attempts else ""))
+    else:
+        return {"error": f"{retried[-1]}, {attempts} times (log: {rel(logfile)})"}
+    output = tail(logfile, 1 << 20).rsplit("--- attempt", 1)[-1]
+    if code != 0 or not report.is_file():
         last = [ln for ln in output.strip().splitlines() if ln.strip()][-1:] or ["no output"]
-        return {"error": f"perf_analyzer exited {p.returncode}: {last[0][:200]} (log: {rel(logfile)})"}
+        return {"error": f"perf_analyzer exited {code}: {last[0][:200]} (log: {rel(logfile)})"}
     bad = re.search(r"(?im)^.*(thread \[\d+\] had error|\berror:).*$", output)
     with open(report, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         return {"error": f"perf_analyzer wrote no result (log: {rel(logfile)})"}
     r = rows[0]
-    avg = re.search(r"Avg latency: (\d+) usec", output)
+    # The summary's average comes after the per-pass lines, which have one each too.
+    avg = re.findall(r"Avg latency: (\d+) usec \(standard deviation", output)
     result = {"throughput": float(r["Inferences/Second"]),
-              "avg": int(avg.group(1)) / 1000 if avg else None,
+              "avg": int(avg[-1]) / 1000 if avg else None,
               "p50": float(r["p50 latency"]) / 1000, "p90": float(r["p90 latency"]) / 1000,
               "p99": float(r["p99 latency"]) / 1000}
     if bad:
         result["warning"] = bad.group(0).strip()[:200]
-    # Server-side averages (scoria's /v2/models/{m}/stats; the stubs of KServe and the floor
-    # count nothing, so perf_analyzer prints no such line for them).
-    srv = re.search(r"Avg request latency: (\d+) usec \(overhead (\d+) usec \+ queue (\d+) usec "
-                    r"\+ compute input (\d+) usec \+ compute infer (\d+) usec \+ compute output "
-                    r"(\d+) usec\)", output)
+    if retried:
+        result["warning"] = f"measured on a second try ({retried[0]} the first time)"
+    # Server-side averages (scoria's /v2/models/{m}/stats; KServe and the floor do not list
+    # the statistics extension, so perf_analyzer prints no such line for them).
+    srv = re.findall(r"Avg request latency: (\d+) usec \(overhead (\d+) usec \+ queue (\d+) usec "
+                     r"\+ compute input (\d+) usec \+ compute infer (\d+) usec \+ compute output "
+                     r"(\d+) usec\)", output)
     if srv:
         keys = ("request", "overhead", "queue", "input", "infer", "output")
-        result["server"] = {k: int(v) for k, v in zip(keys, srv.groups())}
+        result["server"] = {k: int(v) for k, v in zip(keys, srv[-1])}
     return result
 
 

@@ -58,6 +58,16 @@ impl TensorSpec {
         self.shape.iter().map(|d| d.as_i64()).collect()
     }
 
+    /// True when `declared` has this spec's rank and agrees on every dimension both fix
+    /// (a config override may pin a dynamic dimension, never change a fixed one).
+    pub fn compatible_with(&self, declared: &[Dim]) -> bool {
+        declared.len() == self.shape.len()
+            && declared.iter().zip(&self.shape).all(|(d, m)| match (d, m) {
+                (Dim::Fixed(a), Dim::Fixed(b)) => a == b,
+                _ => true,
+            })
+    }
+
     /// `[-1, 64]`-style rendering for messages and tables.
     pub fn shape_string(&self) -> String {
         let dims: Vec<String> = self.shape.iter().map(Dim::to_string).collect();

@@ -360,11 +360,7 @@ fn apply_output_overrides(
         }
         if let Some(dims) = &ov.dims {
             let declared: Vec<Dim> = dims.iter().map(|&d| Dim::from_i64(d)).collect();
-            let compatible = declared.len() == spec.shape.len()
-                && declared.iter().zip(&spec.shape).all(|(d, m)| match (d, m) {
-                    (Dim::Fixed(a), Dim::Fixed(b)) => a == b,
-                    _ => true,
-                });
+            let compatible = spec.compatible_with(&declared);
             if !compatible {
                 return Err(format!(
                     "config [[output]] '{}' declares dims {dims:?}, incompatible with the model's {}",

@@ -1,0 +1,198 @@
+use super::*;
+
+fn parse(text: &str) -> Result<ModelConfig, String> {
+    ModelConfig::parse(text, Path::new("m/config.toml")).map_err(|e| e.to_string())
+}
+
+#[test]
+fn empty_is_default() {
+    assert_eq!(parse("").unwrap(), ModelConfig::default());
+}
+
+#[test]
+fn full_config() {
+    let c = parse(
+        r#"
+        backend = "tract"
+        max_batch_size = 8
+        description = "digits"
+        [version_policy]
+        latest = 2
+        [tags]
+        team = "ml"
+        [[input]]
+        name = "x"
+        datatype = "FP32"
+        dims = [-1, 64]
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.backend, Some(Backend::Tract));
+    assert_eq!(c.max_batch_size, 8);
+    assert_eq!(c.version_policy, VersionPolicy::Latest(2));
+    assert_eq!(c.tags["team"], "ml");
+    assert_eq!(c.inputs[0].datatype, Some(DataType::F32));
+}
+
+#[test]
+fn unknown_key_names_file_and_key() {
+    let e = parse("max_batch_size = 1\ninstancez = 2\n").unwrap_err();
+    assert!(e.starts_with("m/config.toml: "), "{e}");
+    assert!(e.contains("instancez"), "{e}");
+    let e = parse("[version_policy]\nnewest = 1\n").unwrap_err();
+    assert!(e.contains("version_policy") && e.contains("newest"), "{e}");
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    let e = parse("max_batch_size = \"eight\"\n").unwrap_err();
+    assert!(e.contains("max_batch_size") && e.contains("line 1"), "{e}");
+    let e = parse("max_batch_size = -1\n").unwrap_err();
+    assert!(e.contains("max_batch_size"), "{e}");
+    let e = parse("backend = \"cuda\"\n").unwrap_err();
+    assert!(e.contains("backend") && e.contains("cuda"), "{e}");
+    let e = parse("[[input]]\nname = \"x\"\ndatatype = \"FP8\"\n").unwrap_err();
+    assert!(e.contains("input[0].datatype") && e.contains("FP8"), "{e}");
+    let e = parse("[version_policy]\nlatest = 1\nall = true\n").unwrap_err();
+    assert!(e.contains("exactly one"), "{e}");
+    let e = parse("not toml at all").unwrap_err();
+    assert!(e.starts_with("m/config.toml: "), "{e}");
+}
+
+#[test]
+fn hook_is_a_plain_rhai_file_name() {
+    assert_eq!(parse("").unwrap().hook, None);
+    let c = parse("hook = \"score.rhai\"\n").unwrap();
+    assert_eq!(c.hook.as_deref(), Some("score.rhai"));
+    for bad in [
+        "../score.rhai",
+        "sub/score.rhai",
+        "/etc/x.rhai",
+        "..",
+        ".rhai",
+        ".hidden.rhai",
+        "score.py",
+        "score.rhai.txt",
+        "a\\b.rhai",
+    ] {
+        let e = parse(&format!("hook = {bad:?}\n")).unwrap_err();
+        assert!(e.contains("key `hook`"), "{bad}: {e}");
+    }
+    let e = parse("hook = 3\n").unwrap_err();
+    assert!(e.contains("hook"), "{e}");
+}
+
+#[test]
+fn batching_and_instances() {
+    let c = parse("max_batch_size = 8\ninstances = 2\n[dynamic_batching]\nmax_queue_delay_us = 500\npreferred_batch_size = [8, 4]\nmax_queue_size = 16\n").unwrap();
+    assert_eq!(c.instances, 2);
+    let d = c.dynamic_batching.unwrap();
+    assert_eq!(
+        (
+            d.max_queue_delay_us,
+            d.preferred_batch_size,
+            d.max_queue_size
+        ),
+        (500, vec![4, 8], 16)
+    );
+    assert!(parse("[dynamic_batching]\n")
+        .unwrap_err()
+        .contains("needs max_batch_size"));
+    assert!(
+        parse("max_batch_size = 4\n[dynamic_batching]\npreferred_batch_size = [8]\n")
+            .unwrap_err()
+            .contains("preferred_batch_size")
+    );
+    assert!(parse("instances = 0\n").unwrap_err().contains("instances"));
+    assert_eq!(parse("").unwrap().instances, 1);
+}
+
+#[test]
+fn ort_table() {
+    assert_eq!(parse("").unwrap().ort, OrtConfig::default());
+    let c = parse(
+        "backend = \"ort\"\n[ort]\nintra_op_threads = 4\ninter_op_threads = 2\n\
+         graph_optimization_level = \"extended\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.backend, Some(Backend::Ort));
+    assert_eq!(
+        c.ort,
+        OrtConfig {
+            intra_op_threads: Some(4),
+            inter_op_threads: Some(2),
+            graph_optimization_level: Some(GraphOptimizationLevel::Extended),
+        }
+    );
+    for (name, level) in GraphOptimizationLevel::NAMES {
+        let c = parse(&format!("[ort]\ngraph_optimization_level = {name:?}\n")).unwrap();
+        assert_eq!(c.ort.graph_optimization_level, Some(level));
+        assert_eq!(level.name(), name);
+    }
+    // Each key alone; the others stay unset.
+    let c = parse("[ort]\ninter_op_threads = 1\n").unwrap();
+    assert_eq!(
+        (c.ort.intra_op_threads, c.ort.inter_op_threads),
+        (None, Some(1))
+    );
+}
+
+#[test]
+fn ort_table_is_strict() {
+    for (text, key, why) in [
+        (
+            "[ort]\nintra_op_threads = 0\n",
+            "ort.intra_op_threads",
+            "at least 1",
+        ),
+        (
+            "[ort]\ninter_op_threads = 0\n",
+            "ort.inter_op_threads",
+            "at least 1",
+        ),
+        (
+            "[ort]\nintra_op_threads = -2\n",
+            "ort.intra_op_threads",
+            "line 2",
+        ),
+        (
+            "[ort]\nintra_op_threads = \"4\"\n",
+            "ort.intra_op_threads",
+            "line 2",
+        ),
+        (
+            "[ort]\ngraph_optimization_level = \"O3\"\n",
+            "ort.graph_optimization_level",
+            "O3",
+        ),
+        (
+            "[ort]\ngraph_optimization_level = \"ALL\"\n",
+            "ort.graph_optimization_level",
+            "one of",
+        ),
+        (
+            "[ort]\ngraph_optimization_level = 3\n",
+            "ort.graph_optimization_level",
+            "line 2",
+        ),
+        ("[ort]\nthreads = 4\n", "ort", "threads"),
+        ("ort = 4\n", "ort", "line 1"),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert!(e.starts_with("m/config.toml: "), "{text}: {e}");
+        assert!(e.contains(&format!("key `{key}")), "{text}: {e}");
+        assert!(e.contains(why), "{text}: {e}");
+    }
+}
+
+#[test]
+fn version_policies_select() {
+    let present = [1, 2, 3, 5];
+    assert_eq!(VersionPolicy::Latest(1).select(&present), vec![5]);
+    assert_eq!(VersionPolicy::Latest(2).select(&present), vec![3, 5]);
+    assert_eq!(VersionPolicy::All.select(&present), vec![1, 2, 3, 5]);
+    assert_eq!(
+        VersionPolicy::Specific(vec![2, 4]).select(&present),
+        vec![2]
+    );
+}
