@@ -358,6 +358,15 @@ def perf_analyzer(perf_python):
     return binary, env
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process, from /proc/PID/stat, or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_perf_analyzer(cmd, env, logfile, window_ms):
     """Runs perf_analyzer (verbose: a line per measurement pass). Returns (returncode, None),
     or (None, reason) when it had to be killed: past its time limit, or stalled, with no new
@@ -374,13 +383,16 @@ def run_perf_analyzer(cmd, env, logfile, window_ms):
     while p.poll() is None:
         time.sleep(0.25)
         now = time.monotonic()
-        n = tail(logfile, 1 << 20).count("Pass [")
+        n = tail(logfile, 1 << 20).rsplit("--- attempt", 1)[-1].count("Pass [")
         if n != passes:
             passes, last_progress = n, now
         if now - started > limit:
             stop(p)
             return None, f"perf_analyzer ran past {limit:.0f} s"
         if now - last_progress > stall:
+            cpu = cpu_seconds(p.pid)
+            with open(logfile, "a") as f:
+                f.write(f"--- bench-peers: stalled; perf_analyzer had used {cpu} s of CPU\n")
             stop(p)
             return None, (f"perf_analyzer made no progress for {stall:.0f} s "
                           f"after {passes} measurement pass(es)")
@@ -398,16 +410,25 @@ def measure(pa, server, model, metadata, concurrency, window_ms, logdir, attempt
     shapes = []
     for i in metadata["inputs"]:
         shapes += ["--shape", f"{i['name']}:{','.join(map(str, batch1_shape(i['shape'])))}"]
-    cmd = [binary, "-v", "-m", model, "-u", server.url.removeprefix("http://"), "-i", "http",
-           "--concurrency-range", str(concurrency), "--input-data", "zero",
-           "--measurement-interval", str(window_ms), "--stability-percentage", "999",
-           "--max-trials", "5", "-f", report, *shapes]
+    def command(window):
+        return [binary, "-v", "-m", model, "-u", server.url.removeprefix("http://"), "-i", "http",
+                "--concurrency-range", str(concurrency), "--input-data", "zero",
+                "--measurement-interval", str(window), "--stability-percentage", "999",
+                "--max-trials", "5", "-f", report, *shapes]
+
     retried = []
+    window = window_ms
     for attempt in range(attempts):
+        if attempt:
+            # perf_analyzer's own bookkeeping grows with the requests of a window; at 5-10k
+            # requests/s on a busy machine it can fall behind its 16 sending threads for
+            # minutes. Half the window halves that pile.
+            window = max(250, window // 2)
+        cmd = command(window)
         report.unlink(missing_ok=True)
         with open(logfile, "a") as f:
             f.write(f"--- attempt {attempt + 1}: {' '.join(map(str, cmd))}\n")
-        code, reason = run_perf_analyzer(cmd, env, logfile, window_ms)
+        code, reason = run_perf_analyzer(cmd, env, logfile, window)
         if reason is None:
             break
         retried.append(reason)
@@ -434,7 +455,8 @@ def measure(pa, server, model, metadata, concurrency, window_ms, logdir, attempt
     if bad:
         result["warning"] = bad.group(0).strip()[:200]
     if retried:
-        result["warning"] = f"measured on a second try ({retried[0]} the first time)"
+        result["warning"] = (f"measured on a second try with {window / 1000:g} s windows "
+                             f"({retried[0]} the first time)")
     # Server-side averages (scoria's /v2/models/{m}/stats; KServe and the floor do not list
     # the statistics extension, so perf_analyzer prints no such line for them).
     srv = re.findall(r"Avg request latency: (\d+) usec \(overhead (\d+) usec \+ queue (\d+) usec "
