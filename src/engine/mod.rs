@@ -75,6 +75,64 @@ impl TensorSpec {
     }
 }
 
+/// Which model tensors a `config.toml` override section describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverrideOf {
+    Input,
+    Output,
+}
+
+/// Finds the spec a `[[input]]`/`[[output]]` entry names and checks the entry against it: the
+/// declared datatype must be the model's, declared dims compatible with its fixed ones.
+/// Returns the spec and the declared dims, for the caller to apply as its engine allows.
+pub fn check_override<'a>(
+    specs: &'a mut [TensorSpec],
+    ov: &TensorOverride,
+    of: OverrideOf,
+) -> Result<(&'a mut TensorSpec, Option<Vec<Dim>>), String> {
+    let (section, role, verb) = match of {
+        OverrideOf::Input => ("input", "inputs", "takes"),
+        OverrideOf::Output => ("output", "outputs", "produces"),
+    };
+    let names = specs
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let spec = specs
+        .iter_mut()
+        .find(|s| s.name == ov.name)
+        .ok_or_else(|| {
+            format!(
+                "config [[{section}]] names '{}', which is not a model {section} ({role}: {names})",
+                ov.name
+            )
+        })?;
+    if let Some(dt) = ov.datatype {
+        if dt != spec.dtype {
+            return Err(format!(
+                "config [[{section}]] '{}' declares {dt} but the model {verb} {}",
+                ov.name, spec.dtype
+            ));
+        }
+    }
+    let declared = match &ov.dims {
+        None => None,
+        Some(dims) => {
+            let declared: Vec<Dim> = dims.iter().map(|&d| Dim::from_i64(d)).collect();
+            if !spec.compatible_with(&declared) {
+                return Err(format!(
+                    "config [[{section}]] '{}' declares dims {dims:?}, incompatible with the model's {}",
+                    ov.name,
+                    spec.shape_string()
+                ));
+            }
+            Some(declared)
+        }
+    };
+    Ok((spec, declared))
+}
+
 /// The CPU or device runtime that executes a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Backend {

@@ -10,7 +10,9 @@ mod library;
 
 pub use library::{prepare_process, LibrarySearch, INSTALL_COMMAND, ORT_VERSION};
 
-use super::{Backend, Dim, Engine, EngineError, LoadOptions, TensorSpec};
+use super::{
+    check_override, Backend, Dim, Engine, EngineError, LoadOptions, OverrideOf, TensorSpec,
+};
 use crate::registry::config::{GraphOptimizationLevel, OrtConfig, TensorOverride};
 use crate::tensor::{DataType, Tensor, TensorData};
 use ::ort::session::builder::{GraphOptimizationLevel as OrtLevel, SessionBuilder};
@@ -125,44 +127,12 @@ fn apply_input_overrides(
     overrides: &[TensorOverride],
 ) -> Result<Vec<TensorSpec>, EngineError> {
     for ov in overrides {
-        let names = specs
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let spec = specs
-            .iter_mut()
-            .find(|s| s.name == ov.name)
-            .ok_or_else(|| {
-                EngineError::Load(format!(
-                    "config [[input]] names '{}', which is not a model input (inputs: {names})",
-                    ov.name
-                ))
-            })?;
-        if let Some(dt) = ov.datatype {
-            if dt != spec.dtype {
-                return Err(EngineError::Load(format!(
-                    "config [[input]] '{}' declares {dt} but the model takes {}",
-                    ov.name, spec.dtype
-                )));
-            }
-        }
-        if let Some(dims) = &ov.dims {
-            let declared: Vec<Dim> = dims.iter().map(|&d| Dim::from_i64(d)).collect();
-            let compatible = spec.compatible_with(&declared);
-            if !compatible {
-                return Err(EngineError::Load(format!(
-                    "config [[input]] '{}' declares dims {dims:?}, incompatible with the \
-                     model's {}",
-                    ov.name,
-                    spec.shape_string()
-                )));
-            }
-            // A dimension fixed by either side is fixed.
-            for (s, d) in spec.shape.iter_mut().zip(declared) {
-                if *s == Dim::Dynamic {
-                    *s = d;
-                }
+        let (spec, declared) =
+            check_override(&mut specs, ov, OverrideOf::Input).map_err(EngineError::Load)?;
+        // A dimension fixed by either side is fixed.
+        for (s, d) in spec.shape.iter_mut().zip(declared.into_iter().flatten()) {
+            if *s == Dim::Dynamic {
+                *s = d;
             }
         }
     }

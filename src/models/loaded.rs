@@ -3,7 +3,9 @@
 use super::stats::{Stats, Timings};
 use super::{validate, ModelError};
 use crate::batch::{BatchObserver, BatchResult, Batcher};
-use crate::engine::{self, Backend, Dim, Engine, LoadOptions, TensorSpec};
+use crate::engine::{
+    self, check_override, Backend, Dim, Engine, LoadOptions, OverrideOf, TensorSpec,
+};
 use crate::registry::config::TensorOverride;
 use crate::registry::{ModelConfig, ModelDir, MODEL_FILE};
 use crate::tensor::Tensor;
@@ -336,38 +338,8 @@ fn apply_output_overrides(
 ) -> Result<Vec<TensorSpec>, String> {
     let mut specs = model.to_vec();
     for ov in overrides {
-        let names = model
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let spec = specs
-            .iter_mut()
-            .find(|s| s.name == ov.name)
-            .ok_or_else(|| {
-                format!(
-                    "config [[output]] names '{}', which is not a model output (outputs: {names})",
-                    ov.name
-                )
-            })?;
-        if let Some(dt) = ov.datatype {
-            if dt != spec.dtype {
-                return Err(format!(
-                    "config [[output]] '{}' declares {dt} but the model produces {}",
-                    ov.name, spec.dtype
-                ));
-            }
-        }
-        if let Some(dims) = &ov.dims {
-            let declared: Vec<Dim> = dims.iter().map(|&d| Dim::from_i64(d)).collect();
-            let compatible = spec.compatible_with(&declared);
-            if !compatible {
-                return Err(format!(
-                    "config [[output]] '{}' declares dims {dims:?}, incompatible with the model's {}",
-                    ov.name,
-                    spec.shape_string()
-                ));
-            }
+        let (spec, declared) = check_override(&mut specs, ov, OverrideOf::Output)?;
+        if let Some(declared) = declared {
             spec.shape = declared;
         }
     }
