@@ -182,6 +182,10 @@ pub struct LoadOptions {
     pub inputs: Vec<TensorOverride>,
     /// `[ort]` session options from `config.toml` (used by the ort engine only).
     pub ort: OrtConfig,
+    /// Batch sizes worth preparing at load because the dynamic batcher forms them
+    /// (its preferred sizes and `max_batch_size`). Engines that specialise plans per batch
+    /// size (tract) prepare these eagerly; others ignore them.
+    pub batch_sizes: Vec<usize>,
 }
 
 /// Failures of loading or running a model.

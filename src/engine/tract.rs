@@ -2,28 +2,108 @@
 //!
 //! The model is typed and optimized once at load, keeping a symbolic batch dimension where
 //! the model declares one. Because tract optimizes a concrete shape much better than a
-//! symbolic one, a second plan specialised to batch 1 (the common request) is optimized
-//! too. Plans are immutable and shared: each run spawns its own state, so any number of
-//! threads can run them at once without locking.
+//! symbolic one (a batch of 8 runs 1.5-2.5x faster), plans specialised to one batch size are
+//! optimized too: batch 1 (the common request) and the sizes the dynamic batcher forms at
+//! load, other sizes on first use, up to [`MAX_SPECIALISED`] plans. Plans are immutable and
+//! shared: each run spawns its own state, so any number of threads can run them at once.
 
 use super::{Backend, Dim, Engine, EngineError, LoadOptions, TensorSpec};
 use crate::tensor::{DataType, Tensor, TensorData};
 use crate::with_tensor_data;
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use tract_onnx::prelude::{
-    DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, TDim, TValue,
-    Tensor as TractTensor, TypedFact, TypedRunnableModel,
+    DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, Symbol, TDim,
+    TValue, Tensor as TractTensor, TractResult, TypedFact, TypedModel, TypedRunnableModel,
 };
 use tract_onnx::tract_hir::infer::Factoid;
 
+/// At most this many batch-size-specialised plans are kept per engine; other sizes run the
+/// general plan. Each plan holds its own packed weights, so the bound caps memory.
+pub const MAX_SPECIALISED: usize = 16;
+
 /// A model optimized by tract, runnable concurrently.
 pub struct TractEngine {
+    /// The general plan: symbolic batch dimension where the model has one.
     plan: Arc<TypedRunnableModel>,
-    /// The plan with the batch symbol fixed to 1, when the model has a symbolic batch.
-    batch1: Option<Arc<TypedRunnableModel>>,
+    /// Plans with the batch symbol fixed, when the model has a symbolic batch.
+    specialised: Option<Specialised>,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
+}
+
+/// Plans with the batch symbol fixed to one size each, and what it takes to make more.
+struct Specialised {
+    /// The typed model before optimization, from which plans are derived.
+    model: TypedModel,
+    symbol: Symbol,
+    plans: RwLock<HashMap<usize, Arc<TypedRunnableModel>>>,
+    /// Held while a plan is being optimized on first use, so one size is optimized once and
+    /// other requests meanwhile run the general plan instead of waiting.
+    building: Mutex<()>,
+}
+
+impl Specialised {
+    fn new(model: TypedModel, symbol: Symbol, eager: &[usize]) -> TractResult<Specialised> {
+        let mut plans = HashMap::new();
+        for &n in std::iter::once(&1).chain(eager).take(MAX_SPECIALISED) {
+            if let std::collections::hash_map::Entry::Vacant(e) = plans.entry(n) {
+                e.insert(specialise(&model, &symbol, n)?);
+            }
+        }
+        Ok(Specialised {
+            model,
+            symbol,
+            plans: RwLock::new(plans),
+            building: Mutex::new(()),
+        })
+    }
+
+    /// The plan for batch size `n`: prepared, optimized now, or `None` (use the general
+    /// plan) when another size is being optimized, the bound is reached or optimizing fails.
+    fn plan(&self, n: usize) -> Option<Arc<TypedRunnableModel>> {
+        let plans = self.plans.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(plan) = plans.get(&n) {
+            return Some(Arc::clone(plan));
+        }
+        if plans.len() >= MAX_SPECIALISED {
+            return None;
+        }
+        drop(plans);
+        let _building = self.building.try_lock().ok()?;
+        if let Some(plan) = self
+            .plans
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&n)
+        {
+            return Some(Arc::clone(plan));
+        }
+        match specialise(&self.model, &self.symbol, n) {
+            Ok(plan) => {
+                let mut plans = self.plans.write().unwrap_or_else(PoisonError::into_inner);
+                plans.insert(n, Arc::clone(&plan));
+                Some(plan)
+            }
+            Err(e) => {
+                tracing::debug!("no plan specialised to batch {n}: {e:#}");
+                None
+            }
+        }
+    }
+}
+
+fn specialise(
+    model: &TypedModel,
+    symbol: &Symbol,
+    n: usize,
+) -> TractResult<Arc<TypedRunnableModel>> {
+    let subs = HashMap::from([(symbol.clone(), TDim::Val(n as i64))]);
+    model
+        .set_symbols(&subs)
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
 }
 
 impl TractEngine {
@@ -93,15 +173,9 @@ impl TractEngine {
                 Some(TDim::Sym(s)) => Some(s.clone()),
                 _ => None,
             });
-        let batch1 = match batch_symbol {
-            Some(sym) => {
-                let subs = std::collections::HashMap::from([(sym, TDim::Val(1))]);
-                let plan = typed
-                    .set_symbols(&subs)
-                    .and_then(|m| m.into_optimized())
-                    .and_then(|m| m.into_runnable())
-                    .map_err(load)?;
-                Some(plan)
+        let specialised = match batch_symbol {
+            Some(symbol) => {
+                Some(Specialised::new(typed.clone(), symbol, &options.batch_sizes).map_err(load)?)
             }
             None => None,
         };
@@ -111,7 +185,7 @@ impl TractEngine {
             .map_err(load)?;
         Ok(TractEngine {
             plan,
-            batch1,
+            specialised,
             inputs,
             outputs,
         })
@@ -165,20 +239,24 @@ impl Engine for TractEngine {
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
         let run = |e: anyhow::Error| EngineError::Run(format!("{e:#}"));
-        let single = inputs.iter().all(|t| t.shape().first() == Some(&1));
+        let batch = inputs.first().and_then(|t| t.shape().first().copied());
+        let specialised = match (&self.specialised, batch) {
+            (Some(s), Some(n)) if inputs.iter().all(|t| t.shape().first() == Some(&n)) => s.plan(n),
+            _ => None,
+        };
         let values: tract_onnx::prelude::TVec<TValue> = inputs
             .into_iter()
             .map(|t| to_tract(t).map(IntoTValue::into_tvalue))
             .collect::<Result<_, _>>()
             .map_err(run)?;
-        let outputs = match &self.batch1 {
-            // The batch-1 plan assumes the batch symbol is 1 wherever it appears; should a
-            // model also use it elsewhere, the general plan still answers.
-            Some(batch1) if single => batch1
+        let outputs = match specialised {
+            // A specialised plan assumes the batch symbol is that size wherever it appears;
+            // should a model also use it elsewhere, the general plan still answers.
+            Some(plan) => plan
                 .run(values.clone())
                 .or_else(|_| self.plan.run(values))
                 .map_err(run)?,
-            _ => self.plan.run(values).map_err(run)?,
+            None => self.plan.run(values).map_err(run)?,
         };
         outputs.iter().map(|v| from_tract(v).map_err(run)).collect()
     }
@@ -286,3 +364,6 @@ pub fn check_onnx(path: &Path) -> Result<(), EngineError> {
         .map_err(|e| bad(format!("{e:#}")))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -69,6 +69,7 @@ impl LoadedVersion {
         let options = LoadOptions {
             inputs: config.inputs.clone(),
             ort: config.ort.clone(),
+            batch_sizes: batch_sizes(&config),
         };
         let engines = (0..config.instances.max(1))
             .map(|_| {
@@ -344,4 +345,21 @@ fn apply_output_overrides(
         }
     }
     Ok(specs)
+}
+
+/// The batch sizes the dynamic batcher forms most: its preferred sizes and `max_batch_size`.
+fn batch_sizes(config: &ModelConfig) -> Vec<usize> {
+    let Some(batching) = &config.dynamic_batching else {
+        return Vec::new();
+    };
+    let mut sizes: Vec<usize> = batching
+        .preferred_batch_size
+        .iter()
+        .map(|&p| p as usize)
+        .chain((config.max_batch_size > 0).then_some(config.max_batch_size as usize))
+        .filter(|&n| n > 1)
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
 }

@@ -1,0 +1,78 @@
+//! Unit tests of the tract engine's batch-size-specialised plans.
+
+use super::*;
+use std::path::PathBuf;
+use tract_onnx::prelude::tvec;
+
+fn digits() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/digits/1/model.onnx")
+}
+
+fn sizes(engine: &TractEngine) -> Vec<usize> {
+    let plans = engine
+        .specialised
+        .as_ref()
+        .expect("digits has a batch symbol");
+    let mut sizes: Vec<usize> = plans.plans.read().unwrap().keys().copied().collect();
+    sizes.sort_unstable();
+    sizes
+}
+
+/// `rows` digit images with distinct pixels, as one `[rows, 64]` tensor.
+fn images(rows: usize, seed: usize) -> Tensor {
+    let data = (0..rows * 64)
+        .map(|i| ((i * 7 + seed * 13) % 17) as f32)
+        .collect();
+    Tensor::new(vec![rows, 64], TensorData::F32(data)).unwrap()
+}
+
+fn probabilities(outputs: &[Tensor]) -> Vec<f32> {
+    match outputs[0].data() {
+        TensorData::F32(v) => v.clone(),
+        other => panic!("probabilities are F32, not {other:?}"),
+    }
+}
+
+#[test]
+fn batcher_sizes_are_prepared_at_load_and_others_on_first_use() {
+    let options = LoadOptions {
+        batch_sizes: vec![4, 8],
+        ..LoadOptions::default()
+    };
+    let engine = TractEngine::load(&digits(), &options).unwrap();
+    assert_eq!(sizes(&engine), [1, 4, 8]);
+
+    engine.run(vec![images(3, 0)]).unwrap();
+    assert_eq!(sizes(&engine), [1, 3, 4, 8]);
+}
+
+#[test]
+fn specialised_plans_answer_as_the_general_plan_does() {
+    let engine = TractEngine::load(&digits(), &LoadOptions::default()).unwrap();
+    for rows in [1, 2, 5] {
+        let batched = probabilities(&engine.run(vec![images(rows, rows)]).unwrap());
+        let general = probabilities(
+            &engine
+                .plan
+                .run(tvec![to_tract(images(rows, rows)).unwrap().into_tvalue()])
+                .unwrap()
+                .iter()
+                .map(|v| from_tract(v).unwrap())
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(batched.len(), rows * 10);
+        for (a, b) in batched.iter().zip(&general) {
+            assert!((a - b).abs() <= 1e-6, "batch {rows}: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn the_number_of_plans_is_bounded() {
+    let engine = TractEngine::load(&digits(), &LoadOptions::default()).unwrap();
+    for rows in 1..=MAX_SPECIALISED + 3 {
+        let out = engine.run(vec![images(rows, 1)]).unwrap();
+        assert_eq!(out[0].shape(), [rows, 10]);
+    }
+    assert_eq!(sizes(&engine).len(), MAX_SPECIALISED);
+}
