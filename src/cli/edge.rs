@@ -39,7 +39,7 @@ pub struct EdgeArgs {
 
     /// A model to serve, NAME or NAME:VERSION (repeatable; default version: the highest ready).
     #[arg(long = "model", env = "SCORIA_EDGE_MODELS", value_delimiter = ',', required = true, value_name = "NAME[:VER]", value_parser = super::model_reference)]
-    pub models: Vec<(String, Option<u64>)>,
+    pub model: Vec<(String, Option<u64>)>,
 
     /// MQTT protocol version.
     #[arg(
@@ -155,7 +155,7 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
 pub fn run(global: &GlobalArgs, args: EdgeArgs) -> anyhow::Result<()> {
     let dir = global.models_dir();
     let repo = Repository::open(&dir).context("cannot open the model repository")?;
-    for (name, _) in &args.models {
+    for (name, _) in &args.model {
         repo.model(name)
             .with_context(|| format!("--model '{name}' names no model in {}", dir.display()))?;
     }
@@ -294,7 +294,7 @@ fn settings(global: &GlobalArgs, args: &EdgeArgs) -> anyhow::Result<EdgeSettings
             let id = args
                 .client_id
                 .clone()
-                .unwrap_or_else(|| default_client_id(&args.models));
+                .unwrap_or_else(|| default_client_id(&args.model));
             (id, credentials, Topics::plain(&args.topic_prefix))
         }
     };
@@ -327,7 +327,7 @@ fn settings(global: &GlobalArgs, args: &EdgeArgs) -> anyhow::Result<EdgeSettings
         },
         broker,
         topics,
-        models: args.models.clone(),
+        models: args.model.clone(),
         outbox_dir,
         outbox_limits: outbox::Limits {
             max_messages: args.outbox_max.max(1),
