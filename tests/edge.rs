@@ -48,7 +48,7 @@ fn send_digits(peer: &mut Peer, from: u64, n: u64, acked_before: usize) {
 
 /// Asserts every id in `ids` got a result and that, per id, at most one result is not
 /// marked `"duplicate": true`.
-fn assert_each_once(results: &[Received], ids: std::ops::Range<u64>) {
+fn assert_each_once(results: &[Received], ids: std::ops::Range<u64>, logs: &dyn Fn() -> String) {
     let mut by_id: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
     for r in results {
         let v = r.json();
@@ -63,18 +63,19 @@ fn assert_each_once(results: &[Received], ids: std::ops::Range<u64>) {
     let missing: Vec<u64> = ids.clone().filter(|id| !by_id.contains_key(id)).collect();
     assert!(
         missing.is_empty(),
-        "{} of {} results lost: {:?}",
+        "{} of {} results lost: {:?}\n{}",
         missing.len(),
         ids.count(),
-        missing
+        missing,
+        logs()
     );
     let unmarked: Vec<_> = by_id.iter().filter(|(_, (_, u))| *u > 1).collect();
     assert!(unmarked.is_empty(), "unmarked duplicates: {unmarked:?}");
 }
 
-fn distinct_ids(results: &[Received]) -> usize {
-    results
-        .iter()
+fn distinct_ids(base: &[Received], results: &[Received]) -> usize {
+    base.iter()
+        .chain(results)
         .filter_map(|r| r.json()["id"].as_u64())
         .collect::<std::collections::BTreeSet<_>>()
         .len()
@@ -304,12 +305,15 @@ fn broker_restart_mid_stream_loses_no_result() {
     c.subscribe("scoria/out/digits");
     send_digits(&mut c, 300, 100, 0);
     let mut results = early;
-    results.extend(c.collect("scoria/out/digits", WAIT, |got| {
-        distinct_ids(got) >= 400 - 1
-    }));
+    let got = c.collect("scoria/out/digits", WAIT, |got| {
+        distinct_ids(&results, got) >= 400
+    });
+    results.extend(got);
     // Collect a little longer for stragglers beyond the count the predicate saw.
     results.extend(c.collect("scoria/out/digits", Duration::from_millis(300), |_| false));
-    assert_each_once(&results, 0..400);
+    assert_each_once(&results, 0..400, &|| {
+        format!("edge:\n{}\nbroker:\n{}", edge.stderr(), broker.log())
+    });
     assert!(
         edge.stderr().contains("lost the connection"),
         "{}",
@@ -344,9 +348,12 @@ fn module_kill9_mid_stream_and_restart_loses_no_result() {
     // Requests keep arriving while the module is down; the broker keeps them for its session.
     send_digits(&mut c, 400, 100, 0);
     let edge = Edge::start(repo.path(), &args);
-    results.extend(c.collect("scoria/out/digits", WAIT, |got| distinct_ids(got) >= 500));
+    let got = c.collect("scoria/out/digits", WAIT, |got| {
+        distinct_ids(&results, got) >= 500
+    });
+    results.extend(got);
     results.extend(c.collect("scoria/out/digits", Duration::from_millis(300), |_| false));
-    assert_each_once(&results, 0..500);
+    assert_each_once(&results, 0..500, &|| edge.stderr());
     assert!(!log_before.contains("panicked"));
     drop(edge);
 }

@@ -45,8 +45,18 @@ impl Broker {
             .tempdir()
             .expect("temp dir");
         let conf = dir.path().join("mosquitto.conf");
+        // Run as whoever runs the tests: mosquitto started by root otherwise drops to the
+        // `mosquitto` user, which cannot write its persistence file into our directory.
+        let user = Command::new("id")
+            .arg("-un")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "root".into());
         let text = format!(
-            "listener {port} 127.0.0.1\n\
+            "user {user}\n\
+             listener {port} 127.0.0.1\n\
              persistence true\n\
              persistence_location {}/\n\
              autosave_interval 1\n\
