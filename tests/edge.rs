@@ -336,6 +336,10 @@ fn module_kill9_mid_stream_and_restart_loses_no_result() {
         "edge-kill",
         "--outbox",
         &outbox,
+        // One result in flight at a time: results queue up in the outbox behind acknowledged
+        // requests, so the kill leaves work that only the outbox can deliver.
+        "--inflight",
+        "1",
     ];
     let mut edge = Edge::start(repo.path(), &args);
     let mut c = Peer::connect(broker.port, "kill-client", false);
@@ -352,6 +356,11 @@ fn module_kill9_mid_stream_and_restart_loses_no_result() {
         distinct_ids(&results, got) >= 500
     });
     results.extend(got);
+    assert!(
+        edge.stderr().contains("results from an earlier run"),
+        "the kill left nothing in the outbox, so this test did not exercise it:\n{}",
+        edge.stderr()
+    );
     results.extend(c.collect("scoria/out/digits", Duration::from_millis(300), |_| false));
     assert_each_once(&results, 0..500, &|| edge.stderr());
     assert!(!log_before.contains("panicked"));
