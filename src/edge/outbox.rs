@@ -62,11 +62,11 @@ pub struct Depth {
     pub bytes: AtomicU64,
 }
 
+/// Where an append's outcome goes.
+type Reply = tokio::sync::oneshot::Sender<Result<u64, OutboxError>>;
+
 enum Cmd {
-    Append(
-        Record,
-        tokio::sync::oneshot::Sender<Result<u64, OutboxError>>,
-    ),
+    Append(Record, Reply),
     Remove(Vec<u64>),
 }
 
@@ -145,10 +145,7 @@ struct Writer {
     /// Stored size of each record in the outbox, by seq.
     sizes: std::collections::HashMap<u64, u64>,
     /// Appends waiting for room.
-    waiting: VecDeque<(
-        Record,
-        tokio::sync::oneshot::Sender<Result<u64, OutboxError>>,
-    )>,
+    waiting: VecDeque<(Record, Reply)>,
     committed: tokio::sync::mpsc::UnboundedSender<Stored>,
     full_logged: bool,
 }
@@ -190,15 +187,7 @@ impl Writer {
     }
 
     /// Takes the waiting appends that fit once `removals` are gone, numbering them.
-    #[allow(clippy::type_complexity)]
-    fn admit(
-        &mut self,
-        removals: &[u64],
-    ) -> Vec<(
-        u64,
-        Record,
-        tokio::sync::oneshot::Sender<Result<u64, OutboxError>>,
-    )> {
+    fn admit(&mut self, removals: &[u64]) -> Vec<(u64, Record, Reply)> {
         let freed: u64 = removals.iter().filter_map(|s| self.sizes.get(s)).sum();
         let freed_n = removals
             .iter()
@@ -224,15 +213,7 @@ impl Writer {
         admitted
     }
 
-    fn commit(
-        &self,
-        removals: &[u64],
-        admitted: &[(
-            u64,
-            Record,
-            tokio::sync::oneshot::Sender<Result<u64, OutboxError>>,
-        )],
-    ) -> Result<(), String> {
+    fn commit(&self, removals: &[u64], admitted: &[(u64, Record, Reply)]) -> Result<(), String> {
         if removals.is_empty() && admitted.is_empty() {
             return Ok(());
         }
@@ -341,7 +322,7 @@ mod tests {
         Record {
             topic: format!("t/{i}"),
             payload: Bytes::from(format!("{{\"id\":{i}}}")),
-            correlation: (i % 2 == 0).then(|| Bytes::from(vec![i as u8; 3])),
+            correlation: i.is_multiple_of(2).then(|| Bytes::from(vec![i as u8; 3])),
         }
     }
 
