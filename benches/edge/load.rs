@@ -38,7 +38,9 @@ fn opts() -> Opts {
             "--prefix" => o.prefix = v.into(),
             "--model" => o.model = v.into(),
             "--concurrency" => o.concurrency = v.parse().expect("--concurrency N"),
-            "--duration" => o.duration = Duration::from_secs_f64(v.parse().expect("--duration SECONDS")),
+            "--duration" => {
+                o.duration = Duration::from_secs_f64(v.parse().expect("--duration SECONDS"))
+            }
             "--pid" => o.pid = Some(v.parse().expect("--pid PID")),
             other => panic!("unknown option {other}"),
         }
@@ -59,15 +61,21 @@ fn rss_kib(pid: u32) -> Option<u64> {
 #[tokio::main]
 async fn main() {
     let o = opts();
-    let mut mo = MqttOptions::new(format!("edge-load-{}", std::process::id()), "127.0.0.1", o.port);
-    mo.set_keep_alive(Duration::from_secs(30)).set_inflight(u16::MAX - 1);
+    let mut mo = MqttOptions::new(
+        format!("edge-load-{}", std::process::id()),
+        "127.0.0.1",
+        o.port,
+    );
+    mo.set_keep_alive(Duration::from_secs(30))
+        .set_inflight(u16::MAX - 1);
     let (client, mut events) = AsyncClient::new(mo, 65_536);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, bool)>();
     tokio::spawn(async move {
         loop {
             match events.poll().await {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&p.payload).unwrap_or_default();
                     if let Some(id) = v["id"].as_u64() {
                         let _ = tx.send((id, v.get("error").is_none()));
                     }
@@ -107,7 +115,9 @@ async fn main() {
                 .expect("publish");
             next += 1;
         }
-        if let Ok(Some((id, ok))) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+        if let Ok(Some((id, ok))) =
+            tokio::time::timeout(Duration::from_millis(100), rx.recv()).await
+        {
             if let Some(t) = sent.remove(&id) {
                 rtts.push(t.elapsed());
                 errors += u64::from(!ok);

@@ -49,7 +49,8 @@ pub fn apply(
     let mut next = current.clone();
     for (key, value) in &doc {
         match key.as_str() {
-            "$version" => {}
+            // Twin metadata (`$version`, `$metadata`, ...) is not configuration.
+            k if k.starts_with('$') => {}
             "telemetry_interval_s" => {
                 let s = value
                     .as_f64()

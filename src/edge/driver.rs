@@ -371,12 +371,18 @@ impl Driver {
             }
         };
         let applied = self.ctx.applied();
-        let doc = desired::reported(
+        let mut doc = desired::reported(
             &applied,
             &self.ctx.serving_versions(),
             version,
             rejected.as_deref(),
         );
+        if matches!(self.ctx.topics, super::topics::Topics::IotHub { .. }) {
+            // Twin property names cannot start with `$`.
+            if let Some(v) = doc.as_object_mut().and_then(|m| m.remove("$version")) {
+                doc["desired_version"] = v;
+            }
+        }
         let (topic, retain) = self.ctx.topics.reported(self.config_count);
         let payload = Bytes::from(doc.to_string());
         self.reported = Some((topic.clone(), payload.clone(), retain));
