@@ -645,3 +645,161 @@ fn usage_errors_exit_2_and_bad_settings_exit_1() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("mqtt://"), "{err}");
 }
+
+/// Runs `openssl` with `args` in `dir`; panics with its output on failure.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed (scripts/install-system-deps)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn mqtts_with_a_ca_file() {
+    // A CA and a server certificate for 127.0.0.1 signed by it.
+    let pki = tempfile::tempdir().unwrap();
+    let d = pki.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=scoria test CA",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let tls_port = free_port();
+    let broker = Broker::start_on(
+        free_port(),
+        &format!(
+            "allow_anonymous true\nlistener {tls_port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n",
+            d.display()
+        ),
+    );
+    let repo = repo_with(&["digits"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = d.join("ca.pem").display().to_string();
+    let url = format!("mqtts://127.0.0.1:{tls_port}");
+    let _edge = Edge::start(
+        repo.path(),
+        &[
+            "--broker",
+            &url,
+            "--ca-file",
+            &ca,
+            "--model",
+            "digits",
+            "--client-id",
+            "edge-tls",
+            "--outbox",
+            &outbox_dir(&tmp),
+        ],
+    );
+    let mut c = Peer::connect(broker.port, "tls-client", false);
+    c.subscribe("scoria/out/digits");
+    c.publish(
+        "scoria/in/digits",
+        digits_request(1).to_string(),
+        false,
+        None,
+    );
+    assert!(c.take(WAIT, |m| m.json()["id"] == 1).is_some());
+    // A broker certificate the CA file does not vouch for is not trusted.
+    let other = tempfile::tempdir().unwrap();
+    openssl(
+        other.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "k",
+            "-out",
+            "other.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=other",
+        ],
+    );
+    let other_ca = other.path().join("other.pem").display().to_string();
+    let tmp2 = tempfile::tempdir().unwrap();
+    let mut untrusting = Edge::spawn(
+        repo.path(),
+        &[
+            "--broker",
+            &url,
+            "--ca-file",
+            &other_ca,
+            "--model",
+            "digits",
+            "--client-id",
+            "edge-tls2",
+            "--outbox",
+            &outbox_dir(&tmp2),
+        ],
+    );
+    untrusting.wait_log("cannot connect to", WAIT);
+    assert!(
+        untrusting.stderr().to_lowercase().contains("certificate"),
+        "{}",
+        untrusting.stderr()
+    );
+}
