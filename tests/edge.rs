@@ -803,3 +803,86 @@ fn mqtts_with_a_ca_file() {
         untrusting.stderr()
     );
 }
+
+#[test]
+fn iothub_preset_topics_method_and_twin_through_a_real_broker() {
+    // mosquitto stands in for IoT Hub: it checks no SAS token, but carries the preset's
+    // topics, so inputs, events, the direct method and the twin are exercised end to end.
+    let broker = Broker::start();
+    let repo = repo_with(&["digits"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let conn = "HostName=hub.azure-devices.net;DeviceId=dev1;ModuleId=scoria;SharedAccessKey=c2NvcmlhLXRlc3Qta2V5LTAxMjM0NTY3ODkwMTIzNDU2Nzg5";
+    let edge = Edge::start(
+        repo.path(),
+        &[
+            "--broker",
+            &broker.url(),
+            "--preset",
+            "iothub",
+            "--iothub-connection-string",
+            conn,
+            "--model",
+            "digits",
+            "--outbox",
+            &outbox_dir(&tmp),
+        ],
+    );
+    assert!(
+        edge.stderr().contains("as 'dev1/scoria'"),
+        "{}",
+        edge.stderr()
+    );
+    let mut c = Peer::connect(broker.port, "hub-side", false);
+    c.subscribe("devices/dev1/modules/scoria/messages/events/#");
+    c.subscribe("$iothub/methods/res/#");
+    c.subscribe("$iothub/twin/PATCH/properties/reported/#");
+    c.publish(
+        "devices/dev1/modules/scoria/inputs/digits/",
+        digits_request(1).to_string(),
+        false,
+        None,
+    );
+    let got = c
+        .take(WAIT, |m| m.topic.contains("type=result"))
+        .expect("result event");
+    assert_eq!(
+        got.topic,
+        "devices/dev1/modules/scoria/messages/events/$.on=results&type=result&model=digits"
+    );
+    assert_eq!(got.json()["id"], 1);
+    c.publish(
+        "$iothub/methods/POST/score/?$rid=42",
+        json!({"model": "digits", "data": digits_request(2)["data"]}).to_string(),
+        false,
+        None,
+    );
+    let got = c
+        .take(WAIT, |m| m.topic.starts_with("$iothub/methods/res/"))
+        .expect("method response");
+    assert_eq!(got.topic, "$iothub/methods/res/200/?$rid=42");
+    assert!(
+        got.json()["result"]["predictions"].is_array(),
+        "{}",
+        got.json()
+    );
+    c.publish(
+        "$iothub/twin/PATCH/properties/desired/?$version=5",
+        json!({"telemetry_interval_s": 0.5, "$version": 5}).to_string(),
+        false,
+        None,
+    );
+    let got = c
+        .take(WAIT, |m| {
+            m.topic
+                .starts_with("$iothub/twin/PATCH/properties/reported/")
+        })
+        .expect("reported patch");
+    let rep = got.json();
+    assert_eq!(rep["desired_version"], 5, "{rep}");
+    assert_eq!(rep["status"], "applied", "{rep}");
+    assert!(rep.get("$version").is_none(), "{rep}");
+    let tel = c
+        .take(WAIT, |m| m.topic.contains("type=telemetry"))
+        .expect("telemetry event");
+    assert_eq!(tel.json()["models"]["digits"]["in"], 2, "{}", tel.json());
+}

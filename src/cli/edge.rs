@@ -267,14 +267,9 @@ fn settings(global: &GlobalArgs, args: &EdgeArgs) -> anyhow::Result<EdgeSettings
             }
             let password = match (&args.password, &id.key) {
                 (Some(p), _) => p.clone(),
-                (None, Some(_)) => {
-                    let expiry = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_secs()
-                        + args.sas_ttl.as_secs();
-                    id.sas_token(expiry).map_err(anyhow::Error::msg)?
-                }
+                (None, Some(_)) => id
+                    .sas_token(unix_now() + args.sas_ttl.as_secs())
+                    .map_err(anyhow::Error::msg)?,
                 (None, None) => bail!(
                     "--preset iothub without a connection string needs --password (a SAS token)"
                 ),
@@ -311,6 +306,16 @@ fn settings(global: &GlobalArgs, args: &EdgeArgs) -> anyhow::Result<EdgeSettings
             .collect();
         global.workspace.join("outbox").join(safe)
     });
+    let renew_credentials: Option<edge::CredentialSource> = match &identity {
+        Some(id) if args.password.is_none() && id.key.is_some() => {
+            let (id, ttl) = (id.clone(), args.sas_ttl);
+            Some(edge::CredentialSource(Arc::new(move || {
+                let token = id.sas_token(unix_now() + ttl.as_secs())?;
+                Ok((id.username(), token))
+            })))
+        }
+        _ => None,
+    };
     let (status_topic, status_retain) = topics.status();
     Ok(EdgeSettings {
         link: LinkOptions {
@@ -335,6 +340,7 @@ fn settings(global: &GlobalArgs, args: &EdgeArgs) -> anyhow::Result<EdgeSettings
         },
         max_message: args.max_message_size,
         telemetry_interval: Duration::from_secs_f64(args.telemetry_interval),
+        renew_credentials,
     })
 }
 
@@ -370,6 +376,13 @@ fn parse_broker(url: &str) -> anyhow::Result<(bool, String, u16)> {
         bail!("--broker '{url}' names no host");
     }
     Ok((tls, host, port))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 fn default_client_id(models: &[(String, Option<u64>)]) -> String {

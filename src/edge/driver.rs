@@ -55,6 +55,8 @@ pub struct Driver {
     config_count: u64,
     /// The last reported document, published again on every connect.
     reported: Option<(String, Bytes, bool)>,
+    /// Fresh credentials before each reconnect, when they expire.
+    pub renew_credentials: Option<super::CredentialSource>,
 }
 
 impl Driver {
@@ -96,6 +98,7 @@ impl Driver {
             broker,
             config_count: 0,
             reported: None,
+            renew_credentials: None,
         }
     }
 
@@ -292,6 +295,12 @@ impl Driver {
             );
         }
         self.connected = false;
+        if let Some(renew) = &self.renew_credentials {
+            match (renew.0)() {
+                Ok((user, password)) => self.events.set_credentials(&user, &password),
+                Err(e) => tracing::error!("cannot renew the broker credentials: {e}"),
+            }
+        }
         tokio::time::sleep(self.backoff).await;
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }

@@ -307,6 +307,18 @@ impl EventLoop {
         }
     }
 
+    /// Sets the credentials the next connection attempt uses.
+    pub fn set_credentials(&mut self, username: &str, password: &str) {
+        match self {
+            EventLoop::V4(l) => {
+                l.mqtt_options.set_credentials(username, password);
+            }
+            EventLoop::V5(l) => {
+                l.options.set_credentials(username, password);
+            }
+        }
+    }
+
     /// Forgets the publishes rumqttc kept to replay after a reconnect (and requests queued
     /// but not sent): the driver replays from its outbox instead, so it knows which packet
     /// id carries which record.

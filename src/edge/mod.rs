@@ -56,6 +56,19 @@ pub struct EdgeSettings {
     pub outbox_limits: outbox::Limits,
     pub max_message: usize,
     pub telemetry_interval: Duration,
+    /// Fresh credentials for each connection attempt (IoT Hub SAS tokens expire).
+    pub renew_credentials: Option<CredentialSource>,
+}
+
+/// Produces `(username, password)` for the next connection attempt.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct CredentialSource(pub Arc<dyn Fn() -> Result<(String, String), String> + Send + Sync>);
+
+impl std::fmt::Debug for CredentialSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CredentialSource")
+    }
 }
 
 /// State shared by the driver and the request tasks.
@@ -144,7 +157,7 @@ pub async fn run(
         settings.outbox_dir.display()
     );
     let window = usize::from(settings.link.inflight);
-    let driver = driver::Driver::new(
+    let mut driver = driver::Driver::new(
         ctx,
         client,
         events,
@@ -153,6 +166,7 @@ pub async fn run(
         window,
         settings.broker,
     );
+    driver.renew_credentials = settings.renew_credentials;
     driver.run(shutdown).await
 }
 
