@@ -168,11 +168,13 @@ pub fn run(global: &GlobalArgs, args: EdgeArgs) -> anyhow::Result<()> {
     let result = runtime.block_on(async move {
         let metrics = Arc::new(crate::telemetry::Metrics::new());
         let models = ModelManager::with_metrics(repo, args.backend, Arc::clone(&metrics));
-        models
-            .start_loading()
-            .context("cannot scan the model repository")?;
-        while !models.is_ready() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        // Only the models this module serves are loaded (not the whole repository).
+        for (name, _) in &settings.models {
+            let (m, n) = (Arc::clone(&models), name.clone());
+            tokio::task::spawn_blocking(move || m.load_model(&n))
+                .await
+                .context("model loading task failed")?
+                .with_context(|| format!("cannot serve --model {name}"))?;
         }
         for (name, version) in &settings.models {
             let v = version.map(|v| v.to_string());

@@ -277,6 +277,8 @@ pub struct Received {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+    /// The MQTT DUP flag: the broker is resending a message it may have delivered before.
+    pub dup: bool,
     pub correlation: Option<Vec<u8>>,
 }
 
@@ -328,6 +330,7 @@ impl Peer {
                                 topic: String::from_utf8_lossy(&p.topic).into_owned(),
                                 payload: p.payload.to_vec(),
                                 retain: p.retain,
+                                dup: p.dup,
                                 correlation: p
                                     .properties
                                     .and_then(|pr| pr.correlation_data)
@@ -362,6 +365,7 @@ impl Peer {
                             topic: p.topic,
                             payload: p.payload.to_vec(),
                             retain: p.retain,
+                            dup: p.dup,
                             correlation: None,
                         }),
                         Ok(rumqttc::Event::Incoming(Packet::SubAck(_))) => Note::SubAck,
