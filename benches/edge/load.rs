@@ -69,6 +69,9 @@ async fn main() {
     mo.set_keep_alive(Duration::from_secs(30))
         .set_inflight(u16::MAX - 1);
     let (client, mut events) = AsyncClient::new(mo, 65_536);
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    events.set_network_options(net);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, bool)>();
     tokio::spawn(async move {
         loop {

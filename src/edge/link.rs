@@ -123,7 +123,8 @@ pub fn create(o: &LinkOptions) -> Result<(Client, EventLoop), String> {
             if let Some((u, p)) = &o.credentials {
                 opts.set_credentials(u, p);
             }
-            let (c, l) = rumqttc::AsyncClient::new(opts, CHANNEL);
+            let (c, mut l) = rumqttc::AsyncClient::new(opts, CHANNEL);
+            l.set_network_options(network_options());
             (Client::V4(c), EventLoop::V4(Box::new(l)))
         }
         Protocol::V5 => {
@@ -137,6 +138,7 @@ pub fn create(o: &LinkOptions) -> Result<(Client, EventLoop), String> {
                 .set_request_channel_capacity(CHANNEL)
                 .set_max_packet_size(Some(o.max_packet as u32))
                 .set_transport(transport)
+                .set_network_options(network_options())
                 .set_last_will(m5::LastWill::new(
                     &o.last_will.0,
                     o.last_will.1.to_vec(),
@@ -151,6 +153,14 @@ pub fn create(o: &LinkOptions) -> Result<(Client, EventLoop), String> {
             (Client::V5(c), EventLoop::V5(Box::new(l)))
         }
     })
+}
+
+/// TCP_NODELAY: results and acks are small and latency-bound; Nagle's algorithm with
+/// delayed acknowledgements would add tens of milliseconds to each round trip.
+fn network_options() -> rumqttc::NetworkOptions {
+    let mut n = rumqttc::NetworkOptions::new();
+    n.set_tcp_nodelay(true);
+    n
 }
 
 fn tls_config(ca: Option<&[u8]>) -> Result<rumqttc::TlsConfiguration, String> {
