@@ -148,7 +148,10 @@ async fn main() {
         "seconds": (elapsed * 100.0).round() / 100.0,
         "results_per_s": (rtts.len() as f64 / elapsed).round(),
         "rtt_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)},
-        "module_rss_kib": {"first": rss.first(), "max": rss.iter().max(), "last": rss.last(), "samples": rss.len()},
+        "module_rss_kib": {
+            "first": rss.first(), "max": rss.iter().max(), "last": rss.last(), "samples": rss.len(),
+            "every_60s": rss.iter().step_by(60).collect::<Vec<_>>(),
+        },
     });
     println!("{summary}");
 }

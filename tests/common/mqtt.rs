@@ -57,6 +57,7 @@ impl Broker {
         let text = format!(
             "user {user}\n\
              listener {port} 127.0.0.1\n\
+             set_tcp_nodelay true\n\
              persistence true\n\
              persistence_location {}/\n\
              autosave_interval 1\n\
