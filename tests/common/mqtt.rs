@@ -1,4 +1,4 @@
-//! Helpers for the edge-module suite (`tests/edge.rs`): a real mosquitto broker on a free
+//! Helpers for the edge-module suite (`tests/edge/`): a real mosquitto broker on a free
 //! loopback port, a `scoria edge` child process with its captured log, and MQTT 3.1.1 / 5
 //! test clients (rumqttc) that collect what they receive.
 
