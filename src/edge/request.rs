@@ -25,22 +25,33 @@ pub enum Target {
 /// leaves the request unacknowledged (the broker redelivers it after a reconnect).
 pub async fn handle(ctx: Arc<Ctx>, msg: InMsg, target: Target) {
     let started = Instant::now();
+    // Counted on arrival (under the served model's name, or `_unknown`), scored after.
+    let label = |model: &str| -> String {
+        if ctx.served.iter().any(|m| m == model) {
+            model.to_string()
+        } else {
+            "_unknown".to_string()
+        }
+    };
     let (model, outcome) = match &target {
-        Target::Model(model) => (model.clone(), score(&ctx, model, &msg.payload, &msg).await),
+        Target::Model(model) => {
+            ctx.stats.received(&label(model));
+            (model.clone(), score(&ctx, model, &msg.payload, &msg).await)
+        }
         Target::Method { .. } => match method_request(&ctx, &msg.payload) {
             Ok((model, body)) => {
+                ctx.stats.received(&label(&model));
                 let outcome = score(&ctx, &model, &body, &msg).await;
                 (model, outcome)
             }
-            Err(r) => (String::new(), Err(r)),
+            Err(r) => {
+                ctx.stats.received("_unknown");
+                (String::new(), Err(r))
+            }
         },
     };
-    let label = if ctx.served.contains(&model) {
-        model.as_str()
-    } else {
-        "_unknown"
-    };
-    ctx.stats.received(label);
+    let label = label(&model);
+    let label = label.as_str();
     let ok = outcome.is_ok();
     let payload = match outcome {
         Ok(v) => v,
