@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod bench;
 pub mod cli;
+pub mod edge;
 pub mod engine;
 pub mod fsutil;
 pub mod hook;

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 runtime error, 2 usage error — always with a one-line reason.
 
 mod bench;
+mod edge;
 mod keys;
 mod model;
 mod predict;
@@ -87,6 +88,9 @@ pub enum Command {
     /// List and show the benchmark runs recorded in the workspace.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
+    /// Run as an IoT edge module: score requests arriving over MQTT, deliver results durably
+    /// (at least once), publish telemetry and take desired configuration.
+    Edge(edge::EdgeArgs),
 }
 
 /// Parses `NAME[:VERSION]` for clap, so a bad reference is a usage error (exit 2).
@@ -123,6 +127,7 @@ pub fn main() -> i32 {
         Command::Keys(cmd) => keys::run(&cli.global, cmd),
         Command::Bench(args) => bench::run(&cli.global, args),
         Command::Runs(cmd) => runs::run(&cli.global, cmd),
+        Command::Edge(args) => edge::run(&cli.global, args),
     };
     match result {
         Ok(()) => 0,

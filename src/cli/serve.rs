@@ -120,7 +120,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -10,6 +10,8 @@ use prometheus::{
 };
 use std::time::Duration;
 
+pub mod edge;
+
 /// Latency buckets in seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -125,6 +127,11 @@ impl Metrics {
             Ok(m)
         })();
         metrics.expect("metric definitions are constant and valid; this is a bug")
+    }
+
+    /// The registry, for front ends that add their own metrics (the edge module).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Records one served request.

@@ -1,0 +1,423 @@
+//! `scoria edge`: the IoT edge module over MQTT.
+
+use super::GlobalArgs;
+use crate::edge::iothub::ModuleIdentity;
+use crate::edge::link::{LinkOptions, Protocol, Security};
+use crate::edge::topics::Topics;
+use crate::edge::{self, outbox, EdgeSettings};
+use crate::engine::Backend;
+use crate::models::ModelManager;
+use crate::registry::Repository;
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolArg {
+    /// MQTT 3.1.1
+    #[value(name = "3.1.1", alias = "3", alias = "4")]
+    V311,
+    /// MQTT 5
+    #[value(name = "5")]
+    V5,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// Azure IoT Hub / IoT Edge module topics, twin and credentials.
+    Iothub,
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// Broker URL: mqtt://HOST[:PORT] (default port 1883) or mqtts://HOST[:PORT] (TLS, 8883).
+    /// With --preset iothub it defaults to the IoT Edge gateway or the hub, on 8883.
+    #[arg(long, env = "SCORIA_BROKER", value_name = "URL")]
+    pub broker: Option<String>,
+
+    /// A model to serve, NAME or NAME:VERSION (repeatable; default version: the highest ready).
+    #[arg(long = "model", env = "SCORIA_EDGE_MODELS", value_delimiter = ',', required = true, value_name = "NAME[:VER]", value_parser = super::model_reference)]
+    pub model: Vec<(String, Option<u64>)>,
+
+    /// MQTT protocol version.
+    #[arg(
+        long,
+        env = "SCORIA_MQTT_PROTOCOL",
+        value_enum,
+        default_value = "3.1.1"
+    )]
+    pub protocol: ProtocolArg,
+
+    /// MQTT client id; the broker keeps this module's session (and queued requests) under it.
+    /// Default: scoria-HOSTNAME-MODELS.
+    #[arg(long, env = "SCORIA_CLIENT_ID", value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// Topic prefix: requests on PREFIX/in/MODEL, results on PREFIX/out/MODEL.
+    #[arg(
+        long,
+        env = "SCORIA_TOPIC_PREFIX",
+        default_value = "scoria",
+        value_name = "PREFIX"
+    )]
+    pub topic_prefix: String,
+
+    /// MQTT keep-alive interval (e.g. 30s).
+    #[arg(long, env = "SCORIA_KEEP_ALIVE", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub keep_alive: Duration,
+
+    /// Username for the broker.
+    #[arg(long, env = "SCORIA_MQTT_USERNAME", value_name = "NAME")]
+    pub username: Option<String>,
+
+    /// Password for the broker.
+    #[arg(
+        long,
+        env = "SCORIA_MQTT_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+
+    /// PEM file of the CA certificate(s) that verify the broker (mqtts://); default: the
+    /// system's roots.
+    #[arg(long, env = "SCORIA_MQTT_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Directory of the durable outbox (results waiting for the broker). Default:
+    /// WORKSPACE/outbox/CLIENT-ID.
+    #[arg(long, env = "SCORIA_OUTBOX", value_name = "DIR")]
+    pub outbox: Option<PathBuf>,
+
+    /// Most results the outbox holds; when full, new requests are left unacknowledged at the
+    /// broker (which keeps them) until delivered results make room. Nothing is dropped.
+    #[arg(
+        long,
+        env = "SCORIA_OUTBOX_MAX",
+        default_value_t = 100_000,
+        value_name = "N"
+    )]
+    pub outbox_max: u64,
+
+    /// Most bytes the outbox holds (same policy as --outbox-max).
+    #[arg(long, env = "SCORIA_OUTBOX_MAX_BYTES", default_value = "256MiB", value_parser = super::serve::parse_size, value_name = "SIZE")]
+    pub outbox_max_bytes: usize,
+
+    /// Largest request payload; larger requests get an error result.
+    #[arg(long, env = "SCORIA_MAX_MESSAGE_SIZE", default_value = "8MiB", value_parser = super::serve::parse_size, value_name = "SIZE")]
+    pub max_message_size: usize,
+
+    /// Seconds between telemetry messages (fractions allowed).
+    #[arg(long, env = "SCORIA_TELEMETRY_INTERVAL", default_value_t = 10.0, value_parser = positive_seconds, value_name = "SECONDS")]
+    pub telemetry_interval: f64,
+
+    /// Most results published and not yet acknowledged by the broker.
+    #[arg(long, env = "SCORIA_MQTT_INFLIGHT", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
+    pub inflight: u16,
+
+    /// Serve Prometheus metrics on http://ADDR/metrics.
+    #[arg(long, env = "SCORIA_METRICS", value_name = "ADDR")]
+    pub metrics: Option<String>,
+
+    /// Engine for models whose config.toml names none.
+    #[arg(long, env = "SCORIA_BACKEND", default_value = "tract", value_parser = super::backend)]
+    pub backend: Backend,
+
+    /// Topic and credential preset: `iothub` for Azure IoT Hub / IoT Edge.
+    #[arg(long, env = "SCORIA_EDGE_PRESET", value_enum)]
+    pub preset: Option<Preset>,
+
+    /// IoT Hub module connection string
+    /// (HostName=...;DeviceId=...;ModuleId=...;SharedAccessKey=...), for --preset iothub.
+    /// Without it the identity comes from IOTEDGE_* variables and --password is the SAS token.
+    #[arg(
+        long,
+        env = "SCORIA_IOTHUB_CONNECTION_STRING",
+        value_name = "STRING",
+        hide_env_values = true
+    )]
+    pub iothub_connection_string: Option<String>,
+
+    /// Lifetime of the SAS tokens generated from the connection string.
+    #[arg(long, env = "SCORIA_SAS_TTL", default_value = "24h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub sas_ttl: Duration,
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of seconds")),
+    }
+}
+
+pub fn run(global: &GlobalArgs, args: EdgeArgs) -> anyhow::Result<()> {
+    let dir = global.models_dir();
+    let repo = Repository::open(&dir).context("cannot open the model repository")?;
+    for (name, _) in &args.model {
+        repo.model(name)
+            .with_context(|| format!("--model '{name}' names no model in {}", dir.display()))?;
+    }
+    let settings = settings(global, &args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("scoria-edge")
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(async move {
+        let metrics = Arc::new(crate::telemetry::Metrics::new());
+        let models = ModelManager::with_metrics(repo, args.backend, Arc::clone(&metrics));
+        // Only the models this module serves are loaded (not the whole repository).
+        for (name, _) in &settings.models {
+            let (m, n) = (Arc::clone(&models), name.clone());
+            tokio::task::spawn_blocking(move || m.load_model(&n))
+                .await
+                .context("model loading task failed")?
+                .with_context(|| format!("cannot serve --model {name}"))?;
+        }
+        for (name, version) in &settings.models {
+            let v = version.map(|v| v.to_string());
+            models
+                .get_served(name, v.as_deref())
+                .with_context(|| format!("cannot serve --model {name}"))?;
+        }
+        if let Some(addr) = &args.metrics {
+            serve_metrics(addr, Arc::clone(&models), Arc::clone(&metrics)).await?;
+        }
+        edge::run(settings, models, &metrics, super::serve::shutdown_signal())
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    result
+}
+
+/// Serves `GET /metrics` (the same handler as `scoria serve`) on `addr` in the background.
+async fn serve_metrics(
+    addr: &str,
+    models: Arc<ModelManager>,
+    metrics: Arc<crate::telemetry::Metrics>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (--metrics)"))?;
+    let bound = listener
+        .local_addr()
+        .context("cannot read the metrics address")?;
+    let state = crate::http::AppState {
+        models,
+        metrics,
+        config: Arc::new(crate::http::HttpConfig::default()),
+    };
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(crate::http::metrics::metrics),
+        )
+        .with_state(state);
+    tracing::info!("metrics on http://{bound}/metrics");
+    tokio::spawn(async move {
+        if let Err(e) = crate::http::serve(listener, app, std::future::pending()).await {
+            tracing::error!("metrics server failed: {e}");
+        }
+    });
+    Ok(())
+}
+
+/// Turns the flags (and IoT Edge's environment) into the module's settings.
+fn settings(global: &GlobalArgs, args: &EdgeArgs) -> anyhow::Result<EdgeSettings> {
+    let identity = match args.preset {
+        None => None,
+        Some(Preset::Iothub) => Some(match &args.iothub_connection_string {
+            Some(s) => ModuleIdentity::from_connection_string(s)
+                .map_err(|e| anyhow::anyhow!("--iothub-connection-string: {e}"))?,
+            None => ModuleIdentity::from_iotedge_env(|k| std::env::var(k).ok()).ok_or_else(|| {
+                anyhow::anyhow!("--preset iothub needs --iothub-connection-string or the IOTEDGE_IOTHUBHOSTNAME, IOTEDGE_DEVICEID and IOTEDGE_MODULEID variables")
+            })?,
+        }),
+    };
+    let broker = match (&args.broker, &identity) {
+        (Some(b), _) => b.clone(),
+        (None, Some(id)) => {
+            let host = std::env::var("IOTEDGE_GATEWAYHOSTNAME").unwrap_or_else(|_| id.hub.clone());
+            format!("mqtts://{host}:8883")
+        }
+        (None, None) => bail!("--broker is required (e.g. --broker mqtt://127.0.0.1:1883)"),
+    };
+    let (tls, host, port) = parse_broker(&broker)?;
+    let security = if tls {
+        let ca = match &args.ca_file {
+            Some(f) => Some(
+                std::fs::read(f)
+                    .with_context(|| format!("cannot read --ca-file {}", f.display()))?,
+            ),
+            None => None,
+        };
+        Security::Tls { ca }
+    } else {
+        Security::Plain
+    };
+    let protocol = match args.protocol {
+        ProtocolArg::V311 => Protocol::V311,
+        ProtocolArg::V5 => Protocol::V5,
+    };
+    let (client_id, credentials, topics) = match &identity {
+        Some(id) => {
+            if protocol == Protocol::V5 {
+                bail!("IoT Hub speaks MQTT 3.1.1: drop --protocol 5 with --preset iothub");
+            }
+            let password = match (&args.password, &id.key) {
+                (Some(p), _) => p.clone(),
+                (None, Some(_)) => id
+                    .sas_token(unix_now() + args.sas_ttl.as_secs())
+                    .map_err(anyhow::Error::msg)?,
+                (None, None) => bail!(
+                    "--preset iothub without a connection string needs --password (a SAS token)"
+                ),
+            };
+            (
+                args.client_id.clone().unwrap_or_else(|| id.client_id()),
+                Some((id.username(), password)),
+                Topics::iothub(id),
+            )
+        }
+        None => {
+            let credentials = match (&args.username, &args.password) {
+                (Some(u), p) => Some((u.clone(), p.clone().unwrap_or_default())),
+                (None, Some(_)) => bail!("--password needs --username"),
+                (None, None) => None,
+            };
+            let id = args
+                .client_id
+                .clone()
+                .unwrap_or_else(|| default_client_id(&args.model));
+            (id, credentials, Topics::plain(&args.topic_prefix))
+        }
+    };
+    let outbox_dir = args.outbox.clone().unwrap_or_else(|| {
+        let safe: String = client_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        global.workspace.join("outbox").join(safe)
+    });
+    let renew_credentials: Option<edge::CredentialSource> = match &identity {
+        Some(id) if args.password.is_none() && id.key.is_some() => {
+            let (id, ttl) = (id.clone(), args.sas_ttl);
+            Some(edge::CredentialSource(Arc::new(move || {
+                let token = id.sas_token(unix_now() + ttl.as_secs())?;
+                Ok((id.username(), token))
+            })))
+        }
+        _ => None,
+    };
+    let (status_topic, status_retain) = topics.status();
+    Ok(EdgeSettings {
+        link: LinkOptions {
+            protocol,
+            host,
+            port,
+            security,
+            client_id,
+            keep_alive: args.keep_alive,
+            credentials,
+            last_will: (status_topic, edge::last_will(), status_retain),
+            max_packet: args.max_message_size.saturating_add(64 << 10),
+            inflight: args.inflight,
+        },
+        broker,
+        topics,
+        models: args.model.clone(),
+        outbox_dir,
+        outbox_limits: outbox::Limits {
+            max_messages: args.outbox_max.max(1),
+            max_bytes: args.outbox_max_bytes as u64,
+        },
+        max_message: args.max_message_size,
+        telemetry_interval: Duration::from_secs_f64(args.telemetry_interval),
+        renew_credentials,
+    })
+}
+
+/// `mqtt://host[:port]` or `mqtts://host[:port]` → (tls, host, port).
+fn parse_broker(url: &str) -> anyhow::Result<(bool, String, u16)> {
+    let (tls, rest) = if let Some(r) = url
+        .strip_prefix("mqtts://")
+        .or_else(|| url.strip_prefix("ssl://"))
+    {
+        (true, r)
+    } else if let Some(r) = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+    {
+        (false, r)
+    } else {
+        bail!("--broker '{url}' must start with mqtt:// or mqtts://");
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => {
+            let port = p
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--broker '{url}': '{p}' is not a port"))?;
+            (
+                h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                port,
+            )
+        }
+        _ => (rest.to_string(), if tls { 8883 } else { 1883 }),
+    };
+    if host.is_empty() {
+        bail!("--broker '{url}' names no host");
+    }
+    Ok((tls, host, port))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+fn default_client_id(models: &[(String, Option<u64>)]) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "host".into());
+    let names: Vec<&str> = models.iter().map(|(m, _)| m.as_str()).collect();
+    format!("scoria-{host}-{}", names.join("-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_broker;
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(
+            parse_broker("mqtt://127.0.0.1:1884").unwrap(),
+            (false, "127.0.0.1".into(), 1884)
+        );
+        assert_eq!(
+            parse_broker("mqtts://hub.example").unwrap(),
+            (true, "hub.example".into(), 8883)
+        );
+        assert_eq!(
+            parse_broker("mqtt://h/").unwrap(),
+            (false, "h".into(), 1883)
+        );
+        assert!(parse_broker("http://h").is_err());
+        assert!(parse_broker("mqtt://h:x").is_err());
+        assert!(parse_broker("mqtt://").is_err());
+    }
+}

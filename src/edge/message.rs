@@ -1,0 +1,138 @@
+//! Request and result payloads.
+//!
+//! A request is the JSON body `/score` takes, optionally with an `"id"` (any JSON value) that
+//! is echoed in its result. A result is
+//! `{"id", "model", "version", "result"}` or, when the request failed, `{"id", "model",
+//! "error"}`; `"duplicate": true` marks a result that may repeat one already delivered
+//! (a redelivered request, or a result resent after a reconnect or restart): consumers
+//! deduplicate by id.
+
+use serde_json::{Map, Value};
+
+/// A request payload split into its id and the body to score.
+#[derive(Debug)]
+pub struct ParsedRequest {
+    pub id: Value,
+    /// The request without its `"id"`, as `/score` would get it.
+    pub body: Vec<u8>,
+}
+
+/// Why a request produced no score.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub id: Value,
+    pub error: String,
+}
+
+/// Splits `payload` into id and scoring body; a payload that is not a JSON object, or is
+/// larger than `max_bytes`, is rejected (with the id when one could be read).
+pub fn parse_request(payload: &[u8], max_bytes: usize) -> Result<ParsedRequest, Rejected> {
+    if payload.len() > max_bytes {
+        return Err(Rejected {
+            id: Value::Null,
+            error: format!(
+                "request of {} bytes is over the size limit of {max_bytes} bytes (--max-message-size)",
+                payload.len()
+            ),
+        });
+    }
+    let value: Value = serde_json::from_slice(payload).map_err(|e| Rejected {
+        id: Value::Null,
+        error: format!("request is not JSON: {e}"),
+    })?;
+    let Value::Object(mut map) = value else {
+        return Err(Rejected {
+            id: Value::Null,
+            error: "request must be a JSON object".into(),
+        });
+    };
+    let id = map.remove("id").unwrap_or(Value::Null);
+    let body = serde_json::to_vec(&Value::Object(map)).map_err(|e| Rejected {
+        id: id.clone(),
+        error: format!("request cannot be re-encoded: {e}"),
+    })?;
+    Ok(ParsedRequest { id, body })
+}
+
+/// A successful result.
+pub fn result(id: Value, model: &str, version: u64, result: Value, duplicate: bool) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), id);
+    m.insert("model".into(), model.into());
+    m.insert("version".into(), version.into());
+    m.insert("result".into(), result);
+    if duplicate {
+        m.insert("duplicate".into(), true.into());
+    }
+    Value::Object(m)
+}
+
+/// An error result.
+pub fn error(id: Value, model: &str, error: &str, duplicate: bool) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), id);
+    m.insert("model".into(), model.into());
+    m.insert("error".into(), error.into());
+    if duplicate {
+        m.insert("duplicate".into(), true.into());
+    }
+    Value::Object(m)
+}
+
+/// `payload` with `"duplicate": true` added (for a result resent from the outbox); payloads
+/// that are not JSON objects are returned unchanged.
+pub fn mark_duplicate(payload: &[u8]) -> Option<Vec<u8>> {
+    let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(payload) else {
+        return None;
+    };
+    m.insert("duplicate".into(), true.into());
+    serde_json::to_vec(&Value::Object(m)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn splits_id_from_body() {
+        let r = parse_request(br#"{"id": "a-1", "data": [1, 2]}"#, 1024).unwrap();
+        assert_eq!(r.id, json!("a-1"));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&r.body).unwrap(),
+            json!({"data": [1, 2]})
+        );
+        let r = parse_request(br#"{"data": 1}"#, 1024).unwrap();
+        assert_eq!(r.id, Value::Null);
+    }
+
+    #[test]
+    fn rejects_bad_payloads() {
+        for (payload, max, want) in [
+            (&b"not json"[..], 1024, "not JSON"),
+            (&b"[1, 2]"[..], 1024, "JSON object"),
+            (&br#"{"data": [1, 2, 3]}"#[..], 8, "over the size limit"),
+        ] {
+            let e = parse_request(payload, max).unwrap_err();
+            assert!(e.error.contains(want), "{}", e.error);
+        }
+    }
+
+    #[test]
+    fn results_echo_id_and_mark_duplicates() {
+        assert_eq!(
+            result(json!(7), "digits", 1, json!({"y": 1}), false),
+            json!({"id": 7, "model": "digits", "version": 1, "result": {"y": 1}})
+        );
+        assert_eq!(
+            error(json!(null), "x", "unknown model 'x'", true),
+            json!({"id": null, "model": "x", "error": "unknown model 'x'", "duplicate": true})
+        );
+        let marked = mark_duplicate(br#"{"id": 1}"#).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&marked).unwrap(),
+            json!({"id": 1, "duplicate": true})
+        );
+        assert_eq!(mark_duplicate(b"[]"), None);
+    }
+}

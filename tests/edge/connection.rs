@@ -1,0 +1,342 @@
+//! Connecting: refused credentials, an unreachable broker, usage errors, TLS and the IoT Hub
+//! preset.
+
+use super::*;
+
+#[test]
+fn refused_credentials_exit_with_one_line_reason() {
+    let broker = Broker::start_on(free_port(), "allow_anonymous false\n");
+    let repo = repo_with(&["digits"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut edge = Edge::spawn(
+        repo.path(),
+        &[
+            "--broker",
+            &broker.url(),
+            "--model",
+            "digits",
+            "--client-id",
+            "edge-cred",
+            "--outbox",
+            &outbox_dir(&tmp),
+            "--username",
+            "u",
+            "--password",
+            "wrong",
+        ],
+    );
+    let status = edge.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(1), "{}", edge.stderr());
+    let log = edge.stderr();
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains("refused the connection"),
+        "{log}"
+    );
+}
+
+#[test]
+fn unreachable_broker_is_retried_until_it_comes_up() {
+    let port = free_port();
+    let repo = repo_with(&["digits"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let mut edge = Edge::spawn(
+        repo.path(),
+        &[
+            "--broker",
+            &url,
+            "--model",
+            "digits",
+            "--client-id",
+            "edge-late",
+            "--outbox",
+            &outbox_dir(&tmp),
+        ],
+    );
+    edge.wait_log_count("cannot connect to", 2, WAIT);
+    assert!(edge.is_running());
+    assert!(edge.stderr().contains("retrying in"), "{}", edge.stderr());
+    let broker = Broker::start_on(port, "allow_anonymous true\n");
+    edge.wait_log("connected to", WAIT);
+    let mut c = Peer::connect(broker.port, "late-client", false);
+    c.subscribe("scoria/out/digits");
+    c.publish(
+        "scoria/in/digits",
+        digits_request(1).to_string(),
+        false,
+        None,
+    );
+    assert!(
+        c.take(WAIT, |m| m.json()["id"] == 1).is_some(),
+        "{}",
+        edge.stderr()
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_bad_settings_exit_1() {
+    let out = common::scoria_command()
+        .args(["edge", "--model", "digits"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--broker is required"), "{err}");
+    let out = common::scoria_command()
+        .args(["edge", "--broker", "mqtt://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = common::scoria_command()
+        .args([
+            "edge", "--broker", "http://x", "--model", "digits", "--models",
+        ])
+        .arg(common::root().join("models"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("mqtt://"), "{err}");
+}
+
+/// Runs `openssl` with `args` in `dir`; panics with its output on failure.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed (scripts/install-system-deps)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn mqtts_with_a_ca_file() {
+    // A CA and a server certificate for 127.0.0.1 signed by it.
+    let pki = tempfile::tempdir().unwrap();
+    let d = pki.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=scoria test CA",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let tls_port = free_port();
+    let broker = Broker::start_on(
+        free_port(),
+        &format!(
+            "allow_anonymous true\nlistener {tls_port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n",
+            d.display()
+        ),
+    );
+    let repo = repo_with(&["digits"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = d.join("ca.pem").display().to_string();
+    let url = format!("mqtts://127.0.0.1:{tls_port}");
+    let _edge = Edge::start(
+        repo.path(),
+        &[
+            "--broker",
+            &url,
+            "--ca-file",
+            &ca,
+            "--model",
+            "digits",
+            "--client-id",
+            "edge-tls",
+            "--outbox",
+            &outbox_dir(&tmp),
+        ],
+    );
+    let mut c = Peer::connect(broker.port, "tls-client", false);
+    c.subscribe("scoria/out/digits");
+    c.publish(
+        "scoria/in/digits",
+        digits_request(1).to_string(),
+        false,
+        None,
+    );
+    assert!(c.take(WAIT, |m| m.json()["id"] == 1).is_some());
+    // A broker certificate the CA file does not vouch for is not trusted.
+    let other = tempfile::tempdir().unwrap();
+    openssl(
+        other.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "k",
+            "-out",
+            "other.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=other",
+        ],
+    );
+    let other_ca = other.path().join("other.pem").display().to_string();
+    let tmp2 = tempfile::tempdir().unwrap();
+    let mut untrusting = Edge::spawn(
+        repo.path(),
+        &[
+            "--broker",
+            &url,
+            "--ca-file",
+            &other_ca,
+            "--model",
+            "digits",
+            "--client-id",
+            "edge-tls2",
+            "--outbox",
+            &outbox_dir(&tmp2),
+        ],
+    );
+    untrusting.wait_log("cannot connect to", WAIT);
+    assert!(
+        untrusting.stderr().to_lowercase().contains("certificate"),
+        "{}",
+        untrusting.stderr()
+    );
+}
+
+#[test]
+fn iothub_preset_topics_method_and_twin_through_a_real_broker() {
+    // mosquitto stands in for IoT Hub: it checks no SAS token, but carries the preset's
+    // topics, so inputs, events, the direct method and the twin are exercised end to end.
+    let broker = Broker::start();
+    let repo = repo_with(&["digits"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let conn = "HostName=hub.azure-devices.net;DeviceId=dev1;ModuleId=scoria;SharedAccessKey=c2NvcmlhLXRlc3Qta2V5LTAxMjM0NTY3ODkwMTIzNDU2Nzg5";
+    let edge = Edge::start(
+        repo.path(),
+        &[
+            "--broker",
+            &broker.url(),
+            "--preset",
+            "iothub",
+            "--iothub-connection-string",
+            conn,
+            "--model",
+            "digits",
+            "--outbox",
+            &outbox_dir(&tmp),
+        ],
+    );
+    assert!(
+        edge.stderr().contains("as 'dev1/scoria'"),
+        "{}",
+        edge.stderr()
+    );
+    let mut c = Peer::connect(broker.port, "hub-side", false);
+    c.subscribe("devices/dev1/modules/scoria/messages/events/#");
+    c.subscribe("$iothub/methods/res/#");
+    c.subscribe("$iothub/twin/PATCH/properties/reported/#");
+    c.publish(
+        "devices/dev1/modules/scoria/inputs/digits/",
+        digits_request(1).to_string(),
+        false,
+        None,
+    );
+    let got = c
+        .take(WAIT, |m| m.topic.contains("type=result"))
+        .expect("result event");
+    assert_eq!(
+        got.topic,
+        "devices/dev1/modules/scoria/messages/events/$.on=results&type=result&model=digits"
+    );
+    assert_eq!(got.json()["id"], 1);
+    c.publish(
+        "$iothub/methods/POST/score/?$rid=42",
+        json!({"model": "digits", "data": digits_request(2)["data"]}).to_string(),
+        false,
+        None,
+    );
+    let got = c
+        .take(WAIT, |m| m.topic.starts_with("$iothub/methods/res/"))
+        .expect("method response");
+    assert_eq!(got.topic, "$iothub/methods/res/200/?$rid=42");
+    assert!(
+        got.json()["result"]["predictions"].is_array(),
+        "{}",
+        got.json()
+    );
+    c.publish(
+        "$iothub/twin/PATCH/properties/desired/?$version=5",
+        json!({"telemetry_interval_s": 0.5, "$version": 5}).to_string(),
+        false,
+        None,
+    );
+    let got = c
+        .take(WAIT, |m| {
+            m.topic
+                .starts_with("$iothub/twin/PATCH/properties/reported/")
+        })
+        .expect("reported patch");
+    let rep = got.json();
+    assert_eq!(rep["desired_version"], 5, "{rep}");
+    assert_eq!(rep["status"], "applied", "{rep}");
+    assert!(rep.get("$version").is_none(), "{rep}");
+    let tel = c
+        .take(WAIT, |m| m.topic.contains("type=telemetry"))
+        .expect("telemetry event");
+    assert_eq!(tel.json()["models"]["digits"]["in"], 2, "{}", tel.json());
+}

@@ -1,0 +1,196 @@
+//! Round trips per sample model over MQTT 3.1.1 and 5 (correlation data, response topics)
+//! and error results for bad input.
+
+use super::*;
+
+#[test]
+fn round_trip_each_sample_model_over_mqtt5_with_correlation_data() {
+    let broker = Broker::start();
+    let repo = repo_with(&["digits", "lenet", "resnet"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let _edge = Edge::start(
+        repo.path(),
+        &[
+            "--broker",
+            &broker.url(),
+            "--protocol",
+            "5",
+            "--model",
+            "digits",
+            "--model",
+            "lenet",
+            "--model",
+            "resnet:1",
+            "--client-id",
+            "edge-rt5",
+            "--outbox",
+            &outbox_dir(&tmp),
+        ],
+    );
+    // An MQTT 3.1.1 client and an MQTT 5 client talk to the MQTT 5 module.
+    let mut c3 = Peer::connect(broker.port, "rt5-client3", false);
+    c3.subscribe("scoria/out/#");
+    let mut c5 = Peer::connect(broker.port, "rt5-client5", true);
+    c5.subscribe("scoria/out/#");
+    c5.subscribe("replies/#");
+    let cases = [
+        (
+            "digits",
+            json!({"id": "d1", "data": digits_request(1)["data"]}),
+        ),
+        ("lenet", json!({"id": "l1", "data": image(1, 28)})),
+        ("resnet", json!({"id": "r1", "data": image(3, 224)})),
+    ];
+    for (model, req) in &cases {
+        let id = req["id"].as_str().unwrap();
+        c3.publish(&format!("scoria/in/{model}"), req.to_string(), false, None);
+        let got = c3
+            .take(WAIT, |m| m.json()["id"] == id)
+            .unwrap_or_else(|| panic!("no result for {model}"));
+        assert_eq!(got.topic, format!("scoria/out/{model}"));
+        let v = got.json();
+        assert_eq!(v["model"], *model);
+        assert_eq!(v["version"], 1);
+        assert!(v["result"]["predictions"].is_array(), "{model}: {v}");
+        assert!(v.get("duplicate").is_none(), "{v}");
+
+        // MQTT 5: correlation data comes back with the result on the out topic...
+        let id5 = format!("{id}-v5");
+        let mut req5 = req.clone();
+        req5["id"] = json!(id5);
+        let corr = format!("corr-{model}").into_bytes();
+        c5.publish(
+            &format!("scoria/in/{model}"),
+            req5.to_string(),
+            false,
+            Some(("", &corr)),
+        );
+        let got = c5
+            .take(WAIT, |m| {
+                m.topic.starts_with("scoria/out/") && m.json()["id"] == id5.as_str()
+            })
+            .expect("v5 result");
+        assert_eq!(got.correlation.as_deref(), Some(&corr[..]), "{model}");
+        // ...or on the response topic the request names.
+        let id5r = format!("{id}-v5r");
+        req5["id"] = json!(id5r);
+        c5.publish(
+            &format!("scoria/in/{model}"),
+            req5.to_string(),
+            false,
+            Some((&format!("replies/{model}"), b"xyz")),
+        );
+        let got = c5
+            .take(WAIT, |m| m.topic.starts_with("replies/"))
+            .expect("result on the response topic");
+        assert_eq!(got.topic, format!("replies/{model}"));
+        assert_eq!(got.json()["id"], id5r.as_str());
+        assert_eq!(got.correlation.as_deref(), Some(&b"xyz"[..]));
+    }
+    // The retained status says online.
+    let mut watcher = Peer::connect(broker.port, "rt5-status", false);
+    watcher.subscribe("scoria/status");
+    let status = watcher
+        .take(WAIT, |m| m.topic == "scoria/status")
+        .expect("status");
+    assert!(status.retain);
+    assert_eq!(status.json()["state"], "online");
+}
+
+#[test]
+fn round_trip_over_mqtt311_and_bad_input_gets_error_results() {
+    let broker = Broker::start();
+    let repo = repo_with(&["digits"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let edge = Edge::start(
+        repo.path(),
+        &[
+            "--broker",
+            &broker.url(),
+            "--protocol",
+            "3.1.1",
+            "--model",
+            "digits",
+            "--client-id",
+            "edge-bad",
+            "--outbox",
+            &outbox_dir(&tmp),
+            "--max-message-size",
+            "4KiB",
+        ],
+    );
+    let mut c = Peer::connect(broker.port, "bad-client", false);
+    c.subscribe("scoria/out/#");
+    let error_for = |c: &mut Peer, topic: &str, payload: Vec<u8>, want_topic: &str| -> Value {
+        c.publish(topic, payload, false, None);
+        let got = c
+            .take(WAIT, |m| m.topic == want_topic)
+            .unwrap_or_else(|| panic!("no answer on {want_topic}\n{}", edge.stderr()));
+        let v = got.json();
+        assert!(
+            v.get("error").is_some(),
+            "expected an error result, got {v}"
+        );
+        v
+    };
+    let v = error_for(
+        &mut c,
+        "scoria/in/digits",
+        b"not json {".to_vec(),
+        "scoria/out/digits",
+    );
+    assert!(v["error"].as_str().unwrap().contains("not JSON"), "{v}");
+    let v = error_for(
+        &mut c,
+        "scoria/in/nosuch",
+        br#"{"id": 5, "data": [1]}"#.to_vec(),
+        "scoria/out/nosuch",
+    );
+    assert_eq!(v["id"], 5);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown model 'nosuch'"),
+        "{v}"
+    );
+    let big = json!({"id": 6, "data": vec![1.0; 2000]})
+        .to_string()
+        .into_bytes();
+    let v = error_for(&mut c, "scoria/in/digits", big, "scoria/out/digits");
+    assert!(v["error"].as_str().unwrap().contains("size limit"), "{v}");
+    // Rejected by the score hook: the hook's message, with the id.
+    let v = error_for(
+        &mut c,
+        "scoria/in/digits",
+        br#"{"id": 7, "data": [1, 2]}"#.to_vec(),
+        "scoria/out/digits",
+    );
+    assert_eq!(v["id"], 7);
+    assert!(
+        v["error"].as_str().unwrap().contains("64 pixel values"),
+        "{v}"
+    );
+    // Still serving.
+    c.publish(
+        "scoria/in/digits",
+        digits_request(8).to_string(),
+        false,
+        None,
+    );
+    let ok = c
+        .take(WAIT, |m| m.json()["id"] == 8)
+        .expect("result after bad input")
+        .json();
+    assert!(ok["result"]["predictions"][0]["label"].is_string(), "{ok}");
+    // An MQTT 5 client's correlation data cannot cross a 3.1.1 module, but its request does.
+    let mut c5 = Peer::connect(broker.port, "bad-client5", true);
+    c5.subscribe("scoria/out/digits");
+    c5.publish(
+        "scoria/in/digits",
+        digits_request(9).to_string(),
+        false,
+        Some(("", b"c")),
+    );
+    assert!(c5.take(WAIT, |m| m.json()["id"] == 9).is_some());
+}
