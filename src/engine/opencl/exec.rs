@@ -1,0 +1,829 @@
+//! Running device ops: shapes computed from the actual inputs (any dimension may vary
+//! between requests), kernels enqueued on the instance's in-order queue.
+
+use super::buffers::{Buf, DevTensor, Pool};
+use super::ops::{AutoPad, Op, Window};
+use opencl3::command_queue::CommandQueue;
+use opencl3::context::Context;
+use opencl3::kernel::Kernel;
+use opencl3::memory::{Buffer, ClMem, CL_MEM_COPY_HOST_PTR, CL_MEM_READ_ONLY};
+use opencl3::types::cl_mem;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// The program's kernels, created once per instance. A kernel's arguments are state, so the
+/// engine uses them from one run at a time.
+pub struct Kernels {
+    by_name: HashMap<&'static str, Kernel>,
+}
+
+impl Kernels {
+    pub fn create(program: &opencl3::program::Program) -> Result<Kernels, String> {
+        let mut by_name = HashMap::new();
+        for &(name, _) in super::program::KERNELS {
+            let k = Kernel::create(program, name)
+                .map_err(|e| format!("creating kernel '{name}': {e}"))?;
+            by_name.insert(name, k);
+        }
+        Ok(Kernels { by_name })
+    }
+}
+
+/// A kernel argument.
+pub enum Arg<'b> {
+    B(&'b Buffer<f32>),
+    I(i32),
+    F(f32),
+}
+
+/// What one run needs to enqueue work.
+pub struct Ctx<'r> {
+    pub context: &'r Context,
+    pub queue: &'r CommandQueue,
+    pub kernels: &'r Kernels,
+    pub pool: &'r mut Pool,
+    /// Every pooled buffer this run took, to give back at the end.
+    pub used: Vec<(usize, Rc<Buffer<f32>>)>,
+    /// A one-element buffer passed where a kernel's optional operand is absent.
+    pub dummy: &'r Buffer<f32>,
+}
+
+fn int(v: usize) -> Result<i32, String> {
+    i32::try_from(v).map_err(|_| format!("size {v} is beyond what the kernels index (2^31)"))
+}
+
+impl<'r> Ctx<'r> {
+    pub fn alloc<'a>(&mut self, shape: Vec<usize>) -> Result<DevTensor<'a>, String> {
+        let len: usize = shape.iter().product();
+        int(len)?;
+        let b = Rc::new(self.pool.take(self.context, len)?);
+        self.used.push((len, Rc::clone(&b)));
+        Ok(DevTensor {
+            buf: Buf::Pool(b),
+            shape,
+        })
+    }
+
+    fn launch(
+        &self,
+        name: &str,
+        args: &[Arg],
+        global: &[usize],
+        local: Option<&[usize]>,
+    ) -> Result<(), String> {
+        if global.contains(&0) {
+            return Ok(());
+        }
+        let k = self
+            .kernels
+            .by_name
+            .get(name)
+            .ok_or_else(|| format!("kernel '{name}' is missing (this is a bug)"))?;
+        for (i, a) in args.iter().enumerate() {
+            let i = i as u32;
+            // SAFETY: each argument matches the kernel's declared parameter type and size.
+            let r = unsafe {
+                match a {
+                    Arg::B(b) => {
+                        let m: cl_mem = b.get();
+                        k.set_arg(i, &m)
+                    }
+                    Arg::I(v) => k.set_arg(i, v),
+                    Arg::F(v) => k.set_arg(i, v),
+                }
+            };
+            r.map_err(|e| format!("kernel '{name}' argument {i}: {e}"))?;
+        }
+        // SAFETY: every argument is set, buffers outlive the queued command (the run ends
+        // with a blocking read or finish before buffers go back to the pool).
+        unsafe {
+            self.queue.enqueue_nd_range_kernel(
+                k.get(),
+                global.len() as u32,
+                std::ptr::null(),
+                global.as_ptr(),
+                local.map_or(std::ptr::null(), <[usize]>::as_ptr),
+                &[],
+            )
+        }
+        .map(|_| ())
+        .map_err(|e| format!("running kernel '{name}': {e}"))
+    }
+
+    /// Runs `op` on `inputs` (absent optional inputs are `None`).
+    pub fn run<'a>(
+        &mut self,
+        op: &Op,
+        inputs: &[Option<DevTensor<'a>>],
+    ) -> Result<DevTensor<'a>, String> {
+        let x = inputs
+            .first()
+            .and_then(Option::as_ref)
+            .ok_or("the op has no input")?;
+        let input = |i: usize| -> Result<&DevTensor<'a>, String> {
+            inputs
+                .get(i)
+                .and_then(Option::as_ref)
+                .ok_or_else(|| format!("input {i} is missing"))
+        };
+        match op {
+            Op::Conv { win, group, relu } => {
+                let w = input(1)?;
+                self.conv(
+                    x,
+                    w,
+                    inputs.get(2).and_then(Option::as_ref),
+                    win,
+                    *group,
+                    *relu,
+                )
+            }
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+                relu,
+            } => {
+                let b = input(1)?;
+                let c = inputs.get(2).and_then(Option::as_ref);
+                self.gemm(x, b, c, *alpha, *beta, *trans_a, *trans_b, *relu)
+            }
+            Op::MatMul => self.matmul(x, input(1)?),
+            Op::Binary { code, relu } => self.binary(x, input(1)?, *code, *relu),
+            Op::Unary { code: 4, .. } => Ok(x.clone()),
+            Op::Unary { code, lo, hi } => {
+                let y = self.alloc(x.shape.clone())?;
+                let n = int(x.len())?;
+                self.launch(
+                    "unary",
+                    &[
+                        Arg::B(x.buf.get()),
+                        Arg::B(y.buf.get()),
+                        Arg::I(n),
+                        Arg::I(*code),
+                        Arg::F(*lo),
+                        Arg::F(*hi),
+                    ],
+                    &[x.len()],
+                    None,
+                )?;
+                Ok(y)
+            }
+            Op::Pool {
+                win,
+                max,
+                count_pad,
+            } => self.pool2d(x, win, *max, *count_pad),
+            Op::GlobalAvgPool => {
+                if x.shape.len() < 3 {
+                    return Err(format!(
+                        "GlobalAveragePool needs N x C x spatial, got {:?}",
+                        x.shape
+                    ));
+                }
+                let nc = x.shape[0] * x.shape[1];
+                let inner: usize = x.shape[2..].iter().product();
+                let mut shape = x.shape.clone();
+                shape[2..].iter_mut().for_each(|d| *d = 1);
+                let y = self.alloc(shape)?;
+                self.launch(
+                    "global_avg",
+                    &[
+                        Arg::B(x.buf.get()),
+                        Arg::B(y.buf.get()),
+                        Arg::I(int(nc)?),
+                        Arg::I(int(inner)?),
+                    ],
+                    &[nc],
+                    None,
+                )?;
+                Ok(y)
+            }
+            Op::BatchNorm { eps, relu } => {
+                if x.shape.len() < 2 {
+                    return Err(format!(
+                        "BatchNormalization needs N x C x ..., got {:?}",
+                        x.shape
+                    ));
+                }
+                let c = x.shape[1];
+                let params: Vec<&DevTensor> = (1..5).map(input).collect::<Result<_, _>>()?;
+                if params.iter().any(|p| p.len() != c) {
+                    return Err(format!(
+                        "BatchNormalization parameters must have {c} elements"
+                    ));
+                }
+                let inner: usize = x.shape[2..].iter().product();
+                let y = self.alloc(x.shape.clone())?;
+                self.launch(
+                    "batchnorm",
+                    &[
+                        Arg::B(x.buf.get()),
+                        Arg::B(params[0].buf.get()),
+                        Arg::B(params[1].buf.get()),
+                        Arg::B(params[2].buf.get()),
+                        Arg::B(params[3].buf.get()),
+                        Arg::B(y.buf.get()),
+                        Arg::I(int(x.len())?),
+                        Arg::I(int(c)?),
+                        Arg::I(int(inner)?),
+                        Arg::F(*eps),
+                        Arg::I(i32::from(*relu)),
+                    ],
+                    &[x.len()],
+                    None,
+                )?;
+                Ok(y)
+            }
+            Op::Softmax { axis, legacy } => {
+                let r = x.shape.len();
+                let a = axis_index(*axis, r.max(1))?;
+                let outer: usize = x.shape[..a.min(r)].iter().product();
+                let (len, inner) = if *legacy {
+                    (x.shape[a.min(r)..].iter().product(), 1)
+                } else {
+                    (
+                        x.shape.get(a).copied().unwrap_or(1),
+                        x.shape[(a + 1).min(r)..].iter().product(),
+                    )
+                };
+                let y = self.alloc(x.shape.clone())?;
+                self.launch(
+                    "softmax",
+                    &[
+                        Arg::B(x.buf.get()),
+                        Arg::B(y.buf.get()),
+                        Arg::I(int(outer)?),
+                        Arg::I(int(len)?),
+                        Arg::I(int(inner)?),
+                    ],
+                    &[outer * inner],
+                    None,
+                )?;
+                Ok(y)
+            }
+            Op::Flatten { axis } => {
+                let r = x.shape.len();
+                let a = if *axis < 0 { axis + r as i64 } else { *axis };
+                if a < 0 || a as usize > r {
+                    return Err(format!("Flatten axis {axis} is out of range for rank {r}"));
+                }
+                let a = a as usize;
+                let mut y = x.clone();
+                y.shape = vec![x.shape[..a].iter().product(), x.shape[a..].iter().product()];
+                Ok(y)
+            }
+            Op::Reshape { shape, allowzero } => {
+                let shape = shape
+                    .as_ref()
+                    .ok_or("Reshape's shape is unresolved (this is a bug)")?;
+                let mut y = x.clone();
+                y.shape = reshape(&x.shape, shape, *allowzero)?;
+                Ok(y)
+            }
+            Op::Concat { axis } => {
+                let parts: Vec<&DevTensor> = inputs.iter().flatten().collect();
+                self.concat(&parts, *axis)
+            }
+        }
+    }
+
+    fn conv<'a>(
+        &mut self,
+        x: &DevTensor<'a>,
+        w: &DevTensor<'a>,
+        b: Option<&DevTensor<'a>>,
+        win: &Window,
+        group: usize,
+        relu: bool,
+    ) -> Result<DevTensor<'a>, String> {
+        let [n, c, h, wd] = dims4(&x.shape)?;
+        let [m, cg, kh, kw] = dims4(&w.shape)?;
+        if c != cg * group || m % group != 0 {
+            return Err(format!(
+                "Conv: input {:?}, weights {:?} and group {group} do not agree",
+                x.shape, w.shape
+            ));
+        }
+        if let Some(k) = win.kernel {
+            if k != [kh, kw] {
+                return Err(format!(
+                    "Conv: kernel_shape {k:?} but weights {:?}",
+                    w.shape
+                ));
+            }
+        }
+        if let Some(b) = b {
+            if b.len() != m {
+                return Err(format!("Conv: bias has {} elements, not {m}", b.len()));
+            }
+        }
+        let ([oh, ow], pads) = win.output(h, wd, [kh, kw])?;
+        let y = self.alloc(vec![n, m, oh, ow])?;
+        let i = int;
+        self.launch(
+            "conv2d",
+            &[
+                Arg::B(x.buf.get()),
+                Arg::B(w.buf.get()),
+                Arg::B(b.map_or(self.dummy, |b| b.buf.get())),
+                Arg::B(y.buf.get()),
+                Arg::I(i(n)?),
+                Arg::I(i(c)?),
+                Arg::I(i(h)?),
+                Arg::I(i(wd)?),
+                Arg::I(i(m)?),
+                Arg::I(i(oh)?),
+                Arg::I(i(ow)?),
+                Arg::I(i(kh)?),
+                Arg::I(i(kw)?),
+                Arg::I(i(win.strides[0])?),
+                Arg::I(i(win.strides[1])?),
+                Arg::I(i(pads[0])?),
+                Arg::I(i(pads[1])?),
+                Arg::I(i(win.dilations[0])?),
+                Arg::I(i(win.dilations[1])?),
+                Arg::I(i(group)?),
+                Arg::I(i32::from(b.is_some())),
+                Arg::I(i32::from(relu)),
+            ],
+            &[y.len()],
+            None,
+        )?;
+        Ok(y)
+    }
+
+    fn pool2d<'a>(
+        &mut self,
+        x: &DevTensor<'a>,
+        win: &Window,
+        max: bool,
+        count_pad: bool,
+    ) -> Result<DevTensor<'a>, String> {
+        let [n, c, h, w] = dims4(&x.shape)?;
+        let k = win.kernel.ok_or("pool without kernel_shape")?;
+        let ([oh, ow], pads) = win.output(h, w, k)?;
+        let y = self.alloc(vec![n, c, oh, ow])?;
+        // With auto_pad the implicit padding is not counted (as ONNX Runtime does).
+        let count_pad = count_pad && win.auto_pad == AutoPad::NotSet;
+        let i = int;
+        self.launch(
+            "pool2d",
+            &[
+                Arg::B(x.buf.get()),
+                Arg::B(y.buf.get()),
+                Arg::I(i(n * c)?),
+                Arg::I(i(h)?),
+                Arg::I(i(w)?),
+                Arg::I(i(oh)?),
+                Arg::I(i(ow)?),
+                Arg::I(i(k[0])?),
+                Arg::I(i(k[1])?),
+                Arg::I(i(win.strides[0])?),
+                Arg::I(i(win.strides[1])?),
+                Arg::I(i(pads[0])?),
+                Arg::I(i(pads[1])?),
+                Arg::I(i(win.dilations[0])?),
+                Arg::I(i(win.dilations[1])?),
+                Arg::I(i32::from(max)),
+                Arg::I(i32::from(count_pad)),
+                Arg::I(i(pads[2])?),
+                Arg::I(i(pads[3])?),
+            ],
+            &[y.len()],
+            None,
+        )?;
+        Ok(y)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gemm<'a>(
+        &mut self,
+        a: &DevTensor<'a>,
+        b: &DevTensor<'a>,
+        c: Option<&DevTensor<'a>>,
+        alpha: f32,
+        beta: f32,
+        trans_a: bool,
+        trans_b: bool,
+        relu: bool,
+    ) -> Result<DevTensor<'a>, String> {
+        let (&[ar, ac], &[br, bc]) = (a.shape.as_slice(), b.shape.as_slice()) else {
+            return Err(format!(
+                "Gemm needs 2-D operands, got {:?} and {:?}",
+                a.shape, b.shape
+            ));
+        };
+        let (m, k) = if trans_a { (ac, ar) } else { (ar, ac) };
+        let (k2, n) = if trans_b { (bc, br) } else { (br, bc) };
+        if k != k2 {
+            return Err(format!("Gemm: inner dimensions {k} and {k2} differ"));
+        }
+        let (rs, cs) = match c.map(|c| c.shape.as_slice()) {
+            None => (0, 0),
+            Some(s) => bias_strides(s, m, n).ok_or_else(|| {
+                format!("Gemm: C of shape {s:?} does not broadcast to [{m}, {n}]")
+            })?,
+        };
+        let y = self.alloc(vec![m, n])?;
+        self.gemm_launch(
+            a,
+            b,
+            c,
+            &y,
+            [m, n, k],
+            [trans_a, trans_b],
+            [0, 0, 0],
+            alpha,
+            beta,
+            [rs, cs],
+            relu,
+        )?;
+        Ok(y)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_launch(
+        &self,
+        a: &DevTensor,
+        b: &DevTensor,
+        c: Option<&DevTensor>,
+        y: &DevTensor,
+        [m, n, k]: [usize; 3],
+        [ta, tb]: [bool; 2],
+        [ao, bo, co]: [usize; 3],
+        alpha: f32,
+        beta: f32,
+        [rs, cs]: [usize; 2],
+        relu: bool,
+    ) -> Result<(), String> {
+        const TILE: usize = 16;
+        let i = int;
+        self.launch(
+            "gemm",
+            &[
+                Arg::B(a.buf.get()),
+                Arg::B(b.buf.get()),
+                Arg::B(c.map_or(self.dummy, |c| c.buf.get())),
+                Arg::B(y.buf.get()),
+                Arg::I(i(m)?),
+                Arg::I(i(n)?),
+                Arg::I(i(k)?),
+                Arg::I(i32::from(ta)),
+                Arg::I(i32::from(tb)),
+                Arg::I(i(ao)?),
+                Arg::I(i(bo)?),
+                Arg::I(i(co)?),
+                Arg::F(alpha),
+                Arg::F(beta),
+                Arg::I(i32::from(c.is_some())),
+                Arg::I(i(rs)?),
+                Arg::I(i(cs)?),
+                Arg::I(i32::from(relu)),
+            ],
+            &[n.div_ceil(TILE) * TILE, m.div_ceil(TILE) * TILE],
+            Some(&[TILE, TILE]),
+        )
+    }
+
+    fn matmul<'a>(
+        &mut self,
+        a: &DevTensor<'a>,
+        b: &DevTensor<'a>,
+    ) -> Result<DevTensor<'a>, String> {
+        if a.shape.is_empty() || b.shape.is_empty() {
+            return Err("MatMul of a scalar".into());
+        }
+        let mut ash = a.shape.clone();
+        let mut bsh = b.shape.clone();
+        let a1 = ash.len() == 1;
+        let b1 = bsh.len() == 1;
+        if a1 {
+            ash.insert(0, 1);
+        }
+        if b1 {
+            bsh.push(1);
+        }
+        let (m, k) = (ash[ash.len() - 2], ash[ash.len() - 1]);
+        let (k2, n) = (bsh[bsh.len() - 2], bsh[bsh.len() - 1]);
+        if k != k2 {
+            return Err(format!(
+                "MatMul: {:?} x {:?}: inner dimensions differ",
+                a.shape, b.shape
+            ));
+        }
+        let abatch = &ash[..ash.len() - 2];
+        let bbatch = &bsh[..bsh.len() - 2];
+        let batch = broadcast(abatch, bbatch).ok_or_else(|| {
+            format!(
+                "MatMul: batch dimensions of {:?} and {:?} do not broadcast",
+                a.shape, b.shape
+            )
+        })?;
+        let mut out = batch.clone();
+        if !a1 {
+            out.push(m);
+        }
+        if !b1 {
+            out.push(n);
+        }
+        let y = self.alloc(out)?;
+        let astr = bcast_strides(abatch, &batch, m * k);
+        let bstr = bcast_strides(bbatch, &batch, k * n);
+        let count: usize = batch.iter().product();
+        for idx in 0..count {
+            let (mut rem, mut ao, mut bo) = (idx, 0, 0);
+            for d in (0..batch.len()).rev() {
+                let v = rem % batch[d];
+                rem /= batch[d];
+                ao += v * astr[d];
+                bo += v * bstr[d];
+            }
+            self.gemm_launch(
+                a,
+                b,
+                None,
+                &y,
+                [m, n, k],
+                [false, false],
+                [ao, bo, idx * m * n],
+                1.0,
+                0.0,
+                [0, 0],
+                false,
+            )?;
+        }
+        Ok(y)
+    }
+
+    fn binary<'a>(
+        &mut self,
+        a: &DevTensor<'a>,
+        b: &DevTensor<'a>,
+        code: i32,
+        relu: bool,
+    ) -> Result<DevTensor<'a>, String> {
+        let out = broadcast(&a.shape, &b.shape)
+            .ok_or_else(|| format!("shapes {:?} and {:?} do not broadcast", a.shape, b.shape))?;
+        let y = self.alloc(out.clone())?;
+        let n = y.len();
+        if a.shape == out && b.shape == out {
+            self.launch(
+                "binary_same",
+                &[
+                    Arg::B(a.buf.get()),
+                    Arg::B(b.buf.get()),
+                    Arg::B(y.buf.get()),
+                    Arg::I(int(n)?),
+                    Arg::I(code),
+                    Arg::I(i32::from(relu)),
+                ],
+                &[n],
+                None,
+            )?;
+            return Ok(y);
+        }
+        let rank = out.len().max(1);
+        let mut meta: Vec<i32> = Vec::with_capacity(3 * rank);
+        let dims = if out.is_empty() { vec![1] } else { out.clone() };
+        for d in &dims {
+            meta.push(int(*d)?);
+        }
+        for s in bcast_strides(&a.shape, &dims, 1)
+            .into_iter()
+            .chain(bcast_strides(&b.shape, &dims, 1))
+        {
+            meta.push(int(s)?);
+        }
+        // SAFETY: COPY_HOST_PTR reads `meta` during the call only.
+        let meta_buf = unsafe {
+            Buffer::<i32>::create(
+                self.context,
+                CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                meta.len(),
+                meta.as_mut_ptr().cast(),
+            )
+        }
+        .map_err(|e| format!("allocating broadcast metadata: {e}"))?;
+        let k = self
+            .kernels
+            .by_name
+            .get("binary_bcast")
+            .ok_or("kernel 'binary_bcast' is missing (this is a bug)")?;
+        // The metadata buffer is an int buffer: set it directly, the rest through launch.
+        let m: cl_mem = meta_buf.get();
+        // SAFETY: argument 3 is `__global const int* meta`.
+        unsafe { k.set_arg(3, &m) }
+            .map_err(|e| format!("kernel 'binary_bcast' argument 3: {e}"))?;
+        self.launch_skipping(
+            "binary_bcast",
+            &[
+                Some(Arg::B(a.buf.get())),
+                Some(Arg::B(b.buf.get())),
+                Some(Arg::B(y.buf.get())),
+                None,
+                Some(Arg::I(int(rank)?)),
+                Some(Arg::I(int(n)?)),
+                Some(Arg::I(code)),
+                Some(Arg::I(i32::from(relu))),
+            ],
+            &[n],
+        )?;
+        // The kernel must have read the metadata before its buffer is released.
+        self.queue
+            .finish()
+            .map_err(|e| format!("waiting for the device: {e}"))?;
+        Ok(y)
+    }
+
+    /// [`Ctx::launch`] leaving the `None` arguments as already set.
+    fn launch_skipping(
+        &self,
+        name: &str,
+        args: &[Option<Arg>],
+        global: &[usize],
+    ) -> Result<(), String> {
+        let k = self
+            .kernels
+            .by_name
+            .get(name)
+            .ok_or_else(|| format!("kernel '{name}' is missing (this is a bug)"))?;
+        for (i, a) in args.iter().enumerate() {
+            let i = i as u32;
+            // SAFETY: as in `launch`.
+            let r = unsafe {
+                match a {
+                    None => Ok(()),
+                    Some(Arg::B(b)) => {
+                        let m: cl_mem = b.get();
+                        k.set_arg(i, &m)
+                    }
+                    Some(Arg::I(v)) => k.set_arg(i, v),
+                    Some(Arg::F(v)) => k.set_arg(i, v),
+                }
+            };
+            r.map_err(|e| format!("kernel '{name}' argument {i}: {e}"))?;
+        }
+        if global.contains(&0) {
+            return Ok(());
+        }
+        // SAFETY: as in `launch`.
+        unsafe {
+            self.queue.enqueue_nd_range_kernel(
+                k.get(),
+                1,
+                std::ptr::null(),
+                global.as_ptr(),
+                std::ptr::null(),
+                &[],
+            )
+        }
+        .map(|_| ())
+        .map_err(|e| format!("running kernel '{name}': {e}"))
+    }
+
+    fn concat<'a>(&mut self, parts: &[&DevTensor<'a>], axis: i64) -> Result<DevTensor<'a>, String> {
+        let first = parts.first().ok_or("Concat of nothing")?;
+        let r = first.shape.len();
+        let a = axis_index(axis, r)?;
+        let mut out = first.shape.clone();
+        out[a] = 0;
+        for p in parts {
+            if p.shape.len() != r
+                || p.shape
+                    .iter()
+                    .enumerate()
+                    .any(|(d, &v)| d != a && v != first.shape[d])
+            {
+                return Err(format!(
+                    "Concat: shapes {:?} and {:?} differ off axis {a}",
+                    first.shape, p.shape
+                ));
+            }
+            out[a] += p.shape[a];
+        }
+        let outer: usize = out[..a].iter().product();
+        let inner: usize = out[a + 1..].iter().product();
+        let y = self.alloc(out.clone())?;
+        let mut offset = 0;
+        for p in parts {
+            let len = p.shape[a] * inner;
+            self.launch(
+                "copy_rows",
+                &[
+                    Arg::B(p.buf.get()),
+                    Arg::B(y.buf.get()),
+                    Arg::I(int(outer)?),
+                    Arg::I(int(len)?),
+                    Arg::I(int(len)?),
+                    Arg::I(0),
+                    Arg::I(int(out[a] * inner)?),
+                    Arg::I(int(offset * inner)?),
+                ],
+                &[outer * len],
+                None,
+            )?;
+            offset += p.shape[a];
+        }
+        Ok(y)
+    }
+}
+
+fn dims4(s: &[usize]) -> Result<[usize; 4], String> {
+    <[usize; 4]>::try_from(s).map_err(|_| format!("expected a 4-D tensor, got shape {s:?}"))
+}
+
+fn axis_index(axis: i64, rank: usize) -> Result<usize, String> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    if a < 0 || a as usize >= rank {
+        return Err(format!("axis {axis} is out of range for rank {rank}"));
+    }
+    Ok(a as usize)
+}
+
+/// NumPy broadcast of two shapes.
+pub fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let r = a.len().max(b.len());
+    let mut out = vec![0; r];
+    for i in 0..r {
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return None,
+        };
+    }
+    Some(out)
+}
+
+/// Element strides of `shape` (right-aligned) read as `out`, 0 along broadcast axes;
+/// `unit` is the size of one element (a matrix for MatMul batches).
+fn bcast_strides(shape: &[usize], out: &[usize], unit: usize) -> Vec<usize> {
+    let r = out.len();
+    let mut strides = vec![0; r];
+    let mut s = unit;
+    for i in (0..r).rev() {
+        let j = i as isize - (r - shape.len()) as isize;
+        if j >= 0 {
+            let d = shape[j as usize];
+            if d != 1 {
+                strides[i] = s;
+            }
+            s *= d;
+        }
+    }
+    strides
+}
+
+fn bias_strides(s: &[usize], m: usize, n: usize) -> Option<(usize, usize)> {
+    match s {
+        [] => Some((0, 0)),
+        [x] if *x == n => Some((0, 1)),
+        [1] => Some((0, 0)),
+        [r, c] if (*r == m || *r == 1) && (*c == n || *c == 1) => {
+            Some((if *r == 1 { 0 } else { *c }, usize::from(*c != 1)))
+        }
+        _ => None,
+    }
+}
+
+/// ONNX Reshape: 0 copies the input's dimension (unless `allowzero`), -1 is inferred.
+pub fn reshape(input: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usize>, String> {
+    let total: usize = input.iter().product();
+    let mut out = Vec::with_capacity(spec.len());
+    let mut infer = None;
+    for (i, &d) in spec.iter().enumerate() {
+        match d {
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                out.push(1);
+            }
+            0 if !allowzero => out.push(*input.get(i).ok_or_else(|| {
+                format!("Reshape: 0 at {i} but the input has rank {}", input.len())
+            })?),
+            d if d >= 0 => out.push(d as usize),
+            _ => return Err(format!("Reshape: bad shape {spec:?}")),
+        }
+    }
+    let known: usize = out.iter().product();
+    if let Some(i) = infer {
+        if known == 0 || total % known != 0 {
+            return Err(format!("Reshape: {input:?} cannot become {spec:?}"));
+        }
+        out[i] = total / known;
+    } else if known != total {
+        return Err(format!("Reshape: {input:?} cannot become {spec:?}"));
+    }
+    Ok(out)
+}
