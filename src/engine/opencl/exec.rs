@@ -7,7 +7,7 @@ use opencl3::command_queue::CommandQueue;
 use opencl3::context::Context;
 use opencl3::kernel::Kernel;
 use opencl3::memory::{Buffer, ClMem, CL_MEM_COPY_HOST_PTR, CL_MEM_READ_ONLY};
-use opencl3::types::cl_mem;
+use opencl3::types::{cl_mem, CL_BLOCKING};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -57,6 +57,33 @@ impl<'r> Ctx<'r> {
         let len: usize = shape.iter().product();
         int(len)?;
         let b = Rc::new(self.pool.take(self.context, len)?);
+        self.used.push((len, Rc::clone(&b)));
+        Ok(DevTensor {
+            buf: Buf::Pool(b),
+            shape,
+        })
+    }
+
+    /// A pooled buffer holding a copy of `data` (a blocking write).
+    pub fn upload<'a>(&mut self, shape: Vec<usize>, data: &[f32]) -> Result<DevTensor<'a>, String> {
+        let len: usize = shape.iter().product();
+        if len != data.len() {
+            return Err(format!(
+                "{} elements for shape {shape:?} (this is a bug)",
+                data.len()
+            ));
+        }
+        int(len)?;
+        let mut b = self.pool.take(self.context, len)?;
+        if !data.is_empty() {
+            // SAFETY: blocking write from a live slice no larger than the buffer.
+            unsafe {
+                self.queue
+                    .enqueue_write_buffer(&mut b, CL_BLOCKING, 0, data, &[])
+            }
+            .map_err(|e| format!("OpenCL: writing {} bytes to the device: {e}", len * 4))?;
+        }
+        let b = Rc::new(b);
         self.used.push((len, Rc::clone(&b)));
         Ok(DevTensor {
             buf: Buf::Pool(b),

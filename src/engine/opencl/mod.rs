@@ -32,7 +32,6 @@ use opencl3::types::CL_BLOCKING;
 use partition::Step;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -325,19 +324,9 @@ impl OpenclEngine {
             )
         })?;
         let started = Instant::now();
-        let mut d = ctx.alloc(host.shape().to_vec())?;
-        if !data.is_empty() {
-            let Buf::Pool(b) = &mut d.buf else {
-                return Err("fresh buffer is not pooled (this is a bug)".into());
-            };
-            let b = Rc::get_mut(b).ok_or("fresh buffer is shared (this is a bug)")?;
-            // SAFETY: blocking write from a live slice of the buffer's size.
-            unsafe {
-                self.queue
-                    .enqueue_write_buffer(b, CL_BLOCKING, 0, &data, &[])
-            }
-            .map_err(|e| format!("OpenCL: uploading '{name}': {e}"))?;
-        }
+        let d = ctx
+            .upload(host.shape().to_vec(), &data)
+            .map_err(|e| format!("uploading '{name}': {e}"))?;
         self.count(started, data.len());
         v.device = Some(d.clone());
         Ok(d)

@@ -200,9 +200,6 @@ pub fn device_op(n: &NodeProto, g: &Graph) -> Result<Op, String> {
                 return Err("storage_order = 1".into());
             }
             let win = window(n, g, false)?;
-            if !max && win.dilations != [1, 1] {
-                return Err("AveragePool with dilations".into());
-            }
             Op::Pool {
                 win,
                 max,
