@@ -37,6 +37,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tract_onnx::prelude::{IntoTValue, TValue, TVec, Tensor as TractTensor};
 
+/// Serialises engine loads (see [`OpenclEngine::load`]).
+static LOAD_LOCK: Mutex<()> = Mutex::new(());
+
 /// `[opencl]` in `config.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenclConfig {
@@ -109,6 +112,9 @@ fn load_err(e: impl std::fmt::Display) -> EngineError {
 impl OpenclEngine {
     pub fn load(path: &Path, options: &LoadOptions) -> Result<OpenclEngine, EngineError> {
         let cfg = &options.opencl;
+        // The ICD loader's first-call initialisation and some drivers' program builds are
+        // not thread-safe: loads take turns (runs do not).
+        let _turn = LOAD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let dev = device::select(cfg.device, cfg.platform.as_deref()).map_err(load_err)?;
         let mut g = Graph::load(path).map_err(load_err)?;
         let (inputs, outputs) = specs(&g, options)?;
@@ -527,6 +533,7 @@ impl Engine for OpenclEngine {
 /// Builds the kernel program from source on the device `cfg` selects and returns its binary:
 /// what `[opencl] binary` loads (the GPU/CPU stand-in for an offline FPGA compile).
 pub fn build_program_binary(cfg: &OpenclConfig) -> Result<Vec<u8>, String> {
+    let _turn = LOAD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let dev = device::select(cfg.device, cfg.platform.as_deref()).map_err(|e| e.to_string())?;
     let context = Context::from_device(&dev.device)
         .map_err(|e| format!("OpenCL: creating a context: {e}"))?;
