@@ -156,7 +156,7 @@ fn value_info(name: &str, elem_type: i32, shape: Option<&[usize]>) -> pb::ValueI
 }
 
 /// ONNX TensorProto.DataType of a tract element type.
-fn onnx_type(dt: DatumType) -> Option<i32> {
+pub(super) fn onnx_type(dt: DatumType) -> Option<i32> {
     Some(match dt {
         DatumType::F32 => 1,
         DatumType::U8 => 2,

@@ -75,6 +75,7 @@ impl Graph {
                 types.insert(v.name.clone(), t);
             }
         }
+        infer_types(&proto, &mut types);
         let opset = proto
             .opset_import
             .iter()
@@ -116,6 +117,30 @@ pub fn elements<T: Datum + Clone>(t: &TractTensor) -> Option<Cow<'_, [T]>> {
         return Some(Cow::Borrowed(s));
     }
     Some(Cow::Owned(view.iter().cloned().collect()))
+}
+
+/// Adds the element types tract's inference finds (for values the model does not declare,
+/// such as the outputs of nodes that run on the CPU). Best effort: what it cannot type stays
+/// unknown, and unknown inputs keep a node off the device.
+fn infer_types(proto: &ModelProto, types: &mut HashMap<String, i32>) {
+    use tract_onnx::prelude::{InferenceModelExt, OutletId};
+    use tract_onnx::tract_hir::infer::Factoid;
+    let Ok(mut model) = tract_onnx::onnx().model_for_proto_model(proto) else {
+        return;
+    };
+    let _ = model.analyse(true);
+    for node in model.nodes() {
+        for slot in 0..node.outputs.len() {
+            let outlet = OutletId::new(node.id, slot);
+            let (Some(label), Ok(fact)) = (model.outlet_label(outlet), model.outlet_fact(outlet))
+            else {
+                continue;
+            };
+            if let Some(code) = fact.datum_type.concretize().and_then(super::cpu::onnx_type) {
+                types.entry(label.to_string()).or_insert(code);
+            }
+        }
+    }
 }
 
 /// The element type a value info declares.
