@@ -845,7 +845,7 @@ pub fn reshape(input: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usi
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("Reshape: {input:?} cannot become {spec:?}"));
         }
         out[i] = total / known;

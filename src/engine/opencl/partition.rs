@@ -18,7 +18,7 @@ pub enum Step {
         inputs: Vec<String>,
         output: String,
     },
-    Cpu(CpuSegment),
+    Cpu(Box<CpuSegment>),
 }
 
 pub struct Partition {
@@ -82,7 +82,7 @@ pub fn partition(g: &mut Graph, fallback: bool, device: &str) -> Result<Partitio
                 node_label(&g.nodes[start])
             )
         })?;
-        steps.push(Step::Cpu(seg));
+        steps.push(Step::Cpu(Box::new(seg)));
     }
 
     let mut folded = Vec::new();
