@@ -388,3 +388,36 @@ fn no_platform_is_one_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A request whose tensors outgrow what the device can hold fails with the reason; the model
+/// stays loaded and serves the next request.
+#[test]
+fn a_request_too_big_for_the_device_fails_and_the_model_stays() {
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path().join("outer/1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = std::process::Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("tests/opencl/make_outer.py"))
+        .arg(dir.join("model.onnx"))
+        .status()
+        .expect("run .venv/bin/python");
+    assert!(status.success(), "make_outer.py failed");
+    let server = Server::start(repo, &["--backend", "opencl"]);
+    let body = |n: usize| {
+        json!({"inputs": [
+            {"name": "a", "shape": [n, 1], "datatype": "FP32", "data": vec![1.0f32; n]},
+            {"name": "b", "shape": [1, n], "datatype": "FP32", "data": vec![2.0f32; n]},
+        ]})
+        .to_string()
+    };
+    // 60000 x 60000 floats: 14.4 GB, beyond one OpenCL buffer.
+    let (status, resp) = server.post("/v2/models/outer/infer", &body(60_000));
+    assert_eq!(status, 500, "{resp}");
+    let msg = resp["error"].as_str().unwrap_or_default();
+    assert!(msg.contains("y: size 3600000000 is beyond"), "{resp}");
+    let resp = server.infer_ok("outer", &serde_json::from_str(&body(3)).unwrap());
+    assert_eq!(
+        resp["outputs"][0]["data"],
+        json!([2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0])
+    );
+}

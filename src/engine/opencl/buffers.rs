@@ -40,15 +40,30 @@ impl DevTensor<'_> {
 }
 
 /// Free buffers by element count.
-#[derive(Default)]
 pub struct Pool {
     free: HashMap<usize, Vec<Buffer<f32>>>,
+    /// The device's largest single allocation (CL_DEVICE_MAX_MEM_ALLOC_SIZE), in bytes.
+    max_alloc: u64,
 }
 
 impl Pool {
+    pub fn new(max_alloc: u64) -> Pool {
+        Pool {
+            free: HashMap::new(),
+            max_alloc,
+        }
+    }
+
     /// A buffer of at least `len` elements (OpenCL has no empty buffers).
     pub fn take(&mut self, context: &Context, len: usize) -> Result<Buffer<f32>, String> {
         let len = len.max(1);
+        let bytes = len as u64 * 4;
+        if bytes > self.max_alloc {
+            return Err(format!(
+                "a {bytes}-byte tensor exceeds the OpenCL device's largest allocation ({} bytes); send smaller batches",
+                self.max_alloc
+            ));
+        }
         if let Some(b) = self.free.get_mut(&len).and_then(Vec::pop) {
             return Ok(b);
         }

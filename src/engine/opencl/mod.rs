@@ -15,6 +15,8 @@ mod graph;
 mod ops;
 mod partition;
 pub mod program;
+#[cfg(test)]
+mod tests;
 
 use super::{
     check_override, Backend, Dim, Engine, EngineError, LoadOptions, OverrideOf, Placement,
@@ -161,7 +163,7 @@ impl OpenclEngine {
         Ok(OpenclEngine {
             state: Mutex::new(RunState {
                 kernels,
-                pool: Pool::default(),
+                pool: Pool::new(dev.device.max_mem_alloc_size().unwrap_or(u64::MAX)),
             }),
             consts,
             dummy,
