@@ -349,8 +349,14 @@ impl<'r> Ctx<'r> {
         let ([oh, ow], pads) = win.output(h, wd, [kh, kw])?;
         let y = self.alloc(vec![n, m, oh, ow])?;
         let i = int;
+        let blocked = (m / group).is_multiple_of(4);
+        let (kernel, items) = if blocked {
+            ("conv2d_b4", y.len() / 4)
+        } else {
+            ("conv2d", y.len())
+        };
         self.launch(
-            "conv2d",
+            kernel,
             &[
                 Arg::B(x.buf.get()),
                 Arg::B(w.buf.get()),
@@ -375,7 +381,7 @@ impl<'r> Ctx<'r> {
                 Arg::I(i32::from(b.is_some())),
                 Arg::I(i32::from(relu)),
             ],
-            &[y.len()],
+            &[items],
             None,
         )?;
         Ok(y)
