@@ -41,3 +41,28 @@ __kernel void gemm(__global const float* a, __global const float* b,
         c[c_off + row * N + col] = v;
     }
 }
+
+// The same product without tiles, one work-item per output element (same arguments as
+// `gemm`): for few rows (M < 16) the 16x16 tiles would idle most work-items.
+// Global size: N * M (1-D; n varies fastest).
+__kernel void gemm_rows(__global const float* a, __global const float* b,
+                        __global const float* bias, __global float* c,
+                        int M, int N, int K, int trans_a, int trans_b,
+                        int a_off, int b_off, int c_off,
+                        float alpha, float beta, int has_bias, int bias_rs, int bias_cs, int act)
+{
+    int gid = get_global_id(0);
+    if (gid >= M * N) return;
+    int col = gid % N;
+    int row = gid / N;
+    float acc = 0.0f;
+    for (int k = 0; k < K; ++k) {
+        float av = trans_a ? a[a_off + k * M + row] : a[a_off + row * K + k];
+        float bv = trans_b ? b[b_off + col * K + k] : b[b_off + k * N + col];
+        acc += av * bv;
+    }
+    float v = alpha * acc;
+    if (has_bias) v += beta * bias[row * bias_rs + col * bias_cs];
+    if (act == 1) v = fmax(v, 0.0f);
+    c[c_off + row * N + col] = v;
+}

@@ -351,7 +351,7 @@ impl<'r> Ctx<'r> {
         let i = int;
         let blocked = (m / group).is_multiple_of(4);
         let (kernel, items) = if blocked {
-            ("conv2d_b4", y.len() / 4)
+            ("conv2d_b4x4", n * (m / 4) * oh * ow.div_ceil(4))
         } else {
             ("conv2d", y.len())
         };
@@ -493,8 +493,17 @@ impl<'r> Ctx<'r> {
     ) -> Result<(), String> {
         const TILE: usize = 16;
         let i = int;
+        let (kernel, global, local): (&str, Vec<usize>, Option<&[usize]>) = if m < TILE {
+            ("gemm_rows", vec![m * n], None)
+        } else {
+            (
+                "gemm",
+                vec![n.div_ceil(TILE) * TILE, m.div_ceil(TILE) * TILE],
+                Some(&[TILE, TILE]),
+            )
+        };
         self.launch(
-            "gemm",
+            kernel,
             &[
                 Arg::B(a.buf.get()),
                 Arg::B(b.buf.get()),
@@ -515,8 +524,8 @@ impl<'r> Ctx<'r> {
                 Arg::I(i(cs)?),
                 Arg::I(i32::from(relu)),
             ],
-            &[n.div_ceil(TILE) * TILE, m.div_ceil(TILE) * TILE],
-            Some(&[TILE, TILE]),
+            &global,
+            local,
         )
     }
 

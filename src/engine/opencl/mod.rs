@@ -230,7 +230,18 @@ impl OpenclEngine {
                         }
                     }
                     let op = self.resolve(ctx, &mut values, op, inputs)?;
+                    let t0 = Instant::now();
                     let y = ctx.run(&op, &args).map_err(|e| format!("{output}: {e}"))?;
+                    // Per-node device time (`--log scoria=trace`): waits for each node, so
+                    // only for profiling.
+                    if tracing::enabled!(tracing::Level::TRACE) {
+                        let _ = self.queue.finish();
+                        tracing::trace!(
+                            "opencl: {output} {:?} {:.3} ms",
+                            y.shape,
+                            t0.elapsed().as_secs_f64() * 1e3
+                        );
+                    }
                     values.insert(output.clone(), Value::device(y));
                 }
                 Step::Cpu(seg) => {

@@ -20,8 +20,9 @@ pub const SOURCE: &str = concat!(
 /// define all of them with these signatures (see `targets/opencl/README.md`).
 pub const KERNELS: &[(&str, u32)] = &[
     ("conv2d", 22),
-    ("conv2d_b4", 22),
+    ("conv2d_b4x4", 22),
     ("gemm", 18),
+    ("gemm_rows", 18),
     ("unary", 6),
     ("binary_same", 6),
     ("binary_bcast", 8),
