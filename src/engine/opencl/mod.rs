@@ -371,6 +371,10 @@ impl OpenclEngine {
             .device
             .as_ref()
             .ok_or("a value with neither copy (this is a bug)")?;
+        // The kernels that compute it finish first, so the transfer is timed alone.
+        self.queue
+            .finish()
+            .map_err(|e| format!("OpenCL: computing '{name}': {e}"))?;
         let started = Instant::now();
         let mut data = vec![0f32; d.len()];
         if !data.is_empty() {
