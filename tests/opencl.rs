@@ -421,3 +421,56 @@ fn a_request_too_big_for_the_device_fails_and_the_model_stays() {
         json!([2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0])
     );
 }
+
+/// Dynamic batching and two instances (each with its own command queue) under concurrent
+/// requests: every reply matches tract's for its own input.
+#[test]
+fn batching_and_instances_under_concurrency() {
+    let repo = repo_with(&["lenet"]);
+    prepend_config(
+        repo.path(),
+        "lenet",
+        "backend = \"opencl\"\nmax_batch_size = 8\ninstances = 2",
+    );
+    append_config(
+        repo.path(),
+        "lenet",
+        "[dynamic_batching]\nmax_queue_delay_us = 2000\n",
+    );
+    let server = std::sync::Arc::new(Server::start(repo, &[]));
+    let shape = [1usize, 1, 28, 28];
+    let threads: Vec<_> = (0..8u32)
+        .map(|i| {
+            let server = std::sync::Arc::clone(&server);
+            std::thread::spawn(move || {
+                let mut replies = Vec::new();
+                for k in 0..3u32 {
+                    let data = pattern(&shape, 100 + i * 10 + k);
+                    let body = json!({"inputs": [{"name": "input", "shape": shape, "datatype": "FP32", "data": data}]});
+                    let resp = server.infer_ok("lenet", &body);
+                    let got: Vec<f64> = resp["outputs"][0]["data"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_f64().unwrap())
+                        .collect();
+                    replies.push((data, got));
+                }
+                replies
+            })
+        })
+        .collect();
+    let tract = engine::load(
+        Backend::Tract,
+        &model_path("lenet"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    for t in threads {
+        for (data, got) in t.join().expect("client thread") {
+            let input = Tensor::new(shape.to_vec(), TensorData::F32(data)).unwrap();
+            let want = tract.run(vec![input]).unwrap();
+            close(&got, &as_f64(&want[0]), "lenet under concurrency");
+        }
+    }
+}
