@@ -474,3 +474,50 @@ fn batching_and_instances_under_concurrency() {
         }
     }
 }
+
+/// Programs built from source are cached on disk under `$XDG_CACHE_HOME/scoria/opencl/`,
+/// one file per device and source hash; a corrupt entry is rebuilt, not trusted.
+#[test]
+fn program_binaries_are_cached_per_device_and_source() {
+    let cache = tempfile::tempdir().unwrap();
+    let repo = repo_with(&["lenet"]);
+    let env = [("XDG_CACHE_HOME", cache.path().to_str().unwrap())];
+    let args = [
+        "model",
+        "show",
+        "lenet",
+        "--backend",
+        "opencl",
+        "--models",
+        repo.path().to_str().unwrap(),
+    ];
+    let entries = || -> Vec<PathBuf> {
+        std::fs::read_dir(cache.path().join("scoria/opencl"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let out = run_cli(repo.path(), &args, &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files = entries();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.len() == 64 + 4 && name.ends_with(".bin"), "{name}");
+    assert!(std::fs::metadata(&files[0]).unwrap().len() > 0);
+
+    std::fs::write(&files[0], b"not a program binary").unwrap();
+    let out = run_cli(repo.path(), &args, &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rebuilt = std::fs::read(&files[0]).unwrap();
+    assert_ne!(
+        rebuilt, b"not a program binary",
+        "the corrupt entry was not replaced"
+    );
+}
