@@ -8,21 +8,22 @@
 //! instances run in parallel and nothing is shared between them on the hot path.
 
 mod buffers;
+mod conv;
 mod cpu;
 pub mod device;
 mod exec;
 mod graph;
+mod matmul;
 mod ops;
 mod partition;
 pub mod program;
+mod shapes;
+mod specs;
 #[cfg(test)]
 mod tests;
 
-use super::{
-    check_override, Backend, Dim, Engine, EngineError, LoadOptions, OverrideOf, Placement,
-    TensorSpec,
-};
-use crate::tensor::{DataType, Tensor};
+use super::{Backend, Engine, EngineError, LoadOptions, Placement, TensorSpec};
+use crate::tensor::Tensor;
 use buffers::{Buf, DevTensor, Pool};
 use device::DeviceKind;
 use exec::{Ctx, Kernels};
@@ -119,7 +120,7 @@ impl OpenclEngine {
         let _turn = LOAD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let dev = device::select(cfg.device, cfg.platform.as_deref()).map_err(load_err)?;
         let mut g = Graph::load(path).map_err(load_err)?;
-        let (inputs, outputs) = specs(&g, options)?;
+        let (inputs, outputs) = specs::specs(&g, options)?;
         let device_label = format!("{} ({})", dev.device_name, dev.platform_name);
         let part = partition::partition(&mut g, cfg.fallback, &device_label).map_err(load_err)?;
         let context = Context::from_device(&dev.device).map_err(|e| {
@@ -450,79 +451,6 @@ fn upload_const(context: &Context, t: &TractTensor) -> Result<Buffer<f32>, Strin
         )
     })?;
     upload_slice(context, &data)
-}
-
-/// Input and output specs from the graph's declarations, with `[[input]]` overrides.
-fn specs(
-    g: &Graph,
-    options: &LoadOptions,
-) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>), EngineError> {
-    let spec = |v: &tract_onnx::pb::ValueInfoProto| -> Result<TensorSpec, EngineError> {
-        use tract_onnx::pb::{tensor_shape_proto::dimension::Value as D, type_proto::Value as T};
-        let Some(T::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
-            return Err(load_err(format!(
-                "tensor '{}' has no tensor type in the model",
-                v.name
-            )));
-        };
-        let dtype = data_type(t.elem_type).ok_or_else(|| {
-            load_err(format!(
-                "tensor '{}' has ONNX element type {}, which scoria does not serve",
-                v.name, t.elem_type
-            ))
-        })?;
-        let shape = t
-            .shape
-            .as_ref()
-            .ok_or_else(|| {
-                load_err(format!(
-                    "tensor '{}' has no shape in the model; the OpenCL engine needs its rank",
-                    v.name
-                ))
-            })?
-            .dim
-            .iter()
-            .map(|d| match d.value {
-                Some(D::DimValue(n)) if n >= 0 => Dim::Fixed(n as usize),
-                _ => Dim::Dynamic,
-            })
-            .collect();
-        Ok(TensorSpec {
-            name: v.name.clone(),
-            dtype,
-            shape,
-        })
-    };
-    let mut inputs: Vec<TensorSpec> = g.inputs.iter().map(spec).collect::<Result<_, _>>()?;
-    let outputs = g.outputs.iter().map(spec).collect::<Result<_, _>>()?;
-    for ov in &options.inputs {
-        let (spec, declared) =
-            check_override(&mut inputs, ov, OverrideOf::Input).map_err(EngineError::Load)?;
-        for (s, d) in spec.shape.iter_mut().zip(declared.into_iter().flatten()) {
-            if *s == Dim::Dynamic {
-                *s = d;
-            }
-        }
-    }
-    Ok((inputs, outputs))
-}
-
-fn data_type(code: i32) -> Option<DataType> {
-    Some(match code {
-        1 => DataType::F32,
-        2 => DataType::U8,
-        3 => DataType::I8,
-        4 => DataType::U16,
-        5 => DataType::I16,
-        6 => DataType::I32,
-        7 => DataType::I64,
-        8 => DataType::Bytes,
-        9 => DataType::Bool,
-        11 => DataType::F64,
-        12 => DataType::U32,
-        13 => DataType::U64,
-        _ => return None,
-    })
 }
 
 impl Engine for OpenclEngine {

@@ -1,7 +1,7 @@
 //! Unit tests of the device-independent parts: shape rules and window geometry.
 
-use super::exec::{broadcast, reshape};
 use super::ops::{AutoPad, Window};
+use super::shapes::{broadcast, reshape};
 
 fn window(auto_pad: AutoPad, ceil: bool, pads: [usize; 4], strides: [usize; 2]) -> Window {
     Window {
