@@ -1,7 +1,9 @@
-//! Engine latency per engine (tract, ort) per sample model at batch 1 and 8, through the
-//! serving core's blocking path (validation + engine run + output selection), no HTTP.
+//! Engine latency per engine (tract, ort, opencl) per sample model at batch 1 and 8, through
+//! the serving core's blocking path (validation + engine run + output selection), no HTTP.
+//! `opencl/transfers` reports the share of an OpenCL run spent moving tensors between host
+//! and device (ResNet, batch 1).
 //!
-//! `cargo bench --bench engines`
+//! `cargo bench --bench engines` (`-- opencl` for the OpenCL engine only)
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use scoria::engine::{Backend, Dim};
@@ -50,7 +52,7 @@ fn inputs(model: &LoadedVersion, n: usize) -> Vec<NamedTensor> {
 }
 
 fn engines(c: &mut Criterion) {
-    for backend in [Backend::Tract, Backend::Ort] {
+    for backend in [Backend::Tract, Backend::Ort, Backend::Opencl] {
         for name in ["digits", "lenet", "resnet"] {
             let model = load(name, backend);
             let mut group = c.benchmark_group(format!("{backend}/{name}"));
@@ -72,5 +74,32 @@ fn engines(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, engines);
+/// Time in host↔device transfers against the whole run, for ResNet at batch 1.
+fn opencl_transfers(c: &mut Criterion) {
+    use scoria::engine::opencl::OpenclEngine;
+    use scoria::engine::{Engine, LoadOptions};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/resnet/1/model.onnx");
+    let engine = OpenclEngine::load(&path, &LoadOptions::default()).expect("resnet on opencl");
+    let model = load("resnet", Backend::Tract);
+    let input: Vec<Tensor> = inputs(&model, 1).into_iter().map(|t| t.tensor).collect();
+    engine.run(input.clone()).expect("warm-up");
+    let (t0, b0, _) = engine.transfers().snapshot();
+    let runs = 10;
+    let started = std::time::Instant::now();
+    for _ in 0..runs {
+        engine.run(input.clone()).expect("inference");
+    }
+    let total = started.elapsed().as_secs_f64();
+    let (t1, b1, _) = engine.transfers().snapshot();
+    eprintln!(
+        "opencl/transfers resnet batch 1: {:.2} ms per run, {:.3} ms in transfers ({:.2}%), {} bytes moved per run",
+        total * 1e3 / runs as f64,
+        (t1 - t0) * 1e3 / runs as f64,
+        100.0 * (t1 - t0) / total,
+        (b1 - b0) / runs
+    );
+    let _ = c;
+}
+
+criterion_group!(benches, engines, opencl_transfers);
 criterion_main!(benches);

@@ -260,6 +260,7 @@ conformance! {
     engines: [
         tract => scoria::engine::Backend::Tract,
         ort => scoria::engine::Backend::Ort,
+        opencl => scoria::engine::Backend::Opencl,
     ],
     models: [digits, lenet, resnet, identity_all, add_fixed, identity_bytes],
 }

@@ -52,6 +52,10 @@ pub struct ShowArgs {
     /// Print JSON instead of text.
     #[arg(long, env = "SCORIA_JSON")]
     pub json: bool,
+    /// Load with this backend when the model's config names none (default: tract); with
+    /// opencl the placement of nodes on device and CPU is shown.
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
 }
 
 #[derive(Debug, Args)]
@@ -214,8 +218,8 @@ fn show(repo: &Repository, args: ShowArgs) -> anyhow::Result<()> {
             .with_context(|| format!("model '{name}' has no versions"))?,
     };
     let meta = VersionMeta::load(&dir.version_path(version))?;
-    let loaded =
-        LoadedVersion::load(&dir, version, Backend::default()).map_err(anyhow::Error::msg)?;
+    let loaded = LoadedVersion::load(&dir, version, args.backend.unwrap_or_default())
+        .map_err(anyhow::Error::msg)?;
     let config = loaded.config();
     if args.json {
         let specs = |s: &[TensorSpec]| -> Vec<_> {
@@ -235,6 +239,12 @@ fn show(repo: &Repository, args: ShowArgs) -> anyhow::Result<()> {
             "registration": meta,
             "inputs": specs(loaded.inputs()),
             "outputs": specs(loaded.outputs()),
+            "placement": loaded.placement().map(|p| json!({
+                "device": p.device,
+                "nodes_on_device": p.nodes_on_device,
+                "nodes_on_cpu": p.nodes_on_cpu,
+                "summary": p.summary(),
+            })),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -252,6 +262,15 @@ fn show(repo: &Repository, args: ShowArgs) -> anyhow::Result<()> {
         dir.version_path(version).join(MODEL_FILE).display()
     );
     println!("backend:      {}", loaded.backend());
+    if let Some(p) = loaded.placement() {
+        println!("device:       {}", p.device);
+        println!(
+            "placement:    {} nodes on device, {} on CPU: {}",
+            p.nodes_on_device,
+            p.nodes_on_cpu,
+            p.summary()
+        );
+    }
     if config.max_batch_size > 0 {
         println!("max batch:    {}", config.max_batch_size);
     }

@@ -4,6 +4,7 @@
 //! hooks or batching; the serving core ([`crate::models`]) calls them from blocking threads,
 //! never from the async executor's workers.
 
+pub mod opencl;
 pub mod ort;
 mod tract;
 
@@ -142,6 +143,9 @@ pub enum Backend {
     /// ONNX Runtime through the `ort` crate, loaded at run time from `libonnxruntime.so`
     /// (`scripts/fetch-onnxruntime` installs it; see [`crate::engine::ort::LibrarySearch`]).
     Ort,
+    /// An OpenCL device (FPGA, GPU, CPU) for the nodes its kernels cover, tract for the rest
+    /// (see [`crate::engine::opencl`]); OpenCL is loaded at run time.
+    Opencl,
 }
 
 impl Backend {
@@ -150,6 +154,7 @@ impl Backend {
         match self {
             Backend::Tract => "tract",
             Backend::Ort => "ort",
+            Backend::Opencl => "opencl",
         }
     }
 
@@ -158,13 +163,14 @@ impl Backend {
         match name {
             "tract" => Some(Backend::Tract),
             "ort" => Some(Backend::Ort),
+            "opencl" => Some(Backend::Opencl),
             _ => None,
         }
     }
 
     /// Names of every backend this build has, for error messages.
     pub fn available() -> &'static str {
-        "tract, ort"
+        "tract, ort, opencl"
     }
 }
 
@@ -186,6 +192,50 @@ pub struct LoadOptions {
     /// (its preferred sizes and `max_batch_size`). Engines that specialise plans per batch
     /// size (tract) prepare these eagerly; others ignore them.
     pub batch_sizes: Vec<usize>,
+    /// `[opencl]` device selection and partitioning (used by the opencl engine only).
+    pub opencl: opencl::OpenclConfig,
+}
+
+/// Where an engine runs a model's nodes, for engines that split a model between a device
+/// and the CPU (v2 metadata `parameters`, `scoria model show`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The device, e.g. "pthread-haswell (Portable Computing Language)".
+    pub device: String,
+    pub nodes_on_device: usize,
+    pub nodes_on_cpu: usize,
+    /// Maximal runs of consecutive nodes on one side, in graph order.
+    pub segments: Vec<PlacementSegment>,
+}
+
+/// A run of consecutive nodes placed on the same side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementSegment {
+    pub on_device: bool,
+    pub nodes: usize,
+    /// Names (or first output names) of the segment's first and last nodes.
+    pub first: String,
+    pub last: String,
+}
+
+impl Placement {
+    /// One line, e.g. `device: 4 nodes [fc1..probabilities]; cpu: 1 node [label]`.
+    pub fn summary(&self) -> String {
+        self.segments
+            .iter()
+            .map(|s| {
+                let side = if s.on_device { "device" } else { "cpu" };
+                let nodes = if s.nodes == 1 { "node" } else { "nodes" };
+                let span = if s.first == s.last {
+                    s.first.clone()
+                } else {
+                    format!("{}..{}", s.first, s.last)
+                };
+                format!("{side}: {} {nodes} [{span}]", s.nodes)
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// Failures of loading or running a model.
@@ -214,6 +264,12 @@ pub trait Engine: Send + Sync {
     /// against the specs (type, rank, fixed dims); the result holds every output in
     /// [`Engine::outputs`] order. Blocks the calling thread for the whole computation.
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError>;
+
+    /// Which nodes run on a device and which on the CPU; `None` for engines that run the
+    /// whole model in one place.
+    fn placement(&self) -> Option<Placement> {
+        None
+    }
 }
 
 /// Loads `path` with `backend`.
@@ -225,6 +281,7 @@ pub fn load(
     match backend {
         Backend::Tract => Ok(Box::new(tract::TractEngine::load(path, options)?)),
         Backend::Ort => Ok(Box::new(self::ort::OrtEngine::load(path, options)?)),
+        Backend::Opencl => Ok(Box::new(opencl::OpenclEngine::load(path, options)?)),
     }
 }
 

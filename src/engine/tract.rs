@@ -262,7 +262,7 @@ impl Engine for TractEngine {
     }
 }
 
-fn to_tract(t: Tensor) -> anyhow::Result<TractTensor> {
+pub(super) fn to_tract(t: Tensor) -> anyhow::Result<TractTensor> {
     let (shape, data) = t.into_parts();
     with_tensor_data!(data, v => TractTensor::from_shape(&shape, &v), b => {
         let strings = b
@@ -277,7 +277,7 @@ fn to_tract(t: Tensor) -> anyhow::Result<TractTensor> {
     })
 }
 
-fn from_tract(v: &TValue) -> anyhow::Result<Tensor> {
+pub(super) fn from_tract(v: &TValue) -> anyhow::Result<Tensor> {
     macro_rules! take {
         ($variant:ident, $t:ty) => {{
             let view = v.to_plain_array_view::<$t>()?;

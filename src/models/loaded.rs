@@ -70,6 +70,7 @@ impl LoadedVersion {
             inputs: config.inputs.clone(),
             ort: config.ort.clone(),
             batch_sizes: batch_sizes(&config),
+            opencl: config.opencl.clone(),
         };
         let engines = (0..config.instances.max(1))
             .map(|_| {
@@ -140,6 +141,11 @@ impl LoadedVersion {
 
     pub fn backend(&self) -> Backend {
         self.engines[0].backend()
+    }
+
+    /// Where the engine runs the model's nodes (device vs CPU), for split engines.
+    pub fn placement(&self) -> Option<crate::engine::Placement> {
+        self.engines[0].placement()
     }
 
     /// The model's inputs, in the order it takes them.

@@ -4,6 +4,7 @@
 //! is silently ignored.
 
 use super::RegistryError;
+use crate::engine::opencl::{device::DeviceKind, OpenclConfig};
 use crate::engine::Backend;
 use crate::tensor::DataType;
 use serde::Deserialize;
@@ -32,6 +33,8 @@ pub struct ModelConfig {
     pub dynamic_batching: Option<DynamicBatching>,
     /// `[ort]`: ONNX Runtime session options (used when the model runs on ort).
     pub ort: OrtConfig,
+    /// `[opencl]`: device selection, CPU fallback and prebuilt binary (backend opencl).
+    pub opencl: OpenclConfig,
 }
 
 impl Default for ModelConfig {
@@ -48,6 +51,7 @@ impl Default for ModelConfig {
             instances: 1,
             dynamic_batching: None,
             ort: OrtConfig::default(),
+            opencl: OpenclConfig::default(),
         }
     }
 }
@@ -126,6 +130,7 @@ struct RawConfig {
     instances: Option<u32>,
     dynamic_batching: Option<RawDynamicBatching>,
     ort: Option<RawOrt>,
+    opencl: Option<RawOpencl>,
 }
 
 #[derive(Deserialize)]
@@ -317,8 +322,56 @@ impl ModelConfig {
                 .transpose()
                 .map_err(|(k, why)| err(&k, why))?
                 .unwrap_or_default(),
+            opencl: raw
+                .opencl
+                .map(|o| parse_opencl(o, path))
+                .transpose()
+                .map_err(|(k, why)| err(&k, why))?
+                .unwrap_or_default(),
         })
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOpencl {
+    device: Option<String>,
+    platform: Option<String>,
+    fallback: Option<bool>,
+    binary: Option<String>,
+}
+
+/// Checks an `[opencl]` table; `binary` is relative to the folder of `config.toml`. The
+/// error is `(key, reason)`.
+fn parse_opencl(raw: RawOpencl, config: &Path) -> Result<OpenclConfig, (String, String)> {
+    let device = raw
+        .device
+        .map(|d| {
+            DeviceKind::from_name(&d).ok_or_else(|| {
+                (
+                    "opencl.device".to_string(),
+                    format!("unknown device '{d}' (one of: accelerator, gpu, cpu, any)"),
+                )
+            })
+        })
+        .transpose()?;
+    if raw.platform.as_deref() == Some("") {
+        return Err((
+            "opencl.platform".into(),
+            "must not be empty (leave it out for any platform)".into(),
+        ));
+    }
+    let binary = match raw.binary {
+        Some(b) if b.is_empty() => return Err(("opencl.binary".into(), "must name a file".into())),
+        Some(b) => Some(config.parent().unwrap_or(Path::new(".")).join(b)),
+        None => None,
+    };
+    Ok(OpenclConfig {
+        device,
+        platform: raw.platform,
+        fallback: raw.fallback.unwrap_or(true),
+        binary,
+    })
 }
 
 /// `[ort]`: ONNX Runtime session options. Unset keys keep ONNX Runtime's defaults.

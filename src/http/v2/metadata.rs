@@ -53,6 +53,9 @@ struct ModelMetadata<'a> {
     platform: &'static str,
     inputs: Vec<TensorMetadata<'a>>,
     outputs: Vec<TensorMetadata<'a>>,
+    /// Engine facts, for engines that split the model between a device and the CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<serde_json::Value>,
 }
 
 /// Metadata of the requested version, or of the latest ready one; `versions` lists every
@@ -73,6 +76,17 @@ pub async fn model(State(st): State<AppState>, r: ModelRef) -> Result<Response, 
         platform: PLATFORM,
         inputs: loaded.inputs().iter().map(Into::into).collect(),
         outputs: loaded.outputs().iter().map(Into::into).collect(),
+        parameters: loaded.placement().map(|p| {
+            json!({
+                "backend": loaded.backend().name(),
+                "device": p.device,
+                "nodes_on_device": p.nodes_on_device,
+                "nodes_on_cpu": p.nodes_on_cpu,
+                "segments_on_device": p.segments.iter().filter(|s| s.on_device).count(),
+                "segments_on_cpu": p.segments.iter().filter(|s| !s.on_device).count(),
+                "placement": p.summary(),
+            })
+        }),
     };
     Ok(json_response(StatusCode::OK, &meta))
 }

@@ -196,3 +196,35 @@ fn version_policies_select() {
         vec![2]
     );
 }
+
+#[test]
+fn opencl_table() {
+    assert_eq!(parse("").unwrap().opencl, OpenclConfig::default());
+    assert!(OpenclConfig::default().fallback);
+    let c = parse(
+        "backend = \"opencl\"\n[opencl]\ndevice = \"accelerator\"\nplatform = \"Intel\"\n\
+         fallback = false\nbinary = \"kernels.aocx\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.backend, Some(Backend::Opencl));
+    assert_eq!(
+        c.opencl,
+        OpenclConfig {
+            device: Some(DeviceKind::Accelerator),
+            platform: Some("Intel".into()),
+            fallback: false,
+            // Relative to the folder of config.toml.
+            binary: Some(Path::new("m").join("kernels.aocx")),
+        }
+    );
+    for (text, key) in [
+        ("[opencl]\ndevice = \"fpga\"\n", "opencl.device"),
+        ("[opencl]\nplatform = \"\"\n", "opencl.platform"),
+        ("[opencl]\nbinary = \"\"\n", "opencl.binary"),
+        ("[opencl]\nfallback = \"yes\"\n", "opencl.fallback"),
+        ("[opencl]\nkernels = 1\n", "opencl"),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert!(e.contains(key), "{text:?}: {e}");
+    }
+}

@@ -1,0 +1,491 @@
+//! Running device ops: shapes computed from the actual inputs (any dimension may vary
+//! between requests), kernels enqueued on the instance's in-order queue.
+
+use super::buffers::{Buf, DevTensor, Pool};
+use super::ops::Op;
+use super::shapes::{axis_index, bcast_strides, broadcast, reshape};
+use opencl3::command_queue::CommandQueue;
+use opencl3::context::Context;
+use opencl3::kernel::Kernel;
+use opencl3::memory::{Buffer, ClMem, CL_MEM_COPY_HOST_PTR, CL_MEM_READ_ONLY};
+use opencl3::types::{cl_mem, CL_BLOCKING};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// The program's kernels, created once per instance. A kernel's arguments are state, so the
+/// engine uses them from one run at a time.
+pub struct Kernels {
+    by_name: HashMap<&'static str, Kernel>,
+}
+
+impl Kernels {
+    pub fn create(program: &opencl3::program::Program) -> Result<Kernels, String> {
+        let mut by_name = HashMap::new();
+        for &(name, _) in super::program::KERNELS {
+            let k = Kernel::create(program, name)
+                .map_err(|e| format!("creating kernel '{name}': {e}"))?;
+            by_name.insert(name, k);
+        }
+        Ok(Kernels { by_name })
+    }
+}
+
+/// A kernel argument.
+pub enum Arg<'b> {
+    B(&'b Buffer<f32>),
+    I(i32),
+    F(f32),
+}
+
+/// What one run needs to enqueue work.
+pub struct Ctx<'r> {
+    pub context: &'r Context,
+    pub queue: &'r CommandQueue,
+    pub kernels: &'r Kernels,
+    pub pool: &'r mut Pool,
+    /// Every pooled buffer this run took, to give back at the end.
+    pub used: Vec<(usize, Rc<Buffer<f32>>)>,
+    /// A one-element buffer passed where a kernel's optional operand is absent.
+    pub dummy: &'r Buffer<f32>,
+}
+
+pub(super) fn int(v: usize) -> Result<i32, String> {
+    i32::try_from(v).map_err(|_| format!("size {v} is beyond what the kernels index (2^31)"))
+}
+
+impl<'r> Ctx<'r> {
+    pub fn alloc<'a>(&mut self, shape: Vec<usize>) -> Result<DevTensor<'a>, String> {
+        let len: usize = shape.iter().product();
+        int(len)?;
+        let b = Rc::new(self.pool.take(self.context, len)?);
+        self.used.push((len, Rc::clone(&b)));
+        Ok(DevTensor {
+            buf: Buf::Pool(b),
+            shape,
+        })
+    }
+
+    /// A pooled buffer holding a copy of `data` (a blocking write).
+    pub fn upload<'a>(&mut self, shape: Vec<usize>, data: &[f32]) -> Result<DevTensor<'a>, String> {
+        let len: usize = shape.iter().product();
+        if len != data.len() {
+            return Err(format!(
+                "{} elements for shape {shape:?} (this is a bug)",
+                data.len()
+            ));
+        }
+        int(len)?;
+        let mut b = self.pool.take(self.context, len)?;
+        if !data.is_empty() {
+            // SAFETY: blocking write from a live slice no larger than the buffer.
+            unsafe {
+                self.queue
+                    .enqueue_write_buffer(&mut b, CL_BLOCKING, 0, data, &[])
+            }
+            .map_err(|e| format!("OpenCL: writing {} bytes to the device: {e}", len * 4))?;
+        }
+        let b = Rc::new(b);
+        self.used.push((len, Rc::clone(&b)));
+        Ok(DevTensor {
+            buf: Buf::Pool(b),
+            shape,
+        })
+    }
+
+    pub(super) fn launch(
+        &self,
+        name: &str,
+        args: &[Arg],
+        global: &[usize],
+        local: Option<&[usize]>,
+    ) -> Result<(), String> {
+        if global.contains(&0) {
+            return Ok(());
+        }
+        let k = self
+            .kernels
+            .by_name
+            .get(name)
+            .ok_or_else(|| format!("kernel '{name}' is missing (this is a bug)"))?;
+        for (i, a) in args.iter().enumerate() {
+            let i = i as u32;
+            // SAFETY: each argument matches the kernel's declared parameter type and size.
+            let r = unsafe {
+                match a {
+                    Arg::B(b) => {
+                        let m: cl_mem = b.get();
+                        k.set_arg(i, &m)
+                    }
+                    Arg::I(v) => k.set_arg(i, v),
+                    Arg::F(v) => k.set_arg(i, v),
+                }
+            };
+            r.map_err(|e| format!("kernel '{name}' argument {i}: {e}"))?;
+        }
+        // SAFETY: every argument is set, buffers outlive the queued command (the run ends
+        // with a blocking read or finish before buffers go back to the pool).
+        unsafe {
+            self.queue.enqueue_nd_range_kernel(
+                k.get(),
+                global.len() as u32,
+                std::ptr::null(),
+                global.as_ptr(),
+                local.map_or(std::ptr::null(), <[usize]>::as_ptr),
+                &[],
+            )
+        }
+        .map(|_| ())
+        .map_err(|e| format!("running kernel '{name}': {e}"))
+    }
+
+    /// Runs `op` on `inputs` (absent optional inputs are `None`).
+    pub fn run<'a>(
+        &mut self,
+        op: &Op,
+        inputs: &[Option<DevTensor<'a>>],
+    ) -> Result<DevTensor<'a>, String> {
+        let x = inputs
+            .first()
+            .and_then(Option::as_ref)
+            .ok_or("the op has no input")?;
+        let input = |i: usize| -> Result<&DevTensor<'a>, String> {
+            inputs
+                .get(i)
+                .and_then(Option::as_ref)
+                .ok_or_else(|| format!("input {i} is missing"))
+        };
+        match op {
+            Op::Conv { win, group, relu } => {
+                let w = input(1)?;
+                self.conv(
+                    x,
+                    w,
+                    inputs.get(2).and_then(Option::as_ref),
+                    win,
+                    *group,
+                    *relu,
+                )
+            }
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+                relu,
+            } => {
+                let b = input(1)?;
+                let c = inputs.get(2).and_then(Option::as_ref);
+                self.gemm(x, b, c, *alpha, *beta, *trans_a, *trans_b, *relu)
+            }
+            Op::MatMul => self.matmul(x, input(1)?),
+            Op::Binary { code, relu } => self.binary(x, input(1)?, *code, *relu),
+            Op::Unary { code: 4, .. } => Ok(x.clone()),
+            Op::Unary { code, lo, hi } => {
+                let y = self.alloc(x.shape.clone())?;
+                let n = int(x.len())?;
+                self.launch(
+                    "unary",
+                    &[
+                        Arg::B(x.buf.get()),
+                        Arg::B(y.buf.get()),
+                        Arg::I(n),
+                        Arg::I(*code),
+                        Arg::F(*lo),
+                        Arg::F(*hi),
+                    ],
+                    &[x.len()],
+                    None,
+                )?;
+                Ok(y)
+            }
+            Op::Pool {
+                win,
+                max,
+                count_pad,
+            } => self.pool2d(x, win, *max, *count_pad),
+            Op::GlobalAvgPool => {
+                if x.shape.len() < 3 {
+                    return Err(format!(
+                        "GlobalAveragePool needs N x C x spatial, got {:?}",
+                        x.shape
+                    ));
+                }
+                let nc = x.shape[0] * x.shape[1];
+                let inner: usize = x.shape[2..].iter().product();
+                let mut shape = x.shape.clone();
+                shape[2..].iter_mut().for_each(|d| *d = 1);
+                let y = self.alloc(shape)?;
+                self.launch(
+                    "global_avg",
+                    &[
+                        Arg::B(x.buf.get()),
+                        Arg::B(y.buf.get()),
+                        Arg::I(int(nc)?),
+                        Arg::I(int(inner)?),
+                    ],
+                    &[nc],
+                    None,
+                )?;
+                Ok(y)
+            }
+            Op::BatchNorm { eps, relu } => {
+                if x.shape.len() < 2 {
+                    return Err(format!(
+                        "BatchNormalization needs N x C x ..., got {:?}",
+                        x.shape
+                    ));
+                }
+                let c = x.shape[1];
+                let params: Vec<&DevTensor> = (1..5).map(input).collect::<Result<_, _>>()?;
+                if params.iter().any(|p| p.len() != c) {
+                    return Err(format!(
+                        "BatchNormalization parameters must have {c} elements"
+                    ));
+                }
+                let inner: usize = x.shape[2..].iter().product();
+                let y = self.alloc(x.shape.clone())?;
+                self.launch(
+                    "batchnorm",
+                    &[
+                        Arg::B(x.buf.get()),
+                        Arg::B(params[0].buf.get()),
+                        Arg::B(params[1].buf.get()),
+                        Arg::B(params[2].buf.get()),
+                        Arg::B(params[3].buf.get()),
+                        Arg::B(y.buf.get()),
+                        Arg::I(int(x.len())?),
+                        Arg::I(int(c)?),
+                        Arg::I(int(inner)?),
+                        Arg::F(*eps),
+                        Arg::I(i32::from(*relu)),
+                    ],
+                    &[x.len()],
+                    None,
+                )?;
+                Ok(y)
+            }
+            Op::Softmax { axis, legacy } => {
+                let r = x.shape.len();
+                let a = axis_index(*axis, r.max(1))?;
+                let outer: usize = x.shape[..a.min(r)].iter().product();
+                let (len, inner) = if *legacy {
+                    (x.shape[a.min(r)..].iter().product(), 1)
+                } else {
+                    (
+                        x.shape.get(a).copied().unwrap_or(1),
+                        x.shape[(a + 1).min(r)..].iter().product(),
+                    )
+                };
+                let y = self.alloc(x.shape.clone())?;
+                self.launch(
+                    "softmax",
+                    &[
+                        Arg::B(x.buf.get()),
+                        Arg::B(y.buf.get()),
+                        Arg::I(int(outer)?),
+                        Arg::I(int(len)?),
+                        Arg::I(int(inner)?),
+                    ],
+                    &[outer * inner],
+                    None,
+                )?;
+                Ok(y)
+            }
+            Op::Flatten { axis } => {
+                let r = x.shape.len();
+                let a = if *axis < 0 { axis + r as i64 } else { *axis };
+                if a < 0 || a as usize > r {
+                    return Err(format!("Flatten axis {axis} is out of range for rank {r}"));
+                }
+                let a = a as usize;
+                let mut y = x.clone();
+                y.shape = vec![x.shape[..a].iter().product(), x.shape[a..].iter().product()];
+                Ok(y)
+            }
+            Op::Reshape { shape, allowzero } => {
+                let shape = shape
+                    .as_ref()
+                    .ok_or("Reshape's shape is unresolved (this is a bug)")?;
+                let mut y = x.clone();
+                y.shape = reshape(&x.shape, shape, *allowzero)?;
+                Ok(y)
+            }
+            Op::Concat { axis } => {
+                let parts: Vec<&DevTensor> = inputs.iter().flatten().collect();
+                self.concat(&parts, *axis)
+            }
+        }
+    }
+
+    fn binary<'a>(
+        &mut self,
+        a: &DevTensor<'a>,
+        b: &DevTensor<'a>,
+        code: i32,
+        relu: bool,
+    ) -> Result<DevTensor<'a>, String> {
+        let out = broadcast(&a.shape, &b.shape)
+            .ok_or_else(|| format!("shapes {:?} and {:?} do not broadcast", a.shape, b.shape))?;
+        let y = self.alloc(out.clone())?;
+        let n = y.len();
+        if a.shape == out && b.shape == out {
+            self.launch(
+                "binary_same",
+                &[
+                    Arg::B(a.buf.get()),
+                    Arg::B(b.buf.get()),
+                    Arg::B(y.buf.get()),
+                    Arg::I(int(n)?),
+                    Arg::I(code),
+                    Arg::I(i32::from(relu)),
+                ],
+                &[n],
+                None,
+            )?;
+            return Ok(y);
+        }
+        let rank = out.len().max(1);
+        let mut meta: Vec<i32> = Vec::with_capacity(3 * rank);
+        let dims = if out.is_empty() { vec![1] } else { out.clone() };
+        for d in &dims {
+            meta.push(int(*d)?);
+        }
+        for s in bcast_strides(&a.shape, &dims, 1)
+            .into_iter()
+            .chain(bcast_strides(&b.shape, &dims, 1))
+        {
+            meta.push(int(s)?);
+        }
+        // SAFETY: COPY_HOST_PTR reads `meta` during the call only.
+        let meta_buf = unsafe {
+            Buffer::<i32>::create(
+                self.context,
+                CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                meta.len(),
+                meta.as_mut_ptr().cast(),
+            )
+        }
+        .map_err(|e| format!("allocating broadcast metadata: {e}"))?;
+        let k = self
+            .kernels
+            .by_name
+            .get("binary_bcast")
+            .ok_or("kernel 'binary_bcast' is missing (this is a bug)")?;
+        // The metadata buffer is an int buffer: set it directly, the rest through launch.
+        let m: cl_mem = meta_buf.get();
+        // SAFETY: argument 3 is `__global const int* meta`.
+        unsafe { k.set_arg(3, &m) }
+            .map_err(|e| format!("kernel 'binary_bcast' argument 3: {e}"))?;
+        self.launch_skipping(
+            "binary_bcast",
+            &[
+                Some(Arg::B(a.buf.get())),
+                Some(Arg::B(b.buf.get())),
+                Some(Arg::B(y.buf.get())),
+                None,
+                Some(Arg::I(int(rank)?)),
+                Some(Arg::I(int(n)?)),
+                Some(Arg::I(code)),
+                Some(Arg::I(i32::from(relu))),
+            ],
+            &[n],
+        )?;
+        // The kernel must have read the metadata before its buffer is released.
+        self.queue
+            .finish()
+            .map_err(|e| format!("waiting for the device: {e}"))?;
+        Ok(y)
+    }
+
+    /// [`Ctx::launch`] leaving the `None` arguments as already set.
+    fn launch_skipping(
+        &self,
+        name: &str,
+        args: &[Option<Arg>],
+        global: &[usize],
+    ) -> Result<(), String> {
+        let k = self
+            .kernels
+            .by_name
+            .get(name)
+            .ok_or_else(|| format!("kernel '{name}' is missing (this is a bug)"))?;
+        for (i, a) in args.iter().enumerate() {
+            let i = i as u32;
+            // SAFETY: as in `launch`.
+            let r = unsafe {
+                match a {
+                    None => Ok(()),
+                    Some(Arg::B(b)) => {
+                        let m: cl_mem = b.get();
+                        k.set_arg(i, &m)
+                    }
+                    Some(Arg::I(v)) => k.set_arg(i, v),
+                    Some(Arg::F(v)) => k.set_arg(i, v),
+                }
+            };
+            r.map_err(|e| format!("kernel '{name}' argument {i}: {e}"))?;
+        }
+        if global.contains(&0) {
+            return Ok(());
+        }
+        // SAFETY: as in `launch`.
+        unsafe {
+            self.queue.enqueue_nd_range_kernel(
+                k.get(),
+                1,
+                std::ptr::null(),
+                global.as_ptr(),
+                std::ptr::null(),
+                &[],
+            )
+        }
+        .map(|_| ())
+        .map_err(|e| format!("running kernel '{name}': {e}"))
+    }
+
+    fn concat<'a>(&mut self, parts: &[&DevTensor<'a>], axis: i64) -> Result<DevTensor<'a>, String> {
+        let first = parts.first().ok_or("Concat of nothing")?;
+        let r = first.shape.len();
+        let a = axis_index(axis, r)?;
+        let mut out = first.shape.clone();
+        out[a] = 0;
+        for p in parts {
+            if p.shape.len() != r
+                || p.shape
+                    .iter()
+                    .enumerate()
+                    .any(|(d, &v)| d != a && v != first.shape[d])
+            {
+                return Err(format!(
+                    "Concat: shapes {:?} and {:?} differ off axis {a}",
+                    first.shape, p.shape
+                ));
+            }
+            out[a] += p.shape[a];
+        }
+        let outer: usize = out[..a].iter().product();
+        let inner: usize = out[a + 1..].iter().product();
+        let y = self.alloc(out.clone())?;
+        let mut offset = 0;
+        for p in parts {
+            let len = p.shape[a] * inner;
+            self.launch(
+                "copy_rows",
+                &[
+                    Arg::B(p.buf.get()),
+                    Arg::B(y.buf.get()),
+                    Arg::I(int(outer)?),
+                    Arg::I(int(len)?),
+                    Arg::I(int(len)?),
+                    Arg::I(0),
+                    Arg::I(int(out[a] * inner)?),
+                    Arg::I(int(offset * inner)?),
+                ],
+                &[outer * len],
+                None,
+            )?;
+            offset += p.shape[a];
+        }
+        Ok(y)
+    }
+}

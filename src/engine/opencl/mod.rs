@@ -1,0 +1,486 @@
+//! The OpenCL engine (`backend = "opencl"`): ONNX nodes with kernels run on an OpenCL device
+//! (FPGA with a prebuilt binary, GPU, or CPU through e.g. PoCL); the rest run on tract, in
+//! CPU segments. Tensors cross between host and device only where a device node reads a host
+//! value or a CPU segment (or the caller) reads a device value.
+//!
+//! Each instance (engine) has its own context, command queue, kernels and buffer pool; a run
+//! holds the instance's kernels for its duration (kernel arguments are per-object state), so
+//! instances run in parallel and nothing is shared between them on the hot path.
+
+mod buffers;
+mod conv;
+mod cpu;
+pub mod device;
+mod exec;
+mod graph;
+mod matmul;
+mod ops;
+mod partition;
+pub mod program;
+mod shapes;
+mod specs;
+#[cfg(test)]
+mod tests;
+
+use super::{Backend, Engine, EngineError, LoadOptions, Placement, TensorSpec};
+use crate::tensor::Tensor;
+use buffers::{Buf, DevTensor, Pool};
+use device::DeviceKind;
+use exec::{Ctx, Kernels};
+use graph::Graph;
+use opencl3::command_queue::CommandQueue;
+use opencl3::context::Context;
+use opencl3::memory::{Buffer, CL_MEM_COPY_HOST_PTR, CL_MEM_READ_ONLY};
+use opencl3::types::CL_BLOCKING;
+use partition::Step;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tract_onnx::prelude::{IntoTValue, TValue, TVec, Tensor as TractTensor};
+
+/// Serialises engine loads (see [`OpenclEngine::load`]).
+static LOAD_LOCK: Mutex<()> = Mutex::new(());
+
+/// `[opencl]` in `config.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenclConfig {
+    /// `None`: the first accelerator, else GPU, else CPU.
+    pub device: Option<DeviceKind>,
+    /// Substring of the platform name or vendor (case-insensitive).
+    pub platform: Option<String>,
+    /// Run nodes without kernels on the CPU (`true`), or refuse to load (`false`).
+    pub fallback: bool,
+    /// A prebuilt program binary (`.aocx`, `.xclbin`, or one saved from another device).
+    pub binary: Option<PathBuf>,
+}
+
+impl Default for OpenclConfig {
+    fn default() -> Self {
+        OpenclConfig {
+            device: None,
+            platform: None,
+            fallback: true,
+            binary: None,
+        }
+    }
+}
+
+/// Time and bytes moved between host and device, summed over runs.
+#[derive(Debug, Default)]
+pub struct TransferStats {
+    nanos: AtomicU64,
+    bytes: AtomicU64,
+    runs: AtomicU64,
+}
+
+impl TransferStats {
+    /// (seconds in transfers, bytes moved, runs)
+    pub fn snapshot(&self) -> (f64, u64, u64) {
+        (
+            self.nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            self.bytes.load(Ordering::Relaxed),
+            self.runs.load(Ordering::Relaxed),
+        )
+    }
+}
+
+struct RunState {
+    kernels: Kernels,
+    pool: Pool,
+}
+
+pub struct OpenclEngine {
+    // Field order is drop order: kernels and buffers before the queue and context.
+    state: Mutex<RunState>,
+    consts: HashMap<String, Buffer<f32>>,
+    dummy: Buffer<f32>,
+    host_consts: HashMap<String, Arc<TractTensor>>,
+    steps: Vec<Step>,
+    queue: CommandQueue,
+    context: Context,
+    input_names: Vec<String>,
+    output_names: Vec<String>,
+    inputs: Vec<TensorSpec>,
+    outputs: Vec<TensorSpec>,
+    placement: Placement,
+    transfers: TransferStats,
+}
+
+fn load_err(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Load(e.to_string())
+}
+
+impl OpenclEngine {
+    pub fn load(path: &Path, options: &LoadOptions) -> Result<OpenclEngine, EngineError> {
+        let cfg = &options.opencl;
+        // The ICD loader's first-call initialisation and some drivers' program builds are
+        // not thread-safe: loads take turns (runs do not).
+        let _turn = LOAD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let dev = device::select(cfg.device, cfg.platform.as_deref()).map_err(load_err)?;
+        let mut g = Graph::load(path).map_err(load_err)?;
+        let (inputs, outputs) = specs::specs(&g, options)?;
+        let device_label = format!("{} ({})", dev.device_name, dev.platform_name);
+        let part = partition::partition(&mut g, cfg.fallback, &device_label).map_err(load_err)?;
+        let context = Context::from_device(&dev.device).map_err(|e| {
+            load_err(format!(
+                "OpenCL: creating a context on '{}': {e}",
+                dev.device_name
+            ))
+        })?;
+        let (program, origin) =
+            program::load(&context, &dev, cfg.binary.as_deref()).map_err(load_err)?;
+        tracing::debug!("opencl: program {} for {device_label}", origin.name());
+        let kernels = Kernels::create(&program).map_err(load_err)?;
+        // SAFETY: the device belongs to the context.
+        let queue =
+            unsafe { CommandQueue::create_with_properties(&context, dev.device.id(), 0, 0) }
+                .map_err(|e| load_err(format!("OpenCL: creating a command queue: {e}")))?;
+
+        // Constants the device reads: upload once.
+        let mut host_consts: HashMap<String, Arc<TractTensor>> = g
+            .consts
+            .iter()
+            .map(|(k, (_, t))| (k.clone(), Arc::clone(t)))
+            .collect();
+        host_consts.extend(part.folded);
+        let mut consts = HashMap::new();
+        for step in &part.steps {
+            if let Step::Device { inputs, op, .. } = step {
+                let data: &[String] = match op {
+                    ops::Op::Reshape { .. } | ops::Op::Unary { code: 3, .. } => &inputs[..1],
+                    _ => inputs,
+                };
+                for name in data {
+                    if let (Some(t), false) = (host_consts.get(name), consts.contains_key(name)) {
+                        let buf = upload_const(&context, t).map_err(load_err)?;
+                        consts.insert(name.clone(), buf);
+                    }
+                }
+            }
+        }
+        let dummy = upload_slice(&context, &[0.0]).map_err(load_err)?;
+        Ok(OpenclEngine {
+            state: Mutex::new(RunState {
+                kernels,
+                pool: Pool::new(dev.device.max_mem_alloc_size().unwrap_or(u64::MAX)),
+            }),
+            consts,
+            dummy,
+            host_consts,
+            steps: part.steps,
+            queue,
+            context,
+            input_names: g.inputs.iter().map(|i| i.name.clone()).collect(),
+            output_names: g.outputs.iter().map(|o| o.name.clone()).collect(),
+            inputs,
+            outputs,
+            placement: part.placement,
+            transfers: TransferStats::default(),
+        })
+    }
+
+    /// Host↔device transfer totals since load.
+    pub fn transfers(&self) -> &TransferStats {
+        &self.transfers
+    }
+
+    fn execute(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| "the OpenCL instance's state is poisoned (this is a bug)")?;
+        let RunState { kernels, pool } = &mut *state;
+        let mut ctx = Ctx {
+            context: &self.context,
+            queue: &self.queue,
+            kernels,
+            pool,
+            used: Vec::new(),
+            dummy: &self.dummy,
+        };
+        let result = self.execute_in(&mut ctx, inputs);
+        // Everything enqueued must finish before the buffers are reused.
+        let finished = self.queue.finish();
+        let used = std::mem::take(&mut ctx.used);
+        ctx.pool.give_back(used);
+        self.transfers.runs.fetch_add(1, Ordering::Relaxed);
+        let out = result?;
+        finished.map_err(|e| format!("OpenCL: waiting for the device: {e}"))?;
+        Ok(out)
+    }
+
+    fn execute_in<'a>(&'a self, ctx: &mut Ctx, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        let mut values: HashMap<String, Value<'a>> = HashMap::new();
+        for (name, t) in self.input_names.iter().zip(inputs) {
+            let t = super::tract::to_tract(t).map_err(|e| format!("{e:#}"))?;
+            values.insert(name.clone(), Value::host(t.into_tvalue()));
+        }
+        for step in &self.steps {
+            match step {
+                Step::Device { op, inputs, output } => {
+                    let data_only =
+                        matches!(op, ops::Op::Reshape { .. } | ops::Op::Unary { code: 3, .. });
+                    let mut args: Vec<Option<DevTensor<'a>>> = Vec::with_capacity(inputs.len());
+                    for (k, name) in inputs.iter().enumerate() {
+                        if name.is_empty() || (data_only && k > 0) {
+                            args.push(None);
+                        } else {
+                            args.push(Some(self.device_value(ctx, &mut values, name)?));
+                        }
+                    }
+                    let op = self.resolve(ctx, &mut values, op, inputs)?;
+                    let t0 = Instant::now();
+                    let y = ctx.run(&op, &args).map_err(|e| format!("{output}: {e}"))?;
+                    // Per-node device time (`--log scoria=trace`): waits for each node, so
+                    // only for profiling.
+                    if tracing::enabled!(tracing::Level::TRACE) {
+                        let _ = self.queue.finish();
+                        tracing::trace!(
+                            "opencl: {output} {:?} {:.3} ms",
+                            y.shape,
+                            t0.elapsed().as_secs_f64() * 1e3
+                        );
+                    }
+                    values.insert(output.clone(), Value::device(y));
+                }
+                Step::Cpu(seg) => {
+                    let mut ins: TVec<TValue> = TVec::new();
+                    for name in &seg.inputs {
+                        ins.push(self.host_value(ctx, &mut values, name)?);
+                    }
+                    let outs = seg.run(ins)?;
+                    for (name, v) in seg.outputs.iter().zip(outs) {
+                        values.insert(name.clone(), Value::host(v));
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(self.output_names.len());
+        for name in &self.output_names {
+            let v = self.host_value(ctx, &mut values, name)?;
+            out.push(super::tract::from_tract(&v).map_err(|e| format!("{e:#}"))?);
+        }
+        Ok(out)
+    }
+
+    /// `op` with its host-side operands read: a Reshape's shape, a Clip's bounds.
+    fn resolve<'o, 'a>(
+        &'a self,
+        ctx: &mut Ctx,
+        values: &mut HashMap<String, Value<'a>>,
+        op: &'o ops::Op,
+        inputs: &[String],
+    ) -> Result<std::borrow::Cow<'o, ops::Op>, String> {
+        use std::borrow::Cow;
+        match op {
+            ops::Op::Reshape {
+                shape: None,
+                allowzero,
+            } => {
+                let name = inputs.get(1).ok_or("Reshape without shape")?;
+                let t = self.host_value(ctx, values, name)?;
+                let shape = graph::elements::<i64>(&t)
+                    .ok_or_else(|| format!("Reshape shape '{name}' is not INT64"))?
+                    .to_vec();
+                Ok(Cow::Owned(ops::Op::Reshape {
+                    shape: Some(shape),
+                    allowzero: *allowzero,
+                }))
+            }
+            ops::Op::Unary { code: 3, lo, hi } if inputs.len() > 1 => {
+                let mut bounds = [*lo, *hi];
+                for (slot, b) in bounds.iter_mut().enumerate() {
+                    if let Some(name) = inputs.get(slot + 1).filter(|n| !n.is_empty()) {
+                        let t = self.host_value(ctx, values, name)?;
+                        *b = graph::elements::<f32>(&t)
+                            .and_then(|s| s.first().copied())
+                            .ok_or_else(|| format!("Clip bound '{name}' is not an FP32 scalar"))?;
+                    }
+                }
+                Ok(Cow::Owned(ops::Op::Unary {
+                    code: 3,
+                    lo: bounds[0],
+                    hi: bounds[1],
+                }))
+            }
+            _ => Ok(Cow::Borrowed(op)),
+        }
+    }
+
+    /// `name` in device memory, uploading it (once) when it is on the host.
+    fn device_value<'a>(
+        &'a self,
+        ctx: &mut Ctx,
+        values: &mut HashMap<String, Value<'a>>,
+        name: &str,
+    ) -> Result<DevTensor<'a>, String> {
+        if let Some(b) = self.consts.get(name) {
+            let shape = self
+                .host_consts
+                .get(name)
+                .map(|t| t.shape().to_vec())
+                .unwrap_or_default();
+            return Ok(DevTensor {
+                buf: Buf::Const(b),
+                shape,
+            });
+        }
+        let v = values
+            .get_mut(name)
+            .ok_or_else(|| format!("value '{name}' is not computed (this is a bug)"))?;
+        if let Some(d) = &v.device {
+            return Ok(d.clone());
+        }
+        let host = v
+            .host
+            .as_ref()
+            .ok_or("a value with neither copy (this is a bug)")?;
+        let data = graph::elements::<f32>(host).ok_or_else(|| {
+            format!(
+                "value '{name}' is {:?}, the device computes FP32",
+                host.datum_type()
+            )
+        })?;
+        let started = Instant::now();
+        let d = ctx
+            .upload(host.shape().to_vec(), &data)
+            .map_err(|e| format!("uploading '{name}': {e}"))?;
+        self.count(started, data.len());
+        v.device = Some(d.clone());
+        Ok(d)
+    }
+
+    /// `name` in host memory, downloading it (once) when it is on the device.
+    fn host_value<'a>(
+        &'a self,
+        _ctx: &mut Ctx,
+        values: &mut HashMap<String, Value<'a>>,
+        name: &str,
+    ) -> Result<TValue, String> {
+        if let Some(t) = self.host_consts.get(name) {
+            return Ok(t.as_ref().clone().into_tvalue());
+        }
+        let v = values
+            .get_mut(name)
+            .ok_or_else(|| format!("value '{name}' is not computed (this is a bug)"))?;
+        if let Some(h) = &v.host {
+            return Ok(h.clone());
+        }
+        let d = v
+            .device
+            .as_ref()
+            .ok_or("a value with neither copy (this is a bug)")?;
+        // The kernels that compute it finish first, so the transfer is timed alone.
+        self.queue
+            .finish()
+            .map_err(|e| format!("OpenCL: computing '{name}': {e}"))?;
+        let started = Instant::now();
+        let mut data = vec![0f32; d.len()];
+        if !data.is_empty() {
+            // SAFETY: blocking read into a live slice of the tensor's size.
+            unsafe {
+                self.queue
+                    .enqueue_read_buffer(d.buf.get(), CL_BLOCKING, 0, &mut data, &[])
+            }
+            .map_err(|e| format!("OpenCL: downloading '{name}': {e}"))?;
+        }
+        self.count(started, data.len());
+        let t = TractTensor::from_shape(&d.shape, &data)
+            .map_err(|e| format!("{e:#}"))?
+            .into_tvalue();
+        v.host = Some(t.clone());
+        Ok(t)
+    }
+
+    fn count(&self, started: Instant, floats: usize) {
+        self.transfers
+            .nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.transfers
+            .bytes
+            .fetch_add(floats as u64 * 4, Ordering::Relaxed);
+    }
+}
+
+/// A value during a run: on the host, on the device, or both once it has crossed.
+struct Value<'a> {
+    host: Option<TValue>,
+    device: Option<DevTensor<'a>>,
+}
+
+impl<'a> Value<'a> {
+    fn host(t: TValue) -> Self {
+        Value {
+            host: Some(t),
+            device: None,
+        }
+    }
+    fn device(d: DevTensor<'a>) -> Self {
+        Value {
+            host: None,
+            device: Some(d),
+        }
+    }
+}
+
+fn upload_slice(context: &Context, data: &[f32]) -> Result<Buffer<f32>, String> {
+    let mut v = if data.is_empty() {
+        vec![0.0]
+    } else {
+        data.to_vec()
+    };
+    // SAFETY: COPY_HOST_PTR reads `v` during the call only.
+    unsafe {
+        Buffer::<f32>::create(
+            context,
+            CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+            v.len(),
+            v.as_mut_ptr().cast(),
+        )
+    }
+    .map_err(|e| format!("OpenCL: uploading weights ({} bytes): {e}", v.len() * 4))
+}
+
+fn upload_const(context: &Context, t: &TractTensor) -> Result<Buffer<f32>, String> {
+    let data = graph::elements::<f32>(t).ok_or_else(|| {
+        format!(
+            "constant of type {:?} where the device reads FP32",
+            t.datum_type()
+        )
+    })?;
+    upload_slice(context, &data)
+}
+
+impl Engine for OpenclEngine {
+    fn backend(&self) -> Backend {
+        Backend::Opencl
+    }
+
+    fn inputs(&self) -> &[TensorSpec] {
+        &self.inputs
+    }
+
+    fn outputs(&self) -> &[TensorSpec] {
+        &self.outputs
+    }
+
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+        self.execute(inputs).map_err(EngineError::Run)
+    }
+
+    fn placement(&self) -> Option<Placement> {
+        Some(self.placement.clone())
+    }
+}
+
+/// Builds the kernel program from source on the device `cfg` selects and returns its binary:
+/// what `[opencl] binary` loads (the GPU/CPU stand-in for an offline FPGA compile).
+pub fn build_program_binary(cfg: &OpenclConfig) -> Result<Vec<u8>, String> {
+    let _turn = LOAD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let dev = device::select(cfg.device, cfg.platform.as_deref()).map_err(|e| e.to_string())?;
+    let context = Context::from_device(&dev.device)
+        .map_err(|e| format!("OpenCL: creating a context: {e}"))?;
+    program::build_binary(&context, &dev)
+}

@@ -1,0 +1,170 @@
+//! The kernel program: built from the embedded OpenCL C sources (cached on disk as a program
+//! binary keyed by device and source hash), or loaded from a prebuilt binary (`[opencl]
+//! binary`, the FPGA flow: `.aocx` / `.xclbin` files compiled offline from the same sources).
+
+use super::device::Selected;
+use opencl3::context::Context;
+use opencl3::program::Program;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Every kernel source under `targets/opencl/`, in one program.
+pub const SOURCE: &str = concat!(
+    include_str!("../../../targets/opencl/conv.cl"),
+    include_str!("../../../targets/opencl/gemm.cl"),
+    include_str!("../../../targets/opencl/elementwise.cl"),
+    include_str!("../../../targets/opencl/pool.cl"),
+);
+
+/// The kernels the runtime creates and how many arguments each takes; a prebuilt binary must
+/// define all of them with these signatures (see `targets/opencl/README.md`).
+pub const KERNELS: &[(&str, u32)] = &[
+    ("conv2d", 22),
+    ("conv2d_b4x4", 22),
+    ("gemm", 18),
+    ("gemm_rows", 18),
+    ("unary", 6),
+    ("binary_same", 6),
+    ("binary_bcast", 8),
+    ("batchnorm", 11),
+    ("copy_rows", 8),
+    ("pool2d", 19),
+    ("global_avg", 4),
+    ("softmax", 5),
+];
+
+/// Build options: strict IEEE single precision, no fast-math shortcuts.
+const OPTIONS: &str = "-cl-std=CL1.2";
+
+/// Where the program came from, for placement reporting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Source,
+    Cache,
+    Binary,
+}
+
+impl Origin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Source => "built from source",
+            Origin::Cache => "cached binary",
+            Origin::Binary => "prebuilt binary",
+        }
+    }
+}
+
+/// The program for `dev`: from `binary` when given, else from the on-disk cache, else built
+/// from source (and then cached).
+pub fn load(
+    context: &Context,
+    dev: &Selected,
+    binary: Option<&Path>,
+) -> Result<(Program, Origin), String> {
+    let ids = [dev.device.id()];
+    if let Some(path) = binary {
+        let bytes = std::fs::read(path)
+            .map_err(|e| format!("cannot read kernel binary {}: {e}", path.display()))?;
+        let program = from_binary(context, &ids, &bytes).map_err(|e| {
+            format!(
+                "kernel binary {} does not load on device '{}' ({}): {e}; was it built for this device?",
+                path.display(),
+                dev.device_name,
+                dev.platform_name
+            )
+        })?;
+        return Ok((program, Origin::Binary));
+    }
+    let cache = cache_path(dev);
+    if let Some(path) = &cache {
+        if let Ok(bytes) = std::fs::read(path) {
+            // A stale or corrupt cache entry is rebuilt from source below.
+            if let Ok(p) = from_binary(context, &ids, &bytes) {
+                return Ok((p, Origin::Cache));
+            }
+        }
+    }
+    let program = build_from_source(context, dev)?;
+    if let (Some(path), Ok(binaries)) = (&cache, program.get_binaries()) {
+        if let Some(bin) = binaries.first().filter(|b| !b.is_empty()) {
+            if let Some(dir) = path.parent() {
+                // The cache is an optimisation: failing to write it is not an error.
+                let _ = std::fs::create_dir_all(dir)
+                    .and_then(|()| crate::fsutil::atomic_write(path, bin));
+            }
+        }
+    }
+    Ok((program, Origin::Source))
+}
+
+/// Builds the program from source and returns its binary for `dev` (what `[opencl] binary`
+/// loads): the GPU/CPU stand-in for an offline FPGA compile.
+pub fn build_binary(context: &Context, dev: &Selected) -> Result<Vec<u8>, String> {
+    let program = build_from_source(context, dev)?;
+    let binaries = program
+        .get_binaries()
+        .map_err(|e| format!("reading the program binary: {e}"))?;
+    binaries
+        .into_iter()
+        .next()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| "the OpenCL driver returned no program binary".to_string())
+}
+
+fn build_from_source(context: &Context, dev: &Selected) -> Result<Program, String> {
+    let mut program = Program::create_from_source(context, SOURCE)
+        .map_err(|e| format!("creating the kernel program: {e}"))?;
+    let id = dev.device.id();
+    if let Err(e) = program.build(&[id], OPTIONS) {
+        let log = program.get_build_log(id).unwrap_or_default();
+        let first = log.lines().find(|l| l.contains("error")).unwrap_or("");
+        return Err(format!("building the kernels failed: {e}: {first}"));
+    }
+    Ok(program)
+}
+
+fn from_binary(
+    context: &Context,
+    ids: &[opencl3::types::cl_device_id],
+    bytes: &[u8],
+) -> Result<Program, String> {
+    // SAFETY: `ids` holds the one device `context` was created for.
+    let mut program = unsafe { Program::create_from_binary(context, ids, &[bytes]) }
+        .map_err(|e| e.to_string())?;
+    program.build(ids, OPTIONS).map_err(|e| e.to_string())?;
+    for &(name, args) in KERNELS {
+        let k = opencl3::kernel::Kernel::create(&program, name)
+            .map_err(|e| format!("the binary has no usable kernel '{name}' ({e})"))?;
+        match k.num_args() {
+            Ok(n) if n == args => {}
+            Ok(n) => {
+                return Err(format!(
+                    "kernel '{name}' takes {n} arguments, the runtime passes {args}"
+                ))
+            }
+            Err(e) => return Err(format!("kernel '{name}': {e}")),
+        }
+    }
+    Ok(program)
+}
+
+/// `$XDG_CACHE_HOME/scoria/opencl/<sha256 of device identity, options and source>.bin`
+/// (`XDG_CACHE_HOME` is the workspace's `.cache` under `scoria`), else `.cache/...` here.
+fn cache_path(dev: &Selected) -> Option<PathBuf> {
+    let root = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    let mut h = Sha256::new();
+    h.update(dev.identity.as_bytes());
+    h.update([0]);
+    h.update(OPTIONS.as_bytes());
+    h.update([0]);
+    h.update(SOURCE.as_bytes());
+    let key = hex::encode(h.finalize());
+    Some(
+        root.join("scoria")
+            .join("opencl")
+            .join(format!("{key}.bin")),
+    )
+}

@@ -1,0 +1,523 @@
+//! The OpenCL engine on a real OpenCL device (PoCL in CI: `scripts/install-system-deps`
+//! installs it). Nothing here is skipped: without an OpenCL platform these tests fail.
+
+mod common;
+#[path = "opencl/nodes.rs"]
+mod nodes;
+
+use std::path::PathBuf;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+use common::{prepend_config, repo_with, run_cli, Server};
+use scoria::engine::opencl::{build_program_binary, OpenclConfig};
+use scoria::engine::{self, Backend, LoadOptions};
+use scoria::tensor::{Tensor, TensorData};
+use serde_json::json;
+
+/// Sample models through REST vs tract in-process: `|got - want| <= 1e-4 + 1e-3 * |want|`
+/// (the device sums in another order than tract; ResNet's logits are O(1..100)).
+const RTOL: f64 = 1e-3;
+const ATOL: f64 = 1e-4;
+
+/// Appends a table to `<repo>/<model>/config.toml` (after whatever table the file ends in).
+fn append_config(repo: &std::path::Path, model: &str, text: &str) {
+    let path = repo.join(model).join("config.toml");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, format!("{old}\n{text}")).unwrap();
+}
+
+fn model_path(name: &str) -> PathBuf {
+    root().join("models").join(name).join("1/model.onnx")
+}
+
+fn opencl(cfg: OpenclConfig) -> LoadOptions {
+    LoadOptions {
+        opencl: cfg,
+        ..LoadOptions::default()
+    }
+}
+
+/// Deterministic inputs in [0, 1) for `shape`.
+fn pattern(shape: &[usize], seed: u32) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x % 10_000) as f32 / 10_000.0
+        })
+        .collect()
+}
+
+fn tract_outputs(model: &str, shape: &[usize], data: &[f32]) -> Vec<Tensor> {
+    let e = engine::load(Backend::Tract, &model_path(model), &LoadOptions::default()).unwrap();
+    let t = Tensor::new(shape.to_vec(), TensorData::F32(data.to_vec())).unwrap();
+    e.run(vec![t]).unwrap()
+}
+
+fn close(got: &[f64], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= ATOL + RTOL * w.abs(),
+            "{what}[{i}]: {g} vs tract {w}"
+        );
+    }
+}
+
+fn as_f64(t: &Tensor) -> Vec<f64> {
+    match t.data() {
+        TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::I64(v) => v.iter().map(|&x| x as f64).collect(),
+        other => panic!("unexpected output {other:?}"),
+    }
+}
+
+/// (model, input shape at batch 2)
+const SAMPLES: &[(&str, &[usize])] = &[
+    ("digits", &[2, 64]),
+    ("lenet", &[2, 1, 28, 28]),
+    ("resnet", &[2, 3, 224, 224]),
+];
+
+#[test]
+fn sample_models_over_rest_match_tract() {
+    let names: Vec<&str> = SAMPLES.iter().map(|(m, _)| *m).collect();
+    let server = Server::start(repo_with(&names), &["--backend", "opencl"]);
+    for (i, (model, shape)) in SAMPLES.iter().enumerate() {
+        let data = pattern(shape, i as u32 + 1);
+        let body = json!({"inputs": [{"name": "input", "shape": shape, "datatype": "FP32", "data": data}]});
+        let resp = server.infer_ok(model, &body);
+        let want = tract_outputs(model, shape, &data);
+        let outputs = resp["outputs"].as_array().expect("outputs");
+        assert_eq!(outputs.len(), want.len(), "{model}: {resp}");
+        for (o, w) in outputs.iter().zip(&want) {
+            let got: Vec<f64> = o["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            close(&got, &as_f64(w), &format!("{model}/{}", o["name"]));
+        }
+        // The placement is reported in the v2 metadata.
+        let (status, meta) = server.get(&format!("/v2/models/{model}"));
+        assert_eq!(status, 200);
+        let p = &meta["parameters"];
+        assert_eq!(p["backend"], "opencl", "{meta}");
+        assert!(p["nodes_on_device"].as_u64().unwrap() > 0, "{meta}");
+    }
+    // digits' ArgMax has no kernel: it runs on the CPU, after the device segment.
+    let (_, meta) = server.get("/v2/models/digits");
+    let p = &meta["parameters"];
+    assert_eq!(p["nodes_on_cpu"], 1, "{meta}");
+    assert_eq!(p["nodes_on_device"], 4, "{meta}");
+    assert_eq!(p["segments_on_cpu"], 1, "{meta}");
+    assert!(
+        p["placement"].as_str().unwrap().contains("cpu: 1 node"),
+        "{meta}"
+    );
+    // lenet and resnet run entirely on the device.
+    for model in ["lenet", "resnet"] {
+        let (_, meta) = server.get(&format!("/v2/models/{model}"));
+        assert_eq!(meta["parameters"]["nodes_on_cpu"], 0, "{meta}");
+    }
+}
+
+/// A model with an unsupported op in the middle: device → CPU → device, matching tract.
+#[test]
+fn partitioned_execution_matches_tract() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.onnx");
+    let status = std::process::Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("tests/opencl/make_partitioned.py"))
+        .arg(&path)
+        .status()
+        .expect("run .venv/bin/python");
+    assert!(status.success(), "make_partitioned.py failed");
+    let e = engine::load(Backend::Opencl, &path, &opencl(OpenclConfig::default())).unwrap();
+    let p = e.placement().expect("placement");
+    assert!(p.nodes_on_cpu >= 1 && p.nodes_on_device >= 2, "{p:?}");
+    let sides: Vec<bool> = p.segments.iter().map(|s| s.on_device).collect();
+    assert_eq!(sides, [true, false, true], "{}", p.summary());
+    let shape = [3, 8];
+    let data: Vec<f32> = pattern(&shape, 7).iter().map(|x| x * 4.0 - 2.0).collect();
+    let t = Tensor::new(shape.to_vec(), TensorData::F32(data.clone())).unwrap();
+    let got = e.run(vec![t.clone()]).unwrap();
+    let tract = engine::load(Backend::Tract, &path, &LoadOptions::default()).unwrap();
+    let want = tract.run(vec![t]).unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.shape(), w.shape());
+        close(&as_f64(g), &as_f64(w), "partitioned");
+    }
+    // Without fallback the same model does not load, naming the node.
+    let err = engine::load(
+        Backend::Opencl,
+        &path,
+        &opencl(OpenclConfig {
+            fallback: false,
+            ..OpenclConfig::default()
+        }),
+    )
+    .err()
+    .expect("fallback = false must refuse the model")
+    .to_string();
+    assert!(
+        err.contains("'mid_abs' (Abs)") && err.contains("fallback"),
+        "{err}"
+    );
+}
+
+#[test]
+fn fallback_false_names_the_first_unsupported_node() {
+    let cfg = OpenclConfig {
+        fallback: false,
+        ..OpenclConfig::default()
+    };
+    let err = engine::load(Backend::Opencl, &model_path("digits"), &opencl(cfg))
+        .err()
+        .expect("digits has ArgMax, which has no kernel")
+        .to_string();
+    assert!(
+        err.contains("ArgMax") && err.contains("cannot run on the OpenCL device"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn device_selection() {
+    let load =
+        |cfg: OpenclConfig| engine::load(Backend::Opencl, &model_path("lenet"), &opencl(cfg));
+    // PoCL's device is a CPU device: explicit `cpu`, `any` and the default all find it.
+    for device in [None, Some("cpu"), Some("any")] {
+        let cfg = OpenclConfig {
+            device: device
+                .map(|d| scoria::engine::opencl::device::DeviceKind::from_name(d).unwrap()),
+            platform: Some("portable".into()),
+            ..OpenclConfig::default()
+        };
+        let e = load(cfg).unwrap_or_else(|e| panic!("device {device:?}: {e}"));
+        let p = e.placement().unwrap();
+        assert!(
+            p.device.contains("Portable Computing Language"),
+            "{}",
+            p.device
+        );
+    }
+    let err = load(OpenclConfig {
+        platform: Some("no-such-vendor".into()),
+        ..OpenclConfig::default()
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("no platform matches") && err.contains("Portable Computing Language"),
+        "{err}"
+    );
+    let err = load(OpenclConfig {
+        device: Some(scoria::engine::opencl::device::DeviceKind::Accelerator),
+        platform: Some("portable".into()),
+        ..OpenclConfig::default()
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("no accelerator device"), "{err}");
+}
+
+#[test]
+fn config_selects_device_and_rejects_bad_values() {
+    let repo = repo_with(&["lenet"]);
+    prepend_config(repo.path(), "lenet", "backend = \"opencl\"");
+    append_config(
+        repo.path(),
+        "lenet",
+        "[opencl]\ndevice = \"cpu\"\nplatform = \"Portable\"\nfallback = false\n",
+    );
+    let out = run_cli(
+        repo.path(),
+        &[
+            "model",
+            "show",
+            "lenet",
+            "--models",
+            repo.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("backend:      opencl"), "{stdout}");
+    assert!(
+        stdout.contains("placement:    12 nodes on device, 0 on CPU"),
+        "{stdout}"
+    );
+
+    let repo = repo_with(&["lenet"]);
+    append_config(repo.path(), "lenet", "[opencl]\ndevice = \"fpga\"\n");
+    let out = run_cli(
+        repo.path(),
+        &[
+            "model",
+            "show",
+            "lenet",
+            "--models",
+            repo.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("opencl.device") && stderr.contains("unknown device 'fpga'"),
+        "{stderr}"
+    );
+}
+
+/// The FPGA flow on PoCL: a program binary built from the sources, saved, and loaded through
+/// `[opencl] binary` (clCreateProgramWithBinary); a binary for another device is refused.
+#[test]
+fn prebuilt_binary_loads_and_a_foreign_one_is_refused() {
+    let bin = build_program_binary(&OpenclConfig::default()).expect("build binary");
+    let repo = repo_with(&["lenet"]);
+    std::fs::write(repo.path().join("lenet/kernels.bin"), &bin).unwrap();
+    prepend_config(repo.path(), "lenet", "backend = \"opencl\"");
+    append_config(repo.path(), "lenet", "[opencl]\nbinary = \"kernels.bin\"\n");
+    let server = Server::start(repo, &[]);
+    let shape = [1usize, 1, 28, 28];
+    let data = pattern(&shape, 3);
+    let body =
+        json!({"inputs": [{"name": "input", "shape": shape, "datatype": "FP32", "data": data}]});
+    let resp = server.infer_ok("lenet", &body);
+    let got: Vec<f64> = resp["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    close(
+        &got,
+        &as_f64(&tract_outputs("lenet", &shape, &data)[0]),
+        "lenet via binary",
+    );
+    drop(server);
+
+    // Not a program for this device (an AMD/Xilinx .xclbin, an Intel .aocx ELF, text): a
+    // load error that names the file and asks whether it was built for this device.
+    // (A *truncated* PoCL binary is not among them: PoCL reads past its end.)
+    let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
+    elf.resize(4096, 0);
+    for junk in [
+        b"xclbin2\0 not for this device".to_vec(),
+        elf,
+        b"__kernel void f() {}".to_vec(),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kernels.aocx");
+        std::fs::write(&path, &junk).unwrap();
+        let err = engine::load(
+            Backend::Opencl,
+            &model_path("lenet"),
+            &opencl(OpenclConfig {
+                binary: Some(path),
+                ..OpenclConfig::default()
+            }),
+        )
+        .err()
+        .expect("a foreign binary must not load")
+        .to_string();
+        assert!(
+            err.contains("kernels.aocx") && err.contains("was it built for this device"),
+            "{err}"
+        );
+    }
+}
+
+/// With no OpenCL platform installed, asking for the backend fails in one line.
+#[test]
+fn no_platform_is_one_line() {
+    let empty = tempfile::tempdir().unwrap();
+    let repo = repo_with(&["digits"]);
+    let out = run_cli(
+        repo.path(),
+        &[
+            "model",
+            "show",
+            "digits",
+            "--backend",
+            "opencl",
+            "--models",
+            repo.path().to_str().unwrap(),
+        ],
+        &[("OCL_ICD_VENDORS", empty.path().to_str().unwrap())],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains("no OpenCL platform is installed"),
+        "{stderr}"
+    );
+    // Other backends are unaffected.
+    let out = run_cli(
+        repo.path(),
+        &[
+            "model",
+            "show",
+            "digits",
+            "--models",
+            repo.path().to_str().unwrap(),
+        ],
+        &[("OCL_ICD_VENDORS", empty.path().to_str().unwrap())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A request whose tensors outgrow what the device can hold fails with the reason; the model
+/// stays loaded and serves the next request.
+#[test]
+fn a_request_too_big_for_the_device_fails_and_the_model_stays() {
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path().join("outer/1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = std::process::Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("tests/opencl/make_outer.py"))
+        .arg(dir.join("model.onnx"))
+        .status()
+        .expect("run .venv/bin/python");
+    assert!(status.success(), "make_outer.py failed");
+    let server = Server::start(repo, &["--backend", "opencl"]);
+    let body = |n: usize| {
+        json!({"inputs": [
+            {"name": "a", "shape": [n, 1], "datatype": "FP32", "data": vec![1.0f32; n]},
+            {"name": "b", "shape": [1, n], "datatype": "FP32", "data": vec![2.0f32; n]},
+        ]})
+        .to_string()
+    };
+    // 60000 x 60000 floats: 14.4 GB, beyond one OpenCL buffer.
+    let (status, resp) = server.post("/v2/models/outer/infer", &body(60_000));
+    assert_eq!(status, 500, "{resp}");
+    let msg = resp["error"].as_str().unwrap_or_default();
+    assert!(msg.contains("y: size 3600000000 is beyond"), "{resp}");
+    let resp = server.infer_ok("outer", &serde_json::from_str(&body(3)).unwrap());
+    assert_eq!(
+        resp["outputs"][0]["data"],
+        json!([2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0])
+    );
+}
+
+/// Dynamic batching and two instances (each with its own command queue) under concurrent
+/// requests: every reply matches tract's for its own input.
+#[test]
+fn batching_and_instances_under_concurrency() {
+    let repo = repo_with(&["lenet"]);
+    prepend_config(
+        repo.path(),
+        "lenet",
+        "backend = \"opencl\"\nmax_batch_size = 8\ninstances = 2",
+    );
+    append_config(
+        repo.path(),
+        "lenet",
+        "[dynamic_batching]\nmax_queue_delay_us = 2000\n",
+    );
+    let server = std::sync::Arc::new(Server::start(repo, &[]));
+    let shape = [1usize, 1, 28, 28];
+    let threads: Vec<_> = (0..8u32)
+        .map(|i| {
+            let server = std::sync::Arc::clone(&server);
+            std::thread::spawn(move || {
+                let mut replies = Vec::new();
+                for k in 0..3u32 {
+                    let data = pattern(&shape, 100 + i * 10 + k);
+                    let body = json!({"inputs": [{"name": "input", "shape": shape, "datatype": "FP32", "data": data}]});
+                    let resp = server.infer_ok("lenet", &body);
+                    let got: Vec<f64> = resp["outputs"][0]["data"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_f64().unwrap())
+                        .collect();
+                    replies.push((data, got));
+                }
+                replies
+            })
+        })
+        .collect();
+    let tract = engine::load(
+        Backend::Tract,
+        &model_path("lenet"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    for t in threads {
+        for (data, got) in t.join().expect("client thread") {
+            let input = Tensor::new(shape.to_vec(), TensorData::F32(data)).unwrap();
+            let want = tract.run(vec![input]).unwrap();
+            close(&got, &as_f64(&want[0]), "lenet under concurrency");
+        }
+    }
+}
+
+/// Programs built from source are cached on disk under `$XDG_CACHE_HOME/scoria/opencl/`,
+/// one file per device and source hash; a corrupt entry is rebuilt, not trusted.
+#[test]
+fn program_binaries_are_cached_per_device_and_source() {
+    let cache = tempfile::tempdir().unwrap();
+    let repo = repo_with(&["lenet"]);
+    let env = [("XDG_CACHE_HOME", cache.path().to_str().unwrap())];
+    let args = [
+        "model",
+        "show",
+        "lenet",
+        "--backend",
+        "opencl",
+        "--models",
+        repo.path().to_str().unwrap(),
+    ];
+    let entries = || -> Vec<PathBuf> {
+        std::fs::read_dir(cache.path().join("scoria/opencl"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let out = run_cli(repo.path(), &args, &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files = entries();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.len() == 64 + 4 && name.ends_with(".bin"), "{name}");
+    assert!(std::fs::metadata(&files[0]).unwrap().len() > 0);
+
+    std::fs::write(&files[0], b"not a program binary").unwrap();
+    let out = run_cli(repo.path(), &args, &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rebuilt = std::fs::read(&files[0]).unwrap();
+    assert_ne!(
+        rebuilt, b"not a program binary",
+        "the corrupt entry was not replaced"
+    );
+}
