@@ -11,8 +11,8 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-use common::{prepend_config, repo_with, run_cli, Server};
-use scoria::engine::opencl::{build_program_binary, OpenclConfig};
+use common::{assert_error, prepend_config, repo_with, run_cli, Server};
+use scoria::engine::opencl::{build_program_binary, CpuBackend, OpenclConfig};
 use scoria::engine::{self, Backend, LoadOptions};
 use scoria::tensor::{Tensor, TensorData};
 use serde_json::json;
@@ -140,20 +140,34 @@ fn partitioned_execution_matches_tract() {
         .status()
         .expect("run .venv/bin/python");
     assert!(status.success(), "make_partitioned.py failed");
-    let e = engine::load(Backend::Opencl, &path, &opencl(OpenclConfig::default())).unwrap();
-    let p = e.placement().expect("placement");
-    assert!(p.nodes_on_cpu >= 1 && p.nodes_on_device >= 2, "{p:?}");
-    let sides: Vec<bool> = p.segments.iter().map(|s| s.on_device).collect();
-    assert_eq!(sides, [true, false, true], "{}", p.summary());
     let shape = [3, 8];
     let data: Vec<f32> = pattern(&shape, 7).iter().map(|x| x * 4.0 - 2.0).collect();
     let t = Tensor::new(shape.to_vec(), TensorData::F32(data.clone())).unwrap();
-    let got = e.run(vec![t.clone()]).unwrap();
     let tract = engine::load(Backend::Tract, &path, &LoadOptions::default()).unwrap();
-    let want = tract.run(vec![t]).unwrap();
-    for (g, w) in got.iter().zip(&want) {
-        assert_eq!(g.shape(), w.shape());
-        close(&as_f64(g), &as_f64(w), "partitioned");
+    let want = tract.run(vec![t.clone()]).unwrap();
+    // The CPU segment on tract (the default) and on ONNX Runtime.
+    for cpu_backend in [CpuBackend::Tract, CpuBackend::Ort] {
+        let cfg = OpenclConfig {
+            cpu_backend,
+            ..OpenclConfig::default()
+        };
+        let e = engine::load(Backend::Opencl, &path, &opencl(cfg))
+            .unwrap_or_else(|e| panic!("cpu_backend {cpu_backend:?}: {e}"));
+        let p = e.placement().expect("placement");
+        assert!(p.nodes_on_cpu >= 1 && p.nodes_on_device >= 2, "{p:?}");
+        assert_eq!(p.cpu_backend, cpu_backend.name(), "{p:?}");
+        let sides: Vec<bool> = p.segments.iter().map(|s| s.on_device).collect();
+        assert_eq!(sides, [true, false, true], "{}", p.summary());
+        let got = e.run(vec![t.clone()]).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.shape(), w.shape());
+            close(
+                &as_f64(g),
+                &as_f64(w),
+                &format!("partitioned, {cpu_backend:?}"),
+            );
+        }
     }
     // Without fallback the same model does not load, naming the node.
     let err = engine::load(
@@ -170,6 +184,137 @@ fn partitioned_execution_matches_tract() {
     assert!(
         err.contains("'mid_abs' (Abs)") && err.contains("fallback"),
         "{err}"
+    );
+}
+
+/// The ONNX Runtime library the tests use: `ORT_DYLIB_PATH`, else `<repo>/.cache/onnxruntime/`
+/// (`scripts/fetch-onnxruntime` installs it).
+fn ort_library() -> String {
+    scoria::engine::ort::LibrarySearch {
+        explicit: std::env::var_os("ORT_DYLIB_PATH")
+            .filter(|v| !v.is_empty())
+            .map(|v| ("ORT_DYLIB_PATH".to_string(), PathBuf::from(v))),
+        roots: vec![root()],
+    }
+    .find()
+    .unwrap_or_else(|e| panic!("this test runs ONNX Runtime: {e}"))
+    .to_string_lossy()
+    .into_owned()
+}
+
+/// `[opencl] cpu_backend = "ort"`: digits' ArgMax runs on ONNX Runtime after the device
+/// segment, over REST, matching tract; the metadata and `model show` say so. Without the
+/// library the model fails to load in one line and the other models keep serving.
+#[test]
+fn cpu_backend_ort_runs_the_cpu_segments() {
+    let repo = repo_with(&["digits", "lenet"]);
+    append_config(repo.path(), "digits", "[opencl]\ncpu_backend = \"ort\"\n");
+    let lib = ort_library();
+    let server = Server::start_at_with_env(
+        repo.path(),
+        &["--backend", "opencl"],
+        &[("ORT_DYLIB_PATH", &lib)],
+    );
+    let shape = [3usize, 64];
+    let data = pattern(&shape, 11);
+    let body =
+        json!({"inputs": [{"name": "input", "shape": shape, "datatype": "FP32", "data": data}]});
+    let resp = server.infer_ok("digits", &body);
+    let want = tract_outputs("digits", &shape, &data);
+    let outputs = resp["outputs"].as_array().expect("outputs");
+    assert_eq!(outputs.len(), want.len(), "{resp}");
+    for (o, w) in outputs.iter().zip(&want) {
+        let got: Vec<f64> = o["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        close(
+            &got,
+            &as_f64(w),
+            &format!("digits (cpu on ort)/{}", o["name"]),
+        );
+    }
+    let (_, meta) = server.get("/v2/models/digits");
+    let p = &meta["parameters"];
+    assert_eq!(p["cpu_backend"], "ort", "{meta}");
+    assert_eq!(p["nodes_on_cpu"], 1, "{meta}");
+    let (_, meta) = server.get("/v2/models/lenet");
+    assert_eq!(meta["parameters"]["cpu_backend"], "tract", "{meta}");
+    drop(server);
+
+    let models = repo.path().to_str().unwrap();
+    let out = run_cli(
+        repo.path(),
+        &[
+            "model",
+            "show",
+            "digits",
+            "--backend",
+            "opencl",
+            "--models",
+            models,
+        ],
+        &[("ORT_DYLIB_PATH", &lib)],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("cpu backend:  ort"), "{stdout}");
+
+    // Without the library: digits does not load, in one line; lenet (no CPU segment) serves.
+    const MISSING: &str = "/nonexistent/scoria-test/libonnxruntime.so";
+    let out = run_cli(
+        repo.path(),
+        &[
+            "model",
+            "show",
+            "digits",
+            "--backend",
+            "opencl",
+            "--models",
+            models,
+        ],
+        &[("ORT_DYLIB_PATH", MISSING)],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains(MISSING) && lines[0].contains("run scripts/fetch-onnxruntime"),
+        "{stderr}"
+    );
+    let server = Server::start_at_with_env(
+        repo.path(),
+        &["--backend", "opencl"],
+        &[("ORT_DYLIB_PATH", MISSING)],
+    );
+    let msg = assert_error(
+        server.get("/v2/models/digits/ready"),
+        503,
+        "run scripts/fetch-onnxruntime",
+    );
+    assert!(msg.contains(MISSING) && !msg.contains('\n'), "{msg}");
+    let shape = [1usize, 1, 28, 28];
+    let data = pattern(&shape, 5);
+    let body =
+        json!({"inputs": [{"name": "input", "shape": shape, "datatype": "FP32", "data": data}]});
+    let resp = server.infer_ok("lenet", &body);
+    let got: Vec<f64> = resp["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    close(
+        &got,
+        &as_f64(&tract_outputs("lenet", &shape, &data)[0]),
+        "lenet beside a model without ONNX Runtime",
     );
 }
 
@@ -281,6 +426,28 @@ fn config_selects_device_and_rejects_bad_values() {
     assert!(!out.status.success());
     assert!(
         stderr.contains("opencl.device") && stderr.contains("unknown device 'fpga'"),
+        "{stderr}"
+    );
+
+    let repo = repo_with(&["lenet"]);
+    append_config(repo.path(), "lenet", "[opencl]\ncpu_backend = \"cuda\"\n");
+    let out = run_cli(
+        repo.path(),
+        &[
+            "model",
+            "show",
+            "lenet",
+            "--models",
+            repo.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("config.toml")
+            && stderr.contains("opencl.cpu_backend")
+            && stderr.contains("unknown CPU backend 'cuda' (one of: tract, ort)"),
         "{stderr}"
     );
 }

@@ -243,6 +243,7 @@ fn show(repo: &Repository, args: ShowArgs) -> anyhow::Result<()> {
                 "device": p.device,
                 "nodes_on_device": p.nodes_on_device,
                 "nodes_on_cpu": p.nodes_on_cpu,
+                "cpu_backend": p.cpu_backend,
                 "summary": p.summary(),
             })),
         });
@@ -270,6 +271,7 @@ fn show(repo: &Repository, args: ShowArgs) -> anyhow::Result<()> {
             p.nodes_on_cpu,
             p.summary()
         );
+        println!("cpu backend:  {}", p.cpu_backend);
     }
     if config.max_batch_size > 0 {
         println!("max batch:    {}", config.max_batch_size);

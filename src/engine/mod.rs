@@ -143,8 +143,8 @@ pub enum Backend {
     /// ONNX Runtime through the `ort` crate, loaded at run time from `libonnxruntime.so`
     /// (`scripts/fetch-onnxruntime` installs it; see [`crate::engine::ort::LibrarySearch`]).
     Ort,
-    /// An OpenCL device (FPGA, GPU, CPU) for the nodes its kernels cover, tract for the rest
-    /// (see [`crate::engine::opencl`]); OpenCL is loaded at run time.
+    /// An OpenCL device (FPGA, GPU, CPU) for the nodes its kernels cover, tract or ONNX
+    /// Runtime for the rest (see [`crate::engine::opencl`]); OpenCL is loaded at run time.
     Opencl,
 }
 
@@ -204,6 +204,8 @@ pub struct Placement {
     pub device: String,
     pub nodes_on_device: usize,
     pub nodes_on_cpu: usize,
+    /// The engine that runs the CPU nodes: "tract" or "ort" (`[opencl] cpu_backend`).
+    pub cpu_backend: String,
     /// Maximal runs of consecutive nodes on one side, in graph order.
     pub segments: Vec<PlacementSegment>,
 }

@@ -41,14 +41,27 @@ impl OrtEngine {
         options: &LoadOptions,
         search: &LibrarySearch,
     ) -> Result<OrtEngine, EngineError> {
-        let environment = library::environment(search).map_err(EngineError::Load)?;
-        let load = |e: ::ort::Error| EngineError::Load(format!("ONNX Runtime: {e}"));
-        let builder = Session::builder(&environment).map_err(load)?;
-        let session = configure(builder, &options.ort)?
-            .commit_from_file(path)
-            .map_err(load)?;
+        let session = session(search, &options.ort, |b| b.commit_from_file(path))?;
+        OrtEngine::from_session(session, &options.inputs)
+    }
+
+    /// Loads an encoded ONNX `ModelProto` held in memory (the OpenCL engine's CPU segments),
+    /// finding ONNX Runtime through the process's search and applying the `[ort]` options.
+    pub(crate) fn load_from_memory(
+        model: &[u8],
+        config: &OrtConfig,
+    ) -> Result<OrtEngine, EngineError> {
+        let search = LibrarySearch::from_process();
+        let session = session(&search, config, |b| b.commit_from_memory(model))?;
+        OrtEngine::from_session(session, &[])
+    }
+
+    fn from_session(
+        session: Session,
+        overrides: &[TensorOverride],
+    ) -> Result<OrtEngine, EngineError> {
         let inputs = specs("input", session.inputs())?;
-        let inputs = apply_input_overrides(inputs, &options.inputs)?;
+        let inputs = apply_input_overrides(inputs, overrides)?;
         let outputs = specs("output", session.outputs())?;
         Ok(OrtEngine {
             session: Mutex::new(session),
@@ -56,6 +69,19 @@ impl OrtEngine {
             outputs,
         })
     }
+}
+
+/// A session from the ONNX Runtime environment `search` finds, configured with `config` and
+/// committed by `commit`.
+fn session(
+    search: &LibrarySearch,
+    config: &OrtConfig,
+    commit: impl FnOnce(&mut SessionBuilder) -> ::ort::Result<Session>,
+) -> Result<Session, EngineError> {
+    let environment = library::environment(search).map_err(EngineError::Load)?;
+    let load = |e: ::ort::Error| EngineError::Load(format!("ONNX Runtime: {e}"));
+    let builder = Session::builder(&environment).map_err(load)?;
+    commit(&mut configure(builder, config)?).map_err(load)
 }
 
 /// Applies the `[ort]` session options.

@@ -4,7 +4,7 @@
 //! is silently ignored.
 
 use super::RegistryError;
-use crate::engine::opencl::{device::DeviceKind, OpenclConfig};
+use crate::engine::opencl::{device::DeviceKind, CpuBackend, OpenclConfig};
 use crate::engine::Backend;
 use crate::tensor::DataType;
 use serde::Deserialize;
@@ -33,7 +33,8 @@ pub struct ModelConfig {
     pub dynamic_batching: Option<DynamicBatching>,
     /// `[ort]`: ONNX Runtime session options (used when the model runs on ort).
     pub ort: OrtConfig,
-    /// `[opencl]`: device selection, CPU fallback and prebuilt binary (backend opencl).
+    /// `[opencl]`: device selection, CPU fallback and its engine, prebuilt binary (backend
+    /// opencl).
     pub opencl: OpenclConfig,
 }
 
@@ -339,6 +340,7 @@ struct RawOpencl {
     platform: Option<String>,
     fallback: Option<bool>,
     binary: Option<String>,
+    cpu_backend: Option<String>,
 }
 
 /// Checks an `[opencl]` table; `binary` is relative to the folder of `config.toml`. The
@@ -366,11 +368,21 @@ fn parse_opencl(raw: RawOpencl, config: &Path) -> Result<OpenclConfig, (String, 
         Some(b) => Some(config.parent().unwrap_or(Path::new(".")).join(b)),
         None => None,
     };
+    let cpu_backend = match raw.cpu_backend {
+        None => CpuBackend::default(),
+        Some(b) => CpuBackend::from_name(&b).ok_or_else(|| {
+            (
+                "opencl.cpu_backend".to_string(),
+                format!("unknown CPU backend '{b}' (one of: tract, ort)"),
+            )
+        })?,
+    };
     Ok(OpenclConfig {
         device,
         platform: raw.platform,
         fallback: raw.fallback.unwrap_or(true),
         binary,
+        cpu_backend,
     })
 }
 

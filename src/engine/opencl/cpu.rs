@@ -1,26 +1,61 @@
-//! CPU segments: runs of nodes the kernels do not cover, executed by tract as a sub-model
-//! holding just those nodes, their constants, and the values crossing the segment boundary.
+//! CPU segments: runs of nodes the kernels do not cover, executed as a sub-model holding just
+//! those nodes, their constants, and the values crossing the segment boundary.
 //!
-//! The sub-model is parsed at load (so an op tract lacks fails the load) and optimized per
-//! distinct set of input shapes on first use (tract optimizes concrete shapes best).
+//! On tract (the default) the sub-model is parsed at load (so an op tract lacks fails the
+//! load) and optimized per distinct set of input shapes on first use (tract optimizes
+//! concrete shapes best). On ONNX Runtime (`[opencl] cpu_backend = "ort"`) it is encoded and
+//! committed to a session at load, through the ort engine (library search, `[ort]` options).
 
 use super::graph::Graph;
+use crate::engine::ort::OrtEngine;
+use crate::engine::tract::{from_tract, to_tract};
+use crate::engine::Engine;
+use crate::registry::config::OrtConfig;
+use prost::Message;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tract_onnx::pb::{self, ModelProto};
 use tract_onnx::prelude::{
-    DatumType, Framework, InferenceModelExt, IntoRunnable, TValue, TVec, TypedRunnableModel,
+    DatumType, Framework, InferenceModelExt, IntoRunnable, IntoTValue, TValue, TVec,
+    TypedRunnableModel,
 };
 
 type Signature = Vec<(DatumType, Vec<usize>)>;
 
-pub struct CpuSegment {
+/// The engine CPU segments run on.
+#[derive(Debug, Clone, Copy)]
+pub enum Runner<'a> {
+    Tract,
+    /// ONNX Runtime with these session options.
+    Ort(&'a OrtConfig),
+}
+
+impl Runner<'_> {
+    pub fn name(self) -> &'static str {
+        match self {
+            Runner::Tract => "tract",
+            Runner::Ort(_) => "ort",
+        }
+    }
+}
+
+enum Exec {
+    Tract(Box<TractPlans>),
+    Ort(Box<OrtEngine>),
+}
+
+/// The sub-model and its tract plans by input signature, made on first use.
+struct TractPlans {
     proto: ModelProto,
+    plans: Mutex<HashMap<Signature, Arc<TypedRunnableModel>>>,
+}
+
+pub struct CpuSegment {
     /// Values the segment reads from outside (in sub-model input order).
     pub inputs: Vec<String>,
     /// Values the segment produces that later nodes or the graph outputs need.
     pub outputs: Vec<String>,
-    plans: Mutex<HashMap<Signature, Arc<TypedRunnableModel>>>,
+    exec: Exec,
 }
 
 impl CpuSegment {
@@ -30,6 +65,7 @@ impl CpuSegment {
         g: &Graph,
         nodes: &[usize],
         needed_after: &HashSet<String>,
+        runner: Runner,
     ) -> Result<CpuSegment, String> {
         let mut produced = HashSet::new();
         let mut inputs: Vec<String> = Vec::new();
@@ -67,9 +103,13 @@ impl CpuSegment {
                 .collect(),
             output: outputs
                 .iter()
-                .map(|name| pb::ValueInfoProto {
-                    name: name.clone(),
-                    ..Default::default()
+                .map(|name| match (runner, g.types.get(name)) {
+                    // ONNX Runtime checks declared output types; tract infers its own.
+                    (Runner::Ort(_), Some(&t)) => value_info(name, t, None),
+                    _ => pb::ValueInfoProto {
+                        name: name.clone(),
+                        ..Default::default()
+                    },
                 })
                 .collect(),
             ..Default::default()
@@ -78,18 +118,53 @@ impl CpuSegment {
             graph: Some(graph),
             ..g.proto.clone()
         };
-        tract_onnx::onnx()
-            .model_for_proto_model(&proto)
-            .map_err(|e| format!("{e:#}"))?;
+        let exec = match runner {
+            Runner::Tract => {
+                tract_onnx::onnx()
+                    .model_for_proto_model(&proto)
+                    .map_err(|e| format!("{e:#}"))?;
+                Exec::Tract(Box::new(TractPlans {
+                    proto,
+                    plans: Mutex::new(HashMap::new()),
+                }))
+            }
+            Runner::Ort(config) => {
+                let engine = OrtEngine::load_from_memory(&proto.encode_to_vec(), config)
+                    .map_err(|e| e.to_string())?;
+                Exec::Ort(Box::new(engine))
+            }
+        };
         Ok(CpuSegment {
-            proto,
             inputs,
             outputs,
-            plans: Mutex::new(HashMap::new()),
+            exec,
         })
     }
 
     pub fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, String> {
+        match &self.exec {
+            Exec::Tract(plans) => plans.run(inputs),
+            Exec::Ort(engine) => {
+                let err = |e: anyhow::Error| format!("{e:#}");
+                let tensors = inputs
+                    .iter()
+                    .map(from_tract)
+                    .collect::<anyhow::Result<Vec<_>>>()
+                    .map_err(err)?;
+                engine
+                    .run(tensors)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(|t| to_tract(t).map(IntoTValue::into_tvalue))
+                    .collect::<anyhow::Result<TVec<TValue>>>()
+                    .map_err(err)
+            }
+        }
+    }
+}
+
+impl TractPlans {
+    fn run(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>, String> {
         let sig: Signature = inputs
             .iter()
             .map(|t| (t.datum_type(), t.shape().to_vec()))

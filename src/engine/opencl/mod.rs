@@ -1,6 +1,6 @@
 //! The OpenCL engine (`backend = "opencl"`): ONNX nodes with kernels run on an OpenCL device
-//! (FPGA with a prebuilt binary, GPU, or CPU through e.g. PoCL); the rest run on tract, in
-//! CPU segments. Tensors cross between host and device only where a device node reads a host
+//! (FPGA with a prebuilt binary, GPU, or CPU through e.g. PoCL); the rest run in CPU segments,
+//! on tract or ONNX Runtime (`[opencl] cpu_backend`). Tensors cross between host and device only where a device node reads a host
 //! value or a CPU segment (or the caller) reads a device value.
 //!
 //! Each instance (engine) has its own context, command queue, kernels and buffer pool; a run
@@ -54,6 +54,38 @@ pub struct OpenclConfig {
     pub fallback: bool,
     /// A prebuilt program binary (`.aocx`, `.xclbin`, or one saved from another device).
     pub binary: Option<PathBuf>,
+    /// The CPU engine that runs the CPU segments.
+    pub cpu_backend: CpuBackend,
+}
+
+/// `[opencl] cpu_backend`: what runs the nodes placed on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuBackend {
+    /// tract, optimizing each segment per input-shape signature.
+    #[default]
+    Tract,
+    /// ONNX Runtime, one session per segment with the model's `[ort]` options; needs the
+    /// ONNX Runtime library when the model has CPU segments.
+    Ort,
+}
+
+impl CpuBackend {
+    /// The name in `config.toml` and placement reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuBackend::Tract => "tract",
+            CpuBackend::Ort => "ort",
+        }
+    }
+
+    /// Parses a `config.toml` name.
+    pub fn from_name(name: &str) -> Option<CpuBackend> {
+        match name {
+            "tract" => Some(CpuBackend::Tract),
+            "ort" => Some(CpuBackend::Ort),
+            _ => None,
+        }
+    }
 }
 
 impl Default for OpenclConfig {
@@ -63,6 +95,7 @@ impl Default for OpenclConfig {
             platform: None,
             fallback: true,
             binary: None,
+            cpu_backend: CpuBackend::Tract,
         }
     }
 }
@@ -122,7 +155,12 @@ impl OpenclEngine {
         let mut g = Graph::load(path).map_err(load_err)?;
         let (inputs, outputs) = specs::specs(&g, options)?;
         let device_label = format!("{} ({})", dev.device_name, dev.platform_name);
-        let part = partition::partition(&mut g, cfg.fallback, &device_label).map_err(load_err)?;
+        let cpu = match cfg.cpu_backend {
+            CpuBackend::Tract => cpu::Runner::Tract,
+            CpuBackend::Ort => cpu::Runner::Ort(&options.ort),
+        };
+        let part =
+            partition::partition(&mut g, cfg.fallback, &device_label, cpu).map_err(load_err)?;
         let context = Context::from_device(&dev.device).map_err(|e| {
             load_err(format!(
                 "OpenCL: creating a context on '{}': {e}",

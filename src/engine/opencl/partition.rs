@@ -3,7 +3,7 @@
 //! device side: BatchNormalization folded into the Conv before it (constant weights), and a
 //! Relu fused into the Conv / Gemm / Add / BatchNormalization that feeds only it.
 
-use super::cpu::CpuSegment;
+use super::cpu::{CpuSegment, Runner};
 use super::graph::{elements, node_label, Graph, ONNX_FLOAT};
 use super::ops::{device_op, Op};
 use crate::engine::{Placement, PlacementSegment};
@@ -28,7 +28,12 @@ pub struct Partition {
     pub folded: Vec<(String, Arc<TractTensor>)>,
 }
 
-pub fn partition(g: &mut Graph, fallback: bool, device: &str) -> Result<Partition, String> {
+pub fn partition(
+    g: &mut Graph,
+    fallback: bool,
+    device: &str,
+    cpu: Runner,
+) -> Result<Partition, String> {
     // 1. Placement, in topological order; a device output is FP32 for the nodes after it.
     let mut ops: Vec<Option<Op>> = Vec::with_capacity(g.nodes.len());
     for i in 0..g.nodes.len() {
@@ -50,7 +55,7 @@ pub fn partition(g: &mut Graph, fallback: bool, device: &str) -> Result<Partitio
             }
         }
     }
-    let placement = summarize(g, &ops, device);
+    let placement = summarize(g, &ops, device, cpu.name());
 
     // 2. Steps: device nodes one by one, CPU nodes grouped.
     let mut steps = Vec::new();
@@ -76,7 +81,7 @@ pub fn partition(g: &mut Graph, fallback: bool, device: &str) -> Result<Partitio
             .flat_map(|n| n.input.iter().cloned())
             .collect();
         needed.extend(g.outputs.iter().map(|o| o.name.clone()));
-        let seg = CpuSegment::new(g, &members, &needed).map_err(|e| {
+        let seg = CpuSegment::new(g, &members, &needed, cpu).map_err(|e| {
             format!(
                 "the CPU part from node {} cannot be loaded: {e}",
                 node_label(&g.nodes[start])
@@ -95,7 +100,7 @@ pub fn partition(g: &mut Graph, fallback: bool, device: &str) -> Result<Partitio
     })
 }
 
-fn summarize(g: &Graph, ops: &[Option<Op>], device: &str) -> Placement {
+fn summarize(g: &Graph, ops: &[Option<Op>], device: &str, cpu_backend: &str) -> Placement {
     let mut segments: Vec<PlacementSegment> = Vec::new();
     for (n, op) in g.nodes.iter().zip(ops) {
         let on_device = op.is_some();
@@ -122,6 +127,7 @@ fn summarize(g: &Graph, ops: &[Option<Op>], device: &str) -> Placement {
         device: device.to_string(),
         nodes_on_device: on_device,
         nodes_on_cpu: ops.len() - on_device,
+        cpu_backend: cpu_backend.to_string(),
         segments,
     }
 }

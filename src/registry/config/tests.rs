@@ -203,7 +203,7 @@ fn opencl_table() {
     assert!(OpenclConfig::default().fallback);
     let c = parse(
         "backend = \"opencl\"\n[opencl]\ndevice = \"accelerator\"\nplatform = \"Intel\"\n\
-         fallback = false\nbinary = \"kernels.aocx\"\n",
+         fallback = false\nbinary = \"kernels.aocx\"\ncpu_backend = \"ort\"\n",
     )
     .unwrap();
     assert_eq!(c.backend, Some(Backend::Opencl));
@@ -215,6 +215,7 @@ fn opencl_table() {
             fallback: false,
             // Relative to the folder of config.toml.
             binary: Some(Path::new("m").join("kernels.aocx")),
+            cpu_backend: CpuBackend::Ort,
         }
     );
     for (text, key) in [
@@ -223,8 +224,27 @@ fn opencl_table() {
         ("[opencl]\nbinary = \"\"\n", "opencl.binary"),
         ("[opencl]\nfallback = \"yes\"\n", "opencl.fallback"),
         ("[opencl]\nkernels = 1\n", "opencl"),
+        (
+            "[opencl]\ncpu_backend = \"onnxruntime\"\n",
+            "opencl.cpu_backend",
+        ),
+        ("[opencl]\ncpu_backend = \"opencl\"\n", "opencl.cpu_backend"),
+        ("[opencl]\ncpu_backend = 1\n", "opencl.cpu_backend"),
     ] {
         let e = parse(text).unwrap_err();
         assert!(e.contains(key), "{text:?}: {e}");
+        assert!(e.contains("m/config.toml"), "{text:?}: {e}");
     }
+    let e = parse("[opencl]\ncpu_backend = \"onnxruntime\"\n").unwrap_err();
+    assert!(
+        e.contains("unknown CPU backend 'onnxruntime' (one of: tract, ort)"),
+        "{e}"
+    );
+    assert_eq!(
+        parse("[opencl]\ncpu_backend = \"tract\"\n")
+            .unwrap()
+            .opencl
+            .cpu_backend,
+        CpuBackend::Tract
+    );
 }
