@@ -33,6 +33,8 @@ impl Kernels {
 /// A kernel argument.
 pub enum Arg<'b> {
     B(&'b Buffer<f32>),
+    /// An `int` buffer (metadata such as broadcast strides).
+    Ints(&'b Buffer<i32>),
     I(i32),
     F(f32),
 }
@@ -45,6 +47,8 @@ pub struct Ctx<'r> {
     pub pool: &'r mut Pool,
     /// Every pooled buffer this run took, to give back at the end.
     pub used: Vec<(usize, Rc<Buffer<f32>>)>,
+    /// Metadata buffers of this run's kernels, kept until the run has finished.
+    pub meta: Vec<Buffer<i32>>,
     /// A one-element buffer passed where a kernel's optional operand is absent.
     pub dummy: &'r Buffer<f32>,
 }
@@ -113,6 +117,10 @@ impl<'r> Ctx<'r> {
             let r = unsafe {
                 match a {
                     Arg::B(b) => {
+                        let m: cl_mem = b.get();
+                        k.set_arg(i, &m)
+                    }
+                    Arg::Ints(b) => {
                         let m: cl_mem = b.get();
                         k.set_arg(i, &m)
                     }
@@ -366,81 +374,24 @@ impl<'r> Ctx<'r> {
             )
         }
         .map_err(|e| format!("allocating broadcast metadata: {e}"))?;
-        let k = self
-            .kernels
-            .by_name
-            .get("binary_bcast")
-            .ok_or("kernel 'binary_bcast' is missing (this is a bug)")?;
-        // The metadata buffer is an int buffer: set it directly, the rest through launch.
-        let m: cl_mem = meta_buf.get();
-        // SAFETY: argument 3 is `__global const int* meta`.
-        unsafe { k.set_arg(3, &m) }
-            .map_err(|e| format!("kernel 'binary_bcast' argument 3: {e}"))?;
-        self.launch_skipping(
+        self.launch(
             "binary_bcast",
             &[
-                Some(Arg::B(a.buf.get())),
-                Some(Arg::B(b.buf.get())),
-                Some(Arg::B(y.buf.get())),
-                None,
-                Some(Arg::I(int(rank)?)),
-                Some(Arg::I(int(n)?)),
-                Some(Arg::I(code)),
-                Some(Arg::I(i32::from(relu))),
+                Arg::B(a.buf.get()),
+                Arg::B(b.buf.get()),
+                Arg::B(y.buf.get()),
+                Arg::Ints(&meta_buf),
+                Arg::I(int(rank)?),
+                Arg::I(int(n)?),
+                Arg::I(code),
+                Arg::I(i32::from(relu)),
             ],
             &[n],
+            None,
         )?;
-        // The kernel must have read the metadata before its buffer is released.
-        self.queue
-            .finish()
-            .map_err(|e| format!("waiting for the device: {e}"))?;
+        // The kernel reads the metadata after this returns: keep it until the run ends.
+        self.meta.push(meta_buf);
         Ok(y)
-    }
-
-    /// [`Ctx::launch`] leaving the `None` arguments as already set.
-    fn launch_skipping(
-        &self,
-        name: &str,
-        args: &[Option<Arg>],
-        global: &[usize],
-    ) -> Result<(), String> {
-        let k = self
-            .kernels
-            .by_name
-            .get(name)
-            .ok_or_else(|| format!("kernel '{name}' is missing (this is a bug)"))?;
-        for (i, a) in args.iter().enumerate() {
-            let i = i as u32;
-            // SAFETY: as in `launch`.
-            let r = unsafe {
-                match a {
-                    None => Ok(()),
-                    Some(Arg::B(b)) => {
-                        let m: cl_mem = b.get();
-                        k.set_arg(i, &m)
-                    }
-                    Some(Arg::I(v)) => k.set_arg(i, v),
-                    Some(Arg::F(v)) => k.set_arg(i, v),
-                }
-            };
-            r.map_err(|e| format!("kernel '{name}' argument {i}: {e}"))?;
-        }
-        if global.contains(&0) {
-            return Ok(());
-        }
-        // SAFETY: as in `launch`.
-        unsafe {
-            self.queue.enqueue_nd_range_kernel(
-                k.get(),
-                1,
-                std::ptr::null(),
-                global.as_ptr(),
-                std::ptr::null(),
-                &[],
-            )
-        }
-        .map(|_| ())
-        .map_err(|e| format!("running kernel '{name}': {e}"))
     }
 
     fn concat<'a>(&mut self, parts: &[&DevTensor<'a>], axis: i64) -> Result<DevTensor<'a>, String> {

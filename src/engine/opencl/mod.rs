@@ -236,6 +236,7 @@ impl OpenclEngine {
             kernels,
             pool,
             used: Vec::new(),
+            meta: Vec::new(),
             dummy: &self.dummy,
         };
         let result = self.execute_in(&mut ctx, inputs);
