@@ -377,26 +377,22 @@ fn device_selection() {
     assert!(err.contains("no accelerator device"), "{err}");
 }
 
-#[test]
-fn config_selects_device_and_rejects_bad_values() {
+/// `scoria model show lenet` in a repository whose lenet config ends with `opencl`.
+fn show_lenet(opencl: &str) -> std::process::Output {
     let repo = repo_with(&["lenet"]);
     prepend_config(repo.path(), "lenet", "backend = \"opencl\"");
-    append_config(
+    append_config(repo.path(), "lenet", opencl);
+    let models = repo.path().to_str().unwrap();
+    run_cli(
         repo.path(),
-        "lenet",
-        "[opencl]\ndevice = \"cpu\"\nplatform = \"Portable\"\nfallback = false\n",
-    );
-    let out = run_cli(
-        repo.path(),
-        &[
-            "model",
-            "show",
-            "lenet",
-            "--models",
-            repo.path().to_str().unwrap(),
-        ],
+        &["model", "show", "lenet", "--models", models],
         &[],
-    );
+    )
+}
+
+#[test]
+fn config_selects_device_and_rejects_bad_values() {
+    let out = show_lenet("[opencl]\ndevice = \"cpu\"\nplatform = \"Portable\"\nfallback = false\n");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -409,47 +405,22 @@ fn config_selects_device_and_rejects_bad_values() {
         "{stdout}"
     );
 
-    let repo = repo_with(&["lenet"]);
-    append_config(repo.path(), "lenet", "[opencl]\ndevice = \"fpga\"\n");
-    let out = run_cli(
-        repo.path(),
-        &[
-            "model",
-            "show",
-            "lenet",
-            "--models",
-            repo.path().to_str().unwrap(),
-        ],
-        &[],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains("opencl.device") && stderr.contains("unknown device 'fpga'"),
-        "{stderr}"
-    );
-
-    let repo = repo_with(&["lenet"]);
-    append_config(repo.path(), "lenet", "[opencl]\ncpu_backend = \"cuda\"\n");
-    let out = run_cli(
-        repo.path(),
-        &[
-            "model",
-            "show",
-            "lenet",
-            "--models",
-            repo.path().to_str().unwrap(),
-        ],
-        &[],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains("config.toml")
-            && stderr.contains("opencl.cpu_backend")
-            && stderr.contains("unknown CPU backend 'cuda' (one of: tract, ort)"),
-        "{stderr}"
-    );
+    for (config, reason) in [
+        ("device = \"fpga\"", "unknown device 'fpga'"),
+        (
+            "cpu_backend = \"cuda\"",
+            "unknown CPU backend 'cuda' (one of: tract, ort)",
+        ),
+    ] {
+        let out = show_lenet(&format!("[opencl]\n{config}\n"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let key = format!("opencl.{}", config.split(' ').next().unwrap_or_default());
+        assert!(!out.status.success(), "{config} was accepted");
+        assert!(
+            stderr.contains("config.toml") && stderr.contains(&key) && stderr.contains(reason),
+            "{config}: {stderr}"
+        );
+    }
 }
 
 /// The FPGA flow on PoCL: a program binary built from the sources, saved, and loaded through
