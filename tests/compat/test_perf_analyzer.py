@@ -126,4 +126,7 @@ def test_perf_analyzer_batched_config(start_server, tmp_path):
     inferences = [int(n) for n in re.findall(r"Inference count: (\d+)", output)]
     executions = [int(n) for n in re.findall(r"Execution count: (\d+)", output)]
     assert len(inferences) == len(executions) == 1, output[-6000:]
-    assert executions[0] > 0 and inferences[0] == 4 * executions[0], output[-6000:]
+    # perf_analyzer reads the statistics while its 2 clients keep sending, so up to 2
+    # executions may be counted whose successes are not yet: every request is 4 inferences.
+    assert executions[0] > 0 and inferences[0] % 4 == 0, output[-6000:]
+    assert 0 <= executions[0] - inferences[0] // 4 <= 2, output[-6000:]
