@@ -4,15 +4,11 @@
 
 mod common;
 
-use common::{assert_error, copy_dir, model_source, prepend_config, repo_with, Server};
+use common::{
+    append_config, assert_error, copy_dir, model_source, prepend_config, repo_with, Server,
+};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-
-fn append_config(repo: &std::path::Path, model: &str, text: &str) {
-    let path = repo.join(model).join("config.toml");
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
-    std::fs::write(&path, format!("{old}\n{text}\n")).expect("write config.toml");
-}
 
 /// `rows` distinct digit-like rows (values 0..=16) for request `seed`.
 fn rows(seed: usize, rows: usize) -> Vec<Vec<f32>> {

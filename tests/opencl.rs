@@ -11,7 +11,7 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-use common::{assert_error, prepend_config, repo_with, run_cli, Server};
+use common::{append_config, assert_error, prepend_config, repo_with, run_cli, Server};
 use scoria::engine::opencl::{build_program_binary, CpuBackend, OpenclConfig};
 use scoria::engine::{self, Backend, LoadOptions};
 use scoria::tensor::{Tensor, TensorData};
@@ -23,12 +23,6 @@ const RTOL: f64 = 1e-3;
 const ATOL: f64 = 1e-4;
 
 /// Appends a table to `<repo>/<model>/config.toml` (after whatever table the file ends in).
-fn append_config(repo: &std::path::Path, model: &str, text: &str) {
-    let path = repo.join(model).join("config.toml");
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
-    std::fs::write(&path, format!("{old}\n{text}")).unwrap();
-}
-
 fn model_path(name: &str) -> PathBuf {
     root().join("models").join(name).join("1/model.onnx")
 }

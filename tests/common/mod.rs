@@ -79,6 +79,13 @@ pub fn prepend_config(repo: &Path, model: &str, text: &str) {
         .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
+/// Appends `text` (e.g. a `[table]`) to `model`'s config.toml in `repo`.
+pub fn append_config(repo: &Path, model: &str, text: &str) {
+    let path = repo.join(model).join("config.toml");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, format!("{old}\n{text}\n")).expect("write config.toml");
+}
+
 /// Removes terminal colour/style escapes (`ESC [ ... letter`) from a log line.
 pub fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
