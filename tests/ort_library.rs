@@ -186,3 +186,55 @@ fn onnx_runtime_caches_inside_the_workspace() {
         "unexpected writes in the workspace: {outside:?}"
     );
 }
+
+/// ONNX Runtime takes one run at a time per session: concurrent requests to a one-instance
+/// ort model wait for it, and Triton's statistics count that wait as queue time, not compute.
+#[test]
+fn waiting_for_a_busy_session_is_queue_time() {
+    let lib = library();
+    let repo = repo_with(&["resnet"]);
+    prepend_config(repo.path(), "resnet", "backend = \"ort\"\ninstances = 1");
+    append_config(repo.path(), "resnet", "[ort]\nintra_op_threads = 1");
+    let lib = lib.to_string_lossy();
+    let server = Server::start_at_with_env(repo.path(), &[], &[("ORT_DYLIB_PATH", &lib)]);
+    // Binary tensor data: decoding takes no time, so the requests reach the session together.
+    let header = json!({"inputs": [{"name": "input", "shape": [1, 3, 224, 224],
+        "datatype": "FP32", "parameters": {"binary_data_size": 3 * 224 * 224 * 4}}]})
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend(std::iter::repeat_n(0.5f32.to_le_bytes(), 3 * 224 * 224).flatten());
+    let client = reqwest::blocking::Client::new();
+    let infer = || {
+        let resp = client
+            .post(server.url("/v2/models/resnet/infer"))
+            .header("Inference-Header-Content-Length", header.len())
+            .body(body.clone())
+            .send()
+            .expect("infer");
+        assert_eq!(resp.status(), 200, "{:?}", resp.text());
+    };
+    infer();
+    let clients = 4;
+    let start = std::sync::Barrier::new(clients);
+    std::thread::scope(|s| {
+        for _ in 0..clients {
+            s.spawn(|| {
+                start.wait();
+                infer();
+            });
+        }
+    });
+    let (status, stats) = server.get("/v2/models/resnet/stats");
+    assert_eq!(status, 200, "{stats}");
+    let inference = &stats["model_stats"][0]["inference_stats"];
+    let ns = |k: &str| inference[k]["ns"].as_u64().unwrap_or(0);
+    assert_eq!(inference["success"]["count"], clients + 1, "{stats}");
+    // Arriving together, the 4 requests wait 0, 1, 2 and 3 runs: 1.5x their compute (1.2x
+    // with the first, lone request's). Counting the wait as compute leaves the queue near 0.
+    assert!(
+        ns("queue") * 4 >= ns("compute_infer"),
+        "queue {} ns vs compute {} ns: {stats}",
+        ns("queue"),
+        ns("compute_infer")
+    );
+}

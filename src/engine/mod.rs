@@ -272,6 +272,14 @@ pub trait Engine: Send + Sync {
     fn placement(&self) -> Option<Placement> {
         None
     }
+
+    /// Whether several threads' [`Engine::run`] calls proceed at once. Engines that take
+    /// their runs one at a time (a session or command queue behind a lock) answer `false`,
+    /// and the serving core then hands each request an idle instance, counting the wait for
+    /// one as queue time rather than compute.
+    fn concurrent(&self) -> bool {
+        true
+    }
 }
 
 /// Loads `path` with `backend`.

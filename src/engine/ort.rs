@@ -178,6 +178,11 @@ impl Engine for OrtEngine {
         &self.outputs
     }
 
+    /// One run at a time per session (`Session::run` takes `&mut`).
+    fn concurrent(&self) -> bool {
+        false
+    }
+
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
         let run = |e: ::ort::Error| EngineError::Run(format!("ONNX Runtime: {e}"));
         let values = inputs

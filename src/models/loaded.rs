@@ -10,7 +10,7 @@ use crate::registry::config::TensorOverride;
 use crate::registry::{ModelConfig, ModelDir, MODEL_FILE};
 use crate::tensor::Tensor;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// A tensor with the name of the model input or output it belongs to.
@@ -36,6 +36,9 @@ pub struct LoadedVersion {
     engines: Arc<Vec<Box<dyn Engine>>>,
     /// Round-robin cursor over `engines` for unbatched requests.
     next: AtomicUsize,
+    /// One per engine, held while an unbatched request runs on an engine that takes its runs
+    /// one at a time ([`Engine::concurrent`] is false), so requests go to idle instances.
+    busy: Vec<Mutex<()>>,
     batcher: Option<Batcher>,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
@@ -118,6 +121,7 @@ impl LoadedVersion {
             name: dir.name.clone(),
             version,
             config,
+            busy: (0..engines.len()).map(|_| Mutex::new(())).collect(),
             engines,
             next: AtomicUsize::new(0),
             batcher,
@@ -292,19 +296,40 @@ impl LoadedVersion {
     ) -> Result<Inference, ModelError> {
         let t0 = Instant::now();
         let (selected, ordered, rows) = self.prepare(inputs, outputs)?;
+        let prepared = Instant::now();
+        let (engine, _busy) = self.instance();
         let t1 = Instant::now();
-        let engine = &self.engines[self.next.fetch_add(1, Ordering::Relaxed) % self.engines.len()];
         let produced = engine.run(ordered)?;
         self.stats.executed(rows as u64);
         let t2 = Instant::now();
         let outputs = self.select(selected, produced)?;
         let timings = Timings {
-            queue,
-            compute_input: t1 - t0,
+            queue: queue + (t1 - prepared),
+            compute_input: prepared - t0,
             compute_infer: t2 - t1,
             compute_output: t2.elapsed(),
         };
         Ok(Inference { outputs, timings })
+    }
+
+    /// The engine an unbatched request runs on, taken in turn. Engines that run one request
+    /// at a time are held (the guard) for the run: an idle one is preferred, else the caller
+    /// waits for the one whose turn it is.
+    fn instance(&self) -> (&dyn Engine, Option<MutexGuard<'_, ()>>) {
+        let n = self.engines.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        if self.engines[first].concurrent() {
+            return (self.engines[first].as_ref(), None);
+        }
+        for i in (first..n).chain(0..first) {
+            if let Ok(guard) = self.busy[i].try_lock() {
+                return (self.engines[i].as_ref(), Some(guard));
+            }
+        }
+        let guard = self.busy[first]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        (self.engines[first].as_ref(), Some(guard))
     }
 
     /// Picks the `selected` outputs (by model index) out of all `produced` ones.

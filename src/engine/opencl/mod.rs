@@ -509,6 +509,11 @@ impl Engine for OpenclEngine {
         self.execute(inputs).map_err(EngineError::Run)
     }
 
+    /// One run at a time per instance: its command queue and buffer pool are locked.
+    fn concurrent(&self) -> bool {
+        false
+    }
+
     fn placement(&self) -> Option<Placement> {
         Some(self.placement.clone())
     }
