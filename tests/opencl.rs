@@ -72,6 +72,19 @@ fn as_f64(t: &Tensor) -> Vec<f64> {
     }
 }
 
+/// Runs `model` over REST on one FP32 input; returns its first output as f64.
+fn infer_f64(server: &Server, model: &str, shape: &[usize], data: &[f32]) -> Vec<f64> {
+    let body =
+        json!({"inputs": [{"name": "input", "shape": shape, "datatype": "FP32", "data": data}]});
+    let resp = server.infer_ok(model, &body);
+    resp["outputs"][0]["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{model}: no output data: {resp}"))
+        .iter()
+        .map(|v| v.as_f64().unwrap_or(f64::NAN))
+        .collect()
+}
+
 /// (model, input shape at batch 2)
 const SAMPLES: &[(&str, &[usize])] = &[
     ("digits", &[2, 64]),
@@ -296,15 +309,7 @@ fn cpu_backend_ort_runs_the_cpu_segments() {
     assert!(msg.contains(MISSING) && !msg.contains('\n'), "{msg}");
     let shape = [1usize, 1, 28, 28];
     let data = pattern(&shape, 5);
-    let body =
-        json!({"inputs": [{"name": "input", "shape": shape, "datatype": "FP32", "data": data}]});
-    let resp = server.infer_ok("lenet", &body);
-    let got: Vec<f64> = resp["outputs"][0]["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let got = infer_f64(&server, "lenet", &shape, &data);
     close(
         &got,
         &as_f64(&tract_outputs("lenet", &shape, &data)[0]),
@@ -429,15 +434,7 @@ fn prebuilt_binary_loads_and_a_foreign_one_is_refused() {
     let server = Server::start(repo, &[]);
     let shape = [1usize, 1, 28, 28];
     let data = pattern(&shape, 3);
-    let body =
-        json!({"inputs": [{"name": "input", "shape": shape, "datatype": "FP32", "data": data}]});
-    let resp = server.infer_ok("lenet", &body);
-    let got: Vec<f64> = resp["outputs"][0]["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let got = infer_f64(&server, "lenet", &shape, &data);
     close(
         &got,
         &as_f64(&tract_outputs("lenet", &shape, &data)[0]),
@@ -578,14 +575,7 @@ fn batching_and_instances_under_concurrency() {
                 let mut replies = Vec::new();
                 for k in 0..3u32 {
                     let data = pattern(&shape, 100 + i * 10 + k);
-                    let body = json!({"inputs": [{"name": "input", "shape": shape, "datatype": "FP32", "data": data}]});
-                    let resp = server.infer_ok("lenet", &body);
-                    let got: Vec<f64> = resp["outputs"][0]["data"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|v| v.as_f64().unwrap())
-                        .collect();
+                    let got = infer_f64(&server, "lenet", &shape, &data);
                     replies.push((data, got));
                 }
                 replies
