@@ -2,10 +2,12 @@
 //!
 //! The model is typed and optimized once at load, keeping a symbolic batch dimension where
 //! the model declares one. Because tract optimizes a concrete shape much better than a
-//! symbolic one (a batch of 8 runs 1.5-2.5x faster), plans specialised to one batch size are
-//! optimized too: batch 1 (the common request) and the sizes the dynamic batcher forms at
-//! load, other sizes on first use, up to [`MAX_SPECIALISED`] plans. Plans are immutable and
-//! shared: each run spawns its own state, so any number of threads can run them at once.
+//! symbolic one, plans specialised to one batch size are optimized too: batch 1 (the common
+//! request) always, and for models behind the dynamic batcher the sizes it forms (at load)
+//! and other sizes (on first use), up to [`MAX_SPECIALISED`] plans. Each plan holds its own
+//! packed weights (about the model's size), so models without batching keep batch 1 only.
+//! Plans are immutable and shared: each run spawns its own state, so any number of threads
+//! can run them at once.
 
 use super::{Backend, Dim, Engine, EngineError, LoadOptions, TensorSpec};
 use crate::tensor::{DataType, Tensor, TensorData};
@@ -21,7 +23,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 /// At most this many batch-size-specialised plans are kept per engine; other sizes run the
 /// general plan. Each plan holds its own packed weights, so the bound caps memory.
-pub const MAX_SPECIALISED: usize = 16;
+pub const MAX_SPECIALISED: usize = 8;
 
 /// A model optimized by tract, runnable concurrently.
 pub struct TractEngine {
@@ -39,6 +41,9 @@ struct Specialised {
     model: TypedModel,
     symbol: Symbol,
     plans: RwLock<HashMap<usize, Arc<TypedRunnableModel>>>,
+    /// Whether sizes other than those prepared at load get a plan on first use (models
+    /// behind the dynamic batcher, whose batch sizes are bounded by `max_batch_size`).
+    lazy: bool,
     /// Held while a plan is being optimized on first use, so one size is optimized once and
     /// other requests meanwhile run the general plan instead of waiting.
     building: Mutex<()>,
@@ -56,18 +61,20 @@ impl Specialised {
             model,
             symbol,
             plans: RwLock::new(plans),
+            lazy: !eager.is_empty(),
             building: Mutex::new(()),
         })
     }
 
     /// The plan for batch size `n`: prepared, optimized now, or `None` (use the general
-    /// plan) when another size is being optimized, the bound is reached or optimizing fails.
+    /// plan) when sizes are not specialised on use, another size is being optimized, the
+    /// bound is reached or optimizing fails.
     fn plan(&self, n: usize) -> Option<Arc<TypedRunnableModel>> {
         let plans = self.plans.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(plan) = plans.get(&n) {
             return Some(Arc::clone(plan));
         }
-        if plans.len() >= MAX_SPECIALISED {
+        if !self.lazy || plans.len() >= MAX_SPECIALISED {
             return None;
         }
         drop(plans);

@@ -48,7 +48,11 @@ fn batcher_sizes_are_prepared_at_load_and_others_on_first_use() {
 
 #[test]
 fn specialised_plans_answer_as_the_general_plan_does() {
-    let engine = TractEngine::load(&digits(), &LoadOptions::default()).unwrap();
+    let options = LoadOptions {
+        batch_sizes: vec![2],
+        ..LoadOptions::default()
+    };
+    let engine = TractEngine::load(&digits(), &options).unwrap();
     for rows in [1, 2, 5] {
         let batched = probabilities(&engine.run(vec![images(rows, rows)]).unwrap());
         let general = probabilities(
@@ -65,14 +69,29 @@ fn specialised_plans_answer_as_the_general_plan_does() {
             assert!((a - b).abs() <= 1e-6, "batch {rows}: {a} vs {b}");
         }
     }
+    assert_eq!(sizes(&engine), [1, 2, 5]);
 }
 
 #[test]
 fn the_number_of_plans_is_bounded() {
-    let engine = TractEngine::load(&digits(), &LoadOptions::default()).unwrap();
+    let options = LoadOptions {
+        batch_sizes: vec![4],
+        ..LoadOptions::default()
+    };
+    let engine = TractEngine::load(&digits(), &options).unwrap();
     for rows in 1..=MAX_SPECIALISED + 3 {
         let out = engine.run(vec![images(rows, 1)]).unwrap();
         assert_eq!(out[0].shape(), [rows, 10]);
     }
     assert_eq!(sizes(&engine).len(), MAX_SPECIALISED);
+}
+
+#[test]
+fn without_batching_only_batch_1_is_specialised() {
+    let engine = TractEngine::load(&digits(), &LoadOptions::default()).unwrap();
+    for rows in [1, 3, 7] {
+        let out = engine.run(vec![images(rows, 2)]).unwrap();
+        assert_eq!(out[0].shape(), [rows, 10]);
+    }
+    assert_eq!(sizes(&engine), [1]);
 }
