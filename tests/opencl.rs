@@ -252,9 +252,8 @@ fn cpu_backend_ort_runs_the_cpu_segments() {
     drop(server);
 
     let models = repo.path().to_str().unwrap();
-    let out = run_cli(
-        repo.path(),
-        &[
+    let show_digits = |library: &str| {
+        let args = [
             "model",
             "show",
             "digits",
@@ -262,9 +261,10 @@ fn cpu_backend_ort_runs_the_cpu_segments() {
             "opencl",
             "--models",
             models,
-        ],
-        &[("ORT_DYLIB_PATH", &lib)],
-    );
+        ];
+        run_cli(repo.path(), &args, &[("ORT_DYLIB_PATH", library)])
+    };
+    let out = show_digits(&lib);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -275,19 +275,7 @@ fn cpu_backend_ort_runs_the_cpu_segments() {
 
     // Without the library: digits does not load, in one line; lenet (no CPU segment) serves.
     const MISSING: &str = "/nonexistent/scoria-test/libonnxruntime.so";
-    let out = run_cli(
-        repo.path(),
-        &[
-            "model",
-            "show",
-            "digits",
-            "--backend",
-            "opencl",
-            "--models",
-            models,
-        ],
-        &[("ORT_DYLIB_PATH", MISSING)],
-    );
+    let out = show_digits(MISSING);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
