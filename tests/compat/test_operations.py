@@ -319,6 +319,41 @@ def test_drain_timeout_bounds_shutdown(start_server):
     assert "drain timeout" in srv.err_path.read_text(errors="replace"), srv.logs()
     req.join(timeout=30)
 
+def test_unload_with_a_request_in_flight(start_server):
+    """Unloading a model while one of its requests runs answers at once; the running request
+    still completes with the right answer, and only requests after the unload get 503."""
+    srv = start_server(models=["resnet", "digits"])
+    batch = slow_resnet_batch(srv, at_least_s=1.5)
+    x, body, headers = resnet_body(batch)
+    req = InFlight(srv.addr, "/v2/models/resnet/infer", body, headers)
+    req.start()
+    assert req.sent.wait(HTTP_TIMEOUT_S)
+    time.sleep(0.2)
+    assert req.done_at is None, "the request finished before the unload: nothing in flight"
+
+    t0 = time.monotonic()
+    resp = request(srv.addr, "POST", "/v2/repository/models/resnet/unload")
+    unloaded_at = time.monotonic()
+    assert resp.status == 200, resp
+    assert req.done_at is None, "the unload waited for the request in flight"
+    assert unloaded_at - t0 < 1.0, f"unload took {unloaded_at - t0:.2f} s"
+    _, one, one_headers = resnet_body(1)
+    assert "resnet" in assert_error(
+        request(srv.addr, "POST", "/v2/models/resnet/infer", body=one, headers=one_headers), 503)
+    assert index(srv.addr)["resnet"]["state"] == "UNAVAILABLE"
+
+    req.join(timeout=HTTP_TIMEOUT_S)
+    assert not req.is_alive() and req.error is None, req.error
+    assert req.response.status == 200, req.response
+    (logits,) = req.response.json()["outputs"]
+    want = reference(srv.model_repo, "resnet", {"input": x}, ["logits"])["logits"]
+    np.testing.assert_allclose(np.array(logits["data"], dtype=np.float32).reshape(want.shape),
+                               want, rtol=1e-4, atol=1e-5)
+    # The other model never noticed.
+    _, digits_body = digits_request(2)
+    assert request(srv.addr, "POST", "/v2/models/digits/infer", body=digits_body).status == 200
+
+
 
 # --------------------------------------------------------------------------- API keys
 
