@@ -54,7 +54,7 @@ pub struct ShowArgs {
     pub json: bool,
     /// Load with this backend when the model's config names none (default: tract); with
     /// opencl the placement of nodes on device and CPU is shown.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "SCORIA_BACKEND")]
     pub backend: Option<Backend>,
 }
 
