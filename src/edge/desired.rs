@@ -1,11 +1,14 @@
 //! Desired configuration (module-twin style): what can be changed at run time, how a desired
 //! document is validated, and the reported document.
 //!
-//! Desired: `{"$version": N?, "telemetry_interval_s": S?, "models": {NAME: {"version": V}}?}`
-//! where `V` is a version number, or `null` / `"latest"` for the highest ready version. A
-//! document is applied whole or not at all: any invalid part rejects it with the reason, and
+//! Desired: `{"$version": N?, "telemetry_interval_s": S?, "models": {NAME: {"version": V?,
+//! "thresholds": T?}}?}` where `V` is a version number, or `null` / `"latest"` for the highest
+//! ready version, and `T` the model's alert thresholds ([`super::threshold`]; `null` or `{}`
+//! clears them). A document is a patch, as an IoT Hub twin update is: what it leaves out stays as it
+//! is. It is applied whole or not at all: any invalid part rejects it with the reason, and
 //! nothing changes.
 
+use super::threshold::{self, Threshold};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +22,8 @@ pub struct Applied {
     pub telemetry_interval: Duration,
     /// The pinned version of each served model; `None` serves the highest ready version.
     pub versions: BTreeMap<String, Option<u64>>,
+    /// Alert thresholds of each served model that has any.
+    pub thresholds: BTreeMap<String, Vec<Threshold>>,
 }
 
 /// What checks a desired model version: `Ok` when `model` can serve `version` now.
@@ -68,8 +73,8 @@ pub fn apply(
                     return Err("models must be an object {NAME: {\"version\": N}}".into());
                 };
                 for (name, m) in models_doc {
-                    let slot = next.versions.get_mut(name).ok_or_else(|| {
-                        format!(
+                    if !next.versions.contains_key(name) {
+                        return Err(format!(
                             "model '{name}' is not served by this module (serving: {})",
                             current
                                 .versions
@@ -77,9 +82,9 @@ pub fn apply(
                                 .cloned()
                                 .collect::<Vec<_>>()
                                 .join(", ")
-                        )
-                    })?;
-                    *slot = model_version(name, m, models)?;
+                        ));
+                    }
+                    apply_model(&mut next, name, m, models)?;
                 }
             }
             other => {
@@ -92,19 +97,47 @@ pub fn apply(
     Ok(next)
 }
 
-fn model_version(name: &str, m: &Value, models: &dyn VersionCheck) -> Result<Option<u64>, String> {
+/// Applies `models.{name}` to `next`: the keys it has, and only those.
+fn apply_model(
+    next: &mut Applied,
+    name: &str,
+    m: &Value,
+    models: &dyn VersionCheck,
+) -> Result<(), String> {
     let Value::Object(m) = m else {
         return Err(format!(
-            "models.{name} must be an object {{\"version\": N}}"
+            "models.{name} must be an object {{\"version\": N, \"thresholds\": {{...}}}}"
         ));
     };
-    if let Some(k) = m.keys().find(|k| k.as_str() != "version") {
-        return Err(format!("unknown key models.{name}.{k} (known: version)"));
+    for (key, value) in m {
+        match key.as_str() {
+            "version" => {
+                let version = model_version(name, value, models)?;
+                next.versions.insert(name.to_string(), version);
+            }
+            "thresholds" => {
+                let t = threshold::parse(name, value)?;
+                if t.is_empty() {
+                    next.thresholds.remove(name);
+                } else {
+                    next.thresholds.insert(name.to_string(), t);
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown key models.{name}.{other} (known: version, thresholds)"
+                ))
+            }
+        }
     }
-    match m.get("version") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s == "latest" => Ok(None),
-        Some(v) => {
+    Ok(())
+}
+
+fn model_version(name: &str, v: &Value, models: &dyn VersionCheck) -> Result<Option<u64>, String> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) if s == "latest" => Ok(None),
+        v => {
             let version = v.as_u64().ok_or_else(|| {
                 format!("models.{name}.version must be a version number or \"latest\", got {v}")
             })?;
@@ -141,6 +174,9 @@ pub fn reported(
                 json!(serving.get(name).copied().flatten()),
             );
             m.insert("pinned".into(), json!(pinned.is_some()));
+            if let Some(t) = applied.thresholds.get(name) {
+                m.insert("thresholds".into(), threshold::to_json(t));
+            }
             (name.clone(), Value::Object(m))
         })
         .collect();
@@ -175,6 +211,7 @@ mod tests {
         Applied {
             telemetry_interval: Duration::from_secs(10),
             versions: [("digits".to_string(), None)].into(),
+            thresholds: BTreeMap::new(),
         }
     }
 
@@ -198,6 +235,51 @@ mod tests {
     }
 
     #[test]
+    fn documents_are_patches() {
+        let pinned = apply(
+            br#"{"models": {"digits": {"version": 2}}}"#,
+            &current(),
+            &Only(2),
+        )
+        .unwrap();
+        // Thresholds alone leave the pinned version and the interval as they are.
+        let next = apply(
+            br#"{"models": {"digits": {"thresholds": {"probability": {"below": 0.6}}}}}"#,
+            &pinned,
+            &Only(2),
+        )
+        .unwrap();
+        assert_eq!(next.versions["digits"], Some(2));
+        assert_eq!(next.telemetry_interval, Duration::from_secs(10));
+        assert_eq!(next.thresholds["digits"][0].below, Some(0.6));
+        let serving = [("digits".to_string(), Some(2))].into();
+        let r = reported(&next, &serving, 3, None);
+        assert_eq!(
+            r["models"]["digits"]["thresholds"],
+            json!({"probability": {"below": 0.6}})
+        );
+        // A version alone keeps the thresholds; `null` clears them.
+        let next = apply(
+            br#"{"models": {"digits": {"version": null}}}"#,
+            &next,
+            &Only(2),
+        )
+        .unwrap();
+        assert_eq!(next.versions["digits"], None);
+        assert_eq!(next.thresholds["digits"].len(), 1);
+        let next = apply(
+            br#"{"models": {"digits": {"thresholds": null}}}"#,
+            &next,
+            &Only(2),
+        )
+        .unwrap();
+        assert!(next.thresholds.is_empty());
+        assert!(reported(&next, &serving, 4, None)["models"]["digits"]
+            .get("thresholds")
+            .is_none());
+    }
+
+    #[test]
     fn rejects_invalid_documents_whole() {
         for (doc, want) in [
             (&b"not json"[..], "not JSON"),
@@ -217,7 +299,11 @@ mod tests {
             ),
             (
                 br#"{"models": {"digits": {"threshold": 1}}}"#,
-                "unknown key models.digits.threshold",
+                "unknown key models.digits.threshold (known: version, thresholds)",
+            ),
+            (
+                br#"{"models": {"digits": {"version": 2, "thresholds": {"p": {"over": 1}}}}}"#,
+                "unknown key models.digits.thresholds.p.over",
             ),
             (br#"{"colour": "red"}"#, "unknown key 'colour'"),
         ] {

@@ -367,9 +367,10 @@ impl Driver {
         let rejected = match desired::apply(payload, &current, self.ctx.models.as_ref()) {
             Ok(next) => {
                 tracing::info!(
-                    "applied desired configuration {version}: telemetry every {} s, versions {:?}",
+                    "applied desired configuration {version}: telemetry every {} s, versions {:?}, thresholds {}",
                     next.telemetry_interval.as_secs_f64(),
-                    next.versions
+                    next.versions,
+                    describe_thresholds(&next)
                 );
                 self.ctx.set_applied(next);
                 None
@@ -415,4 +416,20 @@ impl Driver {
         let topic = self.ctx.topics.telemetry();
         self.publish_volatile(&topic, t.to_string().into(), false);
     }
+}
+
+/// `model: key below x, ...; model2: ...`, or `none`.
+fn describe_thresholds(applied: &desired::Applied) -> String {
+    if applied.thresholds.is_empty() {
+        return "none".into();
+    }
+    applied
+        .thresholds
+        .iter()
+        .map(|(model, t)| {
+            let t: Vec<String> = t.iter().map(ToString::to_string).collect();
+            format!("{model}: {}", t.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

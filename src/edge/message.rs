@@ -2,8 +2,8 @@
 //!
 //! A request is the JSON body `/score` takes, optionally with an `"id"` (any JSON value) that
 //! is echoed in its result. A result is
-//! `{"id", "model", "version", "result"}` or, when the request failed, `{"id", "model",
-//! "error"}`; `"duplicate": true` marks a result that may repeat one already delivered
+//! `{"id", "model", "version", "result"}` (with `"alert"` and `"alerts"` when the model has
+//! thresholds) or, when the request failed, `{"id", "model", "error"}`; `"duplicate": true` marks a result that may repeat one already delivered
 //! (a redelivered request, or a result resent after a reconnect or restart): consumers
 //! deduplicate by id.
 
@@ -54,13 +54,27 @@ pub fn parse_request(payload: &[u8], max_bytes: usize) -> Result<ParsedRequest, 
     Ok(ParsedRequest { id, body })
 }
 
-/// A successful result.
-pub fn result(id: Value, model: &str, version: u64, result: Value, duplicate: bool) -> Value {
+/// A successful result. `alerts`: the thresholds it crosses, `None` when the model has none
+/// (then the result carries no `"alert"` field).
+pub fn result(
+    id: Value,
+    model: &str,
+    version: u64,
+    result: Value,
+    alerts: Option<Vec<String>>,
+    duplicate: bool,
+) -> Value {
     let mut m = Map::new();
     m.insert("id".into(), id);
     m.insert("model".into(), model.into());
     m.insert("version".into(), version.into());
     m.insert("result".into(), result);
+    if let Some(alerts) = alerts {
+        m.insert("alert".into(), (!alerts.is_empty()).into());
+        if !alerts.is_empty() {
+            m.insert("alerts".into(), alerts.into());
+        }
+    }
     if duplicate {
         m.insert("duplicate".into(), true.into());
     }
@@ -121,8 +135,24 @@ mod tests {
     #[test]
     fn results_echo_id_and_mark_duplicates() {
         assert_eq!(
-            result(json!(7), "digits", 1, json!({"y": 1}), false),
+            result(json!(7), "digits", 1, json!({"y": 1}), None, false),
             json!({"id": 7, "model": "digits", "version": 1, "result": {"y": 1}})
+        );
+        assert_eq!(
+            result(
+                json!(7),
+                "m",
+                1,
+                json!(1),
+                Some(vec!["y above 1".into()]),
+                false
+            ),
+            json!({"id": 7, "model": "m", "version": 1, "result": 1, "alert": true,
+                   "alerts": ["y above 1"]})
+        );
+        assert_eq!(
+            result(json!(7), "m", 1, json!(1), Some(vec![]), false)["alert"],
+            json!(false)
         );
         assert_eq!(
             error(json!(null), "x", "unknown model 'x'", true),

@@ -6,8 +6,8 @@
 //! - [`driver`]: the connection loop; delivers the outbox in order.
 //! - [`request`]: one request from arrival to acknowledgement, scored through the serving core.
 //! - [`outbox`]: the durable store of results awaiting the broker (redb).
-//! - [`topics`], [`message`], [`desired`], [`stats`]: topic layouts, payloads, desired
-//!   configuration, telemetry.
+//! - [`topics`], [`message`], [`desired`], [`threshold`], [`stats`]: topic layouts, payloads,
+//!   desired configuration, alert thresholds, telemetry.
 //! - [`iothub`]: IoT Hub identities and SAS tokens.
 
 pub mod desired;
@@ -18,6 +18,7 @@ pub mod message;
 pub mod outbox;
 mod request;
 pub mod stats;
+pub mod threshold;
 pub mod topics;
 
 use crate::models::ModelManager;
@@ -107,6 +108,16 @@ impl Ctx {
             .flatten()
     }
 
+    /// The thresholds `result` of `model` crosses, or `None` when the model has none.
+    pub(crate) fn alerts(&self, model: &str, result: &serde_json::Value) -> Option<Vec<String>> {
+        self.applied
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .thresholds
+            .get(model)
+            .map(|t| threshold::crossed(t, result))
+    }
+
     /// The version each served model scores on now.
     pub(crate) fn serving_versions(&self) -> BTreeMap<String, Option<u64>> {
         self.served
@@ -147,6 +158,7 @@ pub async fn run(
         applied: RwLock::new(Applied {
             telemetry_interval: settings.telemetry_interval,
             versions: settings.models.iter().cloned().collect(),
+            thresholds: BTreeMap::new(),
         }),
     });
     tracing::info!(

@@ -109,7 +109,13 @@ async fn score(ctx: &Ctx, model: &str, payload: &[u8], msg: &InMsg) -> Result<Va
         .await
         .map_err(|e| reject(format!("scoring task failed: {e}")))?
         .map_err(|e| reject(e.to_string()))?;
-    Ok(message::result(req.id, model, version, scored, msg.dup))
+    let alerts = ctx.alerts(model, &scored);
+    if alerts.as_ref().is_some_and(|a| !a.is_empty()) {
+        ctx.stats.alerted(model);
+    }
+    Ok(message::result(
+        req.id, model, version, scored, alerts, msg.dup,
+    ))
 }
 
 /// For a direct method: the model the body names in `"model"` (or the only one served) and

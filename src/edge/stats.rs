@@ -52,6 +52,11 @@ impl EdgeStats {
         ring.push_back(latency);
     }
 
+    /// Records a result that crossed one of its model's thresholds.
+    pub fn alerted(&self, model: &str) {
+        self.metrics.alerts.with_label_values(&[model]).inc();
+    }
+
     /// The telemetry message. `models` maps each served model to the version serving it.
     pub fn telemetry(
         &self,
@@ -75,6 +80,7 @@ impl EdgeStats {
                         "in": count("in"),
                         "out": count("out"),
                         "failed": count("failed"),
+                        "alerts": self.metrics.alerts.with_label_values(&[name]).get(),
                         "latency_ms": {"p50": p50, "p99": p99},
                     }),
                 )

@@ -9,6 +9,8 @@ pub struct EdgeMetrics {
     /// Messages by model and kind: `in` (requests received), `out` (results scored),
     /// `failed` (error results).
     pub messages: IntCounterVec,
+    /// Results that crossed one of their model's alert thresholds, by model.
+    pub alerts: IntCounterVec,
     /// Results the broker acknowledged (removed from the outbox).
     pub delivered: IntCounter,
     pub outbox_messages: IntGauge,
@@ -29,6 +31,13 @@ impl EdgeMetrics {
                         "MQTT messages by model and kind: in (requests), out (results), failed (error results)",
                     ),
                     &["model", "kind"],
+                )?,
+                alerts: IntCounterVec::new(
+                    Opts::new(
+                        "edge_alerts_total",
+                        "Results that crossed one of their model's alert thresholds",
+                    ),
+                    &["model"],
                 )?,
                 delivered: IntCounter::new(
                     "edge_delivered_total",
@@ -54,6 +63,7 @@ impl EdgeMetrics {
             };
             let r = metrics.registry();
             r.register(Box::new(m.messages.clone()))?;
+            r.register(Box::new(m.alerts.clone()))?;
             r.register(Box::new(m.delivered.clone()))?;
             r.register(Box::new(m.outbox_messages.clone()))?;
             r.register(Box::new(m.outbox_bytes.clone()))?;

@@ -183,3 +183,161 @@ fn desired_configuration_applied_and_invalid_rejected() {
     assert_eq!(rep.json()["status"], "rejected");
     assert!(edge.stderr().contains("rejected desired configuration"));
 }
+
+#[test]
+fn alert_thresholds_mark_results() {
+    let broker = Broker::start();
+    let repo = repo_with(&["digits"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let _edge = Edge::start(
+        repo.path(),
+        &[
+            "--broker",
+            &broker.url(),
+            "--model",
+            "digits",
+            "--client-id",
+            "edge-alerts",
+            "--outbox",
+            &outbox_dir(&tmp),
+            "--telemetry-interval",
+            "0.5",
+            "--metrics",
+            &metrics_addr,
+        ],
+    );
+    let mut c = Peer::connect(broker.port, "alerts-client", false);
+    c.subscribe("scoria/out/digits");
+    c.subscribe("scoria/reported");
+    c.subscribe("scoria/telemetry");
+    // Scores image `i` of digits_request under id `id`: the result message.
+    let score = |c: &mut Peer, i: u64, id: u64| -> Value {
+        let mut req = digits_request(i);
+        req["id"] = json!(id);
+        c.publish("scoria/in/digits", req.to_string(), false, None);
+        c.take(WAIT, |m| {
+            m.topic == "scoria/out/digits" && m.json()["id"] == id
+        })
+        .expect("result")
+        .json()
+    };
+    let images = 0..17u64;
+    let probabilities: Vec<f64> = images
+        .clone()
+        .map(|i| {
+            let r = score(&mut c, i, i);
+            assert!(r.get("alert").is_none(), "no thresholds yet: {r}");
+            r["result"]["predictions"][0]["probability"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    // A threshold half way between two neighbouring probabilities, so some results are
+    // below it and some above.
+    let mut sorted = probabilities.clone();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    let threshold = (sorted[mid - 1] + sorted[mid]) / 2.0;
+    let below = probabilities.iter().filter(|p| **p < threshold).count();
+    assert!(
+        below > 0 && below < probabilities.len(),
+        "{probabilities:?}"
+    );
+
+    c.publish(
+        "scoria/config",
+        json!({"$version": 3, "models": {"digits": {"thresholds": {"probability": {"below": threshold}}}}})
+            .to_string(),
+        false,
+        None,
+    );
+    let rep = c
+        .take(WAIT, |m| m.topic == "scoria/reported")
+        .expect("reported")
+        .json();
+    assert_eq!(rep["status"], "applied", "{rep}");
+    assert_eq!(
+        rep["models"]["digits"]["thresholds"],
+        json!({"probability": {"below": threshold}}),
+        "{rep}"
+    );
+    assert_eq!(rep["models"]["digits"]["pinned"], false, "{rep}");
+    let want_alert = format!("probability below {threshold}");
+    for (i, p) in images.clone().zip(&probabilities) {
+        let r = score(&mut c, i, 100 + i);
+        let alert = *p < threshold;
+        assert_eq!(
+            r["alert"], alert,
+            "probability {p}, threshold {threshold}: {r}"
+        );
+        if alert {
+            assert_eq!(r["alerts"], json!([want_alert]), "{r}");
+        } else {
+            assert!(r.get("alerts").is_none(), "{r}");
+        }
+        // The result itself is untouched.
+        assert_eq!(
+            r["result"]["predictions"][0]["probability"],
+            json!(p),
+            "{r}"
+        );
+    }
+    let tick = c
+        .take(WAIT, |m| {
+            m.topic == "scoria/telemetry" && m.json()["models"]["digits"]["out"] == 34
+        })
+        .expect("telemetry after the scored requests")
+        .json();
+    assert_eq!(tick["models"]["digits"]["alerts"], below, "{tick}");
+    let text = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .expect("GET /metrics")
+        .text()
+        .unwrap();
+    assert!(
+        text.contains(&format!(
+            r#"scoria_edge_alerts_total{{model="digits"}} {below}"#
+        )),
+        "{text}"
+    );
+
+    // Invalid thresholds are rejected whole; `null` clears them.
+    c.publish(
+        "scoria/config",
+        json!({"models": {"digits": {"thresholds": {"probability": {"below": "low"}}}}})
+            .to_string(),
+        false,
+        None,
+    );
+    let rep = c
+        .take(WAIT, |m| m.topic == "scoria/reported")
+        .expect("reported")
+        .json();
+    assert_eq!(rep["status"], "rejected", "{rep}");
+    assert!(
+        rep["reason"]
+            .as_str()
+            .unwrap()
+            .contains("models.digits.thresholds.probability.below must be a number"),
+        "{rep}"
+    );
+    assert!(rep["models"]["digits"]["thresholds"].is_object(), "{rep}");
+    c.publish(
+        "scoria/config",
+        json!({"models": {"digits": {"thresholds": null}}}).to_string(),
+        false,
+        None,
+    );
+    let rep = c
+        .take(WAIT, |m| m.topic == "scoria/reported")
+        .expect("reported")
+        .json();
+    assert_eq!(rep["status"], "applied", "{rep}");
+    assert!(rep["models"]["digits"].get("thresholds").is_none(), "{rep}");
+    assert!(score(&mut c, 0, 200).get("alert").is_none());
+}
