@@ -6,7 +6,9 @@
 //! ids to records itself (publishes are queued by this task alone, so rumqttc reports them
 //! sent in queue order), and after a disconnect it drops rumqttc's own replay queue and
 //! replays from the outbox, so the mapping stays exact. A record published on an earlier
-//! connection or run is resent marked `"duplicate": true`.
+//! connection or run is resent marked `"duplicate": true`. A record the broker refuses (an
+//! MQTT 5 PUBACK reason code: not authorized, quota exceeded, ...) stays in the outbox and is
+//! published again after a backoff, without holding up the records behind it.
 
 use super::desired;
 use super::link::{Client, Ev, EventLoop, InMsg, LinkError};
@@ -22,6 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -47,6 +50,13 @@ pub struct Driver {
     issued: VecDeque<Option<u64>>,
     /// Packet id → record of publishes sent and not yet acknowledged.
     inflight: HashMap<u16, Option<u64>>,
+    /// Records the broker refused on this connection, waiting for `retry_at`.
+    refused: Vec<u64>,
+    /// Refused records due to be published again, before the queue goes on from `next`.
+    retry_now: VecDeque<u64>,
+    retry_at: Option<Instant>,
+    /// The wait before the next retry of refused records; reset when one is taken.
+    retry_backoff: Duration,
     window: usize,
     connected: bool,
     connections: u64,
@@ -91,6 +101,10 @@ impl Driver {
             next: 0,
             issued: VecDeque::new(),
             inflight: HashMap::new(),
+            refused: Vec::new(),
+            retry_now: VecDeque::new(),
+            retry_at: None,
+            retry_backoff: BACKOFF_MIN,
             window: window.max(1),
             connected: false,
             connections: 0,
@@ -132,6 +146,7 @@ impl Driver {
                     }
                 }
                 _ = telemetry.tick() => self.publish_telemetry(),
+                () = sleep_until(self.retry_at) => self.retry_refused(),
             }
             let wanted = self.ctx.applied().telemetry_interval;
             if wanted != interval {
@@ -169,6 +184,25 @@ impl Driver {
     fn top_up(&mut self) {
         if !self.connected {
             return;
+        }
+        while self.issued.len() + self.inflight.len() < self.window {
+            let Some(seq) = self.retry_now.pop_front() else {
+                break;
+            };
+            // Acknowledged on another path (or gone) since: nothing to retry.
+            let Some(q) = self.queue.iter().find(|q| q.stored.seq == seq && !q.acked) else {
+                continue;
+            };
+            let r = &q.stored.record;
+            if self
+                .client
+                .try_publish(&r.topic, r.payload.clone(), false, r.correlation.clone())
+                .is_err()
+            {
+                self.retry_now.push_front(seq);
+                return;
+            }
+            self.issued.push_back(Some(seq));
         }
         while self.next < self.queue.len() && self.issued.len() + self.inflight.len() < self.window
         {
@@ -218,29 +252,77 @@ impl Driver {
                     "publish {pkid} sent that the driver did not queue; this is a bug"
                 ),
             },
-            Ev::PubAck(pkid) => {
-                if let Some(Some(seq)) = self.inflight.remove(&pkid) {
+            Ev::PubAck { pkid, refused } => match (self.inflight.remove(&pkid), refused) {
+                (Some(Some(seq)), None) => {
+                    self.retry_backoff = BACKOFF_MIN;
                     self.acked(seq);
                 }
-            }
+                (Some(Some(seq)), Some(reason)) => self.on_refused(seq, reason),
+                (Some(None), Some(reason)) => {
+                    tracing::warn!("the broker refused a status or telemetry message: {reason}")
+                }
+                _ => {}
+            },
             Ev::Publish(msg) => self.on_publish(msg),
             Ev::Other => {}
         }
     }
 
+    /// The broker refused record `seq`: it stays in the outbox, and goes again after the
+    /// backoff.
+    fn on_refused(&mut self, seq: u64, reason: &str) {
+        if self.retry_at.is_none() {
+            let topic = self
+                .queue
+                .iter()
+                .find(|q| q.stored.seq == seq)
+                .map_or("?", |q| q.stored.record.topic.as_str());
+            tracing::warn!(
+                "the broker refused a result on {topic}: {reason}; it stays in the outbox \
+                 (with any others refused), next try in {} ms",
+                self.retry_backoff.as_millis()
+            );
+            self.retry_at = Some(Instant::now() + self.retry_backoff);
+        }
+        self.refused.push(seq);
+    }
+
+    /// Publishes the refused records again; the next refusal waits twice as long.
+    fn retry_refused(&mut self) {
+        self.retry_at = None;
+        self.retry_now.extend(self.refused.drain(..));
+        self.retry_backoff = (self.retry_backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// Forgets what was in flight on the connection that ended: everything unacknowledged,
+    /// refused records included, goes again from the start of the queue.
+    fn reset_delivery(&mut self) {
+        self.issued.clear();
+        self.inflight.clear();
+        self.refused.clear();
+        self.retry_now.clear();
+        self.retry_at = None;
+        self.next = 0;
+    }
+
     fn acked(&mut self, seq: u64) {
         // Records are acknowledged in order almost always: search from the front.
-        if let Some(q) = self.queue.iter_mut().find(|q| q.stored.seq == seq) {
-            q.acked = true;
-        }
-        let mut done = Vec::new();
+        let Some(q) = self
+            .queue
+            .iter_mut()
+            .find(|q| q.stored.seq == seq && !q.acked)
+        else {
+            return;
+        };
+        q.acked = true;
+        // Off the disk at once, also behind an older record still waiting (a refused one), so
+        // delivered results never fill the outbox.
+        self.ctx.stats.metrics.delivered.inc();
+        self.ctx.outbox.remove(vec![seq]);
         while self.queue.front().is_some_and(|q| q.acked) {
-            let q = self.queue.pop_front().expect("front exists");
-            done.push(q.stored.seq);
+            self.queue.pop_front();
             self.next = self.next.saturating_sub(1);
         }
-        self.ctx.stats.metrics.delivered.inc_by(done.len() as u64);
-        self.ctx.outbox.remove(done);
     }
 
     fn on_connect(&mut self, session_present: bool) {
@@ -256,9 +338,7 @@ impl Driver {
         );
         self.connected = true;
         self.backoff = BACKOFF_MIN;
-        self.issued.clear();
-        self.inflight.clear();
-        self.next = 0;
+        self.reset_delivery();
         if let Err(e) = self.client.try_subscribe(&self.ctx.topics.subscriptions()) {
             tracing::error!("cannot subscribe: {e}");
         }
@@ -279,9 +359,7 @@ impl Driver {
 
     async fn on_disconnect(&mut self, reason: &str) {
         self.events.drop_pending();
-        self.issued.clear();
-        self.inflight.clear();
-        self.next = 0;
+        self.reset_delivery();
         if self.connected {
             tracing::warn!(
                 "lost the connection to {}: {reason}; reconnecting",
@@ -432,4 +510,12 @@ fn describe_thresholds(applied: &desired::Applied) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Resolves at `at`, or never when there is none.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

@@ -67,8 +67,12 @@ pub enum Ev {
         session_present: bool,
     },
     Publish(InMsg),
-    /// The broker acknowledged our publish `pkid`.
-    PubAck(u16),
+    /// The broker answered our publish `pkid`: took it, or (MQTT 5) `refused` it with the
+    /// reason code's meaning.
+    PubAck {
+        pkid: u16,
+        refused: Option<&'static str>,
+    },
     /// Our publish went out with packet id `pkid` (in the order publishes were queued).
     Sent(u16),
     Other,
@@ -357,7 +361,10 @@ fn v4_incoming(p: rumqttc::Packet) -> Ev {
             response_topic: None,
             correlation: None,
         }),
-        Packet::PubAck(a) => Ev::PubAck(a.pkid),
+        Packet::PubAck(a) => Ev::PubAck {
+            pkid: a.pkid,
+            refused: None,
+        },
         _ => Ev::Other,
     }
 }
@@ -384,7 +391,26 @@ fn v5_incoming(p: m5::Packet) -> Ev {
                 correlation,
             })
         }
-        Packet::PubAck(a) => Ev::PubAck(a.pkid),
+        Packet::PubAck(a) => Ev::PubAck {
+            pkid: a.pkid,
+            refused: refusal(&a.reason),
+        },
         _ => Ev::Other,
+    }
+}
+
+/// What an MQTT 5 PUBACK reason code that refuses a publish means; `None` when the broker
+/// took it ("no matching subscribers" is taken: it is stored for none).
+fn refusal(reason: &m5::PubAckReason) -> Option<&'static str> {
+    use m5::PubAckReason as R;
+    match reason {
+        R::Success | R::NoMatchingSubscribers => None,
+        R::UnspecifiedError => Some("unspecified error (0x80)"),
+        R::ImplementationSpecificError => Some("implementation specific error (0x83)"),
+        R::NotAuthorized => Some("not authorized (0x87)"),
+        R::TopicNameInvalid => Some("topic name invalid (0x90)"),
+        R::PacketIdentifierInUse => Some("packet identifier in use (0x91)"),
+        R::QuotaExceeded => Some("quota exceeded (0x97)"),
+        R::PayloadFormatInvalid => Some("payload format invalid (0x99)"),
     }
 }

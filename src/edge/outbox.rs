@@ -4,8 +4,8 @@
 //! - [`Outbox::append`] returns only after the record is committed with immediate durability,
 //!   so a request acknowledged after it can never lose its result, even to `kill -9`.
 //! - Records are numbered in commit order (`seq`) and handed to the driver in that order, once
-//!   each; the driver delivers them in that order and removes them when the broker has
-//!   acknowledged them. Removals are committed lazily: after a crash, a removed record may come
+//!   each; the driver delivers them in that order (a record the broker refuses goes again
+//!   later, out of order) and removes each when the broker has acknowledged it. Removals are committed lazily: after a crash, a removed record may come
 //!   back and be delivered again (marked as a duplicate), never the reverse.
 //! - When the outbox holds `max_messages` records or `max_bytes` bytes, appends wait (their
 //!   requests stay unacknowledged at the broker) until removals make room: nothing is dropped.

@@ -119,6 +119,17 @@ impl Broker {
         }
     }
 
+    /// SIGHUP: the broker reloads its configuration (ACL file included), keeping connections.
+    pub fn reload(&self) {
+        let child = self.child.as_ref().expect("a running broker");
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success(), "kill -HUP mosquitto: {status}");
+    }
+
     /// Starts the stopped broker again on the same port, with its saved state.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "restart a stopped broker");

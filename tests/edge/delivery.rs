@@ -95,3 +95,86 @@ fn module_kill9_mid_stream_and_restart_loses_no_result() {
     assert!(!log_before.contains("panicked"));
     drop(edge);
 }
+
+#[test]
+fn results_the_broker_refuses_stay_in_the_outbox_until_it_takes_them() {
+    // The module's user may not publish results at first: mosquitto answers each result's
+    // PUBACK with "not authorized" (MQTT 5 reason code 0x87).
+    let acl_dir = tempfile::tempdir().unwrap();
+    let acl = acl_dir.path().join("acl");
+    let rules = |results_allowed: bool| {
+        format!(
+            "topic readwrite #\n\nuser edge\ntopic read scoria/in/#\ntopic read scoria/config\n\
+             topic write scoria/status\ntopic write scoria/telemetry\n\
+             topic write scoria/reported\n{}",
+            if results_allowed {
+                "topic write scoria/out/#\n"
+            } else {
+                ""
+            }
+        )
+    };
+    std::fs::write(&acl, rules(false)).unwrap();
+    let broker = Broker::start_on(
+        free_port(),
+        &format!("allow_anonymous true\nacl_file {}\n", acl.display()),
+    );
+    let repo = repo_with(&["digits"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut edge = Edge::start(
+        repo.path(),
+        &[
+            "--broker",
+            &broker.url(),
+            "--model",
+            "digits",
+            "--client-id",
+            "edge-refused",
+            "--username",
+            "edge",
+            "--protocol",
+            "5",
+            "--outbox",
+            &outbox_dir(&tmp),
+            "--outbox-max",
+            "5",
+            "--telemetry-interval",
+            "0.3",
+        ],
+    );
+    let mut c = Peer::connect(broker.port, "refused-client", false);
+    c.subscribe("scoria/out/digits");
+    c.subscribe("scoria/telemetry");
+    send_digits(&mut c, 0, 12, 0);
+    edge.wait_log("not authorized (0x87)", WAIT);
+    // The refused results stay in the outbox, which fills to its limit: the module stops
+    // taking requests (the broker keeps the rest) instead of dropping anything.
+    let full = c
+        .take(WAIT, |m| {
+            m.topic == "scoria/telemetry" && m.json()["outbox"]["messages"] == 5
+        })
+        .unwrap_or_else(|| panic!("the outbox never held 5 results:\n{}", edge.stderr()))
+        .json();
+    assert_eq!(full["models"]["digits"]["out"], 5, "{full}");
+    std::thread::sleep(Duration::from_millis(500));
+    let early = c.collect("scoria/out/digits", Duration::from_millis(100), |_| false);
+    assert!(early.is_empty(), "results got through the ACL: {early:?}");
+
+    // Results allowed: every one is delivered, in the end, exactly once.
+    std::fs::write(&acl, rules(true)).unwrap();
+    broker.reload();
+    let results = c.collect("scoria/out/digits", Duration::from_secs(40), |got| {
+        distinct_ids(&[], got) >= 12
+    });
+    assert_each_once(&results, 0..12, &|| {
+        format!("edge:\n{}\nbroker:\n{}", edge.stderr(), broker.log())
+    });
+    let drained = c
+        .take(WAIT, |m| {
+            m.topic == "scoria/telemetry" && m.json()["outbox"]["messages"] == 0
+        })
+        .expect("the outbox drained")
+        .json();
+    assert_eq!(drained["models"]["digits"]["out"], 12, "{drained}");
+    assert_eq!(drained["reconnects"], 0, "{drained}");
+}
