@@ -319,6 +319,125 @@ fn register_rejects_bad_names_and_missing_paths() {
 }
 
 #[test]
+fn register_installs_a_checked_hook() {
+    let ws = workspace();
+    let files = workspace();
+    let src = digits_onnx();
+    let write = |name: &str, text: &str| {
+        let p = files.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let syntax = write("syntax.rhai", "fn run(input) {\n  input +\n}\n");
+    let no_run = write("norun.rhai", "fn predict(x) { x }\n");
+    let first = write(
+        "first.rhai",
+        "fn run(input) { #{ hook: \"first\", rows: input.data.len() } }\n",
+    );
+    let second = write(
+        "second.rhai",
+        "fn run(input) { #{ hook: \"second\", label: model.predict(#{ input: tensor(input.data, \"FP32\") }).label.to_array() } }\n",
+    );
+    let register = |hook: &str| {
+        scoria(
+            ws.path(),
+            &[
+                "model",
+                "register",
+                "m",
+                "--path",
+                src.to_str().unwrap(),
+                "--hook",
+                hook,
+            ],
+        )
+    };
+
+    // A hook that does not compile or lacks `fn run` is refused before anything is written.
+    let line = fails(register(&syntax), "syntax.rhai:");
+    assert!(line.contains("not registered"), "{line}");
+    fails(register(&no_run), "no `fn run(input)`");
+    fails(register("/no/such/hook.rhai"), "hook.rhai");
+    assert!(
+        !ws.path().join("models/m").exists(),
+        "a refused hook wrote something"
+    );
+
+    // Installed as score.rhai and named in a new config.toml; recorded with the version.
+    let out = ok(register(&first));
+    assert!(
+        out.contains("registered m:1") && out.contains("hook score.rhai"),
+        "{out}"
+    );
+    let model_dir = ws.path().join("models/m");
+    assert_eq!(
+        std::fs::read_to_string(model_dir.join("score.rhai")).unwrap(),
+        std::fs::read_to_string(&first).unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(model_dir.join("config.toml")).unwrap(),
+        "hook = \"score.rhai\"\n"
+    );
+    let meta = std::fs::read_to_string(model_dir.join("1/meta.toml")).unwrap();
+    assert!(meta.contains("hook = \"score.rhai\""), "{meta}");
+    assert!(
+        meta.contains(&format!(
+            "hook_sha256 = \"{}\"",
+            sha256sum(Path::new(&first))
+        )),
+        "{meta}"
+    );
+    let input = write(
+        "in.json",
+        r#"{"data": [[0,0,5,13,9,1,0,0,0,0,13,15,10,15,5,0,0,3,15,2,0,11,8,0,0,4,12,0,0,8,8,0,0,5,8,0,0,9,8,0,0,4,11,0,1,12,7,0,0,2,14,5,10,12,0,0,0,0,6,13,10,0,0,0]]}"#,
+    );
+    let out = ok(scoria(ws.path(), &["predict", "m", "--input", &input]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v, serde_json::json!({"hook": "first", "rows": 1}));
+
+    // A config.toml that names no hook keeps its settings and gains the hook line; the next
+    // registration replaces the script for every version.
+    std::fs::write(
+        model_dir.join("config.toml"),
+        "description = \"digits again\"\n\n[tags]\nowner = \"ml\"\n",
+    )
+    .unwrap();
+    ok(register(&second));
+    let config = std::fs::read_to_string(model_dir.join("config.toml")).unwrap();
+    assert_eq!(
+        config,
+        "hook = \"score.rhai\"\ndescription = \"digits again\"\n\n[tags]\nowner = \"ml\"\n"
+    );
+    let out = ok(scoria(ws.path(), &["predict", "m:1", "--input", &input]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["hook"], "second", "{out}");
+    assert_eq!(v["label"], serde_json::json!([0]), "{out}");
+
+    // A config.toml that names its own hook file: the script goes there, config untouched.
+    std::fs::write(model_dir.join("config.toml"), "hook = \"custom.rhai\"\n").unwrap();
+    let out = ok(register(&first));
+    assert!(
+        out.contains("registered m:3") && out.contains("hook custom.rhai"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(model_dir.join("custom.rhai")).unwrap(),
+        std::fs::read_to_string(&first).unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(model_dir.join("config.toml")).unwrap(),
+        "hook = \"custom.rhai\"\n"
+    );
+    // No temporary files are left in the model folder.
+    let left = entries(&model_dir);
+    assert_eq!(
+        left,
+        ["1", "2", "3", "config.toml", "custom.rhai", "score.rhai"],
+        "{left:?}"
+    );
+}
+
+#[test]
 fn list_shows_every_model_and_failures() {
     let repo = repo_with(&["digits", "lenet"]);
     let broken = repo.path().join("broken/1");
@@ -788,5 +907,37 @@ fn serve_startup_errors() {
             ],
         ),
         "cannot listen on not-an-address",
+    );
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let repo = repo_with(&["digits", "lenet"]);
+    let mut child = common::scoria_command()
+        .args([
+            "--models",
+            repo.path().to_str().unwrap(),
+            "model",
+            "show",
+            "digits",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn scoria");
+    // The reader hangs up before anything is written, as `| head -0` would.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("internal error"), "{stderr}");
+    common::assert_no_panic(&stderr);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
     );
 }

@@ -120,6 +120,9 @@ pub fn main() -> i32 {
     };
     crate::engine::ort::prepare_process(&cli.global.workspace); // before any thread: sets env
     init_logging(&cli.global.log);
+    if !matches!(cli.command, Command::Serve(_) | Command::Edge(_)) {
+        default_sigpipe();
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Model(cmd) => model::run(&cli.global, cmd),
@@ -135,6 +138,16 @@ pub fn main() -> i32 {
             eprintln!("error: {}", one_line(&format!("{e:#}")));
             1
         }
+    }
+}
+
+/// Lets SIGPIPE end the process, as it ends any Unix tool whose reader went away (`| head`),
+/// instead of Rust's default of ignoring it, which makes `println!` panic. Not for the
+/// servers: a client that hangs up must not end them.
+fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to its default installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

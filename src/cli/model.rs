@@ -35,6 +35,11 @@ pub struct RegisterArgs {
     /// A description to record with the version.
     #[arg(long, env = "SCORIA_MODEL_DESCRIPTION", value_name = "TEXT")]
     pub description: Option<String>,
+    /// A score hook (Rhai script with `fn run(input)`, optional `fn init()`) to install as the
+    /// model's hook, used by all its versions: checked first, then written to the model folder
+    /// under the name its config.toml gives (else score.rhai, named in config.toml).
+    #[arg(long, env = "SCORIA_MODEL_HOOK", value_name = "FILE.rhai")]
+    pub hook: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -76,17 +81,25 @@ pub fn run(global: &GlobalArgs, cmd: ModelCommand) -> anyhow::Result<()> {
     let dir = global.models_dir();
     match cmd {
         ModelCommand::Register(args) => {
+            if let Some(hook) = &args.hook {
+                crate::hook::check_script(hook)
+                    .with_context(|| format!("hook {} not registered", hook.display()))?;
+            }
             let repo = Repository::create(&dir).context("cannot open the model repository")?;
             let reg = Registration {
                 name: args.name,
                 source: args.path,
                 tags: args.tags.into_iter().collect(),
                 description: args.description,
+                hook: args.hook,
             };
             let (version, meta) = registry::register(&repo, &reg)?;
             println!(
-                "registered {}:{version} ({} bytes, sha256 {})",
-                reg.name, meta.size, meta.sha256
+                "registered {}:{version} ({} bytes, sha256 {}){}",
+                reg.name,
+                meta.size,
+                meta.sha256,
+                meta.hook.map(|h| format!(", hook {h}")).unwrap_or_default()
             );
             Ok(())
         }
@@ -234,6 +247,7 @@ fn show(repo: &Repository, args: ShowArgs) -> anyhow::Result<()> {
             "path": dir.version_path(version).join(MODEL_FILE),
             "backend": loaded.backend().name(),
             "max_batch_size": config.max_batch_size,
+            "hook": config.hook,
             "description": config.description,
             "tags": config.tags,
             "registration": meta,
@@ -276,6 +290,9 @@ fn show(repo: &Repository, args: ShowArgs) -> anyhow::Result<()> {
     if config.max_batch_size > 0 {
         println!("max batch:    {}", config.max_batch_size);
     }
+    if let Some(h) = &config.hook {
+        println!("hook:         {h}");
+    }
     if let Some(d) = &config.description {
         println!("description:  {d}");
     }
@@ -292,6 +309,9 @@ fn show(repo: &Repository, args: ShowArgs) -> anyhow::Result<()> {
             }
             if !m.tags.is_empty() {
                 println!("version tags: {}", tags(&m.tags));
+            }
+            if let (Some(h), Some(sha)) = (&m.hook, &m.hook_sha256) {
+                println!("version hook: {h} at registration (sha256 {sha})");
             }
         }
         None => println!("registered:   no (copied in by hand; no meta.toml)"),

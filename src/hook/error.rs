@@ -8,10 +8,12 @@ use std::path::PathBuf;
 /// fault; every other kind is the hook's or the server's.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    #[error("score hook {}: {source}", path.display())]
+    // `cause`, not `source`: the message already says it, and a `source` would repeat it in
+    // error chains.
+    #[error("score hook {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("score hook {file}:{line}:{column}: {message}")]
     Compile {

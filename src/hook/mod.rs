@@ -67,40 +67,9 @@ impl Hook {
         limits: HookLimits,
     ) -> Result<Hook, HookError> {
         let file = display_name(path);
-        let source = std::fs::read_to_string(path).map_err(|source| HookError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
         let mut engine = limits::sandboxed_engine(&limits, &file);
         api::register(&mut engine, model, labels, &limits);
-        let mut ast = engine
-            .compile(&source)
-            .map_err(|e| error::compile(&file, &e))?;
-        ast.set_source(file.as_str());
-
-        let arity = |name: &str| {
-            ast.iter_functions()
-                .find(|f| f.name == name)
-                .map(|f| f.params.len())
-        };
-        let bad_signature = |message: &str| HookError::Contract {
-            file: file.clone(),
-            message: message.to_string(),
-        };
-        match arity("run") {
-            Some(1) => {}
-            Some(_) => {
-                return Err(bad_signature(
-                    "`fn run` must take one parameter (the request)",
-                ))
-            }
-            None => return Err(bad_signature("the script defines no `fn run(input)`")),
-        }
-        let has_init = match arity("init") {
-            None => false,
-            Some(0) => true,
-            Some(_) => return Err(bad_signature("`fn init` must take no parameters")),
-        };
+        let (ast, has_init) = compile(&engine, path, &file)?;
 
         // The top-level statements run here too, so a broken one fails the load.
         let state = {
@@ -183,6 +152,53 @@ impl Hook {
     }
 }
 
+/// Checks, without a model, that the script at `path` compiles and keeps the contract
+/// (`fn run(input)`, optional `fn init()`); runs nothing. For registration, before the script
+/// is installed.
+pub fn check_script(path: &Path) -> Result<(), HookError> {
+    let file = display_name(path);
+    let engine = limits::sandboxed_engine(&HookLimits::default(), &file);
+    compile(&engine, path, &file).map(|_| ())
+}
+
+/// Reads and compiles the script at `path` (named `file` in errors) and checks its functions'
+/// signatures: the AST and whether it has `fn init()`.
+fn compile(engine: &Engine, path: &Path, file: &str) -> Result<(AST, bool), HookError> {
+    let source = std::fs::read_to_string(path).map_err(|cause| HookError::Read {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    let mut ast = engine
+        .compile(&source)
+        .map_err(|e| error::compile(file, &e))?;
+    ast.set_source(file);
+
+    let arity = |name: &str| {
+        ast.iter_functions()
+            .find(|f| f.name == name)
+            .map(|f| f.params.len())
+    };
+    let bad_signature = |message: &str| HookError::Contract {
+        file: file.to_string(),
+        message: message.to_string(),
+    };
+    match arity("run") {
+        Some(1) => {}
+        Some(_) => {
+            return Err(bad_signature(
+                "`fn run` must take one parameter (the request)",
+            ))
+        }
+        None => return Err(bad_signature("the script defines no `fn run(input)`")),
+    }
+    let has_init = match arity("init") {
+        None => false,
+        Some(0) => true,
+        Some(_) => return Err(bad_signature("`fn init` must take no parameters")),
+    };
+    Ok((ast, has_init))
+}
+
 /// The lines of `<model_dir>/labels.txt` (trailing blank lines dropped), or `None` when the
 /// file does not exist.
 pub fn read_labels(model_dir: &Path) -> Result<Option<Vec<String>>, HookError> {
@@ -190,7 +206,7 @@ pub fn read_labels(model_dir: &Path) -> Result<Option<Vec<String>>, HookError> {
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(HookError::Read { path, source }),
+        Err(cause) => return Err(HookError::Read { path, cause }),
     };
     let mut lines: Vec<String> = text
         .lines()

@@ -24,6 +24,12 @@ pub struct VersionMeta {
     pub description: Option<String>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// The score hook installed with this version (`--hook`): its file name in the model
+    /// folder and the hex sha256 of what was installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_sha256: Option<String>,
 }
 
 impl VersionMeta {

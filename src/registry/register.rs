@@ -3,9 +3,12 @@
 //! A new version is assembled in a hidden temporary folder beside the versions, fsynced,
 //! then renamed into place: readers and a killed process only ever see no version or a
 //! complete one. Leftover temporary folders of dead processes are removed on the next write.
+//! A score hook registered with a version is installed in the model folder (written
+//! atomically, and named in `config.toml`) just before the version appears.
 
+use super::config::ModelConfig;
 use super::meta::{VersionMeta, META_FILE};
-use super::{name, RegistryError, Repository, MODEL_FILE};
+use super::{name, RegistryError, Repository, CONFIG_FILE, MODEL_FILE};
 use crate::fsutil;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -23,10 +26,24 @@ pub struct Registration {
     pub source: PathBuf,
     pub tags: BTreeMap<String, String>,
     pub description: Option<String>,
+    /// A score hook to install for the model (the caller has checked that it compiles).
+    pub hook: Option<PathBuf>,
+}
+
+/// File name a registered hook gets when the model's `config.toml` names none.
+pub const DEFAULT_HOOK_FILE: &str = "score.rhai";
+
+/// A hook about to be installed: its bytes, their sha256, and its file name in the model folder.
+struct HookInstall {
+    bytes: Vec<u8>,
+    sha256: String,
+    file: String,
 }
 
 /// Copies `reg.source` into the next version of model `reg.name` and returns that version
-/// and its record. The file must parse as an ONNX model; otherwise nothing is written.
+/// and its record. The file must parse as an ONNX model; otherwise nothing is written. With
+/// `reg.hook`, the script is installed as the model's score hook (used by all its versions):
+/// under the name `config.toml` gives, else as `score.rhai`, added to `config.toml`.
 pub fn register(
     repo: &Repository,
     reg: &Registration,
@@ -42,11 +59,21 @@ pub fn register(
     crate::engine::check_onnx(&reg.source).map_err(|e| RegistryError::NotOnnx(e.to_string()))?;
 
     let model_dir = repo.root().join(&reg.name);
+    let hook = reg
+        .hook
+        .as_deref()
+        .map(|path| prepare_hook(&model_dir, path))
+        .transpose()?;
     fs::create_dir_all(&model_dir).map_err(|e| RegistryError::io(&model_dir, e))?;
     remove_stale(&model_dir);
 
     let tmp = fsutil::temp_path(&model_dir, TMP_PREFIX);
-    let staged = stage(&tmp, reg);
+    let staged = stage(&tmp, reg, hook.as_ref()).and_then(|meta| {
+        if let Some(h) = &hook {
+            install_hook(&model_dir, h)?;
+        }
+        Ok(meta)
+    });
     let meta = match staged {
         Ok(meta) => meta,
         Err(e) => {
@@ -85,7 +112,11 @@ fn next_version(repo: &Repository, name: &str) -> Result<u64, RegistryError> {
 }
 
 /// Fills the temporary folder: the model copy (hashed while copying) and its record.
-fn stage(tmp: &Path, reg: &Registration) -> Result<VersionMeta, RegistryError> {
+fn stage(
+    tmp: &Path,
+    reg: &Registration,
+    hook: Option<&HookInstall>,
+) -> Result<VersionMeta, RegistryError> {
     fs::create_dir(tmp).map_err(|e| RegistryError::io(tmp, e))?;
     let dest = tmp.join(MODEL_FILE);
     let (sha256, size) = copy_hashed(&reg.source, &dest)?;
@@ -96,6 +127,8 @@ fn stage(tmp: &Path, reg: &Registration) -> Result<VersionMeta, RegistryError> {
         source: reg.source.display().to_string(),
         description: reg.description.clone(),
         tags: reg.tags.clone(),
+        hook: hook.map(|h| h.file.clone()),
+        hook_sha256: hook.map(|h| h.sha256.clone()),
     };
     let meta_path = tmp.join(META_FILE);
     let mut f = File::create(&meta_path).map_err(|e| RegistryError::io(&meta_path, e))?;
@@ -104,6 +137,38 @@ fn stage(tmp: &Path, reg: &Registration) -> Result<VersionMeta, RegistryError> {
         .map_err(|e| RegistryError::io(&meta_path, e))?;
     fsutil::fsync_dir(tmp).map_err(|e| RegistryError::io(tmp, e))?;
     Ok(meta)
+}
+
+/// Reads the hook at `path` and picks its file name from the model's `config.toml` (which
+/// must be valid).
+fn prepare_hook(model_dir: &Path, path: &Path) -> Result<HookInstall, RegistryError> {
+    let bytes = fs::read(path).map_err(|e| RegistryError::io(path, e))?;
+    let config = ModelConfig::load(&model_dir.join(CONFIG_FILE))?;
+    Ok(HookInstall {
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        file: config.hook.unwrap_or_else(|| DEFAULT_HOOK_FILE.to_string()),
+        bytes,
+    })
+}
+
+/// Writes the hook into the model folder and, when `config.toml` names no hook, names it
+/// there (first line); each file is replaced atomically.
+fn install_hook(model_dir: &Path, hook: &HookInstall) -> Result<(), RegistryError> {
+    let script = model_dir.join(&hook.file);
+    fsutil::atomic_write(&script, &hook.bytes).map_err(|e| RegistryError::io(&script, e))?;
+    let config_path = model_dir.join(CONFIG_FILE);
+    let text = match fs::read_to_string(&config_path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(RegistryError::io(&config_path, e)),
+    };
+    if ModelConfig::parse(&text, &config_path)?.hook.is_none() {
+        // Top-level keys must precede every table: the first line is always a valid place.
+        let text = format!("hook = \"{}\"\n{text}", hook.file);
+        fsutil::atomic_write(&config_path, text.as_bytes())
+            .map_err(|e| RegistryError::io(&config_path, e))?;
+    }
+    Ok(())
 }
 
 fn copy_hashed(src: &Path, dest: &Path) -> Result<(String, u64), RegistryError> {
