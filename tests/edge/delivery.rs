@@ -7,19 +7,7 @@ fn broker_restart_mid_stream_loses_no_result() {
     let mut broker = Broker::start();
     let repo = repo_with(&["digits"]);
     let tmp = tempfile::tempdir().unwrap();
-    let mut edge = Edge::start(
-        repo.path(),
-        &[
-            "--broker",
-            &broker.url(),
-            "--model",
-            "digits",
-            "--client-id",
-            "edge-restart",
-            "--outbox",
-            &outbox_dir(&tmp),
-        ],
-    );
+    let mut edge = start_digits_edge(repo.path(), &broker, "edge-restart", &tmp, &[]);
     let mut c = Peer::connect(broker.port, "restart-client", false);
     c.subscribe("scoria/out/digits");
     send_digits(&mut c, 0, 300, 0);
@@ -121,21 +109,16 @@ fn results_the_broker_refuses_stay_in_the_outbox_until_it_takes_them() {
     );
     let repo = repo_with(&["digits"]);
     let tmp = tempfile::tempdir().unwrap();
-    let mut edge = Edge::start(
+    let mut edge = start_digits_edge(
         repo.path(),
+        &broker,
+        "edge-refused",
+        &tmp,
         &[
-            "--broker",
-            &broker.url(),
-            "--model",
-            "digits",
-            "--client-id",
-            "edge-refused",
             "--username",
             "edge",
             "--protocol",
             "5",
-            "--outbox",
-            &outbox_dir(&tmp),
             "--outbox-max",
             "5",
             "--telemetry-interval",

@@ -39,6 +39,44 @@ pub(crate) fn outbox_dir(tmp: &tempfile::TempDir) -> String {
     tmp.path().join("outbox").display().to_string()
 }
 
+/// Starts `scoria edge` serving digits from `repo` on `broker` as `client_id`, its outbox in
+/// `tmp`, with `extra` flags.
+pub(crate) fn start_digits_edge(
+    repo: &std::path::Path,
+    broker: &Broker,
+    client_id: &str,
+    tmp: &tempfile::TempDir,
+    extra: &[&str],
+) -> Edge {
+    let url = broker.url();
+    let outbox = outbox_dir(tmp);
+    let mut args = vec![
+        "--broker",
+        &url,
+        "--model",
+        "digits",
+        "--client-id",
+        client_id,
+        "--outbox",
+        &outbox,
+    ];
+    args.extend_from_slice(extra);
+    Edge::start(repo, &args)
+}
+
+/// The text of `GET http://{addr}/metrics`.
+pub(crate) fn metrics_text(addr: &str) -> String {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .expect("GET /metrics")
+        .text()
+        .unwrap()
+}
+
 /// Sends `n` digits requests (ids `from..from+n`) and waits for the broker's acks.
 pub(crate) fn send_digits(peer: &mut Peer, from: u64, n: u64, acked_before: usize) {
     for id in from..from + n {

@@ -2,29 +2,26 @@
 
 use super::*;
 
-#[test]
-fn telemetry_at_the_interval_and_prometheus_metrics() {
+/// A broker and an edge module serving digits with telemetry every 0.5 s and Prometheus
+/// metrics on the returned address.
+fn metrics_edge(client_id: &str) -> (Broker, (Edge, [tempfile::TempDir; 2]), String) {
     let broker = Broker::start();
     let repo = repo_with(&["digits"]);
     let tmp = tempfile::tempdir().unwrap();
     let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let _edge = Edge::start(
+    let edge = start_digits_edge(
         repo.path(),
-        &[
-            "--broker",
-            &broker.url(),
-            "--model",
-            "digits",
-            "--client-id",
-            "edge-tel",
-            "--outbox",
-            &outbox_dir(&tmp),
-            "--telemetry-interval",
-            "0.5",
-            "--metrics",
-            &metrics_addr,
-        ],
+        &broker,
+        client_id,
+        &tmp,
+        &["--telemetry-interval", "0.5", "--metrics", &metrics_addr],
     );
+    (broker, (edge, [repo, tmp]), metrics_addr)
+}
+
+#[test]
+fn telemetry_at_the_interval_and_prometheus_metrics() {
+    let (broker, _edge, metrics_addr) = metrics_edge("edge-tel");
     let mut c = Peer::connect(broker.port, "tel-client", false);
     c.subscribe("scoria/telemetry");
     c.subscribe("scoria/out/digits");
@@ -57,15 +54,7 @@ fn telemetry_at_the_interval_and_prometheus_metrics() {
         "{last}"
     );
     assert!(last["outbox"]["messages"].is_u64());
-    let text = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("http://{metrics_addr}/metrics"))
-        .send()
-        .expect("GET /metrics")
-        .text()
-        .unwrap();
+    let text = metrics_text(&metrics_addr);
     assert!(
         text.contains(r#"scoria_edge_messages_total{kind="in",model="digits"} 5"#),
         "{text}"
@@ -82,21 +71,7 @@ fn desired_configuration_applied_and_invalid_rejected() {
     common::copy_dir(&repo.path().join("digits/1"), &repo.path().join("digits/2"));
     prepend_config(repo.path(), "digits", "version_policy = { all = true }");
     let tmp = tempfile::tempdir().unwrap();
-    let edge = Edge::start(
-        repo.path(),
-        &[
-            "--broker",
-            &broker.url(),
-            "--model",
-            "digits",
-            "--client-id",
-            "edge-cfg",
-            "--outbox",
-            &outbox_dir(&tmp),
-            "--protocol",
-            "5",
-        ],
-    );
+    let edge = start_digits_edge(repo.path(), &broker, "edge-cfg", &tmp, &["--protocol", "5"]);
     let mut c = Peer::connect(broker.port, "cfg-client", false);
     c.subscribe("scoria/reported");
     c.subscribe("scoria/out/digits");
@@ -186,27 +161,7 @@ fn desired_configuration_applied_and_invalid_rejected() {
 
 #[test]
 fn alert_thresholds_mark_results() {
-    let broker = Broker::start();
-    let repo = repo_with(&["digits"]);
-    let tmp = tempfile::tempdir().unwrap();
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let _edge = Edge::start(
-        repo.path(),
-        &[
-            "--broker",
-            &broker.url(),
-            "--model",
-            "digits",
-            "--client-id",
-            "edge-alerts",
-            "--outbox",
-            &outbox_dir(&tmp),
-            "--telemetry-interval",
-            "0.5",
-            "--metrics",
-            &metrics_addr,
-        ],
-    );
+    let (broker, _edge, metrics_addr) = metrics_edge("edge-alerts");
     let mut c = Peer::connect(broker.port, "alerts-client", false);
     c.subscribe("scoria/out/digits");
     c.subscribe("scoria/reported");
@@ -290,15 +245,7 @@ fn alert_thresholds_mark_results() {
         .expect("telemetry after the scored requests")
         .json();
     assert_eq!(tick["models"]["digits"]["alerts"], below, "{tick}");
-    let text = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("http://{metrics_addr}/metrics"))
-        .send()
-        .expect("GET /metrics")
-        .text()
-        .unwrap();
+    let text = metrics_text(&metrics_addr);
     assert!(
         text.contains(&format!(
             r#"scoria_edge_alerts_total{{model="digits"}} {below}"#
