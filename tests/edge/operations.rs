@@ -177,6 +177,13 @@ fn alert_thresholds_mark_results() {
         .expect("result")
         .json()
     };
+    // Publishes a desired document: the reported answer.
+    let configure = |c: &mut Peer, doc: Value| -> Value {
+        c.publish("scoria/config", doc.to_string(), false, None);
+        c.take(WAIT, |m| m.topic == "scoria/reported")
+            .expect("reported")
+            .json()
+    };
     let images = 0..17u64;
     let probabilities: Vec<f64> = images
         .clone()
@@ -200,17 +207,10 @@ fn alert_thresholds_mark_results() {
         "{probabilities:?}"
     );
 
-    c.publish(
-        "scoria/config",
-        json!({"$version": 3, "models": {"digits": {"thresholds": {"probability": {"below": threshold}}}}})
-            .to_string(),
-        false,
-        None,
+    let rep = configure(
+        &mut c,
+        json!({"$version": 3, "models": {"digits": {"thresholds": {"probability": {"below": threshold}}}}}),
     );
-    let rep = c
-        .take(WAIT, |m| m.topic == "scoria/reported")
-        .expect("reported")
-        .json();
     assert_eq!(rep["status"], "applied", "{rep}");
     assert_eq!(
         rep["models"]["digits"]["thresholds"],
@@ -254,17 +254,10 @@ fn alert_thresholds_mark_results() {
     );
 
     // Invalid thresholds are rejected whole; `null` clears them.
-    c.publish(
-        "scoria/config",
-        json!({"models": {"digits": {"thresholds": {"probability": {"below": "low"}}}}})
-            .to_string(),
-        false,
-        None,
+    let rep = configure(
+        &mut c,
+        json!({"models": {"digits": {"thresholds": {"probability": {"below": "low"}}}}}),
     );
-    let rep = c
-        .take(WAIT, |m| m.topic == "scoria/reported")
-        .expect("reported")
-        .json();
     assert_eq!(rep["status"], "rejected", "{rep}");
     assert!(
         rep["reason"]
@@ -274,16 +267,7 @@ fn alert_thresholds_mark_results() {
         "{rep}"
     );
     assert!(rep["models"]["digits"]["thresholds"].is_object(), "{rep}");
-    c.publish(
-        "scoria/config",
-        json!({"models": {"digits": {"thresholds": null}}}).to_string(),
-        false,
-        None,
-    );
-    let rep = c
-        .take(WAIT, |m| m.topic == "scoria/reported")
-        .expect("reported")
-        .json();
+    let rep = configure(&mut c, json!({"models": {"digits": {"thresholds": null}}}));
     assert_eq!(rep["status"], "applied", "{rep}");
     assert!(rep["models"]["digits"].get("thresholds").is_none(), "{rep}");
     assert!(score(&mut c, 0, 200).get("alert").is_none());
