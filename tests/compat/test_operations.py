@@ -249,15 +249,22 @@ class InFlight(threading.Thread):
             conn.close()
 
 
-def test_sigterm_drains_in_flight_request(start_server):
-    drain_s = 60
-    srv = start_server(models=["resnet"], args=["--drain-timeout", f"{drain_s}s"])
-    batch = slow_resnet_batch(srv, at_least_s=1.5)
+def slow_request_in_flight(srv, at_least_s):
+    """Starts a resnet request that takes at least `at_least_s` and returns once it is on the
+    wire: (its input, the batch size, the InFlight thread)."""
+    batch = slow_resnet_batch(srv, at_least_s=at_least_s)
     x, body, headers = resnet_body(batch)
     req = InFlight(srv.addr, "/v2/models/resnet/infer", body, headers)
     req.start()
     assert req.sent.wait(HTTP_TIMEOUT_S)
     time.sleep(0.2)
+    return x, batch, req
+
+
+def test_sigterm_drains_in_flight_request(start_server):
+    drain_s = 60
+    srv = start_server(models=["resnet"], args=["--drain-timeout", f"{drain_s}s"])
+    x, batch, req = slow_request_in_flight(srv, at_least_s=1.5)
     assert req.done_at is None, "the request finished before SIGTERM: nothing to drain"
     srv.proc.send_signal(signal.SIGTERM)
     sigterm_at = time.monotonic()
@@ -299,12 +306,7 @@ def test_drain_timeout_bounds_shutdown(start_server):
     after the timeout, with status 1 and the reason."""
     drain_s = 1
     srv = start_server(models=["resnet"], args=["--drain-timeout", f"{drain_s}s"])
-    batch = slow_resnet_batch(srv, at_least_s=8.0)
-    _, body, headers = resnet_body(batch)
-    req = InFlight(srv.addr, "/v2/models/resnet/infer", body, headers)
-    req.start()
-    assert req.sent.wait(HTTP_TIMEOUT_S)
-    time.sleep(0.2)
+    _, _, req = slow_request_in_flight(srv, at_least_s=8.0)
     srv.proc.send_signal(signal.SIGTERM)
     sigterm_at = time.monotonic()
     try:
@@ -323,12 +325,7 @@ def test_unload_with_a_request_in_flight(start_server):
     """Unloading a model while one of its requests runs answers at once; the running request
     still completes with the right answer, and only requests after the unload get 503."""
     srv = start_server(models=["resnet", "digits"])
-    batch = slow_resnet_batch(srv, at_least_s=1.5)
-    x, body, headers = resnet_body(batch)
-    req = InFlight(srv.addr, "/v2/models/resnet/infer", body, headers)
-    req.start()
-    assert req.sent.wait(HTTP_TIMEOUT_S)
-    time.sleep(0.2)
+    x, _, req = slow_request_in_flight(srv, at_least_s=1.5)
     assert req.done_at is None, "the request finished before the unload: nothing in flight"
 
     t0 = time.monotonic()
