@@ -172,7 +172,9 @@ impl Topics {
         }
     }
 
-    /// A module event topic with URL-encoded message properties.
+    /// A module event topic with URL-encoded message properties. Every event is JSON in
+    /// UTF-8 and says so (`$.ct`, `$.ce`), which IoT Hub needs to route on `$body`
+    /// (e.g. `WHERE $body.alert = true`).
     fn event(&self, props: &[(&str, &str)]) -> String {
         let (device, module) = match self {
             Topics::IotHub { device, module } => (device, module),
@@ -182,6 +184,7 @@ impl Topics {
         };
         let bag: Vec<String> = props
             .iter()
+            .chain(&[("$.ct", "application/json"), ("$.ce", "utf-8")])
             .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
             .collect();
         format!(
@@ -249,11 +252,11 @@ mod tests {
         let t = Topics::iothub(&id);
         assert_eq!(
             t.result("digits"),
-            "devices/dev-1/modules/scoria/messages/events/$.on=results&type=result&model=digits"
+            "devices/dev-1/modules/scoria/messages/events/$.on=results&type=result&model=digits&$.ct=application%2Fjson&$.ce=utf-8"
         );
         assert_eq!(
             t.telemetry(),
-            "devices/dev-1/modules/scoria/messages/events/$.on=telemetry&type=telemetry"
+            "devices/dev-1/modules/scoria/messages/events/$.on=telemetry&type=telemetry&$.ct=application%2Fjson&$.ce=utf-8"
         );
         assert_eq!(
             t.reported(3).0,

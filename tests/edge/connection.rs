@@ -301,7 +301,7 @@ fn iothub_preset_topics_method_and_twin_through_a_real_broker() {
         .expect("result event");
     assert_eq!(
         got.topic,
-        "devices/dev1/modules/scoria/messages/events/$.on=results&type=result&model=digits"
+        "devices/dev1/modules/scoria/messages/events/$.on=results&type=result&model=digits&$.ct=application%2Fjson&$.ce=utf-8"
     );
     assert_eq!(got.json()["id"], 1);
     c.publish(
