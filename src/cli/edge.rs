@@ -1,7 +1,7 @@
 //! `scoria edge`: the IoT edge module over MQTT.
 
 use super::GlobalArgs;
-use crate::edge::iothub::ModuleIdentity;
+use crate::edge::iothub::{ModuleIdentity, Signer};
 use crate::edge::link::{LinkOptions, Protocol, Security};
 use crate::edge::topics::Topics;
 use crate::edge::{self, outbox, EdgeSettings};
@@ -82,7 +82,8 @@ pub struct EdgeArgs {
     pub password: Option<String>,
 
     /// PEM file of the CA certificate(s) that verify the broker (mqtts://); default: the
-    /// system's roots.
+    /// system's roots, or under IoT Edge (--preset iothub with IOTEDGE_WORKLOADURI) the
+    /// edge's trust bundle from the workload API.
     #[arg(long, env = "SCORIA_MQTT_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
 
@@ -140,7 +141,8 @@ pub struct EdgeArgs {
     )]
     pub iothub_connection_string: Option<String>,
 
-    /// Lifetime of the SAS tokens generated from the connection string.
+    /// Lifetime of the SAS tokens generated from the connection string or signed by IoT
+    /// Edge's workload API.
     #[arg(long, env = "SCORIA_SAS_TTL", default_value = "24h", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub sas_ttl: Duration,
 }
@@ -232,9 +234,11 @@ fn settings(global: &GlobalArgs, args: &EdgeArgs) -> anyhow::Result<EdgeSettings
         Some(Preset::Iothub) => Some(match &args.iothub_connection_string {
             Some(s) => ModuleIdentity::from_connection_string(s)
                 .map_err(|e| anyhow::anyhow!("--iothub-connection-string: {e}"))?,
-            None => ModuleIdentity::from_iotedge_env(|k| std::env::var(k).ok()).ok_or_else(|| {
-                anyhow::anyhow!("--preset iothub needs --iothub-connection-string or the IOTEDGE_IOTHUBHOSTNAME, IOTEDGE_DEVICEID and IOTEDGE_MODULEID variables")
-            })?,
+            None => ModuleIdentity::from_iotedge_env(|k| std::env::var(k).ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--preset iothub needs --iothub-connection-string or the IOTEDGE_IOTHUBHOSTNAME, IOTEDGE_DEVICEID and IOTEDGE_MODULEID variables")
+                })?
+                .map_err(anyhow::Error::msg)?,
         }),
     };
     let broker = match (&args.broker, &identity) {
@@ -247,12 +251,21 @@ fn settings(global: &GlobalArgs, args: &EdgeArgs) -> anyhow::Result<EdgeSettings
     };
     let (tls, host, port) = parse_broker(&broker)?;
     let security = if tls {
-        let ca = match &args.ca_file {
-            Some(f) => Some(
+        let ca = match (
+            &args.ca_file,
+            identity.as_ref().and_then(|id| id.signer.as_ref()),
+        ) {
+            (Some(f), _) => Some(
                 std::fs::read(f)
                     .with_context(|| format!("cannot read --ca-file {}", f.display()))?,
             ),
-            None => None,
+            (None, Some(Signer::Workload(w))) => Some(
+                w.trust_bundle()
+                    .map_err(anyhow::Error::msg)
+                    .context("cannot read the edge's trust bundle (or give --ca-file)")?
+                    .into_bytes(),
+            ),
+            (None, _) => None,
         };
         Security::Tls { ca }
     } else {
@@ -267,13 +280,14 @@ fn settings(global: &GlobalArgs, args: &EdgeArgs) -> anyhow::Result<EdgeSettings
             if protocol == Protocol::V5 {
                 bail!("IoT Hub speaks MQTT 3.1.1: drop --protocol 5 with --preset iothub");
             }
-            let password = match (&args.password, &id.key) {
+            let password = match (&args.password, &id.signer) {
                 (Some(p), _) => p.clone(),
                 (None, Some(_)) => id
                     .sas_token(unix_now() + args.sas_ttl.as_secs())
-                    .map_err(anyhow::Error::msg)?,
+                    .map_err(anyhow::Error::msg)
+                    .context("cannot make a SAS token")?,
                 (None, None) => bail!(
-                    "--preset iothub without a connection string needs --password (a SAS token)"
+                    "--preset iothub without a connection string or IoT Edge's workload API (IOTEDGE_WORKLOADURI) needs --password (a SAS token)"
                 ),
             };
             (
@@ -309,7 +323,7 @@ fn settings(global: &GlobalArgs, args: &EdgeArgs) -> anyhow::Result<EdgeSettings
         global.workspace.join("outbox").join(safe)
     });
     let renew_credentials: Option<edge::CredentialSource> = match &identity {
-        Some(id) if args.password.is_none() && id.key.is_some() => {
+        Some(id) if args.password.is_none() && id.signer.is_some() => {
             let (id, ttl) = (id.clone(), args.sas_ttl);
             Some(edge::CredentialSource(Arc::new(move || {
                 let token = id.sas_token(unix_now() + ttl.as_secs())?;

@@ -4,8 +4,11 @@
 //! A SAS token is `SharedAccessSignature sr={uri}&sig={signature}&se={expiry}` where `uri` is
 //! the URL-encoded resource `{hub}/devices/{device}/modules/{module}`, `expiry` is in seconds
 //! since the Unix epoch and `signature` is the URL-encoded base64 of
-//! HMAC-SHA256(base64-decoded key, "{uri}\n{expiry}").
+//! HMAC-SHA256(base64-decoded key, "{uri}\n{expiry}"). The key comes from a connection
+//! string, or stays with IoT Edge, whose workload API signs for the module
+//! ([`super::workload`]).
 
+use super::workload::{Workload, DEFAULT_API_VERSION};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -17,11 +20,20 @@ pub const API_VERSION: &str = "2021-04-12";
 /// What Python's `urllib.parse.quote_plus` leaves alone (Azure's samples sign with it); space
 /// is encoded as `%20` rather than `+`, which IoT Hub accepts alike and never occurs in
 /// resource URIs.
-const URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+/// Who signs a module's SAS tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signer {
+    /// The base64 shared access key of a connection string.
+    Key(String),
+    /// IoT Edge's workload API, which keeps the key.
+    Workload(Workload),
+}
 
 /// A module's identity in an IoT hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +42,8 @@ pub struct ModuleIdentity {
     pub hub: String,
     pub device: String,
     pub module: String,
-    /// The base64 shared access key, when the identity came with one.
-    pub key: Option<String>,
+    /// What signs its SAS tokens, when anything can.
+    pub signer: Option<Signer>,
 }
 
 impl ModuleIdentity {
@@ -67,19 +79,40 @@ impl ModuleIdentity {
             hub: need(hub, "HostName")?,
             device: need(device, "DeviceId")?,
             module: need(module, "ModuleId")?,
-            key: Some(key),
+            signer: Some(Signer::Key(key)),
         })
     }
 
     /// The identity IoT Edge's environment gives a module (`IOTEDGE_IOTHUBHOSTNAME`,
-    /// `IOTEDGE_DEVICEID`, `IOTEDGE_MODULEID`), when all three are set.
-    pub fn from_iotedge_env(env: impl Fn(&str) -> Option<String>) -> Option<ModuleIdentity> {
-        Some(ModuleIdentity {
-            hub: env("IOTEDGE_IOTHUBHOSTNAME")?,
-            device: env("IOTEDGE_DEVICEID")?,
-            module: env("IOTEDGE_MODULEID")?,
-            key: None,
-        })
+    /// `IOTEDGE_DEVICEID`, `IOTEDGE_MODULEID`), `None` unless all three are set; signed by
+    /// the workload API when `IOTEDGE_WORKLOADURI` and `IOTEDGE_MODULEGENERATIONID` are set
+    /// too (`IOTEDGE_APIVERSION` picks its version).
+    pub fn from_iotedge_env(
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Option<Result<ModuleIdentity, String>> {
+        let module = env("IOTEDGE_MODULEID")?;
+        let hub = env("IOTEDGE_IOTHUBHOSTNAME")?;
+        let device = env("IOTEDGE_DEVICEID")?;
+        let signer = match (
+            env("IOTEDGE_WORKLOADURI"),
+            env("IOTEDGE_MODULEGENERATIONID"),
+        ) {
+            (Some(uri), Some(generation)) => {
+                let version =
+                    env("IOTEDGE_APIVERSION").unwrap_or_else(|| DEFAULT_API_VERSION.into());
+                match Workload::new(&uri, &version, &module, &generation) {
+                    Ok(w) => Some(Signer::Workload(w)),
+                    Err(e) => return Some(Err(format!("IOTEDGE_WORKLOADURI: {e}"))),
+                }
+            }
+            _ => None,
+        };
+        Some(Ok(ModuleIdentity {
+            hub,
+            device,
+            module,
+            signer,
+        }))
     }
 
     /// The MQTT client id: `{device}/{module}`.
@@ -103,28 +136,34 @@ impl ModuleIdentity {
         )
     }
 
-    /// A SAS token for this module valid until `expiry` (seconds since the Unix epoch).
+    /// A SAS token for this module valid until `expiry` (seconds since the Unix epoch),
+    /// signed with the key or by the workload API.
     pub fn sas_token(&self, expiry: u64) -> Result<String, String> {
-        let key = self
-            .key
-            .as_deref()
-            .ok_or("no shared access key to sign with (give --iothub-connection-string)")?;
-        sas_token(&self.resource_uri(), key, expiry)
+        let signer = self.signer.as_ref().ok_or(
+            "nothing to sign a SAS token with (give --iothub-connection-string, or run under IoT Edge)",
+        )?;
+        sas_token(&self.resource_uri(), signer, expiry)
     }
 }
 
-/// `SharedAccessSignature sr=...&sig=...&se=...` for `resource_uri`, signed with the base64
-/// `key`, valid until `expiry` (seconds since the Unix epoch).
-pub fn sas_token(resource_uri: &str, key: &str, expiry: u64) -> Result<String, String> {
+/// `SharedAccessSignature sr=...&sig=...&se=...` for `resource_uri`, signed by `signer`,
+/// valid until `expiry` (seconds since the Unix epoch).
+pub fn sas_token(resource_uri: &str, signer: &Signer, expiry: u64) -> Result<String, String> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let key = b64
-        .decode(key)
-        .map_err(|e| format!("the shared access key is not base64: {e}"))?;
     let sr = utf8_percent_encode(resource_uri, URL_ENCODE).to_string();
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key)
-        .map_err(|e| format!("cannot use the shared access key: {e}"))?;
-    mac.update(format!("{sr}\n{expiry}").as_bytes());
-    let sig = b64.encode(mac.finalize().into_bytes());
+    let to_sign = format!("{sr}\n{expiry}");
+    let sig = match signer {
+        Signer::Key(key) => {
+            let key = b64
+                .decode(key)
+                .map_err(|e| format!("the shared access key is not base64: {e}"))?;
+            let mut mac = Hmac::<Sha256>::new_from_slice(&key)
+                .map_err(|e| format!("cannot use the shared access key: {e}"))?;
+            mac.update(to_sign.as_bytes());
+            b64.encode(mac.finalize().into_bytes())
+        }
+        Signer::Workload(w) => w.sign(to_sign.as_bytes())?,
+    };
     let sig = utf8_percent_encode(&sig, URL_ENCODE);
     Ok(format!(
         "SharedAccessSignature sr={sr}&sig={sig}&se={expiry}"
@@ -186,8 +225,34 @@ mod tests {
             "IOTEDGE_MODULEID" => Some("scoria".to_string()),
             _ => None,
         };
-        let id = ModuleIdentity::from_iotedge_env(env).unwrap();
+        let id = ModuleIdentity::from_iotedge_env(env).unwrap().unwrap();
         assert_eq!(id.client_id(), "dev/scoria");
+        assert_eq!(id.signer, None);
         assert!(ModuleIdentity::from_iotedge_env(|_| None).is_none());
+        let with_workload = |uri: &'static str| {
+            move |k: &str| match k {
+                "IOTEDGE_WORKLOADURI" => Some(uri.to_string()),
+                "IOTEDGE_MODULEGENERATIONID" => Some("gen-7".to_string()),
+                other => env(other),
+            }
+        };
+        let id = ModuleIdentity::from_iotedge_env(with_workload("unix:///run/w.sock"))
+            .unwrap()
+            .unwrap();
+        let Some(Signer::Workload(w)) = id.signer else {
+            panic!("no workload signer: {:?}", id.signer)
+        };
+        assert_eq!(
+            (
+                w.module.as_str(),
+                w.generation_id.as_str(),
+                w.api_version.as_str()
+            ),
+            ("scoria", "gen-7", DEFAULT_API_VERSION)
+        );
+        let e = ModuleIdentity::from_iotedge_env(with_workload("tcp://x"))
+            .unwrap()
+            .unwrap_err();
+        assert!(e.contains("IOTEDGE_WORKLOADURI"), "{e}");
     }
 }

@@ -8,7 +8,8 @@
 //! - [`outbox`]: the durable store of results awaiting the broker (redb).
 //! - [`topics`], [`message`], [`desired`], [`threshold`], [`stats`]: topic layouts, payloads,
 //!   desired configuration, alert thresholds, telemetry.
-//! - [`iothub`]: IoT Hub identities and SAS tokens.
+//! - [`iothub`], [`workload`]: IoT Hub identities and SAS tokens, signed with a key or by
+//!   IoT Edge's workload API.
 
 pub mod desired;
 mod driver;
@@ -20,6 +21,7 @@ mod request;
 pub mod stats;
 pub mod threshold;
 pub mod topics;
+pub mod workload;
 
 use crate::models::ModelManager;
 use crate::telemetry::edge::EdgeMetrics;

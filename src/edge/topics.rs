@@ -247,7 +247,7 @@ mod tests {
             hub: "h.azure-devices.net".into(),
             device: "dev-1".into(),
             module: "scoria".into(),
-            key: None,
+            signer: None,
         };
         let t = Topics::iothub(&id);
         assert_eq!(

@@ -176,7 +176,13 @@ impl Edge {
 
     /// Starts it without waiting.
     pub fn spawn(models: &Path, args: &[&str]) -> Edge {
+        Edge::spawn_with_env(models, args, &[])
+    }
+
+    /// [`Edge::spawn`] with extra environment variables.
+    pub fn spawn_with_env(models: &Path, args: &[&str], env: &[(&str, &str)]) -> Edge {
         let mut cmd = scoria_command();
+        cmd.envs(env.iter().copied());
         cmd.arg("edge")
             .arg("--models")
             .arg(models)

@@ -340,3 +340,119 @@ fn iothub_preset_topics_method_and_twin_through_a_real_broker() {
         .expect("telemetry event");
     assert_eq!(tel.json()["models"]["digits"]["in"], 2, "{}", tel.json());
 }
+
+/// A stand-in for IoT Edge's workload API on a Unix socket: answers every sign request with
+/// a fixed digest and records the data it was asked to sign.
+fn workload_api(sock: &std::path::Path) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use base64::Engine;
+    use std::io::{BufRead, Read, Write};
+    let listener = std::os::unix::net::UnixListener::bind(sock).unwrap();
+    let signed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&signed);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let mut length = 0;
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                if h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let answer = if line.starts_with("POST /modules/scoria/genid/gen-1/sign?api-version=") {
+                let req: Value = serde_json::from_slice(&body).unwrap();
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let data = b64.decode(req["data"].as_str().unwrap()).unwrap();
+                seen.lock().unwrap().push(String::from_utf8(data).unwrap());
+                let digest = r#"{"digest":"c2lnbmVk"}"#;
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{digest}",
+                    digest.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string()
+            };
+            stream.write_all(answer.as_bytes()).unwrap();
+        }
+    });
+    signed
+}
+
+#[test]
+fn iothub_preset_under_iot_edge_signs_through_the_workload_api() {
+    let broker = Broker::start();
+    let repo = repo_with(&["digits"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("workload.sock");
+    let workload_uri = format!("unix://{}", sock.display());
+    let env = [
+        ("IOTEDGE_IOTHUBHOSTNAME", "hub.azure-devices.net"),
+        ("IOTEDGE_DEVICEID", "dev1"),
+        ("IOTEDGE_MODULEID", "scoria"),
+        ("IOTEDGE_MODULEGENERATIONID", "gen-1"),
+        ("IOTEDGE_WORKLOADURI", workload_uri.as_str()),
+    ];
+    let outbox = outbox_dir(&tmp);
+    let args = [
+        "--broker",
+        &broker.url(),
+        "--preset",
+        "iothub",
+        "--model",
+        "digits",
+        "--outbox",
+        &outbox,
+    ];
+
+    // No workload API listening: the module cannot get a token and says so in one line.
+    let mut failing = Edge::spawn_with_env(repo.path(), &args, &env);
+    assert_eq!(failing.wait_exit(WAIT).code(), Some(1));
+    let err = failing.stderr();
+    assert!(
+        err.contains("cannot make a SAS token") && err.contains(&workload_uri),
+        "{err}"
+    );
+
+    let signed = workload_api(&sock);
+    let mut edge = Edge::spawn_with_env(repo.path(), &args, &env);
+    edge.wait_log("connected to", WAIT);
+    let mut c = Peer::connect(broker.port, "hub-side", false);
+    c.subscribe("devices/dev1/modules/scoria/messages/events/#");
+    c.publish(
+        "devices/dev1/modules/scoria/inputs/digits/",
+        digits_request(1).to_string(),
+        false,
+        None,
+    );
+    let got = c
+        .take(WAIT, |m| m.topic.contains("type=result"))
+        .expect("result event");
+    assert_eq!(got.json()["id"], 1);
+    // The module had its SAS token's string signed: "{url-encoded resource}\n{expiry}",
+    // expiring after the default --sas-ttl of 24 h.
+    let signed = signed.lock().unwrap().clone();
+    assert_eq!(signed.len(), 1, "{signed:?}");
+    let (sr, se) = signed[0].split_once('\n').expect("resource and expiry");
+    assert_eq!(
+        sr,
+        "hub.azure-devices.net%2Fdevices%2Fdev1%2Fmodules%2Fscoria"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let se: u64 = se.parse().unwrap();
+    assert!(
+        se > now + 86_400 - 120 && se <= now + 86_400,
+        "expiry {se}, now {now}"
+    );
+}
