@@ -901,3 +901,40 @@ fn serves_the_sample_repository() {
         .all(|v| v.as_f64().is_some_and(f64::is_finite)));
     assert_all_zero(&s.infer_ok("digits", &digits_flat(1)), 1);
 }
+
+#[test]
+fn large_requests_do_not_hold_up_the_others() {
+    let s = Server::start(repo_with(&["digits"]), &[]);
+    // About 30 MB of JSON each, parsed and answered (~470 k output values) in seconds.
+    let rows = 75_000;
+    let big = format!(
+        r#"{{"inputs":[{{"name":"input","shape":[{rows},64],"datatype":"FP32","data":[{}]}}]}}"#,
+        vec!["0.5"; rows * 64].join(",")
+    );
+    let path = "/v2/models/digits/infer";
+    std::thread::scope(|scope| {
+        let big_requests: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| s.post_text(path, &big)))
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let started = std::time::Instant::now();
+        let (status, body) = s.get("/v2/health/live");
+        let took = started.elapsed();
+        let still_running = big_requests.iter().filter(|h| !h.is_finished()).count();
+        assert_eq!(status, 200, "{body}");
+        for h in big_requests {
+            let (status, text) = h.join().unwrap();
+            assert_eq!(status, 200, "{}", &text[..text.len().min(300)]);
+        }
+        assert!(
+            still_running > 0,
+            "inconclusive: the large requests were done before the probe; make them larger"
+        );
+        // Decoding and encoding run off the executor: a probe is answered at once, not
+        // after the large requests (which take seconds here).
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "GET /v2/health/live took {took:?} behind {still_running} large requests"
+        );
+    });
+}

@@ -7,10 +7,19 @@ use crate::http::metrics::ServedBy;
 use crate::http::{ApiError, AppState};
 use crate::models::stats::Timings;
 use crate::models::LoadedVersion;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
+
+/// Requests with more JSON than this (or a larger body) are decoded on a blocking thread,
+/// and responses with more output elements than [`OFFLOAD_ELEMENTS`] encoded there: parsing
+/// or printing megabytes takes milliseconds that must not stall the executor's other
+/// requests. Smaller ones stay put, where a thread handoff would cost more than the work.
+const OFFLOAD_JSON_BYTES: usize = 64 << 10;
+const OFFLOAD_BODY_BYTES: usize = 1 << 20;
+const OFFLOAD_ELEMENTS: usize = 16 << 10;
 
 /// Decodes the request, runs it through the serving core and encodes the outputs. The
 /// response, error or not, names the version that served it for the metrics.
@@ -41,19 +50,39 @@ pub async fn infer(
 async fn run(
     loaded: &Arc<LoadedVersion>,
     headers: &HeaderMap,
-    body: &[u8],
+    body: &Bytes,
 ) -> Result<(Response, Timings), ApiError> {
-    let request =
-        codec::decode_request(body, headers.get(HEADER_LENGTH).map(HeaderValue::as_bytes))?;
+    let header_length = headers.get(HEADER_LENGTH).map(HeaderValue::as_bytes);
+    let json_bytes = header_length
+        .and_then(|h| std::str::from_utf8(h).ok()?.trim().parse::<usize>().ok())
+        .map_or(body.len(), |n| n.min(body.len()));
+    let request = if json_bytes > OFFLOAD_JSON_BYTES || body.len() > OFFLOAD_BODY_BYTES {
+        let (body, header_length) = (body.clone(), header_length.map(<[u8]>::to_vec));
+        off_executor(move || codec::decode_request(&body, header_length.as_deref())).await?
+    } else {
+        codec::decode_request(body, header_length)?
+    };
     let inference = loaded.infer(request.inputs, request.outputs).await?;
     let version = loaded.version().to_string();
-    let encoded = codec::encode_response(
-        loaded.name(),
-        &version,
-        request.id,
-        &inference.outputs,
-        &request.binary,
-    )?;
+    let elements: usize = inference
+        .outputs
+        .iter()
+        .map(|o| o.tensor.data().len())
+        .sum();
+    let timings = inference.timings;
+    let encoded = if elements > OFFLOAD_ELEMENTS {
+        let name = loaded.name().to_string();
+        let (id, outputs, binary) = (request.id, inference.outputs, request.binary);
+        off_executor(move || codec::encode_response(&name, &version, id, &outputs, &binary)).await?
+    } else {
+        codec::encode_response(
+            loaded.name(),
+            &version,
+            request.id,
+            &inference.outputs,
+            &request.binary,
+        )?
+    };
     let content_type = match encoded.header_length {
         None => "application/json",
         Some(_) => "application/octet-stream",
@@ -64,5 +93,14 @@ async fn run(
     if let Some(n) = encoded.header_length {
         h.insert(HEADER_LENGTH, HeaderValue::from(n));
     }
-    Ok((response, inference.timings))
+    Ok((response, timings))
+}
+
+/// Runs `work` on a blocking-pool thread.
+async fn off_executor<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(format!("codec task failed: {e}")))?
 }
