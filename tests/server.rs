@@ -938,3 +938,101 @@ fn large_requests_do_not_hold_up_the_others() {
         );
     });
 }
+
+/// Sends `raw` on a fresh connection and reads until the server closes it (or `wait`
+/// passes): what came back, and whether the server closed the connection.
+fn raw_exchange(addr: &str, raw: &[u8], wait: std::time::Duration) -> (String, bool) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(wait)).unwrap();
+    c.write_all(raw).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match c.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+#[test]
+fn stalled_clients_are_cut_off_and_compressed_bodies_decoded() {
+    use std::io::Write;
+    let s = Server::start(
+        repo_with(&["digits"]),
+        &["--client-timeout", "1s", "--max-body-size", "1MiB"],
+    );
+    let path = "/v2/models/digits/infer";
+    let wait = std::time::Duration::from_secs(10);
+    // Half-sent headers: the connection is closed after the timeout.
+    let started = std::time::Instant::now();
+    let (got, closed) = raw_exchange(&s.addr, b"GET /v2 HTTP/1.1\r\nHost: x\r\n", wait);
+    assert!(closed, "a half-sent request kept its connection: {got:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // A body that stops: 408 with the reason.
+    let (got, _) = raw_exchange(
+        &s.addr,
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{").as_bytes(),
+        wait,
+    );
+    assert!(
+        got.starts_with("HTTP/1.1 408") && got.contains("stalled"),
+        "{got:?}"
+    );
+
+    // gzip and deflate bodies (tritonclient's request compression) are decoded.
+    let plain = digits_flat(2).to_string();
+    let expected = s.post(path, &plain);
+    assert_eq!(expected.0, 200, "{}", expected.1);
+    let compress = |gzip: bool, data: &[u8]| -> Vec<u8> {
+        if gzip {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        } else {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+    };
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let post = |encoding: &str, body: Vec<u8>| -> (u16, Value) {
+        let resp = client
+            .post(s.url(path))
+            .header("Content-Encoding", encoding)
+            .body(body)
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap())
+    };
+    for (encoding, gzip) in [("gzip", true), ("deflate", false)] {
+        let got = post(encoding, compress(gzip, plain.as_bytes()));
+        assert_eq!(got, expected, "{encoding}");
+    }
+    // A small body that inflates past --max-body-size: 413, not a 1 MiB+ allocation.
+    let bomb = compress(true, &vec![b' '; 4 << 20]);
+    let (status, body) = post("gzip", bomb);
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("decompresses to over"),
+        "{body}"
+    );
+    let (status, body) = post("gzip", b"not gzip".to_vec());
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post("br", plain.clone().into_bytes());
+    assert_eq!(status, 415, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("'br'"), "{body}");
+    // Still serving.
+    assert_eq!(s.post(path, &plain), expected);
+}

@@ -32,7 +32,7 @@ pub struct BenchArgs {
     pub concurrency: u32,
 
     /// How long to measure after the warm-up, e.g. 10s or 1m (default 10s).
-    #[arg(long, short = 'd', env = "SCORIA_BENCH_DURATION", value_parser = positive_duration,
+    #[arg(long, short = 'd', env = "SCORIA_BENCH_DURATION", value_parser = super::positive_duration,
           conflicts_with = "requests", value_name = "DURATION")]
     pub duration: Option<Duration>,
 
@@ -74,7 +74,7 @@ pub struct BenchArgs {
 
     /// With --url, a request with no response within this time counts as failed.
     #[arg(long, env = "SCORIA_BENCH_TIMEOUT", default_value = "30s",
-          value_parser = positive_duration, value_name = "DURATION")]
+          value_parser = super::positive_duration, value_name = "DURATION")]
     pub timeout: Duration,
 
     /// With --url, the API key to send as `Authorization: Bearer <key>` (never recorded).
@@ -93,16 +93,6 @@ pub struct BenchArgs {
     /// Do not record the run in the workspace's runs/ folder.
     #[arg(long, env = "SCORIA_BENCH_NO_RECORD")]
     pub no_record: bool,
-}
-
-fn positive_duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if d > Duration::ZERO => Ok(d),
-        Ok(_) => Err("must be more than zero".into()),
-        Err(e) => Err(format!(
-            "'{s}' is not a duration (e.g. 500ms, 10s, 1m): {e}"
-        )),
-    }
 }
 
 pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
@@ -286,8 +276,11 @@ mod tests {
 
     #[test]
     fn durations_must_be_positive() {
-        assert_eq!(positive_duration("1s"), Ok(Duration::from_secs(1)));
-        assert!(positive_duration("0s").is_err());
-        assert!(positive_duration("ten").is_err());
+        assert_eq!(
+            super::super::positive_duration("1s"),
+            Ok(Duration::from_secs(1))
+        );
+        assert!(super::super::positive_duration("0s").is_err());
+        assert!(super::super::positive_duration("ten").is_err());
     }
 }

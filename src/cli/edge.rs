@@ -220,7 +220,14 @@ async fn serve_metrics(
         .with_state(state);
     tracing::info!("metrics on http://{bound}/metrics");
     tokio::spawn(async move {
-        if let Err(e) = crate::http::serve(listener, app, std::future::pending()).await {
+        if let Err(e) = crate::http::serve(
+            listener,
+            app,
+            crate::http::DEFAULT_CLIENT_TIMEOUT,
+            std::future::pending(),
+        )
+        .await
+        {
             tracing::error!("metrics server failed: {e}");
         }
     });

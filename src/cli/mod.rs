@@ -151,6 +151,17 @@ fn default_sigpipe() {
     }
 }
 
+/// A duration flag that must be more than zero (`500ms`, `10s`, `1m`).
+pub(crate) fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be more than zero".into()),
+        Err(e) => Err(format!(
+            "'{s}' is not a duration (e.g. 500ms, 10s, 1m): {e}"
+        )),
+    }
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -42,6 +42,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SCORIA_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub drain_timeout: Duration,
 
+    /// How long a client may take to send a request's headers, or go silent in the middle of
+    /// its body (then 408); idle keep-alive connections are closed after it too.
+    #[arg(long, env = "SCORIA_CLIENT_TIMEOUT", default_value = "30s", value_parser = super::positive_duration, value_name = "DURATION")]
+    pub client_timeout: Duration,
+
     /// The model `POST /score` scores on (default: the only model, when one is served).
     #[arg(long, env = "SCORIA_DEFAULT_MODEL", value_name = "NAME")]
     pub default_model: Option<String>,
@@ -86,11 +91,12 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
                 max_body_bytes: args.max_body_size,
                 api_keys,
                 default_model: args.default_model,
+                client_timeout: args.client_timeout,
             },
         );
         tracing::info!("serving {} on http://{addr}", dir.display());
         let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
-        let server = http::serve(listener, router, async move {
+        let server = http::serve(listener, router, args.client_timeout, async move {
             shutdown_signal().await;
             let _ = stopping_tx.send(());
         });

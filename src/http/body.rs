@@ -1,38 +1,196 @@
-//! The request-body extractor: buffers up to the configured limit and answers violations
-//! with the API's own error body (413 for an oversized body).
+//! The request-body extractor: buffers up to the configured limit, gives up on a client that
+//! stops sending, decodes `Content-Encoding: gzip | deflate` (tritonclient's request
+//! compression) within the same limit, and answers violations with the API's own error body
+//! (413 oversized, 408 stalled, 415 unknown encoding).
 
 use super::{ApiError, AppState};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderMap};
 use http_body_util::{BodyExt, Limited};
+use std::io::Read;
 
-/// The whole request body, at most `HttpConfig::max_body_bytes` long.
+/// Compressed bodies larger than this are decompressed on a blocking thread.
+const INLINE_DECODE_BYTES: usize = 64 << 10;
+
+/// The whole request body, decoded, at most `HttpConfig::max_body_bytes` long.
 pub struct Body(pub Bytes);
+
+/// A request body's `Content-Encoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+    /// zlib-wrapped DEFLATE, as HTTP's `deflate` is (RFC 9110) and Python's zlib writes.
+    Deflate,
+}
 
 impl FromRequest<AppState> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let limit = state.config.max_body_bytes;
+        let idle = state.config.client_timeout;
         let too_large = || {
             ApiError::PayloadTooLarge(format!(
                 "request body exceeds the limit of {limit} bytes (--max-body-size)"
             ))
         };
+        let encoding = encoding(req.headers())?;
         let declared = req
             .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
+            .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large());
         }
-        match Limited::new(req.into_body(), limit).collect().await {
-            Ok(collected) => Ok(Body(collected.to_bytes())),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-            Err(e) => Err(ApiError::BadRequest(format!(
-                "could not read the request body: {e}"
-            ))),
+        let mut body = Limited::new(req.into_body(), limit);
+        let mut chunks: Vec<Bytes> = Vec::new();
+        loop {
+            let frame = match tokio::time::timeout(idle, body.frame()).await {
+                Err(_) => {
+                    return Err(ApiError::RequestTimeout(format!(
+                        "the request body stalled: nothing received for {} (--client-timeout)",
+                        humantime::format_duration(idle)
+                    )))
+                }
+                Ok(None) => break,
+                Ok(Some(Ok(frame))) => frame,
+                Ok(Some(Err(e))) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Err(too_large())
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "could not read the request body: {e}"
+                    )))
+                }
+            };
+            if let Ok(data) = frame.into_data() {
+                chunks.push(data);
+            }
         }
+        let raw = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.pop().unwrap_or_default(),
+            _ => Bytes::from(chunks.concat()),
+        };
+        if encoding == Encoding::Identity {
+            return Ok(Body(raw));
+        }
+        let decoded = if raw.len() > INLINE_DECODE_BYTES {
+            tokio::task::spawn_blocking(move || decode(encoding, &raw, limit))
+                .await
+                .map_err(|e| ApiError::Internal(format!("decompression task failed: {e}")))?
+        } else {
+            decode(encoding, &raw, limit)
+        };
+        decoded.map(|b| Body(Bytes::from(b)))
+    }
+}
+
+/// The body's encoding; one this server cannot decode is a 415 that names it.
+fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(Encoding::Identity);
+    };
+    let text = value.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    match text.as_str() {
+        "" | "identity" => Ok(Encoding::Identity),
+        "gzip" | "x-gzip" => Ok(Encoding::Gzip),
+        "deflate" => Ok(Encoding::Deflate),
+        _ => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Encoding '{}' is not supported (use gzip, deflate or none)",
+            String::from_utf8_lossy(value.as_bytes())
+        ))),
+    }
+}
+
+/// Decompresses `raw`; more than `limit` bytes out is a 413, a corrupt stream a 400.
+fn decode(encoding: Encoding, raw: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+    let name = match encoding {
+        Encoding::Gzip => "gzip",
+        Encoding::Deflate => "deflate",
+        Encoding::Identity => return Ok(raw.to_vec()),
+    };
+    let reader: Box<dyn Read> = match encoding {
+        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+        _ => Box::new(flate2::read::ZlibDecoder::new(raw)),
+    };
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::BadRequest(format!("the {name} request body is corrupt: {e}")))?;
+    if out.len() > limit {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the {name} request body decompresses to over the limit of {limit} bytes (--max-body-size)"
+        )));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn zlib(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn decodes_within_the_limit() {
+        let data = br#"{"inputs": []}"#.repeat(100);
+        assert_eq!(decode(Encoding::Gzip, &gzip(&data), 1 << 20).unwrap(), data);
+        assert_eq!(
+            decode(Encoding::Deflate, &zlib(&data), 1 << 20).unwrap(),
+            data
+        );
+        // Exactly at the limit is accepted; one byte over is a 413, however small the input.
+        assert_eq!(
+            decode(Encoding::Gzip, &gzip(&data), data.len()).unwrap(),
+            data
+        );
+        let bomb = gzip(&vec![0u8; 10 << 20]);
+        assert!(bomb.len() < 64 << 10);
+        let e = decode(Encoding::Gzip, &bomb, 1 << 20).unwrap_err();
+        assert!(matches!(e, ApiError::PayloadTooLarge(_)), "{e:?}");
+        let e = decode(Encoding::Gzip, b"not gzip at all", 1 << 20).unwrap_err();
+        assert!(
+            matches!(e, ApiError::BadRequest(ref m) if m.contains("gzip")),
+            "{e:?}"
+        );
+        let e = decode(Encoding::Deflate, &gzip(&data), 1 << 20).unwrap_err();
+        assert!(matches!(e, ApiError::BadRequest(_)), "{e:?}");
+    }
+
+    #[test]
+    fn names_unknown_encodings() {
+        let mut h = HeaderMap::new();
+        assert_eq!(encoding(&h).unwrap(), Encoding::Identity);
+        for (v, want) in [
+            ("gzip", Encoding::Gzip),
+            ("GZip", Encoding::Gzip),
+            ("deflate", Encoding::Deflate),
+            ("identity", Encoding::Identity),
+        ] {
+            h.insert(header::CONTENT_ENCODING, v.parse().unwrap());
+            assert_eq!(encoding(&h).unwrap(), want, "{v}");
+        }
+        h.insert(header::CONTENT_ENCODING, "br".parse().unwrap());
+        let e = encoding(&h).unwrap_err();
+        assert!(
+            matches!(e, ApiError::UnsupportedMediaType(ref m) if m.contains("'br'")),
+            "{e:?}"
+        );
     }
 }

@@ -23,8 +23,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Serialize;
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Default request body limit: 64 MiB.
 pub const DEFAULT_MAX_BODY: usize = 64 << 20;
@@ -38,6 +38,8 @@ pub struct HttpConfig {
     pub api_keys: Option<Arc<auth::ApiKeys>>,
     /// The model `POST /score` scores on; `None` means the only model served.
     pub default_model: Option<String>,
+    /// How long a client may take to send a request's headers, or go silent mid-body.
+    pub client_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -46,6 +48,7 @@ impl Default for HttpConfig {
             max_body_bytes: DEFAULT_MAX_BODY,
             api_keys: None,
             default_model: None,
+            client_timeout: DEFAULT_CLIENT_TIMEOUT,
         }
     }
 }
@@ -98,26 +101,56 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.
-/// Accepted sockets get TCP_NODELAY: responses are written in one piece, so there is
-/// nothing to coalesce and Nagle would only add latency.
+/// Default [`HttpConfig::client_timeout`]: 30 s.
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and drains
+/// in-flight requests. A client that takes over `client_timeout` to send a request's headers
+/// (an idle keep-alive connection counts as a request not yet sent) is disconnected, so
+/// half-sent requests cannot pile up and take every file descriptor; the body extractor
+/// applies the same timeout to a stalled body. Accepted sockets get TCP_NODELAY: responses
+/// are written in one piece, so there is nothing to coalesce and Nagle would only add latency.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    client_timeout: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(client_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before it was taken:
+                    // wait a little rather than spin, and go on serving.
+                    tracing::warn!("cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!("could not set TCP_NODELAY: {e}");
         }
-    });
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection = http.serve_connection(TokioIo::new(tcp), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// A JSON response serialized into one buffer.

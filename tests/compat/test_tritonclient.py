@@ -219,6 +219,20 @@ def test_infer_digits(client, model_repo):
     np.testing.assert_array_equal(result.as_numpy("label"), probs.argmax(axis=1))
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_infer_with_request_compression(client, model_repo, algorithm):
+    """tritonclient compresses the request body (Content-Encoding gzip or deflate), binary
+    tensors included; the answer equals onnxruntime's."""
+    x = np.random.default_rng(3).uniform(0.0, 1.0, (2, 1, 28, 28)).astype(np.float32)
+    inp = httpclient.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=True)
+    out = httpclient.InferRequestedOutput("logits", binary_data=True)
+    result = client.infer("lenet", [inp], outputs=[out],
+                          request_compression_algorithm=algorithm)
+    want = reference(model_repo, "lenet", {"input": x}, ["logits"])["logits"]
+    np.testing.assert_allclose(result.as_numpy("logits"), want, rtol=RTOL, atol=ATOL)
+
+
 def test_infer_lenet(client, model_repo):
     x = np.random.default_rng(1).uniform(0.0, 1.0, (2, 1, 28, 28)).astype(np.float32)
     infer_and_compare(client, model_repo, "lenet", {"input": x}, ["logits"])
