@@ -1,7 +1,7 @@
 //! Durable file-system helpers: every write that must survive a crash goes through here.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Flushes a directory's entries (new names, renames) to disk.
@@ -30,6 +30,17 @@ pub fn temp_owner(name: &str, prefix: &str) -> Option<u32> {
 /// True when a process with `pid` is running on this machine.
 pub fn process_alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Reads `reader` to its end, failing once more than `limit` bytes came (so `/dev/zero` or a
+/// runaway pipe cannot take all memory).
+pub fn read_bounded(reader: impl io::Read, limit: u64) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    reader.take(limit + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(io::Error::other(format!("larger than {limit} bytes")));
+    }
+    Ok(out)
 }
 
 /// Writes `bytes` to `path` atomically: a reader sees the old content or the new, never a

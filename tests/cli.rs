@@ -358,6 +358,8 @@ fn register_installs_a_checked_hook() {
     assert!(line.contains("not registered"), "{line}");
     fails(register(&no_run), "no `fn run(input)`");
     fails(register("/no/such/hook.rhai"), "hook.rhai");
+    // An endless "file" is cut off, not read into memory.
+    fails(register("/dev/zero"), "larger than 1048576 bytes");
     assert!(
         !ws.path().join("models/m").exists(),
         "a refused hook wrote something"
@@ -394,6 +396,10 @@ fn register_installs_a_checked_hook() {
     let out = ok(scoria(ws.path(), &["predict", "m", "--input", &input]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v, serde_json::json!({"hook": "first", "rows": 1}));
+    fails(
+        scoria(ws.path(), &["predict", "m", "--input", "/dev/zero"]),
+        "cannot read /dev/zero: larger than",
+    );
 
     // A config.toml that names no hook keeps its settings and gains the hook line; the next
     // registration replaces the script for every version.

@@ -135,7 +135,7 @@ pub fn main() -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            eprintln!("error: {}", one_line(&chain_message(&e)));
             1
         }
     }
@@ -160,6 +160,23 @@ pub(crate) fn positive_duration(s: &str) -> Result<std::time::Duration, String> 
             "'{s}' is not a duration (e.g. 500ms, 10s, 1m): {e}"
         )),
     }
+}
+
+/// `e` and its causes joined by `: `, leaving out a cause whose text the message before it
+/// already ends with (errors that print their source, as many do, would say it twice).
+fn chain_message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn one_line(s: &str) -> String {
@@ -195,4 +212,30 @@ fn install_panic_hook() {
             one_line(&msg)
         );
     }));
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::chain_message;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("/tmp: {source}")]
+    struct Io {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn causes_are_said_once() {
+        let e = anyhow::Error::new(Io {
+            source: std::io::Error::other("not a regular file"),
+        });
+        assert_eq!(chain_message(&e), "/tmp: not a regular file");
+        let e = e.context("cannot register");
+        assert_eq!(
+            chain_message(&e),
+            "cannot register: /tmp: not a regular file"
+        );
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(chain_message(&e), "outer: inner");
+    }
 }

@@ -6,7 +6,6 @@ use crate::models::{score, Served};
 use crate::registry::Repository;
 use anyhow::Context;
 use clap::Args;
-use std::io::Read;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -27,16 +26,16 @@ pub struct PredictArgs {
 
 pub fn run(global: &GlobalArgs, args: PredictArgs) -> anyhow::Result<()> {
     let (name, version) = args.model;
-    let body = if args.input.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("cannot read stdin")?;
-        s
+    let limit = crate::http::DEFAULT_MAX_BODY as u64;
+    let bytes = if args.input.as_os_str() == "-" {
+        crate::fsutil::read_bounded(std::io::stdin().lock(), limit).context("cannot read stdin")?
     } else {
-        std::fs::read_to_string(&args.input)
+        std::fs::File::open(&args.input)
+            .and_then(|f| crate::fsutil::read_bounded(f, limit))
             .with_context(|| format!("cannot read {}", args.input.display()))?
     };
+    let body = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", args.input.display()))?;
     let repo = Repository::open(global.models_dir()).context("cannot open the model repository")?;
     let dir = repo.model(&name)?;
     let version = match version {

@@ -30,6 +30,9 @@ use rhai::{Dynamic, Engine, Scope, AST};
 use std::path::{Component, Path};
 use std::sync::Arc;
 
+/// Largest score hook script read: a megabyte of Rhai is far past any real hook.
+const MAX_SCRIPT_BYTES: u64 = 1 << 20;
+
 /// File name of a model's class labels, one per line, inside the model folder.
 pub const LABELS_FILE: &str = "labels.txt";
 
@@ -164,10 +167,15 @@ pub fn check_script(path: &Path) -> Result<(), HookError> {
 /// Reads and compiles the script at `path` (named `file` in errors) and checks its functions'
 /// signatures: the AST and whether it has `fn init()`.
 fn compile(engine: &Engine, path: &Path, file: &str) -> Result<(AST, bool), HookError> {
-    let source = std::fs::read_to_string(path).map_err(|cause| HookError::Read {
+    let read_err = |cause| HookError::Read {
         path: path.to_path_buf(),
         cause,
-    })?;
+    };
+    let bytes = std::fs::File::open(path)
+        .and_then(|f| crate::fsutil::read_bounded(f, MAX_SCRIPT_BYTES))
+        .map_err(read_err)?;
+    let source =
+        String::from_utf8(bytes).map_err(|_| read_err(std::io::Error::other("not UTF-8 text")))?;
     let mut ast = engine
         .compile(&source)
         .map_err(|e| error::compile(file, &e))?;
