@@ -11,6 +11,13 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// Most engine instances a model may ask for: each holds its own copy of the engine's state.
+pub const MAX_INSTANCES: u32 = 256;
+/// Longest `max_queue_delay_us` accepted: 10 s (Triton's are usually tens to thousands of µs).
+pub const MAX_QUEUE_DELAY_US: u64 = 10_000_000;
+/// Most ONNX Runtime threads per pool.
+pub const MAX_THREADS: u32 = 1024;
+
 /// A model's settings; every field has a default when `config.toml` is absent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
@@ -278,8 +285,15 @@ impl ModelConfig {
         }
 
         let max_batch_size = raw.max_batch_size.unwrap_or(0);
-        if raw.instances == Some(0) {
-            return Err(err("instances", "must be at least 1".into()));
+        match raw.instances {
+            Some(0) => return Err(err("instances", "must be at least 1".into())),
+            Some(n) if n > MAX_INSTANCES => {
+                return Err(err(
+                    "instances",
+                    format!("{n} is over the limit of {MAX_INSTANCES}"),
+                ))
+            }
+            _ => {}
         }
         let dynamic_batching = match raw.dynamic_batching {
             None => None,
@@ -290,6 +304,12 @@ impl ModelConfig {
                 ))
             }
             Some(d) => {
+                if let Some(us) = d.max_queue_delay_us.filter(|&us| us > MAX_QUEUE_DELAY_US) {
+                    return Err(err(
+                        "dynamic_batching.max_queue_delay_us",
+                        format!("{us} is over the limit of {MAX_QUEUE_DELAY_US} (10 s)"),
+                    ));
+                }
                 let mut preferred = d.preferred_batch_size;
                 preferred.sort_unstable();
                 preferred.dedup();
@@ -444,11 +464,20 @@ fn parse_ort(raw: RawOrt) -> Result<OrtConfig, (String, String)> {
         ("intra_op_threads", raw.intra_op_threads),
         ("inter_op_threads", raw.inter_op_threads),
     ] {
-        if value == Some(0) {
-            return Err((
-                format!("ort.{key}"),
-                "must be at least 1 (leave it out for ONNX Runtime's default)".into(),
-            ));
+        match value {
+            Some(0) => {
+                return Err((
+                    format!("ort.{key}"),
+                    "must be at least 1 (leave it out for ONNX Runtime's default)".into(),
+                ))
+            }
+            Some(n) if n > MAX_THREADS => {
+                return Err((
+                    format!("ort.{key}"),
+                    format!("{n} is over the limit of {MAX_THREADS}"),
+                ))
+            }
+            _ => {}
         }
     }
     let graph_optimization_level = raw
