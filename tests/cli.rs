@@ -451,6 +451,14 @@ fn list_shows_every_model_and_failures() {
     std::fs::write(broken.join("model.onnx"), b"\xffgarbage\x00").unwrap();
     copy_dir(&model_source("lenet"), &repo.path().join("badconfig"));
     prepend_config(repo.path(), "badconfig", "instancez = 2");
+    copy_dir(&model_source("lenet"), &repo.path().join("nohook"));
+    std::fs::remove_file(repo.path().join("nohook/score.rhai")).unwrap();
+    copy_dir(&model_source("lenet"), &repo.path().join("nopolicy"));
+    prepend_config(
+        repo.path(),
+        "nopolicy",
+        "version_policy = { specific = [7] }",
+    );
 
     let table = ok(scoria_repo(repo.path(), &["model", "list"]));
     let lines: Vec<&str> = table.lines().collect();
@@ -459,7 +467,7 @@ fn list_shows_every_model_and_failures() {
         ["NAME", "VERSIONS", "LATEST", "BACKEND", "STATUS"],
         "{table}"
     );
-    assert_eq!(lines.len(), 5, "{table}");
+    assert_eq!(lines.len(), 7, "{table}");
     let row = |name: &str| -> &str {
         lines
             .iter()
@@ -482,18 +490,44 @@ fn list_shows_every_model_and_failures() {
         c.contains("failed:") && c.contains("config.toml") && c.contains("instancez"),
         "{c}"
     );
+    // A hook that cannot load and a policy that selects nothing are failures too.
+    let h = row("nohook");
+    assert!(
+        h.contains("failed: score hook") && h.contains("score.rhai"),
+        "{h}"
+    );
+    let p = row("nopolicy");
+    assert!(
+        p.contains("failed: no version to serve: [version_policy]") && p.contains("(1)"),
+        "{p}"
+    );
 
     let json: Value =
         serde_json::from_str(&ok(scoria_repo(repo.path(), &["model", "list", "--json"]))).unwrap();
     let items = json.as_array().unwrap();
     let names: Vec<&str> = items.iter().map(|i| i["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["badconfig", "broken", "digits", "lenet"]);
+    assert_eq!(
+        names,
+        [
+            "badconfig",
+            "broken",
+            "digits",
+            "lenet",
+            "nohook",
+            "nopolicy"
+        ]
+    );
     let item = |n: &str| items.iter().find(|i| i["name"] == n).unwrap();
     assert_eq!(item("digits")["status"], "ok");
     assert_eq!(item("digits")["versions"], json!([1]));
     assert_eq!(item("digits")["latest"], 1);
     assert_eq!(item("digits")["backend"], "tract");
     assert_eq!(item("broken")["status"], "failed");
+    // predict picks the version `serve` would; a policy that selects none says so.
+    fails(
+        scoria_repo(repo.path(), &["predict", "nopolicy", "--input", "-"]),
+        "has no version to serve",
+    );
     assert!(item("broken")["error"]
         .as_str()
         .unwrap()

@@ -137,10 +137,15 @@ fn list(repo: &Repository, as_json: bool) -> anyhow::Result<()> {
             .unwrap_or_default();
         let status = match &dir.config {
             Err(e) => Err(e.to_string()),
-            Ok(_) => {
+            Ok(config) => {
                 let served = dir.served_versions();
-                if served.is_empty() {
-                    Err("no version to serve".to_string())
+                if dir.versions.is_empty() {
+                    Err("no version to serve: no version folder (1/model.onnx, ...)".to_string())
+                } else if served.is_empty() {
+                    Err(format!(
+                        "no version to serve: [version_policy] in config.toml selects none of the versions present ({})",
+                        dir.versions.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+                    ))
                 } else {
                     served
                         .iter()
@@ -149,10 +154,16 @@ fn list(repo: &Repository, as_json: bool) -> anyhow::Result<()> {
                             engine::check_onnx(&path).map_err(|e| format!("version {v}: {e}"))
                         })
                         .collect::<Result<Vec<()>, _>>()
-                        .map(|_| ())
+                        .and_then(|_| match &config.hook {
+                            Some(h) => crate::hook::check_script(&dir.path.join(h))
+                                .map_err(|e| e.to_string()),
+                            None => Ok(()),
+                        })
                 }
             }
-        };
+        }
+        // Parser messages may span lines; a table row holds one.
+        .map_err(|e| e.split_whitespace().collect::<Vec<_>>().join(" "));
         rows.push((dir.name, dir.versions, backend, status));
     }
     if as_json {

@@ -40,11 +40,14 @@ pub fn run(global: &GlobalArgs, args: PredictArgs) -> anyhow::Result<()> {
     let dir = repo.model(&name)?;
     let version = match version {
         Some(v) => v,
-        None => *dir
-            .served_versions()
-            .last()
-            .or(dir.versions.last())
-            .with_context(|| format!("model '{name}' has no versions"))?,
+        // The version `serve` would answer with; any version present can be named.
+        None => match (dir.served_versions().last(), dir.versions.last()) {
+            (Some(&v), _) => v,
+            (None, None) => anyhow::bail!("model '{name}' has no versions"),
+            (None, Some(_)) => anyhow::bail!(
+                "model '{name}' has no version to serve (its config.toml is invalid or its [version_policy] selects none); name one as {name}:VERSION"
+            ),
+        },
     };
     if !dir.versions.contains(&version) {
         anyhow::bail!("model '{name}' has no version {version}");

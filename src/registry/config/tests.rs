@@ -108,12 +108,21 @@ fn batching_and_instances() {
     // Upper limits: values that would take the machine down are refused at load.
     assert_eq!(parse("instances = 256\n").unwrap().instances, 256);
     let e = parse("instances = 100000\n").unwrap_err();
-    assert!(e.contains("instances") && e.contains("over the limit of 256"), "{e}");
+    assert!(
+        e.contains("instances") && e.contains("over the limit of 256"),
+        "{e}"
+    );
     let e = parse("max_batch_size = 8\n[dynamic_batching]\nmax_queue_delay_us = 99999999999999\n")
         .unwrap_err();
-    assert!(e.contains("max_queue_delay_us") && e.contains("10 s"), "{e}");
+    assert!(
+        e.contains("max_queue_delay_us") && e.contains("10 s"),
+        "{e}"
+    );
     let e = parse("[ort]\nintra_op_threads = 100000\n").unwrap_err();
-    assert!(e.contains("ort.intra_op_threads") && e.contains("over the limit"), "{e}");
+    assert!(
+        e.contains("ort.intra_op_threads") && e.contains("over the limit"),
+        "{e}"
+    );
 }
 
 #[test]
