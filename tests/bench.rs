@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_no_panic, repo_with, root, scoria_command, Server};
+use common::{assert_no_panic, copy_dir, repo_with, root, scoria_command, Server};
 use serde_json::Value;
 use std::io::Read;
 use std::path::Path;
@@ -227,6 +227,22 @@ fn in_process_run_is_recorded_and_read_back() {
         COMMAND_LIMIT,
     );
     assert!(ok(&out).contains(&id));
+    // Newer folders that are not readable runs (empty, or a record that is not an object)
+    // are skipped by `latest`, as `runs list` skips them.
+    let runs = ws.path().join("runs");
+    std::fs::create_dir(runs.join("zz-not-a-run")).unwrap();
+    copy_dir(&runs.join(&id), &runs.join("zz-not-a-run-either"));
+    std::fs::write(runs.join("zz-not-a-run-either/results.json"), "[]").unwrap();
+    let (out, _) = scoria(
+        &in_workspace(ws.path(), models, &["runs", "show", "latest"]),
+        COMMAND_LIMIT,
+    );
+    assert!(ok(&out).contains(&id));
+    let (out, _) = scoria(
+        &in_workspace(ws.path(), models, &["runs", "list", "--json"]),
+        COMMAND_LIMIT,
+    );
+    assert_eq!(json_of(&ok(&out)).as_array().unwrap().len(), 1);
     let (out, _) = scoria(
         &in_workspace(ws.path(), models, &["runs", "show", "nope"]),
         COMMAND_LIMIT,

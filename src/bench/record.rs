@@ -107,8 +107,12 @@ impl Run {
             fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
         };
         let json = |name: &str| -> Result<Value, String> {
-            serde_json::from_str(&text(name)?)
-                .map_err(|e| format!("{}: {e}", dir.join(name).display()))
+            let path = dir.join(name);
+            match serde_json::from_str(&text(name)?) {
+                Ok(v @ Value::Object(_)) => Ok(v),
+                Ok(_) => Err(format!("{}: not a JSON object", path.display())),
+                Err(e) => Err(format!("{}: {e}", path.display())),
+            }
         };
         Ok(Run {
             id: id.to_string(),

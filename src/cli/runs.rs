@@ -55,8 +55,12 @@ pub fn run(global: &GlobalArgs, cmd: RunsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         RunsCommand::Show(args) => {
-            let id = record::resolve(&runs_dir, &args.id).map_err(anyhow::Error::msg)?;
-            let run = Run::load(&runs_dir, &id).map_err(anyhow::Error::msg)?;
+            let run = if args.id == "latest" {
+                latest(&runs_dir)?
+            } else {
+                let id = record::resolve(&runs_dir, &args.id).map_err(anyhow::Error::msg)?;
+                Run::load(&runs_dir, &id).map_err(anyhow::Error::msg)?
+            };
             if args.json {
                 let out = json!({
                     "id": run.id,
@@ -73,6 +77,19 @@ pub fn run(global: &GlobalArgs, cmd: RunsCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The newest run that reads back; unreadable folders are skipped, as `runs list` does.
+fn latest(runs_dir: &std::path::Path) -> anyhow::Result<Run> {
+    let ids =
+        record::ids(runs_dir).with_context(|| format!("cannot read {}", runs_dir.display()))?;
+    for id in ids.iter().rev() {
+        match Run::load(runs_dir, id) {
+            Ok(run) => return Ok(run),
+            Err(e) => tracing::warn!("skipping run {id}: {e}"),
+        }
+    }
+    anyhow::bail!("no runs recorded in {}", runs_dir.display())
 }
 
 /// `digits:1`.
