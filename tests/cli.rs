@@ -266,7 +266,7 @@ fn register_rejects_bad_names_and_missing_paths() {
     let ws = workspace();
     let src = digits_onnx();
     for name in ["../x", "a/b", ".hidden", "", "a b", "x:1"] {
-        fails(
+        usage_error(
             scoria(
                 ws.path(),
                 &["model", "register", name, "--path", src.to_str().unwrap()],
@@ -636,7 +636,7 @@ fn delete_removes_one_version() {
         scoria(ws.path(), &["model", "delete", "m:1"]),
         "model 'm' has no version 1",
     );
-    fails(
+    usage_error(
         scoria(ws.path(), &["model", "delete", "m"]),
         "name the version to delete, as m:VERSION",
     );
@@ -935,7 +935,7 @@ fn serve_startup_errors() {
         ),
         &format!("cannot listen on {addr}"),
     );
-    fails(
+    usage_error(
         run_bounded(
             ws.path(),
             &[
@@ -946,7 +946,7 @@ fn serve_startup_errors() {
                 "not-an-address",
             ],
         ),
-        "cannot listen on not-an-address",
+        "'not-an-address' is not HOST:PORT",
     );
 }
 

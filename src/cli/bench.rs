@@ -22,7 +22,7 @@ pub struct BenchArgs {
 
     /// Drive a running server over the v2 HTTP protocol (e.g. http://127.0.0.1:8000)
     /// instead of loading the model in this process.
-    #[arg(long, env = "SCORIA_BENCH_URL", value_name = "URL")]
+    #[arg(long, env = "SCORIA_BENCH_URL", value_parser = super::server_url, value_name = "URL")]
     pub url: Option<String>,
 
     /// Requests in flight at once: workers that each send one request at a time (with

@@ -98,6 +98,36 @@ pub(crate) fn model_reference(s: &str) -> Result<(String, Option<u64>), String> 
     name::parse_reference(s).map_err(|e| e.to_string())
 }
 
+/// A model name for clap (`model register NAME`).
+pub(crate) fn model_name(s: &str) -> Result<String, String> {
+    name::validate(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// `NAME:VERSION` with the version required (`model delete`).
+pub(crate) fn versioned_reference(s: &str) -> Result<(String, u64), String> {
+    match name::parse_reference(s).map_err(|e| e.to_string())? {
+        (name, Some(v)) => Ok((name, v)),
+        (name, None) => Err(format!("name the version to delete, as {name}:VERSION")),
+    }
+}
+
+/// `HOST:PORT` to listen on (`serve --http`); the host may be a name or an address.
+pub(crate) fn listen_address(s: &str) -> Result<String, String> {
+    let bad = || format!("'{s}' is not HOST:PORT (e.g. 127.0.0.1:8000 or 0.0.0.0:8000)");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(s.to_string())
+}
+
+/// An `http://HOST[:PORT][/PREFIX]` server URL (`bench --url`).
+pub(crate) fn server_url(s: &str) -> Result<String, String> {
+    crate::bench::http::Endpoint::parse(s, None).map(|_| s.to_string())
+}
+
 /// Parses a backend name for clap.
 pub(crate) fn backend(s: &str) -> Result<Backend, String> {
     Backend::from_name(s).ok_or_else(|| {

@@ -25,6 +25,7 @@ pub enum ModelCommand {
 #[derive(Debug, Args)]
 pub struct RegisterArgs {
     /// Model name: letters, digits, '_', '.', '-'.
+    #[arg(value_parser = super::model_name)]
     pub name: String,
     /// The ONNX file to register.
     #[arg(long, env = "SCORIA_MODEL_PATH", value_name = "FILE.onnx")]
@@ -66,8 +67,8 @@ pub struct ShowArgs {
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
     /// NAME:VERSION to delete.
-    #[arg(value_parser = super::model_reference, value_name = "NAME:VERSION")]
-    pub model: (String, Option<u64>),
+    #[arg(value_parser = super::versioned_reference, value_name = "NAME:VERSION")]
+    pub model: (String, u64),
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
@@ -113,9 +114,6 @@ pub fn run(global: &GlobalArgs, cmd: ModelCommand) -> anyhow::Result<()> {
         ),
         ModelCommand::Delete(args) => {
             let (name, version) = args.model;
-            let Some(version) = version else {
-                bail!("name the version to delete, as {name}:VERSION");
-            };
             let repo = Repository::open(&dir).context("cannot open the model repository")?;
             registry::delete(&repo, &name, version)?;
             println!("deleted {name}:{version}");

@@ -18,6 +18,7 @@ pub struct ServeArgs {
         long,
         env = "SCORIA_HTTP",
         default_value = "127.0.0.1:8000",
+        value_parser = super::listen_address,
         value_name = "ADDR"
     )]
     pub http: String,
