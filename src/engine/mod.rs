@@ -105,14 +105,14 @@ pub fn check_override<'a>(
         .find(|s| s.name == ov.name)
         .ok_or_else(|| {
             format!(
-                "config [[{section}]] names '{}', which is not a model {section} ({role}: {names})",
+                "config.toml [[{section}]] names '{}', which is not a model {section} ({role}: {names})",
                 ov.name
             )
         })?;
     if let Some(dt) = ov.datatype {
         if dt != spec.dtype {
             return Err(format!(
-                "config [[{section}]] '{}' declares {dt} but the model {verb} {}",
+                "config.toml [[{section}]] '{}' declares {dt} but the model {verb} {}",
                 ov.name, spec.dtype
             ));
         }
@@ -123,7 +123,7 @@ pub fn check_override<'a>(
             let declared: Vec<Dim> = dims.iter().map(|&d| Dim::from_i64(d)).collect();
             if !spec.compatible_with(&declared) {
                 return Err(format!(
-                    "config [[{section}]] '{}' declares dims {dims:?}, incompatible with the model's {}",
+                    "config.toml [[{section}]] '{}' declares dims {dims:?}, incompatible with the model's {}",
                     ov.name,
                     spec.shape_string()
                 ));

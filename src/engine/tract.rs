@@ -131,7 +131,7 @@ impl TractEngine {
                 .position(|n| *n == ov.name)
                 .ok_or_else(|| {
                     EngineError::Load(format!(
-                        "config [[input]] names '{}', which is not a model input (inputs: {})",
+                        "config.toml [[input]] names '{}', which is not a model input (inputs: {})",
                         ov.name,
                         input_names.join(", ")
                     ))

@@ -190,9 +190,15 @@ impl ModelConfig {
             let line = inner
                 .span()
                 .map(|s| 1 + text[..s.start.min(text.len())].matches('\n').count());
+            // The parser's messages may span lines; errors here are one line.
+            let message = inner
+                .message()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             let why = match line {
-                Some(l) => format!("{} (line {l})", inner.message().trim_end()),
-                None => inner.message().trim_end().to_string(),
+                Some(l) => format!("{message} (line {l})"),
+                None => message,
             };
             err(if key == "." { "(top level)" } else { &key }, why)
         })?;
