@@ -1036,3 +1036,56 @@ fn stalled_clients_are_cut_off_and_compressed_bodies_decoded() {
     // Still serving.
     assert_eq!(s.post(path, &plain), expected);
 }
+
+#[test]
+fn requests_of_the_wrong_shape_and_odd_paths_get_json_errors() {
+    let s = Server::start(repo_with(&["digits"]), &[]);
+    let infer = "/v2/models/digits/infer";
+    let row: Vec<u8> = DIGIT_ZERO.to_vec();
+    // Arrays in place of objects (serde would take them positionally) are refused.
+    for (body, want) in [
+        (
+            json!(["id", [["input", [1, 64], "FP32", row]]]),
+            "expected a JSON object",
+        ),
+        (
+            json!({"inputs": [["input", [1, 64], "FP32", row]]}),
+            "inputs[0]: invalid type: sequence, expected a JSON object",
+        ),
+        (
+            json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}],
+                   "outputs": [{"name": "label", "parameters": {"binary_data": "yes"}}]}),
+            "outputs[0].parameters.binary_data: invalid type: string",
+        ),
+    ] {
+        assert_error(s.post(infer, &body.to_string()), 400, want);
+    }
+    // `parameters: null` is no parameters.
+    let body = json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
+                                  "data": row, "parameters": null}],
+                      "parameters": null});
+    let (status, resp) = s.post(infer, &body.to_string());
+    assert_eq!(status, 200, "{resp}");
+
+    // Paths that are not UTF-8 are JSON errors on every route that takes a model name.
+    for path in [
+        "/models/%ff/score",
+        "/v2/repository/models/%ff/load",
+        "/v2/repository/models/%ff/unload",
+    ] {
+        assert_error(s.post(path, "{}"), 400, "invalid model path");
+    }
+    // Triton's load parameters (a config override) are refused, not silently ignored.
+    assert_error(
+        s.post(
+            "/v2/repository/models/digits/load",
+            r#"{"parameters": {"config": "{}"}}"#,
+        ),
+        400,
+        "load parameters are not supported (config)",
+    );
+    let (status, resp) = s.post("/v2/repository/models/digits/load", r#"{"parameters": {}}"#);
+    assert_eq!(status, 200, "{resp}");
+    let (status, resp) = s.post("/v2/repository/models/digits/load", "");
+    assert_eq!(status, 200, "{resp}");
+}

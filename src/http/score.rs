@@ -4,7 +4,7 @@ use super::body::Body;
 use super::metrics::ServedBy;
 use super::{json_response, ApiError, AppState};
 use crate::models::score::score_blocking;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -19,10 +19,10 @@ pub async fn healthy() -> &'static str {
 #[utoipa::path(post, path = "/models/{model}/score", tag = "azure-ml", params(("model" = String, Path, description = "Model name")), request_body(content = Object, description = "Without a hook: {\"data\": ...} or {\"inputs\": {name: ...}}; with a hook, whatever it takes"), responses((status = 200, description = "The hook's result, or outputs by name"), (status = 400, description = "Rejected by the hook or not fitting the model", body = crate::http::openapi::ErrorBody), (status = 500, description = "The hook or inference failed", body = crate::http::openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = crate::http::openapi::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::openapi::ErrorBody)))]
 pub async fn score_model(
     State(st): State<AppState>,
-    Path(model): Path<String>,
+    r: crate::http::v2::ModelRef,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
-    score(st, &model, body).await
+    score(st, &r.model, body).await
 }
 
 /// `POST /score`: scores on the default model — `--default-model`, or the only model in the

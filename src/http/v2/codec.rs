@@ -10,20 +10,49 @@ use crate::models::NamedTensor;
 use crate::tensor::{
     decode_binary, decode_json, element_count, encode_binary, DataType, Tensor, TensorData, Utf8,
 };
-use serde::{Deserialize, Serialize, Serializer};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
+use std::marker::PhantomData;
 
 /// The header naming the JSON part's length in a binary-extension body.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// A `T` that must be written as a JSON object: serde's derived structs also accept an array
+/// of their fields in order, which no client means.
+struct Obj<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjVisitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(ObjVisitor(PhantomData)).map(Obj)
+    }
+}
+
+/// `parameters` objects: absent and `null` both mean none.
+fn parameters<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> Result<T, D::Error> {
+    Ok(Option::<Obj<T>>::deserialize(d)?.map_or_else(T::default, |o| o.0))
+}
 
 #[derive(Deserialize)]
 struct RequestJson<'a> {
     id: Option<String>,
     #[serde(borrow)]
-    inputs: Vec<InputJson<'a>>,
+    inputs: Vec<Obj<InputJson<'a>>>,
     #[serde(default)]
-    outputs: Option<Vec<OutputJson>>,
-    #[serde(default)]
+    outputs: Option<Vec<Obj<OutputJson>>>,
+    #[serde(default, deserialize_with = "parameters")]
     parameters: RequestParameters,
 }
 
@@ -40,7 +69,7 @@ struct InputJson<'a> {
     datatype: String,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "parameters")]
     parameters: InputParameters,
 }
 
@@ -52,7 +81,7 @@ struct InputParameters {
 #[derive(Deserialize)]
 struct OutputJson {
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "parameters")]
     parameters: OutputParameters,
 }
 
@@ -111,10 +140,17 @@ pub fn decode_request(body: &[u8], header_length: Option<&[u8]>) -> Result<Infer
             body.split_at(n)
         }
     };
-    let req: RequestJson = serde_json::from_slice(json)
-        .map_err(|e| bad(format!("malformed inference request: {e}")))?;
+    let req: RequestJson = match serde_json::from_slice::<Obj<RequestJson>>(json) {
+        Ok(Obj(req)) => req,
+        Err(e) => {
+            return Err(bad(format!(
+                "malformed inference request: {}",
+                where_malformed(json, e)
+            )))
+        }
+    };
     let mut inputs = Vec::with_capacity(req.inputs.len());
-    for input in req.inputs {
+    for Obj(input) in req.inputs {
         let name = input.name;
         let err = |why: String| bad(format!("input '{name}': {why}"));
         let dtype = DataType::from_name(&input.datatype)
@@ -172,7 +208,7 @@ pub fn decode_request(body: &[u8], header_length: Option<&[u8]>) -> Result<Infer
     let outputs = req.outputs.filter(|o| !o.is_empty()).map(|outputs| {
         outputs
             .into_iter()
-            .map(|o| {
+            .map(|Obj(o)| {
                 if let Some(b) = o.parameters.binary_data {
                     binary.explicit.push((o.name.clone(), b));
                 }
@@ -186,6 +222,23 @@ pub fn decode_request(body: &[u8], header_length: Option<&[u8]>) -> Result<Infer
         outputs,
         binary,
     })
+}
+
+/// `e` with the path of the field it is about (`inputs[0].parameters.binary_data: ...`), found
+/// by reading `json` again: only requests that fail pay for it.
+fn where_malformed(json: &[u8], e: serde_json::Error) -> String {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    match serde_path_to_error::deserialize::<_, Obj<RequestJson>>(&mut de) {
+        Err(pe) => {
+            let path = pe.path().to_string();
+            if path.is_empty() || path == "." {
+                e.to_string()
+            } else {
+                format!("{path}: {e}")
+            }
+        }
+        Ok(_) => e.to_string(),
+    }
 }
 
 /// An encoded response body and, for binary-extension bodies, the JSON header's length.

@@ -43,9 +43,9 @@ pub fn routes() -> Router<AppState> {
 /// The `{model}` and optional `{version}` of a model route.
 #[derive(Deserialize)]
 pub struct ModelRef {
-    model: String,
+    pub(crate) model: String,
     #[serde(default)]
-    version: Option<String>,
+    pub(crate) version: Option<String>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ModelRef {

@@ -1,8 +1,9 @@
 //! The model repository extension: index, load and unload.
 
+use super::ModelRef;
 use crate::http::body::Body;
 use crate::http::{json_response, ApiError, AppState};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -39,8 +40,10 @@ pub async fn index(State(st): State<AppState>, Body(body): Body) -> Result<Respo
 #[utoipa::path(post, path = "/v2/repository/models/{model}/load", tag = "repository", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Loaded"), (status = 400, description = "The model failed to load; what was served stays", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such model on disk", body = crate::http::openapi::ErrorBody)))]
 pub async fn load(
     State(st): State<AppState>,
-    Path(model): Path<String>,
+    ModelRef { model, .. }: ModelRef,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
+    refuse_load_parameters(&body)?;
     let models = st.models.clone();
     let name = model.clone();
     tokio::task::spawn_blocking(move || models.load_model(&name))
@@ -56,11 +59,42 @@ pub async fn load(
 #[utoipa::path(post, path = "/v2/repository/models/{model}/unload", tag = "repository", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Unloaded"), (status = 404, description = "Unknown model", body = crate::http::openapi::ErrorBody)))]
 pub async fn unload(
     State(st): State<AppState>,
-    Path(model): Path<String>,
+    ModelRef { model, .. }: ModelRef,
 ) -> Result<Response, ApiError> {
     st.models.unload_model(&model)?;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "name": model, "state": "UNAVAILABLE" }),
     ))
+}
+
+/// Triton's load request may carry `parameters` (a JSON model config, file overrides); scoria
+/// loads what is on disk, so any parameter is refused rather than silently ignored.
+fn refuse_load_parameters(body: &[u8]) -> Result<(), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let doc: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed load request: {e}")))?;
+    let serde_json::Value::Object(doc) = doc else {
+        return Err(ApiError::BadRequest(
+            "malformed load request: expected a JSON object".into(),
+        ));
+    };
+    if let Some(k) = doc.keys().find(|k| k.as_str() != "parameters") {
+        return Err(ApiError::BadRequest(format!(
+            "malformed load request: unknown key '{k}'"
+        )));
+    }
+    match doc.get("parameters") {
+        None | Some(serde_json::Value::Null) => Ok(()),
+        Some(serde_json::Value::Object(p)) if p.is_empty() => Ok(()),
+        Some(serde_json::Value::Object(p)) => Err(ApiError::BadRequest(format!(
+            "load parameters are not supported ({}): scoria loads the model's files and config.toml from the repository",
+            p.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))),
+        Some(_) => Err(ApiError::BadRequest(
+            "malformed load request: parameters must be an object".into(),
+        )),
+    }
 }
