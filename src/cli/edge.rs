@@ -350,7 +350,6 @@ fn settings(global: &GlobalArgs, args: &EdgeArgs) -> anyhow::Result<EdgeSettings
             keep_alive: args.keep_alive,
             credentials,
             last_will: (status_topic, edge::last_will(), status_retain),
-            max_packet: args.max_message_size.saturating_add(64 << 10),
             inflight: args.inflight,
         },
         broker,
