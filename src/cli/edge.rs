@@ -223,7 +223,7 @@ pub fn run(global: &GlobalArgs, args: EdgeArgs) -> anyhow::Result<()> {
         repo.model(name)
             .with_context(|| format!("--model '{name}' names no model in {}", dir.display()))?;
     }
-    let settings = settings(global, &args)?;
+    let mut settings = settings(global, &args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("scoria-edge")
@@ -232,19 +232,34 @@ pub fn run(global: &GlobalArgs, args: EdgeArgs) -> anyhow::Result<()> {
     let result = runtime.block_on(async move {
         let metrics = Arc::new(crate::telemetry::Metrics::new());
         let models = ModelManager::with_metrics(repo, args.backend, Arc::clone(&metrics));
-        // Only the models this module serves are loaded (not the whole repository).
-        for (name, _) in &settings.models {
-            let (m, n) = (Arc::clone(&models), name.clone());
-            tokio::task::spawn_blocking(move || m.load_model(&n))
-                .await
-                .context("model loading task failed")?
-                .with_context(|| format!("cannot serve --model {name}"))?;
-        }
+        // Only the models this module serves are loaded (not the whole repository). A model
+        // that cannot be served fails alone, as under `scoria serve`: the others are served
+        // and its requests get error results saying why.
         for (name, version) in &settings.models {
+            let (m, n) = (Arc::clone(&models), name.clone());
+            let loaded = tokio::task::spawn_blocking(move || m.load_model(&n))
+                .await
+                .context("model loading task failed")?;
             let v = version.map(|v| v.to_string());
-            models
-                .get_served(name, v.as_deref())
-                .with_context(|| format!("cannot serve --model {name}"))?;
+            let why = match loaded {
+                Err(e) => Some(e.to_string()),
+                Ok(()) => models
+                    .get_served(name, v.as_deref())
+                    .err()
+                    .map(|e| e.to_string()),
+            };
+            if let Some(why) = why {
+                tracing::error!("cannot serve --model {name}: {why}");
+                settings.unavailable.insert(name.clone(), why);
+            }
+        }
+        if settings.unavailable.len() == settings.models.len() {
+            let reasons: Vec<String> = settings
+                .unavailable
+                .iter()
+                .map(|(name, why)| format!("--model {name}: {why}"))
+                .collect();
+            bail!("no model can be served ({})", reasons.join("; "));
         }
         if let Some(addr) = &args.metrics {
             serve_metrics(addr, Arc::clone(&models), Arc::clone(&metrics)).await?;
@@ -437,6 +452,7 @@ fn settings(global: &GlobalArgs, args: &EdgeArgs) -> anyhow::Result<EdgeSettings
         broker,
         topics,
         models: args.model.clone(),
+        unavailable: Default::default(),
         outbox_dir,
         outbox_limits: outbox::Limits {
             max_messages: args.outbox_max.max(1),

@@ -287,3 +287,104 @@ fn oversized_request_gets_an_error_result_and_keeps_the_connection() {
         assert!(edge.is_running());
     }
 }
+
+/// A model that cannot be served fails alone, as under `scoria serve`: the others are served,
+/// its requests get error results saying why; only when no model can be served does the
+/// module exit (1), and a --model naming no model at all is still an error at once.
+#[test]
+fn a_broken_model_fails_alone() {
+    let broker = Broker::start();
+    let repo = repo_with(&["digits", "lenet"]);
+    prepend_config(repo.path(), "lenet", "no_such_key = 1");
+    let tmp = tempfile::tempdir().unwrap();
+    let edge = start_digits_edge(
+        repo.path(),
+        &broker,
+        "edge-broken",
+        &tmp,
+        &["--model", "lenet"],
+    );
+    let log = edge.stderr();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("cannot serve --model lenet")
+            && l.contains("no_such_key")),
+        "{log}"
+    );
+    let mut c = Peer::connect(broker.port, "broken-client", false);
+    c.subscribe("scoria/out/#");
+    c.publish(
+        "scoria/in/lenet",
+        json!({"id": "l1", "data": image(1, 28)}).to_string(),
+        false,
+        None,
+    );
+    c.publish(
+        "scoria/in/digits",
+        digits_request(1).to_string(),
+        false,
+        None,
+    );
+    let err = c
+        .take(WAIT, |m| m.topic == "scoria/out/lenet")
+        .unwrap_or_else(|| panic!("no answer for lenet\n{}", edge.stderr()))
+        .json();
+    assert_eq!(err["id"], "l1", "{err}");
+    let why = err["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("cannot be served") && why.contains("no_such_key"),
+        "{err}"
+    );
+    let ok = c
+        .take(WAIT, |m| m.topic == "scoria/out/digits")
+        .expect("digits result")
+        .json();
+    assert_eq!(ok["id"], 1, "{ok}");
+    assert!(ok["result"]["predictions"].is_array(), "{ok}");
+
+    // Nothing to serve: exit 1 with the reason.
+    let mut only = Edge::spawn(
+        repo.path(),
+        &[
+            "--broker",
+            &broker.url(),
+            "--model",
+            "lenet",
+            "--client-id",
+            "edge-broken-only",
+            "--outbox",
+            &outbox_dir(&tmp),
+        ],
+    );
+    assert_eq!(only.wait_exit(WAIT).code(), Some(1), "{}", only.stderr());
+    let log = only.stderr();
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: no model can be served") && last.contains("no_such_key"),
+        "{log}"
+    );
+    // A name the repository does not have: a misconfiguration, exit 1 at once.
+    let mut missing = Edge::spawn(
+        repo.path(),
+        &[
+            "--broker",
+            &broker.url(),
+            "--model",
+            "digits",
+            "--model",
+            "nosuch",
+            "--client-id",
+            "edge-broken-missing",
+            "--outbox",
+            &outbox_dir(&tmp),
+        ],
+    );
+    assert_eq!(
+        missing.wait_exit(WAIT).code(),
+        Some(1),
+        "{}",
+        missing.stderr()
+    );
+    let log = missing.stderr();
+    assert!(log.contains("--model 'nosuch' names no model"), "{log}");
+}
