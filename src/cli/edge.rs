@@ -518,7 +518,35 @@ fn default_client_id(models: &[(String, Option<u64>)]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_broker;
+    use super::{client_id, duplicate_model, parse_broker, telemetry_seconds, topic_prefix};
+
+    #[test]
+    fn flag_values() {
+        assert_eq!(telemetry_seconds("0.5"), Ok(0.5));
+        assert_eq!(telemetry_seconds("86400"), Ok(86_400.0));
+        for bad in ["0", "-1", "1e300", "86401", "0.05", "NaN", "inf", "x", ""] {
+            assert!(telemetry_seconds(bad).is_err(), "{bad}");
+        }
+        assert!(telemetry_seconds("-1").unwrap_err().contains("positive"));
+        assert_eq!(client_id("a/b c").as_deref(), Ok("a/b c"));
+        assert!(client_id(&"x".repeat(65_535)).is_ok());
+        for bad in [String::new(), "x".repeat(65_536), "a\0b".into()] {
+            assert!(client_id(&bad).is_err(), "{bad:?}");
+        }
+        for ok in ["scoria", "a/b/", "plant 1/line-2", "$x"] {
+            assert_eq!(topic_prefix(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["", "/", "a/#", "#", "a/+/b", "+", "a\0b"] {
+            assert!(topic_prefix(bad).is_err(), "{bad:?}");
+        }
+        assert!(topic_prefix("a\0b").unwrap_err().contains("NUL"));
+        let m = |n: &str, v: Option<u64>| (n.to_string(), v);
+        assert_eq!(duplicate_model(&[m("a", None), m("b", Some(1))]), None);
+        assert_eq!(
+            duplicate_model(&[m("a", None), m("b", None), m("a", Some(1))]),
+            Some("a")
+        );
+    }
 
     #[test]
     fn broker_urls() {

@@ -111,7 +111,9 @@ fn invalid_edge_flags_are_usage_errors() {
     let url = format!("mqtt://127.0.0.1:{}", free_port());
     let outbox = outbox_dir(&tmp);
     let long_id = "x".repeat(70_000);
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    // (flags, environment, what the error says)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (&["--client-id", ""], &[], "must not be empty"),
         (&[], &[("SCORIA_CLIENT_ID", "")], "must not be empty"),
         (&["--client-id", &long_id], &[], "at most 65535"),
