@@ -1,6 +1,7 @@
 //! `scoria edge`: the IoT edge module over MQTT.
 
 use super::GlobalArgs;
+use crate::edge::desired::INTERVAL_RANGE_S;
 use crate::edge::iothub::{ModuleIdentity, Signer};
 use crate::edge::link::{LinkOptions, Protocol, Security};
 use crate::edge::topics::Topics;
@@ -52,7 +53,7 @@ pub struct EdgeArgs {
 
     /// MQTT client id; the broker keeps this module's session (and queued requests) under it.
     /// Default: scoria-HOSTNAME-MODELS.
-    #[arg(long, env = "SCORIA_CLIENT_ID", value_name = "ID")]
+    #[arg(long, env = "SCORIA_CLIENT_ID", value_name = "ID", value_parser = client_id)]
     pub client_id: Option<String>,
 
     /// Topic prefix: requests on PREFIX/in/MODEL, results on PREFIX/out/MODEL.
@@ -60,7 +61,8 @@ pub struct EdgeArgs {
         long,
         env = "SCORIA_TOPIC_PREFIX",
         default_value = "scoria",
-        value_name = "PREFIX"
+        value_name = "PREFIX",
+        value_parser = topic_prefix
     )]
     pub topic_prefix: String,
 
@@ -110,8 +112,8 @@ pub struct EdgeArgs {
     #[arg(long, env = "SCORIA_MAX_MESSAGE_SIZE", default_value = "8MiB", value_parser = super::serve::parse_size, value_name = "SIZE")]
     pub max_message_size: usize,
 
-    /// Seconds between telemetry messages (fractions allowed).
-    #[arg(long, env = "SCORIA_TELEMETRY_INTERVAL", default_value_t = 10.0, value_parser = positive_seconds, value_name = "SECONDS")]
+    /// Seconds between telemetry messages (fractions allowed), from 0.1 to 86400.
+    #[arg(long, env = "SCORIA_TELEMETRY_INTERVAL", default_value_t = 10.0, value_parser = telemetry_seconds, allow_negative_numbers = true, value_name = "SECONDS")]
     pub telemetry_interval: f64,
 
     /// Most results published and not yet acknowledged by the broker.
@@ -147,21 +149,81 @@ pub struct EdgeArgs {
     pub sas_ttl: Duration,
 }
 
-fn positive_seconds(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("'{s}' is not a positive number of seconds")),
+/// The largest string MQTT can carry (a two-byte length prefix).
+const MQTT_MAX_STRING: usize = 65_535;
+
+/// `--telemetry-interval`: seconds, in the range desired configuration allows
+/// ([`INTERVAL_RANGE_S`]), so that it always converts to a `Duration`.
+fn telemetry_seconds(s: &str) -> Result<f64, String> {
+    let (lo, hi) = INTERVAL_RANGE_S;
+    match s.trim().parse::<f64>() {
+        Ok(v) if v <= 0.0 => Err(format!("must be a positive number of seconds, got {s}")),
+        Ok(v) if (lo..=hi).contains(&v) => Ok(v),
+        Ok(_) => Err(format!("must be from {lo} to {hi} seconds, got {s}")),
+        Err(_) => Err(format!(
+            "'{s}' is not a number of seconds (from {lo} to {hi})"
+        )),
     }
 }
 
+/// `--client-id`: a non-empty MQTT string (the module keeps a persistent session, which an
+/// empty client id cannot have).
+fn client_id(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("must not be empty (the broker keeps the module's session under it)".into());
+    }
+    if s.len() > MQTT_MAX_STRING {
+        return Err(format!(
+            "is {} bytes long; MQTT allows at most {MQTT_MAX_STRING}",
+            s.len()
+        ));
+    }
+    if s.contains('\0') {
+        return Err("must not contain a NUL character".into());
+    }
+    Ok(s.to_string())
+}
+
+/// `--topic-prefix`: a valid MQTT topic name (no wildcards `+` `#`, no NUL, not empty); the
+/// module's topics are PREFIX/in/MODEL and so on (a trailing '/' is dropped).
+fn topic_prefix(s: &str) -> Result<String, String> {
+    if s.trim_end_matches('/').is_empty() {
+        return Err("must not be empty (e.g. --topic-prefix scoria)".into());
+    }
+    if let Some(c) = s.chars().find(|c| matches!(c, '+' | '#' | '\0')) {
+        let c = if c == '\0' {
+            "NUL".to_string()
+        } else {
+            format!("'{c}'")
+        };
+        return Err(format!(
+            "'{}' is not an MQTT topic name: it must not contain {c}",
+            s.escape_debug()
+        ));
+    }
+    // Room for the longest topic under it (PREFIX/reported, PREFIX/out/MODEL).
+    if s.len() > MQTT_MAX_STRING - 1024 {
+        return Err(format!(
+            "is {} bytes long; MQTT topics are at most {MQTT_MAX_STRING}",
+            s.len()
+        ));
+    }
+    Ok(s.to_string())
+}
+
 pub fn run(global: &GlobalArgs, args: EdgeArgs) -> anyhow::Result<()> {
+    if let Some(name) = duplicate_model(&args.model) {
+        usage_error(&format!(
+            "--model {name} is given more than once (each model is served once, at one version)"
+        ));
+    }
     let dir = global.models_dir();
     let repo = Repository::open(&dir).context("cannot open the model repository")?;
     for (name, _) in &args.model {
         repo.model(name)
             .with_context(|| format!("--model '{name}' names no model in {}", dir.display()))?;
     }
-    let settings = settings(global, &args)?;
+    let mut settings = settings(global, &args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("scoria-edge")
@@ -170,19 +232,34 @@ pub fn run(global: &GlobalArgs, args: EdgeArgs) -> anyhow::Result<()> {
     let result = runtime.block_on(async move {
         let metrics = Arc::new(crate::telemetry::Metrics::new());
         let models = ModelManager::with_metrics(repo, args.backend, Arc::clone(&metrics));
-        // Only the models this module serves are loaded (not the whole repository).
-        for (name, _) in &settings.models {
-            let (m, n) = (Arc::clone(&models), name.clone());
-            tokio::task::spawn_blocking(move || m.load_model(&n))
-                .await
-                .context("model loading task failed")?
-                .with_context(|| format!("cannot serve --model {name}"))?;
-        }
+        // Only the models this module serves are loaded (not the whole repository). A model
+        // that cannot be served fails alone, as under `scoria serve`: the others are served
+        // and its requests get error results saying why.
         for (name, version) in &settings.models {
+            let (m, n) = (Arc::clone(&models), name.clone());
+            let loaded = tokio::task::spawn_blocking(move || m.load_model(&n))
+                .await
+                .context("model loading task failed")?;
             let v = version.map(|v| v.to_string());
-            models
-                .get_served(name, v.as_deref())
-                .with_context(|| format!("cannot serve --model {name}"))?;
+            let why = match loaded {
+                Err(e) => Some(e.to_string()),
+                Ok(()) => models
+                    .get_served(name, v.as_deref())
+                    .err()
+                    .map(|e| e.to_string()),
+            };
+            if let Some(why) = why {
+                tracing::error!("cannot serve --model {name}: {why}");
+                settings.unavailable.insert(name.clone(), why);
+            }
+        }
+        if settings.unavailable.len() == settings.models.len() {
+            let reasons: Vec<String> = settings
+                .unavailable
+                .iter()
+                .map(|(name, why)| format!("--model {name}: {why}"))
+                .collect();
+            bail!("no model can be served ({})", reasons.join("; "));
         }
         if let Some(addr) = &args.metrics {
             serve_metrics(addr, Arc::clone(&models), Arc::clone(&metrics)).await?;
@@ -193,6 +270,26 @@ pub fn run(global: &GlobalArgs, args: EdgeArgs) -> anyhow::Result<()> {
     });
     runtime.shutdown_timeout(Duration::from_millis(200));
     result
+}
+
+/// The first model named twice in `--model` (with or without a version).
+fn duplicate_model(models: &[(String, Option<u64>)]) -> Option<&str> {
+    let mut seen = std::collections::BTreeSet::new();
+    models
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .find(|name| !seen.insert(*name))
+}
+
+/// Ends the process as clap does for a bad flag: one line on stderr, exit code 2. Only for
+/// checks across flags that clap's value parsers cannot make, before anything has started.
+fn usage_error(message: &str) -> ! {
+    let _ = clap::Error::raw(
+        clap::error::ErrorKind::ValueValidation,
+        format!("{message}\n"),
+    )
+    .print();
+    std::process::exit(2)
 }
 
 /// Serves `GET /metrics` (the same handler as `scoria serve`) on `addr` in the background.
@@ -350,12 +447,12 @@ fn settings(global: &GlobalArgs, args: &EdgeArgs) -> anyhow::Result<EdgeSettings
             keep_alive: args.keep_alive,
             credentials,
             last_will: (status_topic, edge::last_will(), status_retain),
-            max_packet: args.max_message_size.saturating_add(64 << 10),
             inflight: args.inflight,
         },
         broker,
         topics,
         models: args.model.clone(),
+        unavailable: Default::default(),
         outbox_dir,
         outbox_limits: outbox::Limits {
             max_messages: args.outbox_max.max(1),
@@ -421,7 +518,35 @@ fn default_client_id(models: &[(String, Option<u64>)]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_broker;
+    use super::{client_id, duplicate_model, parse_broker, telemetry_seconds, topic_prefix};
+
+    #[test]
+    fn flag_values() {
+        assert_eq!(telemetry_seconds("0.5"), Ok(0.5));
+        assert_eq!(telemetry_seconds("86400"), Ok(86_400.0));
+        for bad in ["0", "-1", "1e300", "86401", "0.05", "NaN", "inf", "x", ""] {
+            assert!(telemetry_seconds(bad).is_err(), "{bad}");
+        }
+        assert!(telemetry_seconds("-1").unwrap_err().contains("positive"));
+        assert_eq!(client_id("a/b c").as_deref(), Ok("a/b c"));
+        assert!(client_id(&"x".repeat(65_535)).is_ok());
+        for bad in [String::new(), "x".repeat(65_536), "a\0b".into()] {
+            assert!(client_id(&bad).is_err(), "{bad:?}");
+        }
+        for ok in ["scoria", "a/b/", "plant 1/line-2", "$x"] {
+            assert_eq!(topic_prefix(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["", "/", "a/#", "#", "a/+/b", "+", "a\0b"] {
+            assert!(topic_prefix(bad).is_err(), "{bad:?}");
+        }
+        assert!(topic_prefix("a\0b").unwrap_err().contains("NUL"));
+        let m = |n: &str, v: Option<u64>| (n.to_string(), v);
+        assert_eq!(duplicate_model(&[m("a", None), m("b", Some(1))]), None);
+        assert_eq!(
+            duplicate_model(&[m("a", None), m("b", None), m("a", Some(1))]),
+            Some("a")
+        );
+    }
 
     #[test]
     fn broker_urls() {

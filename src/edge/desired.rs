@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Shortest and longest telemetry interval a desired document may set.
-const INTERVAL_RANGE_S: (f64, f64) = (0.1, 86_400.0);
+pub const INTERVAL_RANGE_S: (f64, f64) = (0.1, 86_400.0);
 
 /// The configuration in effect.
 #[derive(Debug, Clone, PartialEq)]

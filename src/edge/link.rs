@@ -35,8 +35,6 @@ pub struct LinkOptions {
     pub credentials: Option<(String, String)>,
     /// Topic, payload and retain flag of the last will.
     pub last_will: (String, Bytes, bool),
-    /// Largest packet sent or received, in bytes.
-    pub max_packet: usize,
     /// Most unacknowledged publishes in flight.
     pub inflight: u16,
 }
@@ -102,6 +100,15 @@ pub enum EventLoop {
 /// Capacity of the request channel between client handles and the event loop.
 const CHANNEL: usize = 4096;
 
+/// The largest packet MQTT can frame (a remaining length of 268,435,455 bytes). The link
+/// reads and writes packets up to this size whatever `--max-message-size` says: a packet
+/// over rumqttc's limit errors the whole connection, so the broker would redeliver an
+/// oversized request forever and nothing behind it would be answered. Requests over
+/// `--max-message-size` are read whole and answered with an error result instead (see
+/// [`super::message::parse_request`]). On MQTT 5 this is also the maximum packet size the
+/// module advertises, so the broker does not silently drop larger requests.
+pub const MQTT_MAX_PACKET: usize = 268_435_455;
+
 /// Creates the client and its event loop (nothing connects until the first poll).
 pub fn create(o: &LinkOptions) -> Result<(Client, EventLoop), String> {
     let transport = match &o.security {
@@ -116,7 +123,7 @@ pub fn create(o: &LinkOptions) -> Result<(Client, EventLoop), String> {
                 .set_manual_acks(true)
                 .set_inflight(o.inflight)
                 .set_request_channel_capacity(CHANNEL)
-                .set_max_packet_size(o.max_packet, o.max_packet)
+                .set_max_packet_size(MQTT_MAX_PACKET, MQTT_MAX_PACKET)
                 .set_transport(transport)
                 .set_last_will(rumqttc::LastWill::new(
                     &o.last_will.0,
@@ -140,7 +147,7 @@ pub fn create(o: &LinkOptions) -> Result<(Client, EventLoop), String> {
                 .set_manual_acks(true)
                 .set_outgoing_inflight_upper_limit(o.inflight)
                 .set_request_channel_capacity(CHANNEL)
-                .set_max_packet_size(Some(o.max_packet as u32))
+                .set_max_packet_size(Some(MQTT_MAX_PACKET as u32))
                 .set_transport(transport)
                 .set_network_options(network_options())
                 .set_last_will(m5::LastWill::new(

@@ -29,7 +29,7 @@ pub struct Rejected {
 pub fn parse_request(payload: &[u8], max_bytes: usize) -> Result<ParsedRequest, Rejected> {
     if payload.len() > max_bytes {
         return Err(Rejected {
-            id: Value::Null,
+            id: oversized_request_id(payload),
             error: format!(
                 "request of {} bytes is over the size limit of {max_bytes} bytes (--max-message-size)",
                 payload.len()
@@ -52,6 +52,50 @@ pub fn parse_request(payload: &[u8], max_bytes: usize) -> Result<ParsedRequest, 
         error: format!("request cannot be re-encoded: {e}"),
     })?;
     Ok(ParsedRequest { id, body })
+}
+
+/// The id of an oversized request, so that its error result still names it: read from the
+/// start of the payload when it comes first (`{"id": 7, ...`, at any size), else by scanning
+/// the payload without building it (up to [`MAX_ID_SCAN_BYTES`]). `Null` when there is none.
+fn oversized_request_id(payload: &[u8]) -> Value {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<Value>,
+    }
+    match leading_id(payload) {
+        Value::Null if payload.len() <= MAX_ID_SCAN_BYTES => {
+            serde_json::from_slice::<IdOnly>(payload)
+                .ok()
+                .and_then(|r| r.id)
+                .unwrap_or(Value::Null)
+        }
+        id => id,
+    }
+}
+
+/// Oversized requests up to this size are scanned for their id (the other values are
+/// skipped, not built).
+const MAX_ID_SCAN_BYTES: usize = 64 << 20;
+
+/// The id of a request that starts `{"id": VALUE`, when VALUE ends within the first KiB.
+fn leading_id(payload: &[u8]) -> Value {
+    use serde::Deserialize;
+    const HEAD: usize = 1024;
+    let head = &payload[..payload.len().min(HEAD)];
+    let skip_ws = |b: &[u8]| -> usize { b.iter().take_while(|c| c.is_ascii_whitespace()).count() };
+    let mut at = skip_ws(head);
+    for token in [&b"{"[..], b"\"id\"", b":"] {
+        match head.get(at..) {
+            Some(rest) if rest.starts_with(token) => at += token.len(),
+            _ => return Value::Null,
+        }
+        at += head.get(at..).map_or(0, skip_ws);
+    }
+    let Some(rest) = head.get(at..) else {
+        return Value::Null;
+    };
+    let mut de = serde_json::Deserializer::from_slice(rest);
+    Value::deserialize(&mut de).unwrap_or(Value::Null)
 }
 
 /// A successful result. `alerts`: the thresholds it crosses, `None` when the model has none
@@ -129,6 +173,33 @@ mod tests {
         ] {
             let e = parse_request(payload, max).unwrap_err();
             assert!(e.error.contains(want), "{}", e.error);
+        }
+    }
+
+    #[test]
+    fn oversized_requests_keep_their_id() {
+        let big = |head: &str| format!("{head}, \"data\": [{}]}}", "1,".repeat(100) + "1");
+        for (payload, want) in [
+            (big(r#"{"id": 7"#), json!(7)),
+            (big(r#"  { "id" :"a-1""#), json!("a-1")),
+            (big(r#"{"id": {"k": [1, 2]}"#), json!({"k": [1, 2]})),
+            (big(r#"{"x": 1, "id": 7"#), json!(7)),
+            (big(r#"{"x": 1, "id": 7, "id": 8"#), Value::Null),
+            (big(r#"{"x": 1"#), Value::Null),
+            (big(r#"["#), Value::Null),
+            (
+                format!(r#"{{"id": "{}", "data": []}}"#, "x".repeat(2000)),
+                json!("x".repeat(2000)),
+            ),
+            (
+                format!(r#"{{"id": "{}", "data": [}}"#, "x".repeat(2000)),
+                Value::Null,
+            ),
+            ("{\"id\"".to_string(), Value::Null),
+        ] {
+            let e = parse_request(payload.as_bytes(), 4).unwrap_err();
+            assert!(e.error.contains("over the size limit"), "{}", e.error);
+            assert_eq!(e.id, want, "{payload}");
         }
     }
 

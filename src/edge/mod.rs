@@ -55,6 +55,8 @@ pub struct EdgeSettings {
     pub topics: Topics,
     /// Served models and the version pinned for each (`None`: highest ready).
     pub models: Vec<(String, Option<u64>)>,
+    /// Models of `models` that cannot be served, and why: their requests get error results.
+    pub unavailable: BTreeMap<String, String>,
     pub outbox_dir: PathBuf,
     pub outbox_limits: outbox::Limits,
     pub max_message: usize,
@@ -78,6 +80,8 @@ impl std::fmt::Debug for CredentialSource {
 pub struct Ctx {
     pub(crate) models: Arc<ModelManager>,
     pub(crate) served: Vec<String>,
+    /// Served models that failed to load, and why (requests for them get error results).
+    pub(crate) unavailable: BTreeMap<String, String>,
     pub(crate) client: Client,
     pub(crate) client_id: String,
     pub(crate) topics: Topics,
@@ -151,6 +155,7 @@ pub async fn run(
     let ctx = Arc::new(Ctx {
         models,
         served: settings.models.iter().map(|(m, _)| m.clone()).collect(),
+        unavailable: settings.unavailable.clone(),
         client: client.clone(),
         client_id: settings.link.client_id.clone(),
         topics: settings.topics.clone(),
@@ -163,10 +168,22 @@ pub async fn run(
             thresholds: BTreeMap::new(),
         }),
     });
+    let serving: Vec<&str> = ctx
+        .served
+        .iter()
+        .filter(|m| !ctx.unavailable.contains_key(*m))
+        .map(String::as_str)
+        .collect();
+    let broken: Vec<&str> = ctx.unavailable.keys().map(String::as_str).collect();
     tracing::info!(
-        "edge module '{}' serving {} on {} (outbox {})",
+        "edge module '{}' serving {}{} on {} (outbox {})",
         settings.link.client_id,
-        ctx.served.join(", "),
+        serving.join(", "),
+        if broken.is_empty() {
+            String::new()
+        } else {
+            format!(" (cannot serve {})", broken.join(", "))
+        },
         settings.broker,
         settings.outbox_dir.display()
     );

@@ -98,6 +98,9 @@ async fn score(ctx: &Ctx, model: &str, payload: &[u8], msg: &InMsg) -> Result<Va
             ctx.served.join(", ")
         )));
     }
+    if let Some(why) = ctx.unavailable.get(model) {
+        return Err(reject(format!("model '{model}' cannot be served: {why}")));
+    }
     let pinned = ctx.pinned(model);
     let served = ctx
         .models

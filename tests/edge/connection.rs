@@ -100,6 +100,88 @@ fn usage_errors_exit_2_and_bad_settings_exit_1() {
     assert!(err.contains("mqtt://"), "{err}");
 }
 
+/// Bad values of --client-id, --topic-prefix, --telemetry-interval and --model (from flags or
+/// the environment) are usage errors: exit code 2 and a line naming the problem, before any
+/// connection (they used to panic, or to retry the connection forever).
+#[test]
+fn invalid_edge_flags_are_usage_errors() {
+    let repo = repo_with(&["digits"]);
+    let tmp = tempfile::tempdir().unwrap();
+    // Nothing listens there: a module that got past its flags would retry forever.
+    let url = format!("mqtt://127.0.0.1:{}", free_port());
+    let outbox = outbox_dir(&tmp);
+    let long_id = "x".repeat(70_000);
+    // (flags, environment, what the error says)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (&["--client-id", ""], &[], "must not be empty"),
+        (&[], &[("SCORIA_CLIENT_ID", "")], "must not be empty"),
+        (&["--client-id", &long_id], &[], "at most 65535"),
+        (&["--telemetry-interval", "1e300"], &[], "from 0.1 to 86400"),
+        (&["--telemetry-interval", "-1"], &[], "positive"),
+        (&["--telemetry-interval", "0"], &[], "positive"),
+        (&["--telemetry-interval", "0.01"], &[], "from 0.1 to 86400"),
+        (
+            &[],
+            &[("SCORIA_TELEMETRY_INTERVAL", "inf")],
+            "from 0.1 to 86400",
+        ),
+        (&["--topic-prefix", "a/#"], &[], "must not contain '#'"),
+        (&["--topic-prefix", "a/+/b"], &[], "must not contain '+'"),
+        (&["--topic-prefix", ""], &[], "must not be empty"),
+        (&["--topic-prefix", "/"], &[], "must not be empty"),
+        (
+            &[],
+            &[("SCORIA_TOPIC_PREFIX", "x/#")],
+            "must not contain '#'",
+        ),
+        (
+            &["--model", "digits:1"],
+            &[],
+            "--model digits is given more than once",
+        ),
+        (
+            &[],
+            &[("SCORIA_EDGE_MODELS", "digits,digits")],
+            "more than once",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (extra, env, want) in cases {
+        let mut args = vec!["--broker", &url, "--outbox", &outbox];
+        if env.iter().all(|(k, _)| *k != "SCORIA_EDGE_MODELS") {
+            args.extend(["--model", "digits"]);
+        }
+        args.extend_from_slice(extra);
+        let shown: Vec<String> = extra.iter().map(|a| a.chars().take(20).collect()).collect();
+        let mut edge = Edge::spawn_with_env(repo.path(), &args, env);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while edge.is_running() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if edge.is_running() {
+            failures.push(format!(
+                "{shown:?} {env:?}: still running:\n{}",
+                edge.stderr()
+            ));
+            continue;
+        }
+        let status = edge.wait_exit(WAIT);
+        let log = edge.stderr();
+        let first = log.lines().next().unwrap_or_default();
+        if status.code() != Some(2)
+            || !first.starts_with("error: ")
+            || !first.contains(want)
+            || log.contains("panicked")
+        {
+            failures.push(format!(
+                "{shown:?} {env:?}: {status}, wanted exit 2 and '{want}' in the first line of:\n{log}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
 /// Runs `openssl` with `args` in `dir`; panics with its output on failure.
 fn openssl(dir: &std::path::Path, args: &[&str]) {
     let out = std::process::Command::new("openssl")

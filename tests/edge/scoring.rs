@@ -194,3 +194,197 @@ fn round_trip_over_mqtt311_and_bad_input_gets_error_results() {
     );
     assert!(c5.take(WAIT, |m| m.json()["id"] == 9).is_some());
 }
+
+/// A request over --max-message-size gets an error result and is acknowledged like any other:
+/// the connection is not dropped (rumqttc's own packet limit used to error the connection, so
+/// the broker redelivered the request forever, later requests waited behind it and earlier
+/// ones were scored again).
+#[test]
+fn oversized_request_gets_an_error_result_and_keeps_the_connection() {
+    for v5 in [false, true] {
+        let broker = Broker::start();
+        let repo = repo_with(&["digits"]);
+        let tmp = tempfile::tempdir().unwrap();
+        let client_id = if v5 { "edge-big5" } else { "edge-big3" };
+        let mut edge = start_digits_edge(
+            repo.path(),
+            &broker,
+            client_id,
+            &tmp,
+            &[
+                "--protocol",
+                if v5 { "5" } else { "3.1.1" },
+                "--max-message-size",
+                "2KiB",
+            ],
+        );
+        let mut c = Peer::connect(broker.port, &format!("{client_id}-client"), v5);
+        c.subscribe("scoria/out/digits");
+        let big = json!({"id": 2, "data": vec![1.5; 25_000]})
+            .to_string()
+            .into_bytes();
+        assert!(big.len() > 100_000, "{}", big.len());
+        c.publish(
+            "scoria/in/digits",
+            digits_request(1).to_string(),
+            false,
+            None,
+        );
+        c.publish("scoria/in/digits", big, false, None);
+        c.publish(
+            "scoria/in/digits",
+            digits_request(3).to_string(),
+            false,
+            None,
+        );
+        c.wait_pubacks(3, WAIT);
+        let got = c.collect("scoria/out/digits", WAIT, |got| got.len() >= 3);
+        // Anything resent (a redelivered request, a reconnect) would arrive soon after.
+        std::thread::sleep(Duration::from_secs(2));
+        let mut got = got;
+        got.extend(c.collect("scoria/out/digits", Duration::from_millis(100), |_| false));
+        // Requests are scored concurrently: results come in the order they were ready.
+        let mut results: Vec<Value> = got.iter().map(|r| r.json()).collect();
+        results.sort_by_key(|v| v["id"].as_u64());
+        assert_eq!(results.len(), 3, "v5 {v5}: {results:?}\n{}", edge.stderr());
+        assert_eq!(results[0]["id"], 1, "{results:?}");
+        assert!(
+            results[0]["result"]["predictions"].is_array(),
+            "{results:?}"
+        );
+        assert_eq!(results[1]["id"], 2, "{results:?}");
+        let error = results[1]["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("size limit") && error.contains("--max-message-size"),
+            "{results:?}"
+        );
+        assert_eq!(results[2]["id"], 3, "{results:?}");
+        assert!(
+            results[2]["result"]["predictions"].is_array(),
+            "{results:?}"
+        );
+        assert!(
+            results.iter().all(|v| v.get("duplicate").is_none()),
+            "{results:?}"
+        );
+        // Still serving on the same connection.
+        c.publish(
+            "scoria/in/digits",
+            digits_request(4).to_string(),
+            false,
+            None,
+        );
+        let ok = c
+            .take(WAIT, |m| m.json()["id"] == 4)
+            .expect("result 4")
+            .json();
+        assert!(ok["result"]["predictions"].is_array(), "{ok}");
+        let log = edge.stderr();
+        assert!(
+            !log.contains("lost the connection") && !log.contains("cannot connect"),
+            "the module reconnected:\n{log}"
+        );
+        assert!(edge.is_running());
+    }
+}
+
+/// A model that cannot be served fails alone, as under `scoria serve`: the others are served,
+/// its requests get error results saying why; only when no model can be served does the
+/// module exit (1), and a --model naming no model at all is still an error at once.
+#[test]
+fn a_broken_model_fails_alone() {
+    let broker = Broker::start();
+    let repo = repo_with(&["digits", "lenet"]);
+    prepend_config(repo.path(), "lenet", "no_such_key = 1");
+    let tmp = tempfile::tempdir().unwrap();
+    let edge = start_digits_edge(
+        repo.path(),
+        &broker,
+        "edge-broken",
+        &tmp,
+        &["--model", "lenet"],
+    );
+    let log = edge.stderr();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("cannot serve --model lenet")
+            && l.contains("no_such_key")),
+        "{log}"
+    );
+    let mut c = Peer::connect(broker.port, "broken-client", false);
+    c.subscribe("scoria/out/#");
+    c.publish(
+        "scoria/in/lenet",
+        json!({"id": "l1", "data": image(1, 28)}).to_string(),
+        false,
+        None,
+    );
+    c.publish(
+        "scoria/in/digits",
+        digits_request(1).to_string(),
+        false,
+        None,
+    );
+    let err = c
+        .take(WAIT, |m| m.topic == "scoria/out/lenet")
+        .unwrap_or_else(|| panic!("no answer for lenet\n{}", edge.stderr()))
+        .json();
+    assert_eq!(err["id"], "l1", "{err}");
+    let why = err["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("cannot be served") && why.contains("no_such_key"),
+        "{err}"
+    );
+    let ok = c
+        .take(WAIT, |m| m.topic == "scoria/out/digits")
+        .expect("digits result")
+        .json();
+    assert_eq!(ok["id"], 1, "{ok}");
+    assert!(ok["result"]["predictions"].is_array(), "{ok}");
+
+    // Nothing to serve: exit 1 with the reason.
+    let mut only = Edge::spawn(
+        repo.path(),
+        &[
+            "--broker",
+            &broker.url(),
+            "--model",
+            "lenet",
+            "--client-id",
+            "edge-broken-only",
+            "--outbox",
+            &outbox_dir(&tmp),
+        ],
+    );
+    assert_eq!(only.wait_exit(WAIT).code(), Some(1), "{}", only.stderr());
+    let log = only.stderr();
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: no model can be served") && last.contains("no_such_key"),
+        "{log}"
+    );
+    // A name the repository does not have: a misconfiguration, exit 1 at once.
+    let mut missing = Edge::spawn(
+        repo.path(),
+        &[
+            "--broker",
+            &broker.url(),
+            "--model",
+            "digits",
+            "--model",
+            "nosuch",
+            "--client-id",
+            "edge-broken-missing",
+            "--outbox",
+            &outbox_dir(&tmp),
+        ],
+    );
+    assert_eq!(
+        missing.wait_exit(WAIT).code(),
+        Some(1),
+        "{}",
+        missing.stderr()
+    );
+    let log = missing.stderr();
+    assert!(log.contains("--model 'nosuch' names no model"), "{log}");
+}
