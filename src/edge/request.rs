@@ -21,6 +21,9 @@ pub enum Target {
     Method { rid: String },
 }
 
+/// Payloads larger than this are parsed on a blocking thread.
+const INLINE_PARSE_BYTES: usize = 64 << 10;
+
 /// Handles one request to completion. Errors become error results; only a failing outbox
 /// leaves the request unacknowledged (the broker redelivers it after a reconnect).
 pub async fn handle(ctx: Arc<Ctx>, msg: InMsg, target: Target) {
@@ -87,7 +90,18 @@ pub async fn handle(ctx: Arc<Ctx>, msg: InMsg, target: Target) {
 
 /// Scores `msg` on `model`: the result message, or why not.
 async fn score(ctx: &Ctx, model: &str, payload: &[u8], msg: &InMsg) -> Result<Value, Rejected> {
-    let req = message::parse_request(payload, ctx.max_message)?;
+    // Parsing a large payload takes milliseconds: not on the executor.
+    let req = if payload.len() > INLINE_PARSE_BYTES {
+        let (payload, max) = (bytes::Bytes::copy_from_slice(payload), ctx.max_message);
+        tokio::task::spawn_blocking(move || message::parse_request(&payload, max))
+            .await
+            .map_err(|e| Rejected {
+                id: Value::Null,
+                error: format!("parsing task failed: {e}"),
+            })??
+    } else {
+        message::parse_request(payload, ctx.max_message)?
+    };
     let reject = |error: String| Rejected {
         id: req.id.clone(),
         error,
