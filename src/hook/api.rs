@@ -17,7 +17,20 @@ type Res<T> = Result<T, Box<EvalAltResult>>;
 
 /// A helper's error, distinct from a script's `throw`.
 pub(super) fn failure(msg: impl Into<String>) -> Box<EvalAltResult> {
-    EvalAltResult::ErrorRuntime(Dynamic::from(HelperFailure(msg.into())), Position::NONE).into()
+    EvalAltResult::ErrorRuntime(
+        Dynamic::from(HelperFailure(msg.into(), false)),
+        Position::NONE,
+    )
+    .into()
+}
+
+/// A helper's error caused by the request's data (HTTP 400 unless the script catches it).
+pub(super) fn bad_input(msg: impl Into<String>) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(
+        Dynamic::from(HelperFailure(msg.into(), true)),
+        Position::NONE,
+    )
+    .into()
 }
 
 /// The script's `model`: the loaded version that `model.predict` runs.
@@ -151,7 +164,7 @@ fn make_tensor(data: &Dynamic, dtype: &str, shape: Option<Array>) -> Res<Tensor>
                 .ok_or_else(|| failure("tensor(): a shape is an array of integers >= 0"))
         })
         .transpose()?;
-    let t = tensors::to_tensor(data, dt, shape).map_err(|e| failure(format!("tensor(): {e}")))?;
+    let t = tensors::to_tensor(data, dt, shape).map_err(|e| bad_input(format!("tensor(): {e}")))?;
     charge(&t)?;
     Ok(t)
 }
@@ -165,7 +178,7 @@ fn input_tensor(spec: &TensorSpec, value: &Dynamic) -> Res<Tensor> {
     {
         return Ok(t.clone());
     }
-    let fail = |e: String| failure(format!("model.predict: input '{}': {e}", spec.name));
+    let fail = |e: String| bad_input(format!("model.predict: input '{}': {e}", spec.name));
     let t = tensors::to_tensor(value, spec.dtype, None).map_err(fail)?;
     if t.shape().len() + 1 != spec.shape.len() {
         return Ok(t);
@@ -197,7 +210,10 @@ fn predict(model: &LoadedVersion, inputs: Map, outputs: Option<Vec<String>>) -> 
     }
     let produced = model
         .infer_blocking(named, outputs.as_deref())
-        .map_err(|e| failure(format!("model.predict: {e}")))?
+        .map_err(|e| match e {
+            crate::models::ModelError::InvalidInput(_) => bad_input(format!("model.predict: {e}")),
+            _ => failure(format!("model.predict: {e}")),
+        })?
         .outputs;
     produced
         .into_iter()

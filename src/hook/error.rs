@@ -35,6 +35,17 @@ pub enum HookError {
     /// The script rejected the request with `throw`; the message is the thrown value.
     #[error("{0}")]
     Thrown(String),
+    /// A helper refused the request's data: values that do not convert to the tensor type, or
+    /// a tensor the model does not take (HTTP 400).
+    #[error("score hook {file}{}: {reason}", at_line(*line))]
+    BadInput {
+        file: String,
+        line: Option<usize>,
+        reason: String,
+    },
+    /// The request is larger than the script may hold (HTTP 413).
+    #[error("score hook {file}: {reason}")]
+    RequestTooLarge { file: String, reason: String },
     /// A runtime error in the script or in a helper it called.
     #[error("score hook {file}{}: {reason}", at_line(*line))]
     Runtime {
@@ -55,12 +66,14 @@ pub enum HookError {
 }
 
 impl HookError {
-    /// True only for a script's `throw`: the request was rejected (HTTP 400); every other
-    /// kind is a server-side failure (HTTP 500).
+    /// True for a script's `throw` and for data a helper could not take: the request was
+    /// rejected (HTTP 400). A request too large for the script is [`HookError::RequestTooLarge`]
+    /// (413); every other kind is a server-side failure (HTTP 500).
     pub fn is_client_error(&self) -> bool {
         match self {
-            HookError::Thrown(_) => true,
-            HookError::Read { .. }
+            HookError::Thrown(_) | HookError::BadInput { .. } => true,
+            HookError::RequestTooLarge { .. }
+            | HookError::Read { .. }
             | HookError::Compile { .. }
             | HookError::Contract { .. }
             | HookError::Init { .. }
@@ -76,9 +89,11 @@ fn at_line(line: Option<usize>) -> String {
 }
 
 /// A helper's failure, carried as the value of a Rhai runtime error so that it keeps the
-/// script position Rhai fills in, yet stays distinct from a script's own `throw`.
+/// script position Rhai fills in, yet stays distinct from a script's own `throw`. `bad_input`
+/// marks failures caused by the request's data (values that do not convert, a shape the model
+/// refuses) rather than by the script.
 #[derive(Debug, Clone)]
-pub(super) struct HelperFailure(pub String);
+pub(super) struct HelperFailure(pub String, pub bool);
 
 /// Maps the error of a call to `file`'s script. `in_init` turns every failure into
 /// [`HookError::Init`].
@@ -104,9 +119,11 @@ pub(super) fn from_eval(
         }
     }
     let limit = |reason: String| (true, reason);
+    let mut bad_input = false;
     let (is_limit, mut reason) = match err {
         EvalAltResult::ErrorRuntime(value, _) => {
             if let Some(h) = value.read_lock::<HelperFailure>() {
+                bad_input = h.1;
                 (false, h.0.clone())
             } else {
                 let message = thrown_message(&value);
@@ -165,10 +182,11 @@ pub(super) fn from_eval(
         reason = format!("in {name}(): {reason}");
     }
     let file = file.to_string();
-    match (in_init, is_limit) {
-        (true, _) => HookError::Init { file, line, reason },
-        (false, true) => HookError::Limit { file, line, reason },
-        (false, false) => HookError::Runtime { file, line, reason },
+    match (in_init, is_limit, bad_input) {
+        (true, _, _) => HookError::Init { file, line, reason },
+        (false, true, _) => HookError::Limit { file, line, reason },
+        (false, false, true) => HookError::BadInput { file, line, reason },
+        (false, false, false) => HookError::Runtime { file, line, reason },
     }
 }
 

@@ -145,9 +145,8 @@ impl Hook {
         .into_iter()
         .find(|(n, max, _)| n > max);
         match over {
-            Some((n, max, what)) => Err(HookError::Limit {
+            Some((n, max, what)) => Err(HookError::RequestTooLarge {
                 file: self.file.clone(),
-                line: None,
                 reason: format!("the request has {n} {what}, over the limit of {max}"),
             }),
             None => Ok(()),

@@ -225,6 +225,43 @@ fn requests_and_tensors_are_bounded() {
     assert!(e
         .to_string()
         .ends_with("the request has 101 array elements, over the limit of 100"));
+    assert!(matches!(e, HookError::RequestTooLarge { .. }), "{e:?}");
+    // A finite number beyond FP32 would become inf: refused like any bad element (400).
+    let e = hook.run(json!([1, 1e39])).unwrap_err();
+    assert!(e.is_client_error(), "{e:?}");
+    assert!(
+        e.to_string().contains(
+            "element 1: expected an FP32 number, found 1000000000000000000000000000000000000000"
+        ),
+        "{e}"
+    );
     let e = hook.run(json!(vec![0; 17])).unwrap_err();
     assert!(e.to_string().contains("tensor memory limit"), "{e}");
+}
+
+#[test]
+fn data_the_model_refuses_is_the_clients_error() {
+    let source = "fn run(x) {\n  model.predict(#{ input: tensor(x, \"FP32\") })\n}";
+    let hook = script("pass.rhai", source, HookLimits::default()).unwrap();
+    // Rows of 64 pass; rows of 3, or one more level of nesting, do not fit [-1, 64].
+    assert!(hook.run(json!([DIGIT_ZERO])).is_ok());
+    for input in [json!([[1, 2, 3]]), json!([[[1]]])] {
+        let e = hook.run(input.clone()).unwrap_err();
+        assert!(
+            matches!(e, HookError::BadInput { line: Some(2), .. }) && e.is_client_error(),
+            "{input}: {e:?}"
+        );
+        assert!(
+            e.to_string().contains("model.predict: input 'input'"),
+            "{e}"
+        );
+    }
+    // A script's own mistake stays a server error.
+    let hook = script(
+        "typo.rhai",
+        "fn run(x) { model.predikt(x) }",
+        HookLimits::default(),
+    )
+    .unwrap();
+    assert!(!hook.run(json!(1)).unwrap_err().is_client_error());
 }

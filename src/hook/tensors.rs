@@ -132,7 +132,16 @@ impl Builder {
             TensorData::I16(v) => int!(v),
             TensorData::I32(v) => int!(v),
             TensorData::I64(v) => int!(v),
-            TensorData::F32(v) => v.push(s.float().ok_or_else(bad)? as f32),
+            TensorData::F32(v) => {
+                let x = s.float().ok_or_else(bad)?;
+                let narrowed = x as f32;
+                // A finite number beyond FP32's range would become ±inf: refuse it, as the
+                // v2 decoder does.
+                if x.is_finite() && !narrowed.is_finite() {
+                    return Err(bad());
+                }
+                v.push(narrowed)
+            }
             TensorData::F64(v) => v.push(s.float().ok_or_else(bad)?),
             TensorData::Bytes(v) => match s {
                 Scalar::Bytes(b) => v.push(b.to_vec()),

@@ -199,9 +199,10 @@ fn tensor_conversion_errors_name_the_element() {
             "tensor(): element 0: expected a number, boolean or string, found an object map",
         ),
     ] {
+        // The request's data is at fault: a 400 naming the hook and line.
         let e = hook.run(input.clone()).unwrap_err();
         assert!(
-            matches!(e, HookError::Runtime { line: Some(2), .. }),
+            matches!(e, HookError::BadInput { line: Some(2), .. }) && e.is_client_error(),
             "{input}: {e:?}"
         );
         assert_eq!(

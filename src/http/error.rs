@@ -65,6 +65,9 @@ impl From<ModelError> for ApiError {
             ModelError::NotReady(_) | ModelError::QueueFull(_) => ApiError::Unavailable(msg),
             ModelError::InvalidInput(_) | ModelError::LoadFailed(_) => ApiError::BadRequest(msg),
             ModelError::Hook(h) if h.is_client_error() => ApiError::BadRequest(msg),
+            ModelError::Hook(crate::hook::HookError::RequestTooLarge { .. }) => {
+                ApiError::PayloadTooLarge(msg)
+            }
             ModelError::Engine(_) | ModelError::Hook(_) | ModelError::Internal(_) => {
                 ApiError::Internal(msg)
             }

@@ -579,3 +579,17 @@ def test_bad_binary_request_is_a_400(server, make):
     msg = error_of(request(server, "POST", path, body, headers), 400)
     assert want in msg, msg
     assert_valid_requests_work(server)
+
+
+def test_request_data_the_hook_cannot_take_is_a_client_error(plain_digits_server):
+    """Values out of FP32's range or nested too deep are the request's fault (400, naming the
+    hook), and a request larger than a script may hold is a 413; the server keeps serving."""
+    addr = plain_digits_server.addr
+    msg = error_of(score(addr, "digits", {"data": [[1e39] * 64]}), 400)
+    assert "FP32" in msg, msg
+    msg = error_of(score(addr, "digits", {"data": [[[1]] * 64]}), 400)
+    assert "score hook" in msg, msg
+    row = [0] * 64
+    msg = error_of(score(addr, "digits", {"data": [row] * 50000}), 413)
+    assert "over the limit" in msg, msg
+    assert_alive(addr)
