@@ -492,7 +492,7 @@ def _header_not_a_number(value):
         body, headers = binary_request(*fp32_binary())
         headers[HEADER] = value
         return ALL_INFER, body, headers, (
-            f"Inference-Header-Content-Length '{value}' is not a number")
+            f"Inference-Header-Content-Length '{value}' is not a byte count")
     make.__name__ = f"header_length_{value!r}"
     return make
 

@@ -127,8 +127,9 @@ pub fn decode_request(body: &[u8], header_length: Option<&[u8]>) -> Result<Infer
             let text = std::str::from_utf8(raw).unwrap_or("").trim();
             let n: usize = text.parse().map_err(|_| {
                 bad(format!(
-                    "Inference-Header-Content-Length '{}' is not a number",
-                    String::from_utf8_lossy(raw)
+                    "Inference-Header-Content-Length '{}' is not a byte count (a whole number from 0 to the body's {} bytes)",
+                    String::from_utf8_lossy(raw),
+                    body.len()
                 ))
             })?;
             if n > body.len() {
@@ -399,7 +400,7 @@ mod tests {
                 .unwrap()
                 .to_string()
         };
-        assert!(e(&binary_body(json, &blob), "abc").contains("'abc' is not a number"));
+        assert!(e(&binary_body(json, &blob), "abc").contains("'abc' is not a byte count"));
         assert!(e(&binary_body(json, &blob), "100000").contains("larger than"));
         assert!(e(&binary_body(json, &blob[..4]), &len).contains("overruns"));
         let mut extra = blob.clone();
