@@ -55,6 +55,7 @@ pub struct GlobalArgs {
         global = true,
         env = "SCORIA_LOG",
         default_value = "info",
+        value_parser = log_filter,
         value_name = "FILTER"
     )]
     pub log: String,
@@ -96,6 +97,13 @@ pub enum Command {
 /// Parses `NAME[:VERSION]` for clap, so a bad reference is a usage error (exit 2).
 pub(crate) fn model_reference(s: &str) -> Result<(String, Option<u64>), String> {
     name::parse_reference(s).map_err(|e| e.to_string())
+}
+
+/// A `--log` filter that tracing understands (a typo would otherwise log at `info` unnoticed).
+fn log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("not a log filter (error, warn, info, debug, trace or a directive like scoria=debug): {e}"))
 }
 
 /// A model name for clap (`model register NAME`).

@@ -140,11 +140,12 @@ pub enum Backend {
     /// tract: pure-Rust ONNX inference, always available.
     #[default]
     Tract,
-    /// ONNX Runtime through the `ort` crate, loaded at run time from `libonnxruntime.so`
-    /// (`scripts/fetch-onnxruntime` installs it; see [`crate::engine::ort::LibrarySearch`]).
+    /// ONNX Runtime, loaded at run time from libonnxruntime.so (scripts/fetch-onnxruntime
+    /// installs it; ORT_DYLIB_PATH names another).
+    // The library search: crate::engine::ort::LibrarySearch (these lines are `--help` text).
     Ort,
     /// An OpenCL device (FPGA, GPU, CPU) for the nodes its kernels cover, tract or ONNX
-    /// Runtime for the rest (see [`crate::engine::opencl`]); OpenCL is loaded at run time.
+    /// Runtime for the rest; OpenCL is loaded at run time.
     Opencl,
 }
 
