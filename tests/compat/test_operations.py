@@ -80,11 +80,13 @@ def index(addr, headers=None):
 
 
 def connection_refused(addr):
+    """True when a new connection is not taken: refused, or reset because the listener closed
+    while the handshake sat in its backlog (the kernel answers those with RST)."""
     host, port = addr.split(":")
     try:
         with socket.create_connection((host, int(port)), timeout=2):
             return False
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
 
 
