@@ -6,12 +6,49 @@
 use super::AppState;
 use crate::models::stats::Timings;
 use crate::telemetry::RequestRecord;
-use axum::body::HttpBody;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
+
+/// A request body that counts the data bytes read through it (a chunked body has no length
+/// up front).
+struct Counted {
+    inner: Body,
+    read: Arc<AtomicU64>,
+}
+
+impl HttpBody for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.read.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// The model version that served a response, and where its time went.
 #[derive(Debug, Clone)]
@@ -28,8 +65,17 @@ pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Resp
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let request_bytes = req.body().size_hint().exact().unwrap_or(0);
+    let read = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&read);
+    let req = req.map(|inner| {
+        Body::new(Counted {
+            inner,
+            read: counted,
+        })
+    });
     let response = next.run(req).await;
+    // What the handler read; a body it never read counts as nothing received.
+    let request_bytes = read.load(Ordering::Relaxed);
     let status = response.status();
     let outcome = if status.is_server_error() {
         "server_error"
