@@ -99,6 +99,12 @@ pub(crate) fn model_reference(s: &str) -> Result<(String, Option<u64>), String> 
     name::parse_reference(s).map_err(|e| e.to_string())
 }
 
+/// A mistake in how flags combine, found after clap's own checks: reported like clap's errors
+/// (one line, exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UsageError(pub String);
+
 /// A `--log` filter that tracing understands (a typo would otherwise log at `info` unnoticed).
 fn log_filter(s: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::try_new(s)
@@ -174,7 +180,11 @@ pub fn main() -> i32 {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {}", one_line(&chain_message(&e)));
-            1
+            if e.downcast_ref::<UsageError>().is_some() {
+                2
+            } else {
+                1
+            }
         }
     }
 }

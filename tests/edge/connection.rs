@@ -81,7 +81,7 @@ fn usage_errors_exit_2_and_bad_settings_exit_1() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--broker is required"), "{err}");
     let out = common::scoria_command()
         .args(["edge", "--broker", "mqtt://127.0.0.1:1"])
@@ -96,8 +96,24 @@ fn usage_errors_exit_2_and_bad_settings_exit_1() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("mqtt://"), "{err}");
+    // A model the repository does not have is a runtime error: exit 1.
+    let out = common::scoria_command()
+        .args([
+            "edge",
+            "--broker",
+            "mqtt://127.0.0.1:1",
+            "--model",
+            "nosuch",
+            "--models",
+        ])
+        .arg(common::root().join("models"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nosuch"), "{err}");
 }
 
 /// Bad values of --client-id, --topic-prefix, --telemetry-interval and --model (from flags or
