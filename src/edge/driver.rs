@@ -1,63 +1,31 @@
-//! The connection driver: owns the MQTT event loop, dispatches what arrives, and delivers the
-//! outbox in order.
-//!
-//! Delivery invariant: every record in the outbox is published on each connection, in `seq`
-//! order, until the broker acknowledges it; only then is it removed. The driver maps packet
-//! ids to records itself (publishes are queued by this task alone, so rumqttc reports them
-//! sent in queue order), and after a disconnect it drops rumqttc's own replay queue and
-//! replays from the outbox, so the mapping stays exact. A record published on an earlier
-//! connection or run is resent marked `"duplicate": true`. A record the broker refuses (an
-//! MQTT 5 PUBACK reason code: not authorized, quota exceeded, ...) stays in the outbox and is
-//! published again after a backoff, without holding up the records behind it.
+//! The connection driver: owns the MQTT event loop, dispatches what arrives, and feeds the
+//! outbox to the broker through [`Delivery`] (see its module for the delivery invariant).
 
+use super::delivery::{Answer, Delivery};
 use super::desired;
 use super::link::{Client, Ev, EventLoop, InMsg, LinkError};
-use super::message::mark_duplicate;
 use super::outbox::Stored;
 use super::request::{self, Target};
 use super::topics::Inbound;
 use super::{Ctx, EdgeError};
 use bytes::Bytes;
 use serde_json::json;
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
+/// Shortest and longest wait between connection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-
-struct Queued {
-    stored: Stored,
-    /// Published on an earlier connection, or left from an earlier run.
-    sent_before: bool,
-    acked: bool,
-}
 
 pub struct Driver {
     ctx: Arc<Ctx>,
     client: Client,
     events: EventLoop,
     committed: UnboundedReceiver<Stored>,
-    /// The outbox's records, in order.
-    queue: VecDeque<Queued>,
-    /// Index in `queue` of the next record to publish on this connection.
-    next: usize,
-    /// Publishes queued to the client, oldest first, waiting for their packet id: the record
-    /// they carry, or `None` for status, telemetry and reported messages.
-    issued: VecDeque<Option<u64>>,
-    /// Packet id → record of publishes sent and not yet acknowledged.
-    inflight: HashMap<u16, Option<u64>>,
-    /// Records the broker refused on this connection, waiting for `retry_at`.
-    refused: Vec<u64>,
-    /// Refused records due to be published again, before the queue goes on from `next`.
-    retry_now: VecDeque<u64>,
-    retry_at: Option<Instant>,
-    /// The wait before the next retry of refused records; reset when one is taken.
-    retry_backoff: Duration,
-    window: usize,
+    delivery: Delivery,
     connected: bool,
     connections: u64,
     backoff: Duration,
@@ -90,22 +58,7 @@ impl Driver {
             client,
             events,
             committed,
-            queue: left
-                .into_iter()
-                .map(|stored| Queued {
-                    stored,
-                    sent_before: true,
-                    acked: false,
-                })
-                .collect(),
-            next: 0,
-            issued: VecDeque::new(),
-            inflight: HashMap::new(),
-            refused: Vec::new(),
-            retry_now: VecDeque::new(),
-            retry_at: None,
-            retry_backoff: BACKOFF_MIN,
-            window: window.max(1),
+            delivery: Delivery::new(left, window),
             connected: false,
             connections: 0,
             backoff: BACKOFF_MIN,
@@ -128,7 +81,9 @@ impl Driver {
             tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         telemetry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            self.top_up();
+            if self.connected {
+                self.delivery.top_up(&self.client);
+            }
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
@@ -140,13 +95,13 @@ impl Driver {
                     Err(LinkError::Transient(e)) => self.on_disconnect(&e).await,
                 },
                 Some(stored) = self.committed.recv() => {
-                    self.push(stored);
+                    self.delivery.push(stored);
                     while let Ok(stored) = self.committed.try_recv() {
-                        self.push(stored);
+                        self.delivery.push(stored);
                     }
                 }
                 _ = telemetry.tick() => self.publish_telemetry(),
-                () = sleep_until(self.retry_at) => self.retry_refused(),
+                () = sleep_until(self.delivery.retry_at()) => self.delivery.retry_refused(),
             }
             let wanted = self.ctx.applied().telemetry_interval;
             if wanted != interval {
@@ -172,71 +127,13 @@ impl Driver {
         Ok(())
     }
 
-    fn push(&mut self, stored: Stored) {
-        self.queue.push_back(Queued {
-            stored,
-            sent_before: false,
-            acked: false,
-        });
-    }
-
-    /// Publishes outbox records while the window has room.
-    fn top_up(&mut self) {
-        if !self.connected {
-            return;
-        }
-        while self.issued.len() + self.inflight.len() < self.window {
-            let Some(seq) = self.retry_now.pop_front() else {
-                break;
-            };
-            // Acknowledged on another path (or gone) since: nothing to retry.
-            let Some(q) = self.queue.iter().find(|q| q.stored.seq == seq && !q.acked) else {
-                continue;
-            };
-            let r = &q.stored.record;
-            if self
-                .client
-                .try_publish(&r.topic, r.payload.clone(), false, r.correlation.clone())
-                .is_err()
-            {
-                self.retry_now.push_front(seq);
-                return;
-            }
-            self.issued.push_back(Some(seq));
-        }
-        while self.next < self.queue.len() && self.issued.len() + self.inflight.len() < self.window
-        {
-            let q = &mut self.queue[self.next];
-            if q.acked {
-                self.next += 1;
-                continue;
-            }
-            let r = &q.stored.record;
-            let payload = if q.sent_before {
-                mark_duplicate(&r.payload).map_or_else(|| r.payload.clone(), Bytes::from)
-            } else {
-                r.payload.clone()
-            };
-            if self
-                .client
-                .try_publish(&r.topic, payload, false, r.correlation.clone())
-                .is_err()
-            {
-                break; // the request channel is full; the next event makes room
-            }
-            q.sent_before = true;
-            self.issued.push_back(Some(q.stored.seq));
-            self.next += 1;
-        }
-    }
-
     /// Publishes a message that is not kept in the outbox.
     fn publish_volatile(&mut self, topic: &str, payload: Bytes, retain: bool) {
         if !self.connected {
             return;
         }
         match self.client.try_publish(topic, payload, retain, None) {
-            Ok(()) => self.issued.push_back(None),
+            Ok(()) => self.delivery.issued_volatile(),
             Err(e) => tracing::warn!("cannot publish on {topic}: {e}"),
         }
     }
@@ -244,84 +141,37 @@ impl Driver {
     fn on_event(&mut self, ev: Ev) {
         match ev {
             Ev::Connected { session_present } => self.on_connect(session_present),
-            Ev::Sent(pkid) => match self.issued.pop_front() {
-                Some(record) => {
-                    self.inflight.insert(pkid, record);
+            Ev::Sent(pkid) => {
+                if !self.delivery.sent(pkid) {
+                    tracing::warn!(
+                        "publish {pkid} sent that the driver did not queue; this is a bug"
+                    );
                 }
-                None => tracing::warn!(
-                    "publish {pkid} sent that the driver did not queue; this is a bug"
-                ),
-            },
-            Ev::PubAck { pkid, refused } => match (self.inflight.remove(&pkid), refused) {
-                (Some(Some(seq)), None) => {
-                    self.retry_backoff = BACKOFF_MIN;
-                    self.acked(seq);
+            }
+            Ev::PubAck { pkid, refused } => {
+                match self.delivery.answered(pkid, refused.is_some()) {
+                    Answer::Delivered(seq) => {
+                        // Off the disk at once, also behind an older record still waiting
+                        // (a refused one), so delivered results never fill the outbox.
+                        self.ctx.stats.metrics.delivered.inc();
+                        self.ctx.outbox.remove(vec![seq]);
+                    }
+                    Answer::Refused { seq, first: true } => tracing::warn!(
+                        "the broker refused a result on {}: {}; it stays in the outbox \
+                         (with any others refused), next try in {} ms",
+                        self.delivery.topic(seq),
+                        refused.unwrap_or("?"),
+                        self.delivery.retry_backoff().as_millis()
+                    ),
+                    Answer::VolatileRefused => tracing::warn!(
+                        "the broker refused a status or telemetry message: {}",
+                        refused.unwrap_or("?")
+                    ),
+                    Answer::Refused { .. } | Answer::None => {}
                 }
-                (Some(Some(seq)), Some(reason)) => self.on_refused(seq, reason),
-                (Some(None), Some(reason)) => {
-                    tracing::warn!("the broker refused a status or telemetry message: {reason}")
-                }
-                _ => {}
-            },
+            }
             Ev::Publish(msg) => self.on_publish(msg),
             Ev::Other => {}
-        }
-    }
-
-    /// The broker refused record `seq`: it stays in the outbox, and goes again after the
-    /// backoff.
-    fn on_refused(&mut self, seq: u64, reason: &str) {
-        if self.retry_at.is_none() {
-            let topic = self
-                .queue
-                .iter()
-                .find(|q| q.stored.seq == seq)
-                .map_or("?", |q| q.stored.record.topic.as_str());
-            tracing::warn!(
-                "the broker refused a result on {topic}: {reason}; it stays in the outbox \
-                 (with any others refused), next try in {} ms",
-                self.retry_backoff.as_millis()
-            );
-            self.retry_at = Some(Instant::now() + self.retry_backoff);
-        }
-        self.refused.push(seq);
-    }
-
-    /// Publishes the refused records again; the next refusal waits twice as long.
-    fn retry_refused(&mut self) {
-        self.retry_at = None;
-        self.retry_now.extend(self.refused.drain(..));
-        self.retry_backoff = (self.retry_backoff * 2).min(BACKOFF_MAX);
-    }
-
-    /// Forgets what was in flight on the connection that ended: everything unacknowledged,
-    /// refused records included, goes again from the start of the queue.
-    fn reset_delivery(&mut self) {
-        self.issued.clear();
-        self.inflight.clear();
-        self.refused.clear();
-        self.retry_now.clear();
-        self.retry_at = None;
-        self.next = 0;
-    }
-
-    fn acked(&mut self, seq: u64) {
-        // Records are acknowledged in order almost always: search from the front.
-        let Some(q) = self
-            .queue
-            .iter_mut()
-            .find(|q| q.stored.seq == seq && !q.acked)
-        else {
-            return;
-        };
-        q.acked = true;
-        // Off the disk at once, also behind an older record still waiting (a refused one), so
-        // delivered results never fill the outbox.
-        self.ctx.stats.metrics.delivered.inc();
-        self.ctx.outbox.remove(vec![seq]);
-        while self.queue.front().is_some_and(|q| q.acked) {
-            self.queue.pop_front();
-            self.next = self.next.saturating_sub(1);
         }
     }
 
@@ -338,7 +188,7 @@ impl Driver {
         );
         self.connected = true;
         self.backoff = BACKOFF_MIN;
-        self.reset_delivery();
+        self.delivery.reset();
         if let Err(e) = self.client.try_subscribe(&self.ctx.topics.subscriptions()) {
             tracing::error!("cannot subscribe: {e}");
         }
@@ -359,7 +209,7 @@ impl Driver {
 
     async fn on_disconnect(&mut self, reason: &str) {
         self.events.drop_pending();
-        self.reset_delivery();
+        self.delivery.reset();
         if self.connected {
             tracing::warn!(
                 "lost the connection to {}: {reason}; reconnecting",

@@ -3,7 +3,8 @@
 //! preset.
 //!
 //! - [`link`]: one interface over rumqttc's MQTT 3.1.1 and 5 clients.
-//! - [`driver`]: the connection loop; delivers the outbox in order.
+//! - [`driver`]: the connection loop; [`delivery`]: which outbox record goes next, and what
+//!   the broker's answers mean for it.
 //! - [`request`]: one request from arrival to acknowledgement, scored through the serving core.
 //! - [`outbox`]: the durable store of results awaiting the broker (redb).
 //! - [`topics`], [`message`], [`desired`], [`threshold`], [`stats`]: topic layouts, payloads,
@@ -11,6 +12,7 @@
 //! - [`iothub`], [`workload`]: IoT Hub identities and SAS tokens, signed with a key or by
 //!   IoT Edge's workload API.
 
+mod delivery;
 pub mod desired;
 mod driver;
 pub mod iothub;
