@@ -631,3 +631,43 @@ fn program_binaries_are_cached_per_device_and_source() {
         "the corrupt entry was not replaced"
     );
 }
+
+#[test]
+fn nan_inputs_give_nan_outputs_as_on_the_cpu() {
+    // Relu, Clip and fused activations must keep NaN (fmax would turn it into 0 and a
+    // corrupt input into a confident answer).
+    for (model, shape) in [("digits", vec![2, 64]), ("lenet", vec![1, 1, 28, 28])] {
+        let mut data = pattern(&shape, 9);
+        data[3] = f32::NAN;
+        let device = engine::load(
+            Backend::Opencl,
+            &model_path(model),
+            &opencl(OpenclConfig::default()),
+        )
+        .unwrap();
+        let t = Tensor::new(shape.clone(), TensorData::F32(data.clone())).unwrap();
+        let got = device.run(vec![t]).unwrap();
+        let want = tract_outputs(model, &shape, &data);
+        let (g, w) = (as_f64(&got[0]), as_f64(&want[0]));
+        // digits (Gemm + Relu) carries NaN through; lenet's MaxPool absorbs one NaN pixel on
+        // tract, and the device must agree either way.
+        if model == "digits" {
+            assert!(w.iter().any(|x| x.is_nan()), "{model}: tract keeps no NaN");
+        }
+        let nan_at = |v: &[f64]| -> Vec<usize> {
+            v.iter()
+                .enumerate()
+                .filter(|(_, x)| x.is_nan())
+                .map(|(i, _)| i)
+                .collect()
+        };
+        assert_eq!(
+            nan_at(&g),
+            nan_at(&w),
+            "{model}: NaN positions differ from tract"
+        );
+        let finite =
+            |v: &[f64]| -> Vec<f64> { v.iter().copied().filter(|x| !x.is_nan()).collect() };
+        close(&finite(&g), &finite(&w), model);
+    }
+}

@@ -35,6 +35,8 @@ __kernel void conv2d(__global const float* x, __global const float* w,
             }
         }
     }
+    /* fmax drops NaN, as tract's Conv with a fused Relu does (the device matches its CPU
+       reference); a standalone Relu keeps NaN (elementwise.cl, gemm.cl). */
     if (act == 1) acc = fmax(acc, 0.0f);
     y[gid] = acc;
 }

@@ -8,10 +8,10 @@ __kernel void unary(__global const float* x, __global float* y, int n, int op,
     if (i >= n) return;
     float v = x[i];
     switch (op) {
-    case 0: v = fmax(v, 0.0f); break;
+    case 0: v = v < 0.0f ? 0.0f : v; break;  /* NaN stays NaN, unlike fmax */
     case 1: v = 1.0f / (1.0f + exp(-v)); break;
     case 2: v = tanh(v); break;
-    case 3: v = fmin(fmax(v, lo), hi); break;
+    case 3: v = v < lo ? lo : (v > hi ? hi : v); break;
     default: break;
     }
     y[i] = v;
@@ -35,7 +35,7 @@ __kernel void binary_same(__global const float* a, __global const float* b,
     int i = get_global_id(0);
     if (i >= n) return;
     float v = binop(op, a[i], b[i]);
-    if (act == 1) v = fmax(v, 0.0f);
+    if (act == 1) v = v < 0.0f ? 0.0f : v;
     y[i] = v;
 }
 
@@ -57,7 +57,7 @@ __kernel void binary_bcast(__global const float* a, __global const float* b,
         bi += idx * meta[2 * rank + d];
     }
     float v = binop(op, a[ai], b[bi]);
-    if (act == 1) v = fmax(v, 0.0f);
+    if (act == 1) v = v < 0.0f ? 0.0f : v;
     y[i] = v;
 }
 
@@ -72,7 +72,7 @@ __kernel void batchnorm(__global const float* x, __global const float* s,
     if (i >= n) return;
     int c = (i / inner) % C;
     float v = (x[i] - mean[c]) / sqrt(var[c] + eps) * s[c] + bb[c];
-    if (act == 1) v = fmax(v, 0.0f);
+    if (act == 1) v = v < 0.0f ? 0.0f : v;
     y[i] = v;
 }
 

@@ -37,7 +37,7 @@ __kernel void gemm(__global const float* a, __global const float* b,
     if (row < M && col < N) {
         float v = alpha * acc;
         if (has_bias) v += beta * bias[row * bias_rs + col * bias_cs];
-        if (act == 1) v = fmax(v, 0.0f);
+        if (act == 1) v = v < 0.0f ? 0.0f : v;
         c[c_off + row * N + col] = v;
     }
 }
@@ -63,6 +63,6 @@ __kernel void gemm_rows(__global const float* a, __global const float* b,
     }
     float v = alpha * acc;
     if (has_bias) v += beta * bias[row * bias_rs + col * bias_cs];
-    if (act == 1) v = fmax(v, 0.0f);
+    if (act == 1) v = v < 0.0f ? 0.0f : v;
     c[c_off + row * N + col] = v;
 }
