@@ -145,6 +145,32 @@ fn a_full_queue_answers_503_at_once() {
         server.post("/v2/models/resnet/infer", &body.to_string()).0,
         200
     );
+
+    // Through the score hook, a full queue is the same 503 (it was a 500 naming the hook).
+    let nested: Vec<Vec<Vec<f32>>> = image
+        .chunks(224 * 224)
+        .map(|plane| plane.chunks(224).map(<[f32]>::to_vec).collect())
+        .collect();
+    let score_body = json!({ "data": nested }).to_string();
+    let statuses: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| s.spawn(|| server.post("/models/resnet/score", &score_body)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    assert!(
+        statuses.iter().all(|(s, _)| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(statuses.iter().any(|(s, _)| *s == 200), "{statuses:?}");
+    let full: Vec<_> = statuses.iter().filter(|(s, _)| *s == 503).collect();
+    assert!(!full.is_empty(), "the queue never filled: {statuses:?}");
+    for (s, v) in full {
+        assert_error((*s, v.clone()), 503, "queue full");
+    }
 }
 
 #[test]

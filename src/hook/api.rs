@@ -4,7 +4,7 @@
 //! never with a plain `throw`, which is reserved for the script rejecting a request.
 
 use super::convert::array_of;
-use super::error::HelperFailure;
+use super::error::{Fault, HelperFailure};
 use super::limits::{self, HookLimits};
 use super::tensors::{self, nest_rows, rows};
 use crate::engine::TensorSpec;
@@ -17,17 +17,17 @@ type Res<T> = Result<T, Box<EvalAltResult>>;
 
 /// A helper's error, distinct from a script's `throw`.
 pub(super) fn failure(msg: impl Into<String>) -> Box<EvalAltResult> {
-    EvalAltResult::ErrorRuntime(
-        Dynamic::from(HelperFailure(msg.into(), false)),
-        Position::NONE,
-    )
-    .into()
+    helper_error(msg, Fault::Script)
 }
 
 /// A helper's error caused by the request's data (HTTP 400 unless the script catches it).
 pub(super) fn bad_input(msg: impl Into<String>) -> Box<EvalAltResult> {
+    helper_error(msg, Fault::BadInput)
+}
+
+fn helper_error(msg: impl Into<String>, fault: Fault) -> Box<EvalAltResult> {
     EvalAltResult::ErrorRuntime(
-        Dynamic::from(HelperFailure(msg.into(), true)),
+        Dynamic::from(HelperFailure(msg.into(), fault)),
         Position::NONE,
     )
     .into()
@@ -210,9 +210,14 @@ fn predict(model: &LoadedVersion, inputs: Map, outputs: Option<Vec<String>>) -> 
     }
     let produced = model
         .infer_blocking(named, outputs.as_deref())
-        .map_err(|e| match e {
-            crate::models::ModelError::InvalidInput(_) => bad_input(format!("model.predict: {e}")),
-            _ => failure(format!("model.predict: {e}")),
+        .map_err(|e| {
+            use crate::models::ModelError as M;
+            let fault = match e {
+                M::InvalidInput(_) => Fault::BadInput,
+                M::QueueFull(_) | M::NotReady(_) => Fault::Unavailable,
+                _ => Fault::Script,
+            };
+            helper_error(format!("model.predict: {e}"), fault)
         })?
         .outputs;
     produced

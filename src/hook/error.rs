@@ -43,6 +43,14 @@ pub enum HookError {
         line: Option<usize>,
         reason: String,
     },
+    /// `model.predict` found the model unable to serve now: a full queue, a model unloading
+    /// (HTTP 503, as the same condition on the v2 routes).
+    #[error("score hook {file}{}: {reason}", at_line(*line))]
+    Unavailable {
+        file: String,
+        line: Option<usize>,
+        reason: String,
+    },
     /// The request is larger than the script may hold (HTTP 413).
     #[error("score hook {file}: {reason}")]
     RequestTooLarge { file: String, reason: String },
@@ -73,6 +81,7 @@ impl HookError {
         match self {
             HookError::Thrown(_) | HookError::BadInput { .. } => true,
             HookError::RequestTooLarge { .. }
+            | HookError::Unavailable { .. }
             | HookError::Read { .. }
             | HookError::Compile { .. }
             | HookError::Contract { .. }
@@ -89,11 +98,20 @@ fn at_line(line: Option<usize>) -> String {
 }
 
 /// A helper's failure, carried as the value of a Rhai runtime error so that it keeps the
-/// script position Rhai fills in, yet stays distinct from a script's own `throw`. `bad_input`
-/// marks failures caused by the request's data (values that do not convert, a shape the model
-/// refuses) rather than by the script.
+/// script position Rhai fills in, yet stays distinct from a script's own `throw`.
 #[derive(Debug, Clone)]
-pub(super) struct HelperFailure(pub String, pub bool);
+pub(super) struct HelperFailure(pub String, pub Fault);
+
+/// Whose a helper's failure is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fault {
+    /// The script's, or the server's.
+    Script,
+    /// The request's data: values that do not convert, a shape the model refuses.
+    BadInput,
+    /// Nobody's: the model cannot take the request now (its queue is full, it is unloading).
+    Unavailable,
+}
 
 /// Maps the error of a call to `file`'s script. `in_init` turns every failure into
 /// [`HookError::Init`].
@@ -119,11 +137,11 @@ pub(super) fn from_eval(
         }
     }
     let limit = |reason: String| (true, reason);
-    let mut bad_input = false;
+    let mut fault = Fault::Script;
     let (is_limit, mut reason) = match err {
         EvalAltResult::ErrorRuntime(value, _) => {
             if let Some(h) = value.read_lock::<HelperFailure>() {
-                bad_input = h.1;
+                fault = h.1;
                 (false, h.0.clone())
             } else {
                 let message = thrown_message(&value);
@@ -182,11 +200,12 @@ pub(super) fn from_eval(
         reason = format!("in {name}(): {reason}");
     }
     let file = file.to_string();
-    match (in_init, is_limit, bad_input) {
+    match (in_init, is_limit, fault) {
         (true, _, _) => HookError::Init { file, line, reason },
         (false, true, _) => HookError::Limit { file, line, reason },
-        (false, false, true) => HookError::BadInput { file, line, reason },
-        (false, false, false) => HookError::Runtime { file, line, reason },
+        (false, false, Fault::BadInput) => HookError::BadInput { file, line, reason },
+        (false, false, Fault::Unavailable) => HookError::Unavailable { file, line, reason },
+        (false, false, Fault::Script) => HookError::Runtime { file, line, reason },
     }
 }
 

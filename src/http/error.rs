@@ -68,6 +68,9 @@ impl From<ModelError> for ApiError {
             ModelError::Hook(crate::hook::HookError::RequestTooLarge { .. }) => {
                 ApiError::PayloadTooLarge(msg)
             }
+            ModelError::Hook(crate::hook::HookError::Unavailable { .. }) => {
+                ApiError::Unavailable(msg)
+            }
             ModelError::Engine(_) | ModelError::Hook(_) | ModelError::Internal(_) => {
                 ApiError::Internal(msg)
             }
