@@ -98,8 +98,11 @@ impl Delivery {
     }
 
     /// Publishes records on `client` while the window has room: refused records due again
-    /// first, then the queue in order.
-    pub fn top_up(&mut self, client: &Client) {
+    /// first, then the queue in order. Returns the records that can never be published (a
+    /// topic the client refuses, left by an older version): they leave the queue, and the
+    /// caller removes them from the outbox, so they cannot hold up the others.
+    pub fn top_up(&mut self, client: &Client) -> Vec<u64> {
+        let mut dropped = Vec::new();
         while self.issued.len() + self.inflight.len() < self.window {
             let Some(seq) = self.retry_now.pop_front() else {
                 break;
@@ -114,7 +117,7 @@ impl Delivery {
                 .is_err()
             {
                 self.retry_now.push_front(seq);
-                return;
+                return dropped;
             }
             self.issued.push_back(Some(seq));
         }
@@ -131,16 +134,25 @@ impl Delivery {
             } else {
                 r.payload.clone()
             };
-            if client
-                .try_publish(&r.topic, payload, false, r.correlation.clone())
-                .is_err()
-            {
+            if let Err(e) = client.try_publish(&r.topic, payload, false, r.correlation.clone()) {
+                if let Err(why) = super::topics::valid_topic_name(&r.topic) {
+                    tracing::error!(
+                        "a result for topic {:?} can never be published ({why}: {e}); dropped from the outbox",
+                        r.topic
+                    );
+                    let seq = q.stored.seq;
+                    if self.acked(seq) {
+                        dropped.push(seq);
+                    }
+                    continue;
+                }
                 break; // the request channel is full; the next event makes room
             }
             q.sent_before = true;
             self.issued.push_back(Some(q.stored.seq));
             self.next += 1;
         }
+        dropped
     }
 
     /// A message that is not kept in the outbox was queued to the client.

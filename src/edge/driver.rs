@@ -82,7 +82,10 @@ impl Driver {
         telemetry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.connected {
-                self.delivery.top_up(&self.client);
+                let dropped = self.delivery.top_up(&self.client);
+                if !dropped.is_empty() {
+                    self.ctx.outbox.remove(dropped);
+                }
             }
             tokio::select! {
                 biased;

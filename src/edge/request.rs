@@ -67,6 +67,7 @@ pub async fn handle(ctx: Arc<Ctx>, msg: InMsg, target: Target) {
         Target::Model(m) => msg
             .response_topic
             .clone()
+            .filter(|t| super::topics::valid_topic_name(t).is_ok())
             .unwrap_or_else(|| ctx.topics.result(m)),
         Target::Method { rid } => Topics::method_response(if ok { 200 } else { 400 }, rid),
     };
@@ -106,6 +107,13 @@ async fn score(ctx: &Ctx, model: &str, payload: &[u8], msg: &InMsg) -> Result<Va
         id: req.id.clone(),
         error,
     };
+    if let Some(t) = &msg.response_topic {
+        if let Err(why) = super::topics::valid_topic_name(t) {
+            return Err(reject(format!(
+                "response topic {t:?} cannot be answered on: {why} (this error goes to the model's out topic)"
+            )));
+        }
+    }
     if !ctx.served.iter().any(|m| m == model) {
         return Err(reject(format!(
             "unknown model '{model}' (this module serves: {})",

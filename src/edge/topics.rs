@@ -194,6 +194,32 @@ impl Topics {
     }
 }
 
+/// Whether `topic` can be published to: a non-empty MQTT topic name without wildcards or NUL,
+/// at most 65,535 bytes. A response topic from a request is checked with this before the
+/// answer is stored, since a result that can never be published would wait in the outbox.
+pub fn valid_topic_name(topic: &str) -> Result<(), String> {
+    if topic.is_empty() {
+        return Err("it is empty".into());
+    }
+    if let Some(c) = topic.chars().find(|c| matches!(c, '+' | '#' | '\0')) {
+        let c = if c == '\0' {
+            "NUL".to_string()
+        } else {
+            format!("'{c}'")
+        };
+        return Err(format!(
+            "it contains {c} (wildcards and NUL cannot be published to)"
+        ));
+    }
+    if topic.len() > 65_535 {
+        return Err(format!(
+            "it is {} bytes long; MQTT allows 65535",
+            topic.len()
+        ));
+    }
+    Ok(())
+}
+
 fn encode(s: &str) -> String {
     // `$` stays as is: IoT Hub's system properties are spelt `$.on`, `$.ct`, ...
     const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -218,6 +244,17 @@ fn query_value(query: &str, key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topic_names_that_can_be_published_to() {
+        for ok in ["a", "a/b", "/x", "replies/dev 1", "$x"] {
+            assert!(valid_topic_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a/#", "#", "a/+/b", "+", "a\0b"] {
+            assert!(valid_topic_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(valid_topic_name(&"x".repeat(65_536)).is_err());
+    }
 
     #[test]
     fn plain_layout() {

@@ -388,3 +388,48 @@ fn a_broken_model_fails_alone() {
     let log = missing.stderr();
     assert!(log.contains("--model 'nosuch' names no model"), "{log}");
 }
+
+#[test]
+fn a_response_topic_that_cannot_be_published_to_gets_an_error_and_holds_up_nothing() {
+    let broker = Broker::start();
+    let repo = repo_with(&["digits"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let edge = start_digits_edge(
+        repo.path(),
+        &broker,
+        "edge-badrt",
+        &tmp,
+        &["--protocol", "5"],
+    );
+    let mut c = Peer::connect(broker.port, "badrt-client", true);
+    c.subscribe("scoria/out/digits");
+    for (id, topic) in [(1, "replies/#"), (2, "a/+/b")] {
+        let mut req = digits_request(id);
+        req["id"] = json!(id);
+        c.publish(
+            "scoria/in/digits",
+            req.to_string(),
+            false,
+            Some((topic, b"c")),
+        );
+        let got = c
+            .take(WAIT, |m| m.json()["id"] == id)
+            .unwrap_or_else(|| panic!("no answer to request {id}:\n{}", edge.stderr()));
+        assert_eq!(got.topic, "scoria/out/digits");
+        let v = got.json();
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("response topic") && error.contains(topic),
+            "{v}"
+        );
+    }
+    // Later requests flow as before: nothing waits behind the bad ones.
+    send_digits(&mut c, 10, 5, 0);
+    let results = c.collect("scoria/out/digits", WAIT, |got| got.len() >= 5);
+    assert_each_once(&results, 10..15, &|| edge.stderr());
+    assert!(
+        !edge.stderr().contains("lost the connection"),
+        "{}",
+        edge.stderr()
+    );
+}
