@@ -169,6 +169,7 @@ pub fn run(global: &GlobalArgs, args: EdgeArgs) -> anyhow::Result<()> {
     let mut settings = settings(global, &args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(crate::hook::HOOK_THREAD_STACK_BYTES)
         .thread_name("scoria-edge")
         .build()
         .context("cannot start the async runtime")?;

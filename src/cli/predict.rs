@@ -53,7 +53,14 @@ pub fn run(global: &GlobalArgs, args: PredictArgs) -> anyhow::Result<()> {
         anyhow::bail!("model '{name}' has no version {version}");
     }
     let served = Served::load(&dir, version, args.backend).map_err(anyhow::Error::msg)?;
-    let result = score::score_blocking(&served, body.as_bytes())
+    // On a thread with the stack a score hook may need.
+    let result = std::thread::Builder::new()
+        .name("scoria-predict".into())
+        .stack_size(crate::hook::HOOK_THREAD_STACK_BYTES)
+        .spawn(move || score::score_blocking(&served, body.as_bytes()))
+        .context("cannot start the scoring thread")?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the scoring thread panicked"))?
         .with_context(|| format!("{}", args.input.display()))?;
     println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(())

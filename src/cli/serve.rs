@@ -70,6 +70,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(crate::hook::HOOK_THREAD_STACK_BYTES)
         .thread_name("scoria-http")
         .build()
         .context("cannot start the async runtime")?;

@@ -69,11 +69,11 @@ pub(super) fn register(
             }
             Ok(tensors::tensor_to_dynamic(t))
         })
-        .register_fn("tensor", |data: Dynamic, dtype: &str| {
-            make_tensor(&data, dtype, None)
+        .register_fn("tensor", move |data: Dynamic, dtype: &str| {
+            make_tensor(&data, dtype, None, max_array)
         })
-        .register_fn("tensor", |data: Dynamic, dtype: &str, shape: Array| {
-            make_tensor(&data, dtype, Some(shape))
+        .register_fn("tensor", move |data: Dynamic, dtype: &str, shape: Array| {
+            make_tensor(&data, dtype, Some(shape), max_array)
         })
         .register_fn("softmax", softmax)
         .register_fn("argmax", argmax)
@@ -150,7 +150,20 @@ fn charge(t: &Tensor) -> Res<()> {
     limits::charge_tensor_bytes(tensors::tensor_bytes(t)).map_err(failure)
 }
 
-fn make_tensor(data: &Dynamic, dtype: &str, shape: Option<Array>) -> Res<Tensor> {
+/// Arrays a tensor of `shape` becomes as nested arrays (the outer one included): with a
+/// zero-length dimension a tensor holds no element, yet its leading dimensions still make
+/// arrays, so element limits alone do not bound them.
+fn nested_arrays(shape: &[usize]) -> usize {
+    let mut total = 1usize;
+    let mut level = 1usize;
+    for &d in shape.iter().take(shape.len().saturating_sub(1)) {
+        level = level.saturating_mul(d);
+        total = total.saturating_add(level);
+    }
+    total
+}
+
+fn make_tensor(data: &Dynamic, dtype: &str, shape: Option<Array>, max_array: usize) -> Res<Tensor> {
     let dt = DataType::from_name(&dtype.to_ascii_uppercase()).ok_or_else(|| {
         failure(format!(
             "tensor(): unknown dtype {dtype:?} (use FP32, FP64, INT64, INT32, UINT8, BOOL, ...)"
@@ -165,6 +178,13 @@ fn make_tensor(data: &Dynamic, dtype: &str, shape: Option<Array>) -> Res<Tensor>
         })
         .transpose()?;
     let t = tensors::to_tensor(data, dt, shape).map_err(|e| bad_input(format!("tensor(): {e}")))?;
+    let arrays = nested_arrays(t.shape());
+    if arrays > max_array {
+        return Err(failure(format!(
+            "tensor(): shape {:?} makes {arrays} nested arrays, over the array limit of {max_array}",
+            t.shape()
+        )));
+    }
     charge(&t)?;
     Ok(t)
 }

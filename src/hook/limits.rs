@@ -53,6 +53,13 @@ impl Default for HookLimits {
     }
 }
 
+/// Stack for threads that run score hooks (the serve and edge runtimes, `predict`). Rhai
+/// walks nested arrays and maps recursively (its size checks after each operation, and
+/// dropping them), deeper than [`HookLimits::max_stack_bytes`] accounts for; a script can
+/// nest as deep as its time limit lets it, which in 5 s takes tens of MiB of stack. Only the
+/// pages a thread touches are committed.
+pub const HOOK_THREAD_STACK_BYTES: usize = 128 << 20;
+
 /// What the progress callback returns to stop a script; mapped back by the error module.
 pub(super) const TIME_UP: &str = "scoria:time-limit";
 pub(super) const STACK_FULL: &str = "scoria:stack-limit";

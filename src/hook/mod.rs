@@ -22,7 +22,7 @@ mod tensors;
 mod tests;
 
 pub use error::HookError;
-pub use limits::HookLimits;
+pub use limits::{HookLimits, HOOK_THREAD_STACK_BYTES};
 
 use crate::models::LoadedVersion;
 use limits::CallGuard;

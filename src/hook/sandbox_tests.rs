@@ -265,3 +265,39 @@ fn data_the_model_refuses_is_the_clients_error() {
     .unwrap();
     assert!(!hook.run(json!(1)).unwrap_err().is_client_error());
 }
+
+#[test]
+fn zero_length_dimensions_cannot_make_unbounded_arrays() {
+    let source = "fn run(x) {\n  tensor([], \"FP32\", [1000000000000, 0]).to_array()\n}";
+    let hook = script("zero.rhai", source, HookLimits::default()).unwrap();
+    let started = Instant::now();
+    let e = hook.run(json!(null)).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        e.to_string()
+            .contains("nested arrays, over the array limit"),
+        "{e}"
+    );
+}
+
+#[test]
+fn deeply_nested_values_do_not_overflow_a_hook_threads_stack() {
+    // Rhai checks and drops nested values recursively; on a thread with the stack hooks run
+    // with, nesting as deep as a script can build is contained (the process used to abort).
+    let source = "fn run(x) {\n  let a = #{};\n  for i in 0..x { a = #{x: a}; }\n  let b = [];\n  for i in 0..x { b = [b]; }\n  1\n}";
+    let hook = script("deep.rhai", source, HookLimits::default()).unwrap();
+    let out = std::thread::Builder::new()
+        .stack_size(crate::hook::HOOK_THREAD_STACK_BYTES)
+        .spawn(move || hook.run(json!(5000)))
+        .unwrap()
+        .join()
+        .expect("the hook thread survived");
+    // Done, or stopped by a limit: either way an answer, not an abort.
+    if let Err(e) = out {
+        assert!(!e.is_client_error(), "{e}");
+    }
+}
