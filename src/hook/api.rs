@@ -75,6 +75,8 @@ pub(super) fn register(
         .register_fn("tensor", move |data: Dynamic, dtype: &str, shape: Array| {
             make_tensor(&data, dtype, Some(shape), max_array)
         })
+        .register_fn("sort", sort_with)
+        .register_fn("sort_by", sort_with)
         .register_fn("softmax", softmax)
         .register_fn("argmax", argmax)
         .register_fn("top_k", top_k);
@@ -148,6 +150,39 @@ fn describe_model(m: &LoadedVersion) -> String {
 
 fn charge(t: &Tensor) -> Res<()> {
     limits::charge_tensor_bytes(tensors::tensor_bytes(t)).map_err(failure)
+}
+
+/// `array.sort(comparer)` that stops at the comparer's first error (the time limit, a
+/// `throw`) and returns it: Rhai's own treats a failing comparison as "equal" and goes on,
+/// so a script out of time kept sorting for minutes.
+fn sort_with(ctx: rhai::NativeCallContext, array: &mut Array, comparer: rhai::FnPtr) -> Res<()> {
+    use std::cmp::Ordering;
+    let mut failed: Option<Box<EvalAltResult>> = None;
+    let sorted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        array.sort_by(|x, y| {
+            if failed.is_some() {
+                return Ordering::Equal;
+            }
+            match comparer.call_raw(&ctx, None, [x.clone(), y.clone()]) {
+                Ok(v) => match v
+                    .as_int()
+                    .or_else(|_| v.as_bool().map(|b| if b { -1 } else { 1 }))
+                {
+                    Ok(n) => n.cmp(&0),
+                    Err(_) => x.type_id().cmp(&y.type_id()),
+                },
+                Err(e) => {
+                    failed = Some(e);
+                    Ordering::Equal
+                }
+            }
+        });
+    }));
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    // `slice::sort_by` may panic when the comparer is not a total order.
+    sorted.map_err(|_| failure("sort(): the comparer is not a consistent order"))
 }
 
 /// Arrays a tensor of `shape` becomes as nested arrays (the outer one included): with a

@@ -72,6 +72,9 @@ struct CallState {
     deadline: Instant,
     stack_base: usize,
     max_stack: usize,
+    /// Operations counted here: Rhai's own count starts again inside closures called from
+    /// native functions (a `sort` comparer, `map`), so it cannot pace the clock.
+    ops: u64,
     next_clock_check: u64,
     tensor_bytes_left: usize,
 }
@@ -102,6 +105,7 @@ impl CallGuard {
                 .unwrap_or(now + Duration::from_secs(86_400)),
             stack_base: stack_address(),
             max_stack: limits.max_stack_bytes,
+            ops: 0,
             next_clock_check: CLOCK_EVERY,
             tensor_bytes_left: limits.max_tensor_bytes,
         };
@@ -134,19 +138,20 @@ pub(super) fn charge_tensor_bytes(bytes: usize) -> Result<(), String> {
 }
 
 /// The engine's progress callback: stops the script when its call is out of time or stack.
-fn progress(ops: u64) -> Option<Dynamic> {
+fn progress(_rhai_ops: u64) -> Option<Dynamic> {
     CALL.with(|c| {
         let mut s = c.get()?;
         if s.stack_base.saturating_sub(stack_address()) > s.max_stack {
             return Some(Dynamic::from(STACK_FULL));
         }
-        if ops >= s.next_clock_check {
+        s.ops += 1;
+        if s.ops >= s.next_clock_check {
             if Instant::now() >= s.deadline {
                 return Some(Dynamic::from(TIME_UP));
             }
-            s.next_clock_check = ops + CLOCK_EVERY;
-            c.set(Some(s));
+            s.next_clock_check = s.ops + CLOCK_EVERY;
         }
+        c.set(Some(s));
         None
     })
 }

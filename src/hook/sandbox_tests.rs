@@ -301,3 +301,29 @@ fn deeply_nested_values_do_not_overflow_a_hook_threads_stack() {
         assert!(!e.is_client_error(), "{e}");
     }
 }
+
+#[test]
+fn a_sort_comparer_out_of_time_stops_the_sort() {
+    let limits = HookLimits {
+        time: Duration::from_millis(300),
+        ..HookLimits::default()
+    };
+    let source = "fn run(x) {\n  let a = [];\n  a.pad(200000, 1);\n  a.sort(|p, q| { let s = 0; for i in 0..500 { s += i; } p - q });\n  a.len()\n}";
+    let hook = script("sort.rhai", source, limits).unwrap();
+    let started = Instant::now();
+    let e = hook.run(json!(null)).unwrap_err();
+    assert!(e.to_string().contains("time limit"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // A well-behaved comparer still sorts.
+    let hook = script(
+        "sorted.rhai",
+        "fn run(x) { let a = [3, 1, 2]; a.sort(|p, q| p - q); a }",
+        HookLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(hook.run(json!(null)).unwrap(), json!([1, 2, 3]));
+}
