@@ -121,12 +121,28 @@ impl Driver {
                 .client
                 .try_publish(&topic, offline.to_string().into(), retain, None);
             self.client.disconnect().await;
-            // Let the event loop write the goodbye before the process exits.
+            // Let the event loop write the goodbye before the process exits, taking the
+            // broker's last acknowledgements so their results are not resent next time.
             let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                while self.events.poll().await.is_ok() {}
+                while let Ok(ev) = self.events.poll().await {
+                    match ev {
+                        Ev::Sent(pkid) => {
+                            self.delivery.sent(pkid);
+                        }
+                        Ev::PubAck { pkid, refused } => {
+                            if let Answer::Delivered(seq) =
+                                self.delivery.answered(pkid, refused.is_some())
+                            {
+                                self.ctx.outbox.remove(vec![seq]);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
             })
             .await;
         }
+        self.ctx.outbox.flush().await;
         Ok(())
     }
 

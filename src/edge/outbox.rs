@@ -68,6 +68,8 @@ type Reply = tokio::sync::oneshot::Sender<Result<u64, OutboxError>>;
 enum Cmd {
     Append(Record, Reply),
     Remove(Vec<u64>),
+    /// Answered once everything sent before it is committed.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The handle front ends use; cheap to clone.
@@ -129,6 +131,15 @@ impl Outbox {
         done.await.map_err(|_| OutboxError::Closed)?
     }
 
+    /// Waits until every append and removal sent before it is committed (for a clean
+    /// shutdown: delivered results are not resent by the next start).
+    pub async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.tx.send(Cmd::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
     /// Removes delivered records (committed lazily; see the module invariants).
     pub fn remove(&self, seqs: Vec<u64>) {
         if !seqs.is_empty() {
@@ -154,14 +165,16 @@ impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Cmd>) {
         while let Ok(first) = rx.recv() {
             let mut removals = Vec::new();
+            let mut flushed = Vec::new();
             for cmd in std::iter::once(first).chain(rx.try_iter()) {
                 match cmd {
                     Cmd::Append(r, reply) => self.waiting.push_back((r, reply)),
                     Cmd::Remove(seqs) => removals.extend(seqs),
+                    Cmd::Flush(done) => flushed.push(done),
                 }
             }
             let admitted = self.admit(&removals);
-            if let Err(e) = self.commit(&removals, &admitted) {
+            if let Err(e) = self.commit(&removals, &admitted, !flushed.is_empty()) {
                 tracing::error!("{e}");
                 for (_, _, reply) in admitted {
                     let _ = reply.send(Err(OutboxError::Write(e.clone())));
@@ -183,6 +196,9 @@ impl Writer {
                 let _ = reply.send(Ok(seq));
             }
             self.log_fill();
+            for done in flushed {
+                let _ = done.send(());
+            }
         }
     }
 
@@ -213,12 +229,19 @@ impl Writer {
         admitted
     }
 
-    fn commit(&self, removals: &[u64], admitted: &[(u64, Record, Reply)]) -> Result<(), String> {
-        if removals.is_empty() && admitted.is_empty() {
+    /// Commits `removals` and `admitted`: durably when anything is admitted or `durable` is
+    /// asked (a flush), which also makes every earlier lazy removal durable.
+    fn commit(
+        &self,
+        removals: &[u64],
+        admitted: &[(u64, Record, Reply)],
+        durable: bool,
+    ) -> Result<(), String> {
+        if removals.is_empty() && admitted.is_empty() && !durable {
             return Ok(());
         }
         let mut txn = self.db.begin_write().map_err(|e| e.to_string())?;
-        let durability = if admitted.is_empty() {
+        let durability = if admitted.is_empty() && !durable {
             redb::Durability::None
         } else {
             redb::Durability::Immediate

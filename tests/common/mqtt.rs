@@ -246,6 +246,15 @@ impl Edge {
         self.stderr.lock().unwrap().join("\n")
     }
 
+    /// SIGTERM, as a service manager stops it; waits for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.wait_exit(timeout)
+    }
+
     /// SIGKILL, as a crash or power cut would.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -161,3 +161,33 @@ fn results_the_broker_refuses_stay_in_the_outbox_until_it_takes_them() {
     assert_eq!(drained["models"]["digits"]["out"], 12, "{drained}");
     assert_eq!(drained["reconnects"], 0, "{drained}");
 }
+
+#[test]
+fn a_clean_stop_leaves_no_delivered_result_to_resend() {
+    let broker = Broker::start();
+    let repo = repo_with(&["digits"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut edge = start_digits_edge(repo.path(), &broker, "edge-stop", &tmp, &[]);
+    let mut c = Peer::connect(broker.port, "stop-client", false);
+    c.subscribe("scoria/out/digits");
+    send_digits(&mut c, 0, 50, 0);
+    let results = c.collect("scoria/out/digits", WAIT, |got| got.len() >= 50);
+    assert_each_once(&results, 0..50, &|| edge.stderr());
+    let status = edge.terminate(WAIT);
+    assert!(status.success(), "{status}: {}", edge.stderr());
+    drop(edge);
+    // The next start finds nothing left over: every delivered result left the outbox.
+    let edge = start_digits_edge(repo.path(), &broker, "edge-stop", &tmp, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !edge.stderr().contains("from an earlier run"),
+        "{}",
+        edge.stderr()
+    );
+    let again = c.collect("scoria/out/digits", Duration::from_millis(500), |_| false);
+    assert!(
+        again.is_empty(),
+        "resent after a clean stop: {}",
+        again.len()
+    );
+}
