@@ -7,8 +7,9 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use scoria::engine::{Backend, Dim};
-use scoria::models::{LoadedVersion, NamedTensor};
+use scoria::models::LoadedVersion;
 use scoria::registry::Repository;
+use scoria::tensor::NamedTensor;
 use scoria::tensor::{Tensor, TensorData};
 use std::path::Path;
 

@@ -16,8 +16,9 @@
 
 use scoria::engine::ort::LibrarySearch;
 use scoria::engine::Backend;
-use scoria::models::{LoadedVersion, NamedTensor};
+use scoria::models::LoadedVersion;
 use scoria::registry::Repository;
+use scoria::tensor::NamedTensor;
 use scoria::tensor::{DataType, Tensor, TensorData};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

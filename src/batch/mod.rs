@@ -1,269 +1,137 @@
-//! Dynamic batching between the request path and the engines (Triton's semantics).
+//! Scheduling: how a validated request reaches an engine instance.
 //!
-//! Requests (each already validated, each with its own batch dimension ≥ 1) wait in one
-//! queue. A worker thread per engine instance takes the oldest request, gathers more for at
-//! most `max_queue_delay` until the largest preferred batch size (or `max_batch_size`) is
-//! reached or the next request would not fit, concatenates along dimension 0, runs the
-//! engine once and splits the outputs back exactly. A full queue refuses at once; a request
-//! whose caller went away is dropped before it runs.
+//! Every request takes one route, [`Scheduler::submit`] then [`Ticket::wait`] (or
+//! [`Ticket::wait_blocking`]), whichever scheduler a model version has:
+//! - [`Batcher`], the dynamic batcher (Triton's semantics), when the config enables it;
+//! - [`Direct`], which runs each request on its own, on an idle instance first.
+//!
+//! Schedulers know nothing of models, hooks or front ends: they take tensors in model order
+//! and answer with every output of the model for the request's rows.
 
-use crate::engine::Engine;
-use crate::models::ModelError;
-use crate::registry::config::DynamicBatching;
-use crate::tensor::Tensor;
-use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+mod direct;
+mod dynamic;
+
+pub use direct::Direct;
+pub use dynamic::Batcher;
+
+use crate::engine::EngineError;
+use crate::tensor::{ErrorKind, Tensor};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// What a worker reports back to one request.
+/// What a scheduler reports back to one request.
+#[derive(Debug)]
 pub struct BatchResult {
     /// Every model output for this request's rows, in model order.
     pub outputs: Vec<Tensor>,
-    /// Time from submission until its batch started.
+    /// Time from submission until its engine run started.
     pub queue: Duration,
-    /// The engine run of the whole batch.
+    /// The engine run (of the whole batch, when batched).
     pub compute: Duration,
-    /// Rows in the batch this request ran in.
+    /// Rows in the engine run this request was part of.
     pub batch_rows: usize,
-    /// True for one request per batch, so executions can be counted once.
+    /// True for one request per engine run, so executions can be counted once.
     pub first: bool,
+}
+
+/// Why a scheduler could not answer a request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SchedulerError {
+    /// The queue is at `max_queue_size`.
+    #[error("{0}")]
+    QueueFull(String),
+    /// The engine failed on the request (or its batch).
+    #[error("inference failed: {0}")]
+    Engine(String),
+    /// The scheduler stopped (its model version is being dropped) before answering.
+    #[error("the scheduler stopped before answering")]
+    Stopped,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl SchedulerError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SchedulerError::QueueFull(_) => ErrorKind::Unavailable,
+            SchedulerError::Engine(_) | SchedulerError::Stopped | SchedulerError::Internal(_) => {
+                ErrorKind::Internal
+            }
+        }
+    }
+}
+
+impl From<EngineError> for SchedulerError {
+    fn from(e: EngineError) -> Self {
+        SchedulerError::Engine(e.to_string())
+    }
+}
+
+/// Who waits for a ticket: an async task (the work must not run on its thread) or a
+/// blocking thread (the work may run right there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Async,
+    Blocking,
+}
+
+/// A request's pending answer.
+pub struct Ticket(TicketState);
+
+enum TicketState {
+    Waiting(oneshot::Receiver<Result<BatchResult, SchedulerError>>),
+    Ready(Result<BatchResult, SchedulerError>),
+}
+
+impl Ticket {
+    fn waiting(rx: oneshot::Receiver<Result<BatchResult, SchedulerError>>) -> Ticket {
+        Ticket(TicketState::Waiting(rx))
+    }
+
+    fn ready(result: Result<BatchResult, SchedulerError>) -> Ticket {
+        Ticket(TicketState::Ready(result))
+    }
+
+    /// Waits for the answer without blocking the executor.
+    pub async fn wait(self) -> Result<BatchResult, SchedulerError> {
+        match self.0 {
+            TicketState::Ready(r) => r,
+            TicketState::Waiting(rx) => rx.await.unwrap_or(Err(SchedulerError::Stopped)),
+        }
+    }
+
+    /// Waits for the answer on the calling thread, which must not be an executor worker.
+    pub fn wait_blocking(self) -> Result<BatchResult, SchedulerError> {
+        match self.0 {
+            TicketState::Ready(r) => r,
+            TicketState::Waiting(rx) => rx.blocking_recv().unwrap_or(Err(SchedulerError::Stopped)),
+        }
+    }
+}
+
+/// Runs validated requests on a model version's engine instances.
+pub trait Scheduler: Send + Sync {
+    /// Takes `inputs` (validated, in model order) holding `rows` rows (their batch size).
+    /// Work for an [`Caller::Async`] caller never runs on the calling thread. Refuses at once
+    /// when the scheduler cannot take more.
+    fn submit(
+        &self,
+        inputs: Vec<Tensor>,
+        rows: usize,
+        caller: Caller,
+    ) -> Result<Ticket, SchedulerError>;
+
+    /// Requests waiting for an engine instance now.
+    fn queued(&self) -> usize;
 }
 
 /// Observes batches for metrics: called with each batch's rows and the queue depth after it
 /// was formed.
 pub type BatchObserver = Arc<dyn Fn(usize, usize) + Send + Sync>;
 
-struct Pending {
-    inputs: Vec<Tensor>,
-    rows: usize,
-    enqueued: Instant,
-    reply: oneshot::Sender<Result<BatchResult, ModelError>>,
-}
-
-struct Queue {
-    pending: VecDeque<Pending>,
-    closed: bool,
-}
-
-struct Shared {
-    queue: Mutex<Queue>,
-    wake: Condvar,
-    max_rows: usize,
-    /// Rows worth waiting for.
-    target_rows: usize,
-    max_delay: Duration,
-    max_queue: usize,
-    observer: Option<BatchObserver>,
-}
-
-/// The queue and worker threads of one model version.
-pub struct Batcher {
-    shared: Arc<Shared>,
-}
-
-impl Batcher {
-    /// Starts one worker thread per engine in `engines`.
-    pub fn start(
-        name: &str,
-        engines: Arc<Vec<Box<dyn Engine>>>,
-        max_batch_size: u32,
-        config: &DynamicBatching,
-        observer: Option<BatchObserver>,
-    ) -> Result<Batcher, String> {
-        let max_rows = max_batch_size.max(1) as usize;
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue {
-                pending: VecDeque::new(),
-                closed: false,
-            }),
-            wake: Condvar::new(),
-            max_rows,
-            target_rows: config
-                .preferred_batch_size
-                .last()
-                .map_or(max_rows, |&p| p as usize),
-            max_delay: Duration::from_micros(config.max_queue_delay_us),
-            max_queue: config.max_queue_size as usize,
-            observer,
-        });
-        for i in 0..engines.len() {
-            let (shared, engines) = (Arc::clone(&shared), Arc::clone(&engines));
-            std::thread::Builder::new()
-                .name(format!("batch-{name}-{i}"))
-                .spawn(move || worker(&shared, engines[i].as_ref()))
-                .map_err(|e| format!("cannot start a batching thread: {e}"))?;
-        }
-        Ok(Batcher { shared })
-    }
-
-    /// Queues validated `inputs` (model order) holding `rows` rows. Refuses at once with
-    /// [`ModelError::QueueFull`] when `max_queue_size` requests already wait.
-    pub fn submit(
-        &self,
-        inputs: Vec<Tensor>,
-        rows: usize,
-    ) -> Result<oneshot::Receiver<Result<BatchResult, ModelError>>, ModelError> {
-        let (reply, rx) = oneshot::channel();
-        let mut q = lock(&self.shared.queue);
-        if self.shared.max_queue > 0 && q.pending.len() >= self.shared.max_queue {
-            return Err(ModelError::QueueFull(format!(
-                "queue full: {} requests are already waiting (max_queue_size {})",
-                q.pending.len(),
-                self.shared.max_queue
-            )));
-        }
-        q.pending.push_back(Pending {
-            inputs,
-            rows,
-            enqueued: Instant::now(),
-            reply,
-        });
-        drop(q);
-        self.shared.wake.notify_one();
-        Ok(rx)
-    }
-
-    /// Requests waiting now.
-    pub fn depth(&self) -> usize {
-        lock(&self.shared.queue).pending.len()
-    }
-}
-
-impl Drop for Batcher {
-    fn drop(&mut self) {
-        lock(&self.shared.queue).closed = true;
-        self.shared.wake.notify_all();
-    }
-}
-
-fn lock(m: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
-    // Workers never panic while holding the lock (no user code runs under it).
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn worker(shared: &Shared, engine: &dyn Engine) {
-    while let Some(batch) = next_batch(shared) {
-        run_batch(engine, batch);
-    }
-}
-
-/// Waits for the oldest request, then gathers more until the target size, the next request
-/// does not fit, or the oldest has waited `max_delay`. `None` once the batcher is dropped.
-fn next_batch(shared: &Shared) -> Option<Vec<Pending>> {
-    let mut q = lock(&shared.queue);
-    loop {
-        drop_abandoned(&mut q.pending);
-        if !q.pending.is_empty() {
-            break;
-        }
-        if q.closed {
-            return None;
-        }
-        q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
-    }
-    let deadline = q.pending[0].enqueued + shared.max_delay;
-    let mut batch = Vec::new();
-    let mut rows = 0;
-    loop {
-        drop_abandoned(&mut q.pending);
-        while let Some(next) = q.pending.front() {
-            if !batch.is_empty() && rows + next.rows > shared.max_rows {
-                break;
-            }
-            rows += next.rows;
-            batch.extend(q.pending.pop_front());
-            if rows >= shared.target_rows {
-                break;
-            }
-        }
-        let full = rows >= shared.target_rows
-            || q.pending
-                .front()
-                .is_some_and(|n| rows + n.rows > shared.max_rows);
-        let now = Instant::now();
-        if full || now >= deadline || q.closed {
-            break;
-        }
-        q = shared
-            .wake
-            .wait_timeout(q, deadline - now)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
-    }
-    let depth = q.pending.len();
-    drop(q);
-    if let Some(observe) = &shared.observer {
-        observe(rows, depth);
-    }
-    Some(batch)
-}
-
-/// Requests whose caller went away (the receiver was dropped) are not worth running.
-fn drop_abandoned(pending: &mut VecDeque<Pending>) {
-    pending.retain(|p| !p.reply.is_closed());
-}
-
-fn run_batch(engine: &dyn Engine, batch: Vec<Pending>) {
-    let started = Instant::now();
-    let rows: Vec<usize> = batch.iter().map(|p| p.rows).collect();
-    let total: usize = rows.iter().sum();
-    let mut replies = Vec::with_capacity(batch.len());
-    let mut columns: Vec<Vec<Tensor>> = Vec::new();
-    for p in batch {
-        for (i, t) in p.inputs.into_iter().enumerate() {
-            if columns.len() <= i {
-                columns.push(Vec::with_capacity(rows.len()));
-            }
-            columns[i].push(t);
-        }
-        replies.push((p.reply, started - p.enqueued));
-    }
-    let outcome = columns
-        .into_iter()
-        .map(Tensor::concat0)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ModelError::Internal(format!("cannot form a batch: {e}")))
-        .and_then(|inputs| engine.run(inputs).map_err(ModelError::from));
-    let compute = started.elapsed();
-    let split = outcome.and_then(|outputs| {
-        outputs
-            .into_iter()
-            .map(|o| o.split0(&rows))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ModelError::Internal(format!("cannot split the batch's outputs: {e}")))
-    });
-    match split {
-        Ok(per_output) => {
-            // per_output[o][r]: output o's rows for request r.
-            let mut per_request: Vec<Vec<Tensor>> =
-                (0..replies.len()).map(|_| Vec::new()).collect();
-            for pieces in per_output {
-                for (r, piece) in pieces.into_iter().enumerate() {
-                    per_request[r].push(piece);
-                }
-            }
-            for (i, ((reply, queue), outputs)) in replies.into_iter().zip(per_request).enumerate() {
-                let result = BatchResult {
-                    outputs,
-                    queue,
-                    compute,
-                    batch_rows: total,
-                    first: i == 0,
-                };
-                let _ = reply.send(Ok(result));
-            }
-        }
-        Err(e) => {
-            let msg = e.to_string();
-            for (reply, _) in replies {
-                let _ = reply.send(Err(match &e {
-                    ModelError::Engine(_) => {
-                        ModelError::Internal(format!("inference failed: {msg}"))
-                    }
-                    _ => ModelError::Internal(msg.clone()),
-                }));
-            }
-        }
-    }
+/// Makes the [`BatchObserver`] of each model version's batcher: how an exporter (metrics)
+/// plugs into the serving core without the core knowing it.
+pub trait BatchObservers: Send + Sync {
+    fn observer(&self, model: &str, version: u64) -> BatchObserver;
 }

@@ -1,7 +1,7 @@
 //! The `--url` client: Open Inference Protocol v2 requests over plain HTTP/1.1, one
 //! keep-alive connection per worker (reopened when the server closes it).
 
-use crate::models::NamedTensor;
+use crate::tensor::NamedTensor;
 use crate::tensor::{encode_binary, TensorData, Utf8};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -2,7 +2,8 @@
 //! model's input specs, or the tensors of a `predict`-style JSON file.
 
 use crate::engine::{Dim, TensorSpec};
-use crate::models::{score, NamedTensor};
+use crate::models::score;
+use crate::tensor::NamedTensor;
 use crate::tensor::{DataType, Tensor, TensorData};
 use serde_json::{json, Value};
 use std::path::Path;

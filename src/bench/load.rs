@@ -8,7 +8,8 @@
 
 use super::http::{Client, InferRequest};
 use super::stats::{ErrorTally, Latencies};
-use crate::models::{LoadedVersion, NamedTensor};
+use crate::models::LoadedVersion;
+use crate::tensor::NamedTensor;
 use indicatif::ProgressBar;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -3,8 +3,9 @@
 
 use super::{http, inputs, load, BenchOptions, Log};
 use crate::engine::{Dim, TensorSpec};
-use crate::models::{NamedTensor, Served};
+use crate::models::Served;
 use crate::registry::{Repository, CONFIG_FILE};
+use crate::tensor::NamedTensor;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -38,7 +39,7 @@ pub(super) fn in_process(
             .with_context(|| format!("model '{name}' has no versions"))?,
     };
     let t = Instant::now();
-    let served = Served::load(&dir, version, opts.backend).map_err(anyhow::Error::msg)?;
+    let served = Served::load(&dir, version, opts.backend)?;
     let model = served.model;
     log.info(&format!(
         "loaded {name}:{version} ({}) in {} ms",

@@ -175,7 +175,7 @@ pub fn run(global: &GlobalArgs, args: EdgeArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         let metrics = Arc::new(crate::telemetry::Metrics::new());
-        let models = ModelManager::with_metrics(repo, args.backend, Arc::clone(&metrics));
+        let models = ModelManager::with_observers(repo, args.backend, Arc::clone(&metrics) as _);
         // Only the models this module serves are loaded (not the whole repository). A model
         // that cannot be served fails alone, as under `scoria serve`: the others are served
         // and its requests get error results saying why.

@@ -240,8 +240,7 @@ fn show(repo: &Repository, args: ShowArgs) -> anyhow::Result<()> {
             .with_context(|| format!("model '{name}' has no versions"))?,
     };
     let meta = VersionMeta::load(&dir.version_path(version))?;
-    let loaded = LoadedVersion::load(&dir, version, args.backend.unwrap_or_default())
-        .map_err(anyhow::Error::msg)?;
+    let loaded = LoadedVersion::load(&dir, version, args.backend.unwrap_or_default())?;
     let config = loaded.config();
     if args.json {
         let specs = |s: &[TensorSpec]| -> Vec<_> {

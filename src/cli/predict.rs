@@ -52,7 +52,7 @@ pub fn run(global: &GlobalArgs, args: PredictArgs) -> anyhow::Result<()> {
     if !dir.versions.contains(&version) {
         anyhow::bail!("model '{name}' has no version {version}");
     }
-    let served = Served::load(&dir, version, args.backend).map_err(anyhow::Error::msg)?;
+    let served = Served::load(&dir, version, args.backend)?;
     // On a thread with the stack a score hook may need.
     let result = std::thread::Builder::new()
         .name("scoria-predict".into())

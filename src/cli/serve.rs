@@ -82,7 +82,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
             .local_addr()
             .context("cannot read the listening address")?;
         let metrics = Arc::new(crate::telemetry::Metrics::new());
-        let models = ModelManager::with_metrics(repo, args.backend, Arc::clone(&metrics));
+        let models = ModelManager::with_observers(repo, args.backend, Arc::clone(&metrics) as _);
         models
             .start_loading()
             .context("cannot scan the model repository")?;

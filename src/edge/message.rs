@@ -7,6 +7,7 @@
 //! (a redelivered request, or a result resent after a reconnect or restart): consumers
 //! deduplicate by id.
 
+use crate::tensor::ErrorKind;
 use serde_json::{Map, Value};
 
 /// A request payload split into its id and the body to score.
@@ -21,6 +22,8 @@ pub struct ParsedRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
     pub id: Value,
+    /// Whose fault it is (the core's one classification), sent as the result's `"kind"`.
+    pub kind: ErrorKind,
     pub error: String,
 }
 
@@ -30,6 +33,7 @@ pub fn parse_request(payload: &[u8], max_bytes: usize) -> Result<ParsedRequest, 
     if payload.len() > max_bytes {
         return Err(Rejected {
             id: oversized_request_id(payload),
+            kind: ErrorKind::TooLarge,
             error: format!(
                 "request of {} bytes is over the size limit of {max_bytes} bytes (--max-message-size)",
                 payload.len()
@@ -38,17 +42,20 @@ pub fn parse_request(payload: &[u8], max_bytes: usize) -> Result<ParsedRequest, 
     }
     let value: Value = serde_json::from_slice(payload).map_err(|e| Rejected {
         id: Value::Null,
+        kind: ErrorKind::InvalidInput,
         error: format!("request is not JSON: {e}"),
     })?;
     let Value::Object(mut map) = value else {
         return Err(Rejected {
             id: Value::Null,
+            kind: ErrorKind::InvalidInput,
             error: "request must be a JSON object".into(),
         });
     };
     let id = map.remove("id").unwrap_or(Value::Null);
     let body = serde_json::to_vec(&Value::Object(map)).map_err(|e| Rejected {
         id: id.clone(),
+        kind: ErrorKind::Internal,
         error: format!("request cannot be re-encoded: {e}"),
     })?;
     Ok(ParsedRequest { id, body })
@@ -126,11 +133,12 @@ pub fn result(
 }
 
 /// An error result.
-pub fn error(id: Value, model: &str, error: &str, duplicate: bool) -> Value {
+pub fn error(id: Value, model: &str, kind: ErrorKind, error: &str, duplicate: bool) -> Value {
     let mut m = Map::new();
     m.insert("id".into(), id);
     m.insert("model".into(), model.into());
     m.insert("error".into(), error.into());
+    m.insert("kind".into(), kind.name().into());
     if duplicate {
         m.insert("duplicate".into(), true.into());
     }
@@ -226,8 +234,15 @@ mod tests {
             json!(false)
         );
         assert_eq!(
-            error(json!(null), "x", "unknown model 'x'", true),
-            json!({"id": null, "model": "x", "error": "unknown model 'x'", "duplicate": true})
+            error(
+                json!(null),
+                "x",
+                ErrorKind::NotFound,
+                "unknown model 'x'",
+                true
+            ),
+            json!({"id": null, "model": "x", "error": "unknown model 'x'", "kind": "not_found",
+                   "duplicate": true})
         );
         let marked = mark_duplicate(br#"{"id": 1}"#).unwrap();
         assert_eq!(

@@ -8,6 +8,7 @@ use super::outbox::Record;
 use super::topics::Topics;
 use super::Ctx;
 use crate::models::score::score_blocking;
+use crate::tensor::ErrorKind;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,11 +57,15 @@ pub async fn handle(ctx: Arc<Ctx>, msg: InMsg, target: Target) {
     let label = label(&model);
     let label = label.as_str();
     let ok = outcome.is_ok();
+    let status = match &outcome {
+        Ok(_) => 200,
+        Err(r) => r.kind.http_status(),
+    };
     let payload = match outcome {
         Ok(v) => v,
         Err(r) => {
             tracing::debug!("request on {} failed: {}", msg.topic, r.error);
-            message::error(r.id, &model, &r.error, msg.dup)
+            message::error(r.id, &model, r.kind, &r.error, msg.dup)
         }
     };
     let topic = match &target {
@@ -69,7 +74,7 @@ pub async fn handle(ctx: Arc<Ctx>, msg: InMsg, target: Target) {
             .clone()
             .filter(|t| super::topics::valid_topic_name(t).is_ok())
             .unwrap_or_else(|| ctx.topics.result(m)),
-        Target::Method { rid } => Topics::method_response(if ok { 200 } else { 400 }, rid),
+        Target::Method { rid } => Topics::method_response(status, rid),
     };
     let record = Record {
         topic,
@@ -98,42 +103,50 @@ async fn score(ctx: &Ctx, model: &str, payload: &[u8], msg: &InMsg) -> Result<Va
             .await
             .map_err(|e| Rejected {
                 id: Value::Null,
+                kind: ErrorKind::Internal,
                 error: format!("parsing task failed: {e}"),
             })??
     } else {
         message::parse_request(payload, ctx.max_message)?
     };
-    let reject = |error: String| Rejected {
+    let reject = |kind: ErrorKind, error: String| Rejected {
         id: req.id.clone(),
+        kind,
         error,
     };
     if let Some(t) = &msg.response_topic {
         if let Err(why) = super::topics::valid_topic_name(t) {
-            return Err(reject(format!(
+            return Err(reject(ErrorKind::InvalidInput, format!(
                 "response topic {t:?} cannot be answered on: {why} (this error goes to the model's out topic)"
             )));
         }
     }
     if !ctx.served.iter().any(|m| m == model) {
-        return Err(reject(format!(
-            "unknown model '{model}' (this module serves: {})",
-            ctx.served.join(", ")
-        )));
+        return Err(reject(
+            ErrorKind::NotFound,
+            format!(
+                "unknown model '{model}' (this module serves: {})",
+                ctx.served.join(", ")
+            ),
+        ));
     }
     if let Some(why) = ctx.unavailable.get(model) {
-        return Err(reject(format!("model '{model}' cannot be served: {why}")));
+        return Err(reject(
+            ErrorKind::Unavailable,
+            format!("model '{model}' cannot be served: {why}"),
+        ));
     }
     let pinned = ctx.pinned(model);
     let served = ctx
         .models
         .get_served(model, pinned.map(|v| v.to_string()).as_deref())
-        .map_err(|e| reject(e.to_string()))?;
+        .map_err(|e| reject(e.kind(), e.to_string()))?;
     let version = served.model.version();
     let body = req.body;
     let scored = tokio::task::spawn_blocking(move || score_blocking(&served, &body))
         .await
-        .map_err(|e| reject(format!("scoring task failed: {e}")))?
-        .map_err(|e| reject(e.to_string()))?;
+        .map_err(|e| reject(ErrorKind::Internal, format!("scoring task failed: {e}")))?
+        .map_err(|e| reject(e.kind(), e.to_string()))?;
     let alerts = ctx.alerts(model, &scored);
     if alerts.as_ref().is_some_and(|a| !a.is_empty()) {
         ctx.stats.alerted(model);
@@ -148,6 +161,7 @@ async fn score(ctx: &Ctx, model: &str, payload: &[u8], msg: &InMsg) -> Result<Va
 fn method_request(ctx: &Ctx, payload: &[u8]) -> Result<(String, Vec<u8>), Rejected> {
     let reject = |error: &str| Rejected {
         id: Value::Null,
+        kind: ErrorKind::InvalidInput,
         error: error.to_string(),
     };
     let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(payload) else {

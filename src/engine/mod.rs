@@ -5,10 +5,14 @@
 //! never from the async executor's workers.
 
 pub mod opencl;
+mod options;
 pub mod ort;
 mod tract;
 
-use crate::registry::config::{OrtConfig, TensorOverride};
+pub use options::{
+    check_override, GraphOptimizationLevel, LoadOptions, OrtConfig, OverrideOf, TensorOverride,
+};
+
 use crate::tensor::{DataType, Tensor};
 use std::fmt;
 use std::path::Path;
@@ -76,64 +80,6 @@ impl TensorSpec {
     }
 }
 
-/// Which model tensors a `config.toml` override section describes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OverrideOf {
-    Input,
-    Output,
-}
-
-/// Finds the spec a `[[input]]`/`[[output]]` entry names and checks the entry against it: the
-/// declared datatype must be the model's, declared dims compatible with its fixed ones.
-/// Returns the spec and the declared dims, for the caller to apply as its engine allows.
-pub fn check_override<'a>(
-    specs: &'a mut [TensorSpec],
-    ov: &TensorOverride,
-    of: OverrideOf,
-) -> Result<(&'a mut TensorSpec, Option<Vec<Dim>>), String> {
-    let (section, role, verb) = match of {
-        OverrideOf::Input => ("input", "inputs", "takes"),
-        OverrideOf::Output => ("output", "outputs", "produces"),
-    };
-    let names = specs
-        .iter()
-        .map(|s| s.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let spec = specs
-        .iter_mut()
-        .find(|s| s.name == ov.name)
-        .ok_or_else(|| {
-            format!(
-                "config.toml [[{section}]] names '{}', which is not a model {section} ({role}: {names})",
-                ov.name
-            )
-        })?;
-    if let Some(dt) = ov.datatype {
-        if dt != spec.dtype {
-            return Err(format!(
-                "config.toml [[{section}]] '{}' declares {dt} but the model {verb} {}",
-                ov.name, spec.dtype
-            ));
-        }
-    }
-    let declared = match &ov.dims {
-        None => None,
-        Some(dims) => {
-            let declared: Vec<Dim> = dims.iter().map(|&d| Dim::from_i64(d)).collect();
-            if !spec.compatible_with(&declared) {
-                return Err(format!(
-                    "config.toml [[{section}]] '{}' declares dims {dims:?}, incompatible with the model's {}",
-                    ov.name,
-                    spec.shape_string()
-                ));
-            }
-            Some(declared)
-        }
-    };
-    Ok((spec, declared))
-}
-
 /// The CPU or device runtime that executes a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Backend {
@@ -179,22 +125,6 @@ impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// What an engine needs besides the model file.
-#[derive(Debug, Clone, Default)]
-pub struct LoadOptions {
-    /// `[[input]]` overrides from `config.toml`: type and shape facts for inputs the model
-    /// leaves unspecified or that should be pinned.
-    pub inputs: Vec<TensorOverride>,
-    /// `[ort]` session options from `config.toml` (used by the ort engine only).
-    pub ort: OrtConfig,
-    /// Batch sizes worth preparing at load because the dynamic batcher forms them
-    /// (its preferred sizes and `max_batch_size`). Engines that specialise plans per batch
-    /// size (tract) prepare these eagerly; others ignore them.
-    pub batch_sizes: Vec<usize>,
-    /// `[opencl]` device selection and partitioning (used by the opencl engine only).
-    pub opencl: opencl::OpenclConfig,
 }
 
 /// Where an engine runs a model's nodes, for engines that split a model between a device

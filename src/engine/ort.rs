@@ -13,7 +13,7 @@ pub use library::{prepare_process, LibrarySearch, INSTALL_COMMAND, ORT_VERSION};
 use super::{
     check_override, Backend, Dim, Engine, EngineError, LoadOptions, OverrideOf, TensorSpec,
 };
-use crate::registry::config::{GraphOptimizationLevel, OrtConfig, TensorOverride};
+use crate::engine::{GraphOptimizationLevel, OrtConfig, TensorOverride};
 use crate::tensor::{DataType, Tensor, TensorData};
 use ::ort::session::builder::{GraphOptimizationLevel as OrtLevel, SessionBuilder};
 use ::ort::session::{Session, SessionInputValue};

@@ -4,12 +4,12 @@
 //! never with a plain `throw`, which is reserved for the script rejecting a request.
 
 use super::convert::array_of;
-use super::error::{Fault, HelperFailure};
+use super::error::HelperFailure;
 use super::limits::{self, HookLimits};
+use super::predictor::Predictor;
 use super::tensors::{self, nest_rows, rows};
 use crate::engine::TensorSpec;
-use crate::models::{LoadedVersion, NamedTensor};
-use crate::tensor::{DataType, Tensor, TensorData};
+use crate::tensor::{DataType, ErrorKind, NamedTensor, Tensor, TensorData};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position, INT};
 use std::sync::Arc;
 
@@ -17,30 +17,30 @@ type Res<T> = Result<T, Box<EvalAltResult>>;
 
 /// A helper's error, distinct from a script's `throw`.
 pub(super) fn failure(msg: impl Into<String>) -> Box<EvalAltResult> {
-    helper_error(msg, Fault::Script)
+    helper_error(msg, ErrorKind::Internal)
 }
 
 /// A helper's error caused by the request's data (HTTP 400 unless the script catches it).
 pub(super) fn bad_input(msg: impl Into<String>) -> Box<EvalAltResult> {
-    helper_error(msg, Fault::BadInput)
+    helper_error(msg, ErrorKind::InvalidInput)
 }
 
-fn helper_error(msg: impl Into<String>, fault: Fault) -> Box<EvalAltResult> {
+fn helper_error(msg: impl Into<String>, kind: ErrorKind) -> Box<EvalAltResult> {
     EvalAltResult::ErrorRuntime(
-        Dynamic::from(HelperFailure(msg.into(), fault)),
+        Dynamic::from(HelperFailure(msg.into(), kind)),
         Position::NONE,
     )
     .into()
 }
 
-/// The script's `model`: the loaded version that `model.predict` runs.
+/// The script's `model`: what `model.predict` runs.
 #[derive(Clone)]
-pub(super) struct ScriptModel(Arc<LoadedVersion>);
+pub(super) struct ScriptModel(Arc<dyn Predictor>);
 
 /// Registers the script API on `engine`.
 pub(super) fn register(
     engine: &mut Engine,
-    model: Arc<LoadedVersion>,
+    model: Arc<dyn Predictor>,
     labels: Option<Arc<Vec<String>>>,
     limits: &HookLimits,
 ) {
@@ -105,10 +105,14 @@ pub(super) fn register(
         .register_get("version", |m: &mut ScriptModel| m.0.version() as INT)
         .register_get("inputs", |m: &mut ScriptModel| names(m.0.inputs()))
         .register_get("outputs", |m: &mut ScriptModel| names(m.0.outputs()))
-        .register_fn("to_string", |m: &mut ScriptModel| describe_model(&m.0))
-        .register_fn("to_debug", |m: &mut ScriptModel| describe_model(&m.0))
+        .register_fn("to_string", |m: &mut ScriptModel| {
+            describe_model(m.0.as_ref())
+        })
+        .register_fn("to_debug", |m: &mut ScriptModel| {
+            describe_model(m.0.as_ref())
+        })
         .register_fn("predict", |m: &mut ScriptModel, inputs: Map| {
-            predict(&m.0, inputs, None)
+            predict(m.0.as_ref(), inputs, None)
         })
         .register_fn(
             "predict",
@@ -121,14 +125,14 @@ pub(super) fn register(
                             .ok_or_else(|| failure("model.predict: output names must be strings"))
                     })
                     .collect::<Res<Vec<_>>>()?;
-                predict(&m.0, inputs, Some(outputs))
+                predict(m.0.as_ref(), inputs, Some(outputs))
             },
         )
         .register_fn("predict", |m: &mut ScriptModel, input: Tensor| {
-            predict_single(&m.0, Dynamic::from(input))
+            predict_single(m.0.as_ref(), Dynamic::from(input))
         })
         .register_fn("predict", |m: &mut ScriptModel, input: Array| {
-            predict_single(&m.0, Dynamic::from_array(input))
+            predict_single(m.0.as_ref(), Dynamic::from_array(input))
         });
 
     let mut globals = rhai::Module::new();
@@ -144,7 +148,7 @@ fn describe_tensor(t: &mut Tensor) -> String {
     format!("Tensor({}, {:?})", t.dtype(), t.shape())
 }
 
-fn describe_model(m: &LoadedVersion) -> String {
+fn describe_model(m: &dyn Predictor) -> String {
     format!("Model({}:{})", m.name(), m.version())
 }
 
@@ -243,7 +247,7 @@ fn input_tensor(spec: &TensorSpec, value: &Dynamic) -> Res<Tensor> {
     Tensor::new(batched, data).map_err(|e| fail(e.to_string()))
 }
 
-fn predict(model: &LoadedVersion, inputs: Map, outputs: Option<Vec<String>>) -> Res<Map> {
+fn predict(model: &dyn Predictor, inputs: Map, outputs: Option<Vec<String>>) -> Res<Map> {
     let mut named = Vec::with_capacity(inputs.len());
     for (name, value) in inputs {
         let spec = model
@@ -264,17 +268,8 @@ fn predict(model: &LoadedVersion, inputs: Map, outputs: Option<Vec<String>>) -> 
         });
     }
     let produced = model
-        .infer_blocking(named, outputs.as_deref())
-        .map_err(|e| {
-            use crate::models::ModelError as M;
-            let fault = match e {
-                M::InvalidInput(_) => Fault::BadInput,
-                M::QueueFull(_) | M::NotReady(_) => Fault::Unavailable,
-                _ => Fault::Script,
-            };
-            helper_error(format!("model.predict: {e}"), fault)
-        })?
-        .outputs;
+        .predict(named, outputs.as_deref())
+        .map_err(|e| helper_error(format!("model.predict: {e}"), e.kind))?;
     produced
         .into_iter()
         .map(|o| {
@@ -284,7 +279,7 @@ fn predict(model: &LoadedVersion, inputs: Map, outputs: Option<Vec<String>>) -> 
         .collect()
 }
 
-fn predict_single(model: &LoadedVersion, input: Dynamic) -> Res<Map> {
+fn predict_single(model: &dyn Predictor, input: Dynamic) -> Res<Map> {
     match model.inputs() {
         [only] => predict(model, Map::from([(only.name.as_str().into(), input)]), None),
         specs => Err(failure(format!(

@@ -1,6 +1,7 @@
 //! Hook failures, and how a Rhai error becomes one.
 
 use super::limits::{HookLimits, STACK_FULL, TIME_UP};
+use crate::tensor::ErrorKind;
 use rhai::{EvalAltResult, Position};
 use std::path::PathBuf;
 
@@ -74,22 +75,28 @@ pub enum HookError {
 }
 
 impl HookError {
-    /// True for a script's `throw` and for data a helper could not take: the request was
-    /// rejected (HTTP 400). A request too large for the script is [`HookError::RequestTooLarge`]
-    /// (413); every other kind is a server-side failure (HTTP 500).
-    pub fn is_client_error(&self) -> bool {
+    /// A script's `throw` and data a helper could not take are the request's fault
+    /// ([`ErrorKind::InvalidInput`]); a request too large for the script is
+    /// [`ErrorKind::TooLarge`]; a model that cannot take `model.predict` now is
+    /// [`ErrorKind::Unavailable`]; every other failure is the hook's or the server's.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            HookError::Thrown(_) | HookError::BadInput { .. } => true,
-            HookError::RequestTooLarge { .. }
-            | HookError::Unavailable { .. }
-            | HookError::Read { .. }
+            HookError::Thrown(_) | HookError::BadInput { .. } => ErrorKind::InvalidInput,
+            HookError::RequestTooLarge { .. } => ErrorKind::TooLarge,
+            HookError::Unavailable { .. } => ErrorKind::Unavailable,
+            HookError::Read { .. }
             | HookError::Compile { .. }
             | HookError::Contract { .. }
             | HookError::Init { .. }
             | HookError::Runtime { .. }
             | HookError::Limit { .. }
-            | HookError::NotJson { .. } => false,
+            | HookError::NotJson { .. } => ErrorKind::Internal,
         }
+    }
+
+    /// True when the request was rejected ([`HookError::kind`] is invalid input).
+    pub fn is_client_error(&self) -> bool {
+        self.kind() == ErrorKind::InvalidInput
     }
 }
 
@@ -97,21 +104,13 @@ fn at_line(line: Option<usize>) -> String {
     line.map(|l| format!(" line {l}")).unwrap_or_default()
 }
 
-/// A helper's failure, carried as the value of a Rhai runtime error so that it keeps the
-/// script position Rhai fills in, yet stays distinct from a script's own `throw`.
+/// A helper's failure and its kind, carried as the value of a Rhai runtime error so that it
+/// keeps the script position Rhai fills in, yet stays distinct from a script's own `throw`.
+/// The kind says whose fault it is: the request's data ([`ErrorKind::InvalidInput`] and the
+/// other client kinds), nobody's ([`ErrorKind::Unavailable`]: the model cannot take the
+/// request now), or the script's or server's ([`ErrorKind::Internal`]).
 #[derive(Debug, Clone)]
-pub(super) struct HelperFailure(pub String, pub Fault);
-
-/// Whose a helper's failure is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Fault {
-    /// The script's, or the server's.
-    Script,
-    /// The request's data: values that do not convert, a shape the model refuses.
-    BadInput,
-    /// Nobody's: the model cannot take the request now (its queue is full, it is unloading).
-    Unavailable,
-}
+pub(super) struct HelperFailure(pub String, pub ErrorKind);
 
 /// Maps the error of a call to `file`'s script. `in_init` turns every failure into
 /// [`HookError::Init`].
@@ -137,7 +136,7 @@ pub(super) fn from_eval(
         }
     }
     let limit = |reason: String| (true, reason);
-    let mut fault = Fault::Script;
+    let mut fault = ErrorKind::Internal;
     let (is_limit, mut reason) = match err {
         EvalAltResult::ErrorRuntime(value, _) => {
             if let Some(h) = value.read_lock::<HelperFailure>() {
@@ -203,9 +202,9 @@ pub(super) fn from_eval(
     match (in_init, is_limit, fault) {
         (true, _, _) => HookError::Init { file, line, reason },
         (false, true, _) => HookError::Limit { file, line, reason },
-        (false, false, Fault::BadInput) => HookError::BadInput { file, line, reason },
-        (false, false, Fault::Unavailable) => HookError::Unavailable { file, line, reason },
-        (false, false, Fault::Script) => HookError::Runtime { file, line, reason },
+        (false, false, ErrorKind::Unavailable) => HookError::Unavailable { file, line, reason },
+        (false, false, ErrorKind::Internal) => HookError::Runtime { file, line, reason },
+        (false, false, _) => HookError::BadInput { file, line, reason },
     }
 }
 

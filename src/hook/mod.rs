@@ -15,6 +15,7 @@ mod api;
 mod convert;
 mod error;
 mod limits;
+mod predictor;
 #[cfg(test)]
 mod sandbox_tests;
 mod tensors;
@@ -23,8 +24,8 @@ mod tests;
 
 pub use error::HookError;
 pub use limits::{HookLimits, HOOK_THREAD_STACK_BYTES};
+pub use predictor::{PredictError, Predictor};
 
-use crate::models::LoadedVersion;
 use limits::CallGuard;
 use rhai::{Dynamic, Engine, Scope, AST};
 use std::path::{Component, Path};
@@ -36,7 +37,7 @@ const MAX_SCRIPT_BYTES: u64 = 1 << 20;
 /// File name of a model's class labels, one per line, inside the model folder.
 pub const LABELS_FILE: &str = "labels.txt";
 
-/// A compiled score hook bound to one loaded model version.
+/// A compiled score hook bound to one model (a [`Predictor`]).
 pub struct Hook {
     engine: Engine,
     ast: AST,
@@ -56,7 +57,7 @@ impl Hook {
     /// the script's `model.predict(...)` runs; `labels` are the model folder's labels.txt lines.
     pub fn load(
         path: &Path,
-        model: Arc<LoadedVersion>,
+        model: Arc<dyn Predictor>,
         labels: Option<Arc<Vec<String>>>,
     ) -> Result<Hook, HookError> {
         Hook::load_with_limits(path, model, labels, HookLimits::default())
@@ -65,7 +66,7 @@ impl Hook {
     /// [`Hook::load`] with limits other than the defaults.
     pub fn load_with_limits(
         path: &Path,
-        model: Arc<LoadedVersion>,
+        model: Arc<dyn Predictor>,
         labels: Option<Arc<Vec<String>>>,
         limits: HookLimits,
     ) -> Result<Hook, HookError> {
@@ -95,19 +96,6 @@ impl Hook {
             file,
             limits,
         })
-    }
-
-    /// Loads the hook that `model`'s config names (`hook = "score.rhai"`), with the labels of
-    /// `model_dir`; `None` when the config names no hook.
-    pub fn load_for_model(
-        model: &Arc<LoadedVersion>,
-        model_dir: &Path,
-    ) -> Result<Option<Hook>, HookError> {
-        let Some(file) = &model.config().hook else {
-            return Ok(None);
-        };
-        let labels = read_labels(model_dir)?.map(Arc::new);
-        Hook::load(&model_dir.join(file), Arc::clone(model), labels).map(Some)
     }
 
     /// Runs `fn run(input)` on the decoded JSON request, blocking the calling thread, within

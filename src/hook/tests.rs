@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::engine::Backend;
+use crate::models::{LoadedVersion, Served};
 use crate::registry::Repository;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -29,11 +30,18 @@ pub(super) fn digits() -> Arc<LoadedVersion> {
     Arc::clone(MODEL.get_or_init(|| load_model("digits")))
 }
 
-/// The sample digits hook, as model loading will set it up.
-pub(super) fn digits_hook() -> Hook {
-    Hook::load_for_model(&digits(), &models_dir().join("digits"))
+/// The hook of sample model `name`, as model loading sets it up.
+fn sample_hook(name: &str) -> Arc<Hook> {
+    let dir = Repository::open(models_dir()).unwrap().model(name).unwrap();
+    Served::load(&dir, 1, Backend::Tract)
         .unwrap()
-        .expect("models/digits/config.toml names a hook")
+        .hook
+        .expect("the sample model's config.toml names a hook")
+}
+
+/// The sample digits hook, as model loading sets it up.
+pub(super) fn digits_hook() -> Arc<Hook> {
+    sample_hook("digits")
 }
 
 /// Asserts that `out` is the digits hook's answer for one DIGIT_ZERO row.
@@ -87,10 +95,7 @@ fn digits_hook_labels_a_zero() {
 
 #[test]
 fn lenet_hook_returns_top_5() {
-    let model = load_model("lenet");
-    let hook = Hook::load_for_model(&model, &models_dir().join("lenet"))
-        .unwrap()
-        .unwrap();
+    let hook = sample_hook("lenet");
     let image: Vec<Vec<f64>> = (0..28)
         .map(|r| (0..28).map(|c| ((r * 28 + c) % 17) as f64 / 17.0).collect())
         .collect();

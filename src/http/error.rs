@@ -2,6 +2,7 @@
 //! each to a status code. The body is always `{"error": "<reason>"}`.
 
 use crate::models::ModelError;
+use crate::tensor::ErrorKind;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -55,26 +56,25 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The error answered for a failure of `kind` with the one-line `message`: the one place
+    /// where the core's kinds become HTTP statuses.
+    pub fn from_kind(kind: ErrorKind, message: String) -> ApiError {
+        match kind {
+            ErrorKind::NotFound => ApiError::NotFound(message),
+            ErrorKind::InvalidInput => ApiError::BadRequest(message),
+            ErrorKind::TooLarge => ApiError::PayloadTooLarge(message),
+            ErrorKind::Unavailable => ApiError::Unavailable(message),
+            ErrorKind::Unauthenticated => ApiError::Unauthorized(message),
+            ErrorKind::PermissionDenied => ApiError::Forbidden(message),
+            ErrorKind::Internal => ApiError::Internal(message),
+        }
+    }
+}
+
 impl From<ModelError> for ApiError {
     fn from(e: ModelError) -> Self {
-        let msg = e.to_string();
-        match e {
-            ModelError::ModelNotFound(_) | ModelError::VersionNotFound { .. } => {
-                ApiError::NotFound(msg)
-            }
-            ModelError::NotReady(_) | ModelError::QueueFull(_) => ApiError::Unavailable(msg),
-            ModelError::InvalidInput(_) | ModelError::LoadFailed(_) => ApiError::BadRequest(msg),
-            ModelError::Hook(h) if h.is_client_error() => ApiError::BadRequest(msg),
-            ModelError::Hook(crate::hook::HookError::RequestTooLarge { .. }) => {
-                ApiError::PayloadTooLarge(msg)
-            }
-            ModelError::Hook(crate::hook::HookError::Unavailable { .. }) => {
-                ApiError::Unavailable(msg)
-            }
-            ModelError::Engine(_) | ModelError::Hook(_) | ModelError::Internal(_) => {
-                ApiError::Internal(msg)
-            }
-        }
+        ApiError::from_kind(e.kind(), e.to_string())
     }
 }
 

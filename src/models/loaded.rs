@@ -1,24 +1,19 @@
-//! A loaded model version: its engine, its effective tensor specs and the inference path.
+//! A loaded model version: its engine instances, its effective tensor specs, its scheduler
+//! and the one inference route: validate → submit → wait → select outputs.
 
 use super::stats::{Stats, Timings};
-use super::{validate, ModelError};
-use crate::batch::{BatchObserver, BatchResult, Batcher};
-use crate::engine::{
-    self, check_override, Backend, Dim, Engine, LoadOptions, OverrideOf, TensorSpec,
+use super::{validate, LoadError, ModelError};
+use crate::batch::{
+    BatchObserver, BatchResult, Batcher, Caller, Direct, Scheduler, SchedulerError,
 };
-use crate::registry::config::TensorOverride;
+use crate::engine::{
+    self, check_override, Backend, Dim, Engine, LoadOptions, OverrideOf, TensorOverride, TensorSpec,
+};
+use crate::hook::{PredictError, Predictor};
 use crate::registry::{ModelConfig, ModelDir, MODEL_FILE};
-use crate::tensor::Tensor;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use crate::tensor::{NamedTensor, Tensor};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A tensor with the name of the model input or output it belongs to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NamedTensor {
-    pub name: String,
-    pub tensor: Tensor,
-}
 
 /// The outputs of one request and where its time went.
 #[derive(Debug)]
@@ -27,32 +22,34 @@ pub struct Inference {
     pub timings: Timings,
 }
 
-/// One model version, loaded and ready to run: `instances` engines, and a batcher in
-/// front of them when the config asks for dynamic batching.
+/// One model version, loaded and ready to run: `instances` engines behind a scheduler (the
+/// dynamic batcher when the config asks for it, else [`Direct`]).
 pub struct LoadedVersion {
     name: String,
     version: u64,
     config: ModelConfig,
     engines: Arc<Vec<Box<dyn Engine>>>,
-    /// Round-robin cursor over `engines` for unbatched requests.
-    next: AtomicUsize,
-    /// One per engine, held while an unbatched request runs on an engine that takes its runs
-    /// one at a time ([`Engine::concurrent`] is false), so requests go to idle instances.
-    busy: Vec<Mutex<()>>,
-    batcher: Option<Batcher>,
+    scheduler: Box<dyn Scheduler>,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
     stats: Stats,
 }
 
+/// A request handed to the scheduler: the outputs it selected (by model index) and the time
+/// its validation took.
+struct Prepared {
+    selected: Vec<usize>,
+    validated: Duration,
+}
+
 impl LoadedVersion {
     /// Loads `version` of the model in `dir` with the backend its config names, else
-    /// `default_backend`. The error is a one-line reason.
+    /// `default_backend`.
     pub fn load(
         dir: &ModelDir,
         version: u64,
         default_backend: Backend,
-    ) -> Result<LoadedVersion, String> {
+    ) -> Result<LoadedVersion, LoadError> {
         LoadedVersion::load_with(dir, version, default_backend, None)
     }
 
@@ -62,11 +59,15 @@ impl LoadedVersion {
         version: u64,
         default_backend: Backend,
         observer: Option<BatchObserver>,
-    ) -> Result<LoadedVersion, String> {
-        let config = dir.config.as_ref().map_err(|e| e.to_string())?.clone();
+    ) -> Result<LoadedVersion, LoadError> {
+        let config = dir
+            .config
+            .as_ref()
+            .map_err(|e| LoadError::Config(e.to_string()))?
+            .clone();
         let path = dir.version_path(version).join(MODEL_FILE);
         if !path.is_file() {
-            return Err(format!("{} is missing", path.display()));
+            return Err(LoadError::MissingModel(path));
         }
         let backend = config.backend.unwrap_or(default_backend);
         let options = LoadOptions {
@@ -77,54 +78,52 @@ impl LoadedVersion {
         };
         let engines = (0..config.instances.max(1))
             .map(|_| {
-                engine::load(backend, &path, &options)
-                    .map_err(|e| format!("{}: {e}", path.display()))
+                engine::load(backend, &path, &options).map_err(|cause| LoadError::Engine {
+                    path: path.clone(),
+                    cause,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let inputs = engines[0].inputs().to_vec();
-        let outputs = apply_output_overrides(engines[0].outputs(), &config.outputs)?;
+        let outputs = apply_output_overrides(engines[0].outputs(), &config.outputs)
+            .map_err(LoadError::Invalid)?;
         if config.max_batch_size > 0 {
             if let Some(s) = inputs.iter().find(|s| s.shape.is_empty()) {
-                return Err(format!(
+                return Err(LoadError::Invalid(format!(
                     "max_batch_size is set but input '{}' is a scalar with no batch dimension",
                     s.name
-                ));
+                )));
             }
         }
         let engines = Arc::new(engines);
-        let batcher = match &config.dynamic_batching {
-            None => None,
+        let scheduler: Box<dyn Scheduler> = match &config.dynamic_batching {
+            None => Box::new(Direct::new(Arc::clone(&engines))),
             Some(batching) => {
                 let fixed = inputs
                     .iter()
                     .chain(&outputs)
                     .find(|s| s.shape.first() != Some(&Dim::Dynamic));
                 if let Some(s) = fixed {
-                    return Err(format!(
+                    return Err(LoadError::Invalid(format!(
                         "dynamic_batching needs a batch dimension, but tensor '{}' has shape {} (its first dimension is not dynamic)",
                         s.name,
                         s.shape_string()
-                    ));
+                    )));
                 }
                 let name = format!("{}-{version}", dir.name);
                 let max = config.max_batch_size;
-                Some(Batcher::start(
-                    &name,
-                    Arc::clone(&engines),
-                    max,
-                    batching,
-                    observer,
-                )?)
+                Box::new(
+                    Batcher::start(&name, Arc::clone(&engines), max, batching, observer)
+                        .map_err(LoadError::Threads)?,
+                )
             }
         };
         Ok(LoadedVersion {
             name: dir.name.clone(),
             version,
             config,
-            busy: (0..engines.len()).map(|_| Mutex::new(())).collect(),
             engines,
-            next: AtomicUsize::new(0),
-            batcher,
+            scheduler,
             inputs,
             outputs,
             stats: Stats::default(),
@@ -167,45 +166,23 @@ impl LoadedVersion {
         &self.stats
     }
 
-    /// Requests waiting in the batcher's queue (0 without dynamic batching).
+    /// Requests waiting for an engine instance now (in the batching queue, or for an idle
+    /// instance).
     pub fn queue_depth(&self) -> usize {
-        self.batcher.as_ref().map_or(0, Batcher::depth)
+        self.scheduler.queued()
     }
 
-    /// Runs the model off the async executor: through the batcher when the config enables
-    /// dynamic batching, else on a blocking-pool thread. `outputs` selects and orders the
-    /// outputs returned; `None` returns all in model order.
+    /// Runs the model off the async executor (on the scheduler's threads). `outputs` selects
+    /// and orders the outputs returned; `None` returns all in model order.
     pub async fn infer(
-        self: &Arc<Self>,
+        &self,
         inputs: Vec<NamedTensor>,
         outputs: Option<Vec<String>>,
     ) -> Result<Inference, ModelError> {
         let started = Instant::now();
-        let result = match &self.batcher {
-            Some(batcher) => {
-                // Validation is a cheap pass over shapes; the copying and computing happen
-                // on the batcher's threads.
-                match self.prepare(inputs, outputs.as_deref()) {
-                    Ok((selected, ordered, rows)) => match batcher.submit(ordered, rows) {
-                        Ok(rx) => {
-                            let t1 = Instant::now();
-                            let reply = rx.await.map_err(|_| stopped());
-                            self.finish_batched(selected, reply, t1 - started)
-                        }
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                }
-            }
-            None => {
-                let this = Arc::clone(self);
-                tokio::task::spawn_blocking(move || {
-                    this.run_direct(inputs, outputs.as_deref(), started.elapsed())
-                })
-                .await
-                .map_err(|e| ModelError::Internal(format!("inference task failed: {e}")))
-                .and_then(|r| r)
-            }
+        let result = match self.submit(inputs, outputs.as_deref(), Caller::Async, started) {
+            Ok((prepared, ticket)) => self.finish(prepared, ticket.wait().await),
+            Err(e) => Err(e),
         };
         self.record(&result, started);
         result
@@ -219,22 +196,53 @@ impl LoadedVersion {
         outputs: Option<&[String]>,
     ) -> Result<Inference, ModelError> {
         let started = Instant::now();
-        let result = match &self.batcher {
-            Some(batcher) => self
-                .prepare(inputs, outputs)
-                .and_then(|(selected, ordered, rows)| {
-                    let rx = batcher.submit(ordered, rows)?;
-                    let t1 = Instant::now();
-                    self.finish_batched(
-                        selected,
-                        rx.blocking_recv().map_err(|_| stopped()),
-                        t1 - started,
-                    )
-                }),
-            None => self.run_direct(inputs, outputs, Duration::ZERO),
-        };
+        let result = self
+            .submit(inputs, outputs, Caller::Blocking, started)
+            .and_then(|(prepared, ticket)| self.finish(prepared, ticket.wait_blocking()));
         self.record(&result, started);
         result
+    }
+
+    /// Validates a request and hands it to the scheduler.
+    fn submit(
+        &self,
+        inputs: Vec<NamedTensor>,
+        outputs: Option<&[String]>,
+        caller: Caller,
+        started: Instant,
+    ) -> Result<(Prepared, crate::batch::Ticket), ModelError> {
+        let selected = validate::outputs(&self.outputs, outputs)?;
+        let ordered = validate::inputs(&self.inputs, self.config.max_batch_size, inputs)?;
+        let rows = ordered
+            .first()
+            .and_then(|t| t.shape().first().copied())
+            .unwrap_or(1);
+        let prepared = Prepared {
+            selected,
+            validated: started.elapsed(),
+        };
+        let ticket = self.scheduler.submit(ordered, rows, caller)?;
+        Ok((prepared, ticket))
+    }
+
+    fn finish(
+        &self,
+        prepared: Prepared,
+        reply: Result<BatchResult, SchedulerError>,
+    ) -> Result<Inference, ModelError> {
+        let r = reply?;
+        if r.first {
+            self.stats.executed(r.batch_rows as u64);
+        }
+        let t = Instant::now();
+        let outputs = self.select(prepared.selected, r.outputs)?;
+        let timings = Timings {
+            queue: r.queue,
+            compute_input: prepared.validated,
+            compute_infer: r.compute,
+            compute_output: t.elapsed(),
+        };
+        Ok(Inference { outputs, timings })
     }
 
     fn record(&self, result: &Result<Inference, ModelError>, started: Instant) {
@@ -249,87 +257,6 @@ impl LoadedVersion {
             }
             Err(_) => self.stats.failure(started.elapsed()),
         }
-    }
-
-    /// Validates a request: the indices of the requested outputs, the inputs in model order,
-    /// and the request's rows (its batch size).
-    fn prepare(
-        &self,
-        inputs: Vec<NamedTensor>,
-        outputs: Option<&[String]>,
-    ) -> Result<(Vec<usize>, Vec<Tensor>, usize), ModelError> {
-        let selected = validate::outputs(&self.outputs, outputs)?;
-        let ordered = validate::inputs(&self.inputs, self.config.max_batch_size, inputs)?;
-        let rows = ordered
-            .first()
-            .and_then(|t| t.shape().first().copied())
-            .unwrap_or(1);
-        Ok((selected, ordered, rows))
-    }
-
-    fn finish_batched(
-        &self,
-        selected: Vec<usize>,
-        reply: Result<Result<BatchResult, ModelError>, ModelError>,
-        compute_input: Duration,
-    ) -> Result<Inference, ModelError> {
-        let r = reply??;
-        if r.first {
-            self.stats.executed(r.batch_rows as u64);
-        }
-        let t = Instant::now();
-        let outputs = self.select(selected, r.outputs)?;
-        let timings = Timings {
-            queue: r.queue,
-            compute_input,
-            compute_infer: r.compute,
-            compute_output: t.elapsed(),
-        };
-        Ok(Inference { outputs, timings })
-    }
-
-    fn run_direct(
-        &self,
-        inputs: Vec<NamedTensor>,
-        outputs: Option<&[String]>,
-        queue: Duration,
-    ) -> Result<Inference, ModelError> {
-        let t0 = Instant::now();
-        let (selected, ordered, rows) = self.prepare(inputs, outputs)?;
-        let prepared = Instant::now();
-        let (engine, _busy) = self.instance();
-        let t1 = Instant::now();
-        let produced = engine.run(ordered)?;
-        self.stats.executed(rows as u64);
-        let t2 = Instant::now();
-        let outputs = self.select(selected, produced)?;
-        let timings = Timings {
-            queue: queue + (t1 - prepared),
-            compute_input: prepared - t0,
-            compute_infer: t2 - t1,
-            compute_output: t2.elapsed(),
-        };
-        Ok(Inference { outputs, timings })
-    }
-
-    /// The engine an unbatched request runs on, taken in turn. Engines that run one request
-    /// at a time are held (the guard) for the run: an idle one is preferred, else the caller
-    /// waits for the one whose turn it is.
-    fn instance(&self) -> (&dyn Engine, Option<MutexGuard<'_, ()>>) {
-        let n = self.engines.len();
-        let first = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        if self.engines[first].concurrent() {
-            return (self.engines[first].as_ref(), None);
-        }
-        for i in (first..n).chain(0..first) {
-            if let Ok(guard) = self.busy[i].try_lock() {
-                return (self.engines[i].as_ref(), Some(guard));
-            }
-        }
-        let guard = self.busy[first]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        (self.engines[first].as_ref(), Some(guard))
     }
 
     /// Picks the `selected` outputs (by model index) out of all `produced` ones.
@@ -358,8 +285,35 @@ impl LoadedVersion {
     }
 }
 
-fn stopped() -> ModelError {
-    ModelError::Internal("the batching thread stopped before answering".into())
+impl Predictor for LoadedVersion {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn inputs(&self) -> &[TensorSpec] {
+        &self.inputs
+    }
+
+    fn outputs(&self) -> &[TensorSpec] {
+        &self.outputs
+    }
+
+    fn predict(
+        &self,
+        inputs: Vec<NamedTensor>,
+        outputs: Option<&[String]>,
+    ) -> Result<Vec<NamedTensor>, PredictError> {
+        self.infer_blocking(inputs, outputs)
+            .map(|inference| inference.outputs)
+            .map_err(|e| PredictError {
+                kind: e.kind(),
+                message: e.to_string(),
+            })
+    }
 }
 
 /// Applies `[[output]]` declarations: each must name a real output with its actual type;

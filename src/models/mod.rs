@@ -7,19 +7,21 @@ pub mod score;
 pub mod stats;
 mod validate;
 
-pub use loaded::{Inference, LoadedVersion, NamedTensor};
+pub use loaded::{Inference, LoadedVersion};
 pub use repository::IndexEntry;
 
+use crate::batch::{BatchObservers, SchedulerError};
 use crate::engine::{Backend, EngineError};
-use crate::hook::Hook;
+use crate::hook::{self, Hook, HookError, Predictor};
 use crate::registry::{name, ModelDir, RegistryError, Repository};
-use crate::telemetry::Metrics;
+use crate::tensor::ErrorKind;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-/// Failures of the serving core, each a distinct kind for the front ends to map.
+/// Failures of the serving core; [`ModelError::kind`] classifies each for the front ends.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("unknown model '{0}'")]
@@ -32,19 +34,53 @@ pub enum ModelError {
     /// The request does not fit the model.
     #[error("{0}")]
     InvalidInput(String),
-    #[error("inference failed: {0}")]
-    Engine(#[from] EngineError),
-    /// The batching queue is at `max_queue_size`.
+    /// The scheduler refused the request (a full queue) or its engine run failed.
     #[error("{0}")]
-    QueueFull(String),
+    Scheduler(#[from] SchedulerError),
     /// The score hook rejected the request (`throw`) or failed.
     #[error("{0}")]
-    Hook(#[from] crate::hook::HookError),
+    Hook(#[from] HookError),
     /// A repository load request failed; what was served before stays.
     #[error("{0}")]
     LoadFailed(String),
     #[error("{0}")]
     Internal(String),
+}
+
+impl ModelError {
+    /// The kind of failure, which each front end maps to its own status.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ModelError::ModelNotFound(_) | ModelError::VersionNotFound { .. } => {
+                ErrorKind::NotFound
+            }
+            ModelError::NotReady(_) => ErrorKind::Unavailable,
+            ModelError::InvalidInput(_) | ModelError::LoadFailed(_) => ErrorKind::InvalidInput,
+            ModelError::Scheduler(e) => e.kind(),
+            ModelError::Hook(e) => e.kind(),
+            ModelError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Why a model version could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The model's `config.toml` is invalid.
+    #[error("{0}")]
+    Config(String),
+    #[error("{} is missing", .0.display())]
+    MissingModel(PathBuf),
+    // `cause`, not `source`: the message already says it.
+    #[error("{}: {cause}", path.display())]
+    Engine { path: PathBuf, cause: EngineError },
+    /// The config and the model disagree (overrides, batch dimensions).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot start a batching thread: {0}")]
+    Threads(std::io::Error),
+    #[error("{0}")]
+    Hook(#[from] HookError),
 }
 
 /// A ready model version and its score hook, if its config names one.
@@ -55,31 +91,43 @@ pub struct Served {
 }
 
 impl Served {
-    /// Loads `version` of the model in `dir` and then its hook (running the hook's `init`).
-    /// The error is a one-line reason.
-    pub fn load(dir: &ModelDir, version: u64, default_backend: Backend) -> Result<Served, String> {
+    /// Loads `version` of the model in `dir` and then the hook its config names (with the
+    /// model folder's labels, running the hook's `init`).
+    pub fn load(
+        dir: &ModelDir,
+        version: u64,
+        default_backend: Backend,
+    ) -> Result<Served, LoadError> {
         Served::load_with(dir, version, default_backend, None)
     }
 
-    /// [`Served::load`] with the batcher reporting to `metrics`.
+    /// [`Served::load`] with the batcher reporting to `observers`.
     pub fn load_with(
         dir: &ModelDir,
         version: u64,
         default_backend: Backend,
-        metrics: Option<&Metrics>,
-    ) -> Result<Served, String> {
-        let observer = metrics.map(|m| m.batch_observer(&dir.name, version));
+        observers: Option<&dyn BatchObservers>,
+    ) -> Result<Served, LoadError> {
+        let observer = observers.map(|o| o.observer(&dir.name, version));
         let model = Arc::new(LoadedVersion::load_with(
             dir,
             version,
             default_backend,
             observer,
         )?);
-        let hook = Hook::load_for_model(&model, &dir.path).map_err(|e| e.to_string())?;
-        Ok(Served {
-            model,
-            hook: hook.map(Arc::new),
-        })
+        let hook = match &model.config().hook {
+            None => None,
+            Some(file) => {
+                let labels = hook::read_labels(&dir.path)?.map(Arc::new);
+                let predictor: Arc<dyn Predictor> = Arc::clone(&model) as Arc<dyn Predictor>;
+                Some(Arc::new(Hook::load(
+                    &dir.path.join(file),
+                    predictor,
+                    labels,
+                )?))
+            }
+        };
+        Ok(Served { model, hook })
     }
 }
 
@@ -141,21 +189,29 @@ pub struct ModelManager {
     /// Serializes repository load/unload requests.
     ops: std::sync::Mutex<()>,
     /// Where batchers report batch sizes and queue depth.
-    metrics: Arc<Metrics>,
+    observers: Option<Arc<dyn BatchObservers>>,
 }
 
 impl ModelManager {
     /// A manager for `repo`; models whose config names no backend use `default_backend`.
     /// Nothing is loaded until [`ModelManager::start_loading`].
     pub fn new(repo: Repository, default_backend: Backend) -> Arc<ModelManager> {
-        ModelManager::with_metrics(repo, default_backend, Arc::new(Metrics::new()))
+        ModelManager::build(repo, default_backend, None)
     }
 
-    /// [`ModelManager::new`] reporting batching to the process's `metrics`.
-    pub fn with_metrics(
+    /// [`ModelManager::new`] whose batchers report to `observers` (the process's metrics).
+    pub fn with_observers(
         repo: Repository,
         default_backend: Backend,
-        metrics: Arc<Metrics>,
+        observers: Arc<dyn BatchObservers>,
+    ) -> Arc<ModelManager> {
+        ModelManager::build(repo, default_backend, Some(observers))
+    }
+
+    fn build(
+        repo: Repository,
+        default_backend: Backend,
+        observers: Option<Arc<dyn BatchObservers>>,
     ) -> Arc<ModelManager> {
         Arc::new(ModelManager {
             repo,
@@ -163,8 +219,18 @@ impl ModelManager {
             models: RwLock::new(BTreeMap::new()),
             loading: AtomicUsize::new(0),
             ops: std::sync::Mutex::new(()),
-            metrics,
+            observers,
         })
+    }
+
+    /// Loads `version` of the model in `dir` as this manager serves it.
+    fn load_served(&self, dir: &ModelDir, version: u64) -> Result<Served, LoadError> {
+        Served::load_with(
+            dir,
+            version,
+            self.default_backend,
+            self.observers.as_deref(),
+        )
     }
 
     pub fn repository(&self) -> &Repository {
@@ -211,9 +277,8 @@ impl ModelManager {
             .repo
             .model(name)
             .map_err(|e| e.to_string())
-            .and_then(|dir| {
-                Served::load_with(&dir, version, self.default_backend, Some(&self.metrics))
-            }) {
+            .and_then(|dir| self.load_served(&dir, version).map_err(|e| e.to_string()))
+        {
             Ok(served) => {
                 tracing::info!(
                     "loaded {name}:{version} ({}{}) in {} ms",

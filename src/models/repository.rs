@@ -5,7 +5,7 @@
 //! requests keep being served by the old versions until then; requests already running hold
 //! their own reference to the version they started on and finish on it.
 
-use super::{ModelError, ModelManager, ModelStatus, Served, VersionState};
+use super::{ModelError, ModelManager, ModelStatus, VersionState};
 use crate::registry::RegistryError;
 use std::collections::BTreeMap;
 
@@ -45,10 +45,9 @@ impl ModelManager {
         }
         let mut versions = BTreeMap::new();
         for v in served {
-            let served = Served::load_with(&dir, v, self.default_backend, Some(&self.metrics))
-                .map_err(|e| {
-                    ModelError::LoadFailed(format!("cannot load model '{name}' version {v}: {e}"))
-                })?;
+            let served = self.load_served(&dir, v).map_err(|e| {
+                ModelError::LoadFailed(format!("cannot load model '{name}' version {v}: {e}"))
+            })?;
             versions.insert(v, VersionState::Ready(served));
         }
         let status = ModelStatus {

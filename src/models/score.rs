@@ -3,9 +3,9 @@
 //! `{"inputs": {name: ...}}`, with shapes taken from the nesting, and the result maps output
 //! names to data nested by shape.
 
-use super::{ModelError, NamedTensor, Served};
+use super::{ModelError, Served};
 use crate::engine::{Dim, TensorSpec};
-use crate::tensor::{decode_json, element_count, NestedData, Tensor};
+use crate::tensor::{decode_json, element_count, NamedTensor, NestedData, Tensor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;

@@ -1,7 +1,8 @@
 //! Checks that a request fits a model before it reaches the engine.
 
-use super::{ModelError, NamedTensor};
+use super::ModelError;
 use crate::engine::{Dim, TensorSpec};
+use crate::tensor::NamedTensor;
 use crate::tensor::Tensor;
 
 fn names(specs: &[TensorSpec]) -> String {

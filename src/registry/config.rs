@@ -5,7 +5,7 @@
 
 use super::RegistryError;
 use crate::engine::opencl::{device::DeviceKind, CpuBackend, OpenclConfig};
-use crate::engine::Backend;
+use crate::engine::{Backend, GraphOptimizationLevel, OrtConfig, TensorOverride};
 use crate::tensor::DataType;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -110,15 +110,6 @@ impl VersionPolicy {
         v.dedup();
         v
     }
-}
-
-/// An `[[input]]` or `[[output]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorOverride {
-    pub name: String,
-    pub datatype: Option<DataType>,
-    /// Dimensions; `-1` marks a dynamic one.
-    pub dims: Option<Vec<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -410,50 +401,6 @@ fn parse_opencl(raw: RawOpencl, config: &Path) -> Result<OpenclConfig, (String, 
         binary,
         cpu_backend,
     })
-}
-
-/// `[ort]`: ONNX Runtime session options. Unset keys keep ONNX Runtime's defaults.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OrtConfig {
-    /// Threads that split the work of one operator (default: one per physical core).
-    pub intra_op_threads: Option<u32>,
-    /// Threads that run independent operators at once; more than 1 turns on ONNX Runtime's
-    /// parallel execution mode.
-    pub inter_op_threads: Option<u32>,
-    pub graph_optimization_level: Option<GraphOptimizationLevel>,
-}
-
-/// ONNX Runtime's graph optimization levels (its default is `all`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GraphOptimizationLevel {
-    Disable,
-    Basic,
-    Extended,
-    All,
-}
-
-impl GraphOptimizationLevel {
-    const NAMES: [(&'static str, GraphOptimizationLevel); 4] = [
-        ("disable", GraphOptimizationLevel::Disable),
-        ("basic", GraphOptimizationLevel::Basic),
-        ("extended", GraphOptimizationLevel::Extended),
-        ("all", GraphOptimizationLevel::All),
-    ];
-
-    /// The `config.toml` name.
-    pub fn name(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(_, l)| *l == self)
-            .map_or("all", |(n, _)| n)
-    }
-
-    pub fn from_name(name: &str) -> Option<GraphOptimizationLevel> {
-        Self::NAMES
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, l)| *l)
-    }
 }
 
 #[derive(Deserialize)]

@@ -3,6 +3,7 @@
 //! Front ends record what they serve through [`Metrics`]; `/metrics` renders the registry in
 //! the Prometheus text format. All names carry the `scoria_` prefix.
 
+use crate::batch::{BatchObserver, BatchObservers};
 use crate::models::stats::Timings;
 use crate::models::{ModelManager, VersionState};
 use prometheus::{
@@ -159,18 +160,6 @@ impl Metrics {
         }
     }
 
-    /// An observer for the dynamic batcher of `model`:`version`: records each batch's rows
-    /// and the queue depth left behind.
-    pub fn batch_observer(&self, model: &str, version: u64) -> crate::batch::BatchObserver {
-        let version = version.to_string();
-        let sizes = self.batch_size.with_label_values(&[model, &version]);
-        let depth = self.queue_depth.with_label_values(&[model, &version]);
-        std::sync::Arc::new(move |rows, waiting| {
-            sizes.observe(rows as f64);
-            depth.set(i64::try_from(waiting).unwrap_or(i64::MAX));
-        })
-    }
-
     /// The registry in the Prometheus text format, with model states read from `models` now.
     pub fn render(&self, models: &ModelManager) -> String {
         self.model_state.reset();
@@ -201,6 +190,20 @@ impl Metrics {
             tracing::error!("cannot encode metrics: {e}");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl BatchObservers for Metrics {
+    /// An observer for the dynamic batcher of `model`:`version`: records each batch's rows
+    /// and the queue depth left behind.
+    fn observer(&self, model: &str, version: u64) -> BatchObserver {
+        let version = version.to_string();
+        let sizes = self.batch_size.with_label_values(&[model, &version]);
+        let depth = self.queue_depth.with_label_values(&[model, &version]);
+        std::sync::Arc::new(move |rows, waiting| {
+            sizes.observe(rows as f64);
+            depth.set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        })
     }
 }
 

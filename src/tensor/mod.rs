@@ -6,10 +6,14 @@
 mod batch;
 mod binary;
 mod json;
+mod kind;
+mod named;
 
 pub use batch::BatchError;
 pub use binary::{decode_binary, encode_binary};
 pub use json::{decode_json, NestedData, Utf8};
+pub use kind::ErrorKind;
+pub use named::NamedTensor;
 
 use std::fmt;
 

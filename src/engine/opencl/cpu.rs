@@ -10,7 +10,7 @@ use super::graph::Graph;
 use crate::engine::ort::OrtEngine;
 use crate::engine::tract::{from_tract, to_tract};
 use crate::engine::Engine;
-use crate::registry::config::OrtConfig;
+use crate::engine::OrtConfig;
 use prost::Message;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -6,9 +6,9 @@
 //! `binary_data_output`) after the JSON header the same way.
 
 use crate::http::ApiError;
-use crate::models::NamedTensor;
 use crate::tensor::{
-    decode_binary, decode_json, element_count, encode_binary, DataType, Tensor, TensorData, Utf8,
+    decode_binary, decode_json, element_count, encode_binary, DataType, NamedTensor, Tensor,
+    TensorData, Utf8,
 };
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
