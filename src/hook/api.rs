@@ -4,38 +4,16 @@
 //! never with a plain `throw`, which is reserved for the script rejecting a request.
 
 use super::convert::array_of;
-use super::error::HelperFailure;
+use super::failure::{bad_input, failure, helper_error, HelperFailure};
 use super::limits::{self, HookLimits};
-use super::predictor::Predictor;
+use super::predictor::{Predictor, ScriptModel};
 use super::tensors::{self, nest_rows, rows};
 use crate::engine::TensorSpec;
-use crate::tensor::{DataType, ErrorKind, NamedTensor, Tensor, TensorData};
-use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position, INT};
+use crate::tensor::{DataType, NamedTensor, Tensor, TensorData};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, INT};
 use std::sync::Arc;
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
-
-/// A helper's error, distinct from a script's `throw`.
-pub(super) fn failure(msg: impl Into<String>) -> Box<EvalAltResult> {
-    helper_error(msg, ErrorKind::Internal)
-}
-
-/// A helper's error caused by the request's data (HTTP 400 unless the script catches it).
-pub(super) fn bad_input(msg: impl Into<String>) -> Box<EvalAltResult> {
-    helper_error(msg, ErrorKind::InvalidInput)
-}
-
-fn helper_error(msg: impl Into<String>, kind: ErrorKind) -> Box<EvalAltResult> {
-    EvalAltResult::ErrorRuntime(
-        Dynamic::from(HelperFailure(msg.into(), kind)),
-        Position::NONE,
-    )
-    .into()
-}
-
-/// The script's `model`: what `model.predict` runs.
-#[derive(Clone)]
-pub(super) struct ScriptModel(Arc<dyn Predictor>);
 
 /// Registers the script API on `engine`.
 pub(super) fn register(

@@ -192,9 +192,9 @@ pub(super) fn describe_type(v: &Dynamic) -> String {
         "a timestamp"
     } else if v.is::<Tensor>() {
         "a tensor"
-    } else if v.is::<super::api::ScriptModel>() {
+    } else if v.is::<super::predictor::ScriptModel>() {
         "the `model` object"
-    } else if v.is::<super::error::HelperFailure>() {
+    } else if v.is::<super::failure::HelperFailure>() {
         "an error value"
     } else {
         let name = v.type_name();

@@ -1,5 +1,6 @@
 //! Hook failures, and how a Rhai error becomes one.
 
+use super::failure::HelperFailure;
 use super::limits::{HookLimits, STACK_FULL, TIME_UP};
 use crate::tensor::ErrorKind;
 use rhai::{EvalAltResult, Position};
@@ -103,14 +104,6 @@ impl HookError {
 fn at_line(line: Option<usize>) -> String {
     line.map(|l| format!(" line {l}")).unwrap_or_default()
 }
-
-/// A helper's failure and its kind, carried as the value of a Rhai runtime error so that it
-/// keeps the script position Rhai fills in, yet stays distinct from a script's own `throw`.
-/// The kind says whose fault it is: the request's data ([`ErrorKind::InvalidInput`] and the
-/// other client kinds), nobody's ([`ErrorKind::Unavailable`]: the model cannot take the
-/// request now), or the script's or server's ([`ErrorKind::Internal`]).
-#[derive(Debug, Clone)]
-pub(super) struct HelperFailure(pub String, pub ErrorKind);
 
 /// Maps the error of a call to `file`'s script. `in_init` turns every failure into
 /// [`HookError::Init`].

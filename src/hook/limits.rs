@@ -176,13 +176,17 @@ pub(super) fn sandboxed_engine(limits: &HookLimits, file: &str) -> Engine {
     engine.register_fn(
         "sleep",
         |_: rhai::INT| -> Result<(), Box<rhai::EvalAltResult>> {
-            Err(super::api::failure("sleep is not available in score hooks"))
+            Err(super::failure::failure(
+                "sleep is not available in score hooks",
+            ))
         },
     );
     engine.register_fn(
         "sleep",
         |_: rhai::FLOAT| -> Result<(), Box<rhai::EvalAltResult>> {
-            Err(super::api::failure("sleep is not available in score hooks"))
+            Err(super::failure::failure(
+                "sleep is not available in score hooks",
+            ))
         },
     );
     let tag = file.to_string();

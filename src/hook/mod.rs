@@ -14,6 +14,7 @@
 mod api;
 mod convert;
 mod error;
+mod failure;
 mod limits;
 mod predictor;
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use crate::engine::TensorSpec;
 use crate::tensor::{ErrorKind, NamedTensor};
+use std::sync::Arc;
 
 /// The model behind a hook's `model.predict(...)`. The serving core's loaded versions
 /// implement it; calls come from hook threads (blocking, never executor workers).
@@ -31,3 +32,7 @@ pub struct PredictError {
     pub kind: ErrorKind,
     pub message: String,
 }
+
+/// The script's `model`: what `model.predict` runs.
+#[derive(Clone)]
+pub(super) struct ScriptModel(pub Arc<dyn Predictor>);

@@ -6,7 +6,7 @@
 //! concrete shapes best). On ONNX Runtime (`[opencl] cpu_backend = "ort"`) it is encoded and
 //! committed to a session at load, through the ort engine (library search, `[ort]` options).
 
-use super::graph::Graph;
+use super::graph::{onnx_type, Graph};
 use crate::engine::ort::OrtEngine;
 use crate::engine::tract::{from_tract, to_tract};
 use crate::engine::Engine;
@@ -228,24 +228,4 @@ fn value_info(name: &str, elem_type: i32, shape: Option<&[usize]>) -> pb::ValueI
         }),
         ..Default::default()
     }
-}
-
-/// ONNX TensorProto.DataType of a tract element type.
-pub(super) fn onnx_type(dt: DatumType) -> Option<i32> {
-    Some(match dt {
-        DatumType::F32 => 1,
-        DatumType::U8 => 2,
-        DatumType::I8 => 3,
-        DatumType::U16 => 4,
-        DatumType::I16 => 5,
-        DatumType::I32 => 6,
-        DatumType::I64 => 7,
-        DatumType::String => 8,
-        DatumType::Bool => 9,
-        DatumType::F16 => 10,
-        DatumType::F64 => 11,
-        DatumType::U32 => 12,
-        DatumType::U64 => 13,
-        _ => return None,
-    })
 }

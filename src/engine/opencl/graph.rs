@@ -136,7 +136,7 @@ fn infer_types(proto: &ModelProto, types: &mut HashMap<String, i32>) {
             else {
                 continue;
             };
-            if let Some(code) = fact.datum_type.concretize().and_then(super::cpu::onnx_type) {
+            if let Some(code) = fact.datum_type.concretize().and_then(onnx_type) {
                 types.entry(label.to_string()).or_insert(code);
             }
         }
@@ -215,4 +215,24 @@ pub fn node_label(n: &NodeProto) -> String {
     } else {
         format!("({})", n.op_type)
     }
+}
+
+/// ONNX TensorProto.DataType of a tract element type.
+pub(super) fn onnx_type(dt: DatumType) -> Option<i32> {
+    Some(match dt {
+        DatumType::F32 => 1,
+        DatumType::U8 => 2,
+        DatumType::I8 => 3,
+        DatumType::U16 => 4,
+        DatumType::I16 => 5,
+        DatumType::I32 => 6,
+        DatumType::I64 => 7,
+        DatumType::String => 8,
+        DatumType::Bool => 9,
+        DatumType::F16 => 10,
+        DatumType::F64 => 11,
+        DatumType::U32 => 12,
+        DatumType::U64 => 13,
+        _ => return None,
+    })
 }
