@@ -10,6 +10,8 @@
 
 mod direct;
 mod dynamic;
+#[cfg(test)]
+mod tests;
 
 pub use direct::Direct;
 pub use dynamic::Batcher;

@@ -5,6 +5,8 @@ mod loaded;
 mod repository;
 pub mod score;
 pub mod stats;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 pub use loaded::{Inference, LoadedVersion};
