@@ -1,16 +1,18 @@
 //! scoria: a model-serving runtime for ONNX models.
 //!
-//! Layers, from the outside in: [`cli`] → front ends ([`http`], [`edge`], [`bench`]) →
-//! [`telemetry`] → serving core ([`models`] → [`batch`] → [`hook`]) → [`registry`] →
+//! Layers, from the outside in: [`cli`] → front ends ([`http`], [`grpc`], [`edge`], [`bench`])
+//! → [`auth`] (API keys, shared by the front ends) → [`telemetry`] → serving core ([`models`] → [`batch`] → [`hook`]) → [`registry`] →
 //! [`engine`]s → [`tensor`] (the engine-neutral data, and the one error kind) → [`fsutil`].
 //! No layer uses one above it; ARCHITECTURE.md says where front ends and engines plug in.
 
+pub mod auth;
 pub mod batch;
 pub mod bench;
 pub mod cli;
 pub mod edge;
 pub mod engine;
 pub mod fsutil;
+pub mod grpc;
 pub mod hook;
 pub mod http;
 pub mod models;

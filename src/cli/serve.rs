@@ -2,6 +2,7 @@
 
 use super::GlobalArgs;
 use crate::engine::Backend;
+use crate::grpc::{self, GrpcConfig};
 use crate::http::{self, HttpConfig};
 use crate::models::ModelManager;
 use crate::registry::Repository;
@@ -22,6 +23,22 @@ pub struct ServeArgs {
         value_name = "ADDR"
     )]
     pub http: String,
+
+    /// gRPC address (Triton's GRPCInferenceService and grpc.health.v1), or `none` to serve
+    /// no gRPC.
+    #[arg(
+        long,
+        env = "SCORIA_GRPC",
+        default_value = "127.0.0.1:8001",
+        value_parser = grpc_address,
+        value_name = "ADDR|none"
+    )]
+    pub grpc: String,
+
+    /// gRPC calls (streams included) open at once, over all connections; more are refused
+    /// with RESOURCE_EXHAUSTED. Health checks do not count.
+    #[arg(long, env = "SCORIA_GRPC_MAX_STREAMS", default_value_t = grpc::DEFAULT_MAX_STREAMS, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub grpc_max_streams: u32,
 
     /// Engine for models whose config.toml names none.
     #[arg(long, env = "SCORIA_BACKEND", default_value = "tract", value_parser = super::backend)]
@@ -65,7 +82,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         })?;
     }
     let api_keys = match &args.api_key_file {
-        Some(path) => Some(Arc::new(http::auth::ApiKeys::load(path)?)),
+        Some(path) => Some(Arc::new(crate::auth::ApiKeys::load(path)?)),
         None => None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -81,36 +98,74 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         let addr = listener
             .local_addr()
             .context("cannot read the listening address")?;
+        // gRPC binds second, so that a taken HTTP port is the error a user sees first.
+        let grpc_listener = match args.grpc.as_str() {
+            "none" => None,
+            addr => {
+                let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("cannot listen on {addr} (gRPC; --grpc none turns it off)")
+                })?;
+                let local = listener
+                    .local_addr()
+                    .context("cannot read the gRPC listening address")?;
+                Some((listener, local))
+            }
+        };
         let metrics = Arc::new(crate::telemetry::Metrics::new());
         let models = ModelManager::with_observers(repo, args.backend, Arc::clone(&metrics) as _);
         models
             .start_loading()
             .context("cannot scan the model repository")?;
         let router = http::router(
-            models,
-            metrics,
+            Arc::clone(&models),
+            Arc::clone(&metrics),
             HttpConfig {
                 max_body_bytes: args.max_body_size,
-                api_keys,
+                api_keys: api_keys.clone(),
                 default_model: args.default_model,
                 client_timeout: args.client_timeout,
             },
         );
+        // Set once on SIGINT/SIGTERM; every server drains when it turns true.
+        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let grpc_server = async {
+            let Some((listener, local)) = grpc_listener else {
+                return Ok(());
+            };
+            tracing::info!("serving gRPC on grpc://{local}");
+            let config = GrpcConfig {
+                max_message_bytes: args.max_body_size,
+                api_keys,
+                max_streams: args.grpc_max_streams as usize,
+                keepalive: args.client_timeout,
+            };
+            grpc::serve(listener, models, metrics, config, stopped(stopping.clone()))
+                .await
+                .context("gRPC server failed")
+        };
         tracing::info!("serving {} on http://{addr}", dir.display());
-        let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
-        let server = http::serve(listener, router, args.client_timeout, async move {
-            shutdown_signal().await;
-            let _ = stopping_tx.send(());
-        });
+        let http_server = async {
+            http::serve(
+                listener,
+                router,
+                args.client_timeout,
+                stopped(stopping.clone()),
+            )
+            .await
+            .context("server failed")
+        };
         let drain = args.drain_timeout;
         tokio::select! {
-            result = server => result.context("server failed")?,
+            result = async { tokio::try_join!(http_server, grpc_server) } => {
+                result?;
+            }
             () = async move {
-                if stopping.await.is_ok() {
-                    tokio::time::sleep(drain).await;
-                } else {
-                    std::future::pending::<()>().await;
-                }
+                shutdown_signal().await;
+                let _ = stopping_tx.send(true);
+                tokio::time::sleep(drain).await;
             } => {
                 anyhow::bail!(
                     "requests were still running when the drain timeout ({}) expired",
@@ -148,6 +203,14 @@ pub(super) async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+/// `--grpc`: `HOST:PORT`, or `none`.
+fn grpc_address(s: &str) -> Result<String, String> {
+    if s == "none" {
+        return Ok(s.to_string());
+    }
+    super::listen_address(s).map_err(|e| format!("{e}, or none"))
 }
 
 /// Parses `1048576`, `512KiB`, `64MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
