@@ -131,11 +131,15 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
+        // The gRPC line first: once the HTTP one is out, both addresses are known.
+        if let Some((_, local)) = &grpc_listener {
+            tracing::info!("serving gRPC on grpc://{local}");
+        }
+        tracing::info!("serving {} on http://{addr}", dir.display());
         let grpc_server = async {
-            let Some((listener, local)) = grpc_listener else {
+            let Some((listener, _)) = grpc_listener else {
                 return Ok(());
             };
-            tracing::info!("serving gRPC on grpc://{local}");
             let config = GrpcConfig {
                 max_message_bytes: args.max_body_size,
                 api_keys,
@@ -146,7 +150,6 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
                 .await
                 .context("gRPC server failed")
         };
-        tracing::info!("serving {} on http://{addr}", dir.display());
         let http_server = async {
             http::serve(
                 listener,

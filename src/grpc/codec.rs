@@ -315,7 +315,7 @@ mod tests {
         req.raw_input_contents = vec![Bytes::from(vec![0u8; 8])];
         assert!(err(req).contains("both contents and raw_input_contents"));
         let mut huge = raw_input;
-        huge.shape = vec![1 << 62, 4];
+        huge.shape = vec![1 << 61, 4];
         let mut req = one(huge);
         req.raw_input_contents = vec![Bytes::from(vec![0u8; 8])];
         assert!(err(req).contains("needs more than memory holds"));

@@ -86,7 +86,10 @@ pub async fn serve(
         config.max_message_bytes,
     );
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let streams_per_connection = u32::try_from(config.max_streams).unwrap_or(u32::MAX);
+    // Past the global limit, so that one connection's extra calls get RESOURCE_EXHAUSTED from
+    // the guard (and health checks still pass) instead of waiting in the client's queue.
+    let streams_per_connection =
+        u32::try_from(config.max_streams.saturating_add(16)).unwrap_or(u32::MAX);
     let mut server = tonic::transport::Server::builder()
         .max_concurrent_streams(streams_per_connection)
         .http2_keepalive_interval(Some(config.keepalive))

@@ -126,11 +126,14 @@ pub fn assert_no_panic(stderr: &str) {
     );
 }
 
-/// A `scoria serve` child process on 127.0.0.1 with an ephemeral port.
+/// A `scoria serve` child process on 127.0.0.1 with an ephemeral port (HTTP, and gRPC
+/// unless `extra` gives its own `--grpc`).
 pub struct Server {
     child: Child,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// The gRPC `127.0.0.1:PORT`, when the server serves gRPC.
+    pub grpc_addr: Option<String>,
     stderr: Arc<Mutex<Vec<String>>>,
     reader: Option<JoinHandle<()>>,
     client: reqwest::blocking::Client,
@@ -159,8 +162,12 @@ impl Server {
         cmd.arg("serve")
             .arg("--models")
             .arg(models)
-            .args(["--http", "127.0.0.1:0"])
-            .args(extra)
+            .args(["--http", "127.0.0.1:0"]);
+        // Every test server takes its own ephemeral gRPC port rather than the default 8001.
+        if !extra.iter().any(|a| a.starts_with("--grpc")) {
+            cmd.args(["--grpc", "127.0.0.1:0"]);
+        }
+        cmd.args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -173,10 +180,14 @@ impl Server {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
                 let line = strip_ansi(&line);
+                if let Some(rest) = line.split("serving gRPC on grpc://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send((true, addr));
+                }
                 if let Some(rest) = line.split(" on http://").nth(1) {
                     if line.contains("serving ") {
                         let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                        let _ = tx.send(addr);
+                        let _ = tx.send((false, addr));
                     }
                 }
                 lines.lock().unwrap().push(line);
@@ -190,6 +201,7 @@ impl Server {
         let mut server = Server {
             child,
             addr: String::new(),
+            grpc_addr: None,
             stderr,
             reader: Some(reader),
             client,
@@ -198,7 +210,9 @@ impl Server {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(addr) => {
+                // The gRPC line comes first, when there is one.
+                Ok((true, addr)) => server.grpc_addr = Some(addr),
+                Ok((false, addr)) => {
                     server.addr = addr;
                     break;
                 }
@@ -236,6 +250,29 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         server
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the server process.
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) with the pid of our own child process.
+        let r = unsafe { libc::kill(pid, signal) };
+        assert_eq!(r, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// Waits up to `timeout` for the server to exit; its exit code (`None` if it is still
+    /// running or was killed by a signal).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn fail(&self, why: &str) -> ! {

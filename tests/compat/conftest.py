@@ -78,8 +78,15 @@ class ScoriaServer:
         self.logdir = Path(tempfile.mkdtemp(prefix="scoria-compat-log-"))
         self.out_path = self.logdir / "stdout.log"
         self.err_path = self.logdir / "stderr.log"
+        extra_args = [str(a) for a in extra_args]
+        # Each server gets its own gRPC port rather than the default 8001 (or the one given).
+        if not any(a.startswith("--grpc") for a in extra_args):
+            self.grpc_addr = f"127.0.0.1:{_free_port()}"
+            extra_args = ["--grpc", self.grpc_addr, *extra_args]
+        else:
+            self.grpc_addr = None
         self.cmd = [str(scoria_binary()), "serve", "--models", str(model_repo),
-                    "--http", self.addr, *map(str, extra_args)]
+                    "--http", self.addr, *extra_args]
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=err)
