@@ -1107,7 +1107,7 @@ fn open_streams_are_bounded_and_refused_with_resource_exhausted() {
 
 /// The number of stream requests the server has run, from its metrics.
 fn stream_requests(server: &Server) -> u64 {
-    let metrics = metrics_text(&server);
+    let metrics = metrics_text(server);
     metrics
         .lines()
         .filter(|l| {

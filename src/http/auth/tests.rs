@@ -1,6 +1,6 @@
 use super::*;
 use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::BodyExt;
