@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming};
 
 /// Requests of one stream running at once.
-const IN_FLIGHT: usize = 64;
+const IN_FLIGHT: usize = 16;
 /// Responses of one stream waiting for the client to read them.
 const BUFFERED: usize = 16;
 
