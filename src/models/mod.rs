@@ -8,7 +8,7 @@ pub mod stats;
 mod validate;
 
 pub use loaded::{Inference, LoadedVersion};
-pub use repository::IndexEntry;
+pub use repository::{IndexEntry, IndexState};
 
 use crate::batch::{BatchObservers, SchedulerError};
 use crate::engine::{Backend, EngineError};

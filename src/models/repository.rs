@@ -10,15 +10,22 @@ use crate::registry::RegistryError;
 use std::collections::BTreeMap;
 
 /// One row of the repository index.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct IndexEntry {
     pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The version the row is about; `None` for a model with no version loaded.
     pub version: Option<String>,
-    /// `READY`, `LOADING` or `UNAVAILABLE`.
-    pub state: &'static str,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    pub state: IndexState,
+    /// Why the model (version) is unavailable; empty otherwise.
     pub reason: String,
+}
+
+/// Where a model (version) of the index stands; front ends name it in their protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexState {
+    Ready,
+    Loading,
+    Unavailable,
 }
 
 impl ModelManager {
@@ -91,19 +98,27 @@ impl ModelManager {
                 reason,
             };
             match models.get(&name) {
-                None => out.push(entry(None, "UNAVAILABLE", "not loaded".into())),
-                Some(s) if s.unloaded => out.push(entry(None, "UNAVAILABLE", "unloaded".into())),
+                None => out.push(entry(None, IndexState::Unavailable, "not loaded".into())),
+                Some(s) if s.unloaded => {
+                    out.push(entry(None, IndexState::Unavailable, "unloaded".into()))
+                }
                 Some(s) if s.versions.is_empty() => out.push(entry(
                     None,
-                    "UNAVAILABLE",
+                    IndexState::Unavailable,
                     s.error.clone().unwrap_or_default(),
                 )),
                 Some(s) => {
                     for (&v, state) in &s.versions {
                         out.push(match state {
-                            VersionState::Ready(_) => entry(Some(v), "READY", String::new()),
-                            VersionState::Loading => entry(Some(v), "LOADING", String::new()),
-                            VersionState::Failed(e) => entry(Some(v), "UNAVAILABLE", e.clone()),
+                            VersionState::Ready(_) => {
+                                entry(Some(v), IndexState::Ready, String::new())
+                            }
+                            VersionState::Loading => {
+                                entry(Some(v), IndexState::Loading, String::new())
+                            }
+                            VersionState::Failed(e) => {
+                                entry(Some(v), IndexState::Unavailable, e.clone())
+                            }
                         });
                     }
                 }

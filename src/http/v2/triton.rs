@@ -45,7 +45,7 @@ fn config_tensor(spec: &TensorSpec, batched: bool) -> Value {
 
 /// `GET /v2/models/{m}[/versions/{v}]/config`: the model configuration in Triton's JSON form,
 /// which perf_analyzer and tritonclient read.
-#[utoipa::path(get, path = "/v2/models/{model}/config", tag = "triton", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Triton-style model configuration"), (status = 404, description = "Unknown model or version", body = crate::http::openapi::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v2/models/{model}/config", tag = "triton", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Triton-style model configuration"), (status = 404, description = "Unknown model or version", body = crate::http::v2::wire::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::v2::wire::ErrorBody)))]
 pub async fn config(State(st): State<AppState>, r: ModelRef) -> Result<Response, ApiError> {
     let loaded = st.models.get(&r.model, r.version.as_deref())?;
     Ok(json_response(StatusCode::OK, &model_config(&loaded)))
@@ -102,7 +102,7 @@ pub async fn all_stats(State(st): State<AppState>) -> Result<Response, ApiError>
 }
 
 /// `GET /v2/models/{m}[/versions/{v}]/stats`.
-#[utoipa::path(get, path = "/v2/models/{model}/stats", tag = "triton", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Triton-style statistics of the model"), (status = 404, description = "Unknown model or version", body = crate::http::openapi::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v2/models/{model}/stats", tag = "triton", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Triton-style statistics of the model"), (status = 404, description = "Unknown model or version", body = crate::http::v2::wire::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::v2::wire::ErrorBody)))]
 pub async fn stats(State(st): State<AppState>, r: ModelRef) -> Result<Response, ApiError> {
     model_stats(st, Some(r))
 }
