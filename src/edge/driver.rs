@@ -1,6 +1,7 @@
 //! The connection driver: owns the MQTT event loop, dispatches what arrives, and feeds the
 //! outbox to the broker through [`Delivery`] (see its module for the delivery invariant).
 
+use super::backoff::Backoff;
 use super::delivery::{Answer, Delivery};
 use super::desired;
 use super::link::{Client, Ev, EventLoop, InMsg, LinkError};
@@ -28,7 +29,7 @@ pub struct Driver {
     delivery: Delivery,
     connected: bool,
     connections: u64,
-    backoff: Duration,
+    backoff: Backoff,
     broker: String,
     config_count: u64,
     /// The last reported document, published again on every connect.
@@ -61,7 +62,7 @@ impl Driver {
             delivery: Delivery::new(left, window),
             connected: false,
             connections: 0,
-            backoff: BACKOFF_MIN,
+            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
             broker,
             config_count: 0,
             reported: None,
@@ -206,7 +207,7 @@ impl Driver {
             if session_present { "resumed" } else { "new" }
         );
         self.connected = true;
-        self.backoff = BACKOFF_MIN;
+        self.backoff.reset();
         self.delivery.reset();
         if let Err(e) = self.client.try_subscribe(&self.ctx.topics.subscriptions()) {
             tracing::error!("cannot subscribe: {e}");
@@ -229,6 +230,7 @@ impl Driver {
     async fn on_disconnect(&mut self, reason: &str) {
         self.events.drop_pending();
         self.delivery.reset();
+        let wait = self.backoff.next_delay();
         if self.connected {
             tracing::warn!(
                 "lost the connection to {}: {reason}; reconnecting",
@@ -238,7 +240,7 @@ impl Driver {
             tracing::warn!(
                 "cannot connect to {}: {reason}; retrying in {} ms",
                 self.broker,
-                self.backoff.as_millis()
+                wait.as_millis()
             );
         }
         self.connected = false;
@@ -248,8 +250,7 @@ impl Driver {
                 Err(e) => tracing::error!("cannot renew the broker credentials: {e}"),
             }
         }
-        tokio::time::sleep(self.backoff).await;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        tokio::time::sleep(wait).await;
     }
 
     fn on_publish(&mut self, msg: InMsg) {

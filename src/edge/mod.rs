@@ -12,6 +12,7 @@
 //! - [`iothub`], [`workload`]: IoT Hub identities and SAS tokens, signed with a key or by
 //!   IoT Edge's workload API.
 
+mod backoff;
 mod delivery;
 pub mod desired;
 mod driver;

@@ -12,6 +12,7 @@ use prometheus::{
 use std::time::Duration;
 
 pub mod edge;
+pub mod percentile;
 
 /// Latency buckets in seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
