@@ -286,7 +286,7 @@ fn cpu_backend_ort_runs_the_cpu_segments() {
     );
     let server = Server::start_at_with_env(
         repo.path(),
-        &["--backend", "opencl"],
+        &["--backend", "opencl", "--strict-readiness=false"],
         &[("ORT_DYLIB_PATH", MISSING)],
     );
     let msg = assert_error(

@@ -51,6 +51,13 @@ pub struct ServeArgs {
     /// The model `POST /score` scores on (default: the only model, when one is served).
     #[arg(long, env = "SCORIA_DEFAULT_MODEL", value_name = "NAME")]
     pub default_model: Option<String>,
+
+    /// Readiness as Triton's `--strict-readiness`: with `true` (the default),
+    /// `/v2/health/ready` answers 200 only when every model that should serve is ready (a
+    /// model that failed to load keeps the server unready, so a rollout stops); with `false`,
+    /// once loading has finished, whatever failed.
+    #[arg(long, env = "SCORIA_STRICT_READINESS", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub strict_readiness: bool,
 }
 
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
@@ -94,6 +101,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
                 api_keys,
                 default_model: args.default_model,
                 client_timeout: args.client_timeout,
+                strict_readiness: args.strict_readiness,
             },
         );
         tracing::info!("serving {} on http://{addr}", dir.display());

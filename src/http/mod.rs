@@ -40,6 +40,8 @@ pub struct HttpConfig {
     pub default_model: Option<String>,
     /// How long a client may take to send a request's headers, or go silent mid-body.
     pub client_timeout: Duration,
+    /// `/v2/health/ready` waits for every model to be ready, not only to finish loading.
+    pub strict_readiness: bool,
 }
 
 impl Default for HttpConfig {
@@ -49,6 +51,7 @@ impl Default for HttpConfig {
             api_keys: None,
             default_model: None,
             client_timeout: DEFAULT_CLIENT_TIMEOUT,
+            strict_readiness: true,
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::engine::{
 use crate::hook::{PredictError, Predictor};
 use crate::registry::{ModelConfig, ModelDir, MODEL_FILE};
 use crate::tensor::{NamedTensor, Tensor};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,24 @@ pub struct LoadedVersion {
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
     stats: Stats,
+    /// Requests between arrival and answer (queued or executing).
+    pending: AtomicUsize,
+}
+
+/// Counts a request as pending until dropped, also when its caller goes away mid-request.
+struct PendingGuard<'a>(&'a AtomicUsize);
+
+impl<'a> PendingGuard<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        PendingGuard(count)
+    }
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A request handed to the scheduler: the outputs it selected (by model index) and the time
@@ -127,6 +146,7 @@ impl LoadedVersion {
             inputs,
             outputs,
             stats: Stats::default(),
+            pending: AtomicUsize::new(0),
         })
     }
 
@@ -172,6 +192,11 @@ impl LoadedVersion {
         self.scheduler.queued()
     }
 
+    /// Requests queued or executing now, on every route.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
     /// Runs the model off the async executor (on the scheduler's threads). `outputs` selects
     /// and orders the outputs returned; `None` returns all in model order.
     pub async fn infer(
@@ -180,6 +205,7 @@ impl LoadedVersion {
         outputs: Option<Vec<String>>,
     ) -> Result<Inference, ModelError> {
         let started = Instant::now();
+        let _pending = PendingGuard::enter(&self.pending);
         let result = match self.submit(inputs, outputs.as_deref(), Caller::Async, started) {
             Ok((prepared, ticket)) => self.finish(prepared, ticket.wait().await),
             Err(e) => Err(e),
@@ -196,6 +222,7 @@ impl LoadedVersion {
         outputs: Option<&[String]>,
     ) -> Result<Inference, ModelError> {
         let started = Instant::now();
+        let _pending = PendingGuard::enter(&self.pending);
         let result = self
             .submit(inputs, outputs, Caller::Blocking, started)
             .and_then(|(prepared, ticket)| self.finish(prepared, ticket.wait_blocking()));
