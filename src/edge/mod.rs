@@ -181,9 +181,7 @@ pub async fn run(
         .collect();
     let broken: Vec<&str> = ctx.unavailable.keys().map(String::as_str).collect();
     let group = match &settings.topics {
-        Topics::Plain {
-            share: Some(g), ..
-        } => format!(" in share group '{g}'"),
+        Topics::Plain { share: Some(g), .. } => format!(" in share group '{g}'"),
         _ => String::new(),
     };
     tracing::info!(
