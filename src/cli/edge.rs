@@ -244,6 +244,7 @@ async fn serve_metrics(
         models,
         metrics,
         config: Arc::new(crate::http::HttpConfig::default()),
+        admitted: Arc::default(),
     };
     let app = axum::Router::new()
         .route(

@@ -58,6 +58,12 @@ pub struct ServeArgs {
     /// once loading has finished, whatever failed.
     #[arg(long, env = "SCORIA_STRICT_READINESS", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub strict_readiness: bool,
+
+    /// Inference and scoring requests allowed in flight at once (all models together);
+    /// beyond it, requests are answered 503 with `Retry-After: 1` at once instead of queueing
+    /// without bound. Default: unbounded.
+    #[arg(long, env = "SCORIA_MAX_INFLIGHT", value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
+    pub max_inflight: Option<u32>,
 }
 
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
@@ -102,6 +108,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
                 default_model: args.default_model,
                 client_timeout: args.client_timeout,
                 strict_readiness: args.strict_readiness,
+                max_inflight: args.max_inflight.map(|n| n as usize),
             },
         );
         tracing::info!("serving {} on http://{addr}", dir.display());

@@ -3,6 +3,7 @@
 //! Handlers decode requests, call the serving core ([`crate::models`]) and encode results;
 //! they never run inference themselves.
 
+mod admission;
 pub mod auth;
 mod body;
 mod error;
@@ -42,6 +43,8 @@ pub struct HttpConfig {
     pub client_timeout: Duration,
     /// `/v2/health/ready` waits for every model to be ready, not only to finish loading.
     pub strict_readiness: bool,
+    /// Inference requests allowed in flight at once; more are refused with 503 at once.
+    pub max_inflight: Option<usize>,
 }
 
 impl Default for HttpConfig {
@@ -52,6 +55,7 @@ impl Default for HttpConfig {
             default_model: None,
             client_timeout: DEFAULT_CLIENT_TIMEOUT,
             strict_readiness: true,
+            max_inflight: None,
         }
     }
 }
@@ -62,6 +66,8 @@ pub struct AppState {
     pub models: Arc<ModelManager>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<HttpConfig>,
+    /// Inference requests admitted and not yet answered (see `max_inflight`).
+    pub admitted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The complete router, without a socket (tests drive it with `oneshot`).
@@ -73,6 +79,7 @@ pub fn router(models: Arc<ModelManager>, metrics: Arc<Metrics>, config: HttpConf
         models,
         metrics,
         config: Arc::new(config),
+        admitted: Arc::default(),
     };
     let app = v2::routes()
         .route("/metrics", get(metrics::metrics))
@@ -82,6 +89,10 @@ pub fn router(models: Arc<ModelManager>, metrics: Arc<Metrics>, config: HttpConf
         .route("/models/{model}/score", post(score::score_model))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admission::admit,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

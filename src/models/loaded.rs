@@ -4,7 +4,7 @@
 use super::stats::{Stats, Timings};
 use super::{validate, LoadError, ModelError};
 use crate::batch::{
-    BatchObserver, BatchResult, Batcher, Caller, Direct, Scheduler, SchedulerError,
+    BatchObserver, BatchResult, Batcher, Caller, Direct, RequestOptions, Scheduler, SchedulerError,
 };
 use crate::engine::{
     self, check_override, Backend, Dim, Engine, LoadOptions, OverrideOf, TensorOverride, TensorSpec,
@@ -204,9 +204,22 @@ impl LoadedVersion {
         inputs: Vec<NamedTensor>,
         outputs: Option<Vec<String>>,
     ) -> Result<Inference, ModelError> {
+        self.infer_with(inputs, outputs, RequestOptions::default())
+            .await
+    }
+
+    /// [`LoadedVersion::infer`] with a priority and a queue timeout (for models whose
+    /// dynamic batching has priority levels or a queue policy).
+    pub async fn infer_with(
+        &self,
+        inputs: Vec<NamedTensor>,
+        outputs: Option<Vec<String>>,
+        options: RequestOptions,
+    ) -> Result<Inference, ModelError> {
         let started = Instant::now();
         let _pending = PendingGuard::enter(&self.pending);
-        let result = match self.submit(inputs, outputs.as_deref(), Caller::Async, started) {
+        let submitted = self.submit(inputs, outputs.as_deref(), Caller::Async, &options, started);
+        let result = match submitted {
             Ok((prepared, ticket)) => self.finish(prepared, ticket.wait().await),
             Err(e) => Err(e),
         };
@@ -224,7 +237,13 @@ impl LoadedVersion {
         let started = Instant::now();
         let _pending = PendingGuard::enter(&self.pending);
         let result = self
-            .submit(inputs, outputs, Caller::Blocking, started)
+            .submit(
+                inputs,
+                outputs,
+                Caller::Blocking,
+                &RequestOptions::default(),
+                started,
+            )
             .and_then(|(prepared, ticket)| self.finish(prepared, ticket.wait_blocking()));
         self.record(&result, started);
         result
@@ -236,6 +255,7 @@ impl LoadedVersion {
         inputs: Vec<NamedTensor>,
         outputs: Option<&[String]>,
         caller: Caller,
+        options: &RequestOptions,
         started: Instant,
     ) -> Result<(Prepared, crate::batch::Ticket), ModelError> {
         let selected = validate::outputs(&self.outputs, outputs)?;
@@ -248,7 +268,7 @@ impl LoadedVersion {
             selected,
             validated: started.elapsed(),
         };
-        let ticket = self.scheduler.submit(ordered, rows, caller)?;
+        let ticket = self.scheduler.submit(ordered, rows, caller, options)?;
         Ok((prepared, ticket))
     }
 
