@@ -102,6 +102,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
                 default_model: args.default_model,
                 client_timeout: args.client_timeout,
                 strict_readiness: args.strict_readiness,
+                runs_dir: Some(global.workspace.join(crate::registry::runs::RUNS_DIR)),
             },
         );
         tracing::info!("serving {} on http://{addr}", dir.display());
