@@ -83,12 +83,17 @@
     return (d ? d + 'd ' : '') + (d || h ? h + 'h ' : '') + (d || h || m ? m + 'm ' : '') + (s % 60) + 's';
   }
 
-  function banner(message, bad) {
+  var bannerTimer = null;
+
+  // A message under the header; errors stay, news goes after a few seconds.
+  function banner(message, bad, sticky) {
     var b = $('banner');
+    clearTimeout(bannerTimer);
     if (!message) { b.hidden = true; return; }
     b.textContent = message;
     b.className = 'banner' + (bad ? ' bad' : '');
     b.hidden = false;
+    if (!bad && !sticky) bannerTimer = setTimeout(function () { b.hidden = true; }, 6000);
   }
 
   // ---------------------------------------------------------------- API
@@ -194,9 +199,11 @@
       if (!r.ok || !r.json) { banner('cannot read the server: ' + errorOf(r), true); return; }
       S.server = r.json;
       S.role = r.json.auth.role;
+      S.modelsText = ''; // what is drawn depends on the role: draw again
+
       document.body.dataset.role = S.role;
       $('keyprompt').hidden = true;
-      banner(r.json.ready ? null : 'not ready: ' + (r.json.not_ready_reason || 'loading'), false);
+      banner(r.json.ready ? null : 'not ready: ' + (r.json.not_ready_reason || 'loading'), false, true);
       whoami();
       startPolling();
       route();
@@ -305,7 +312,7 @@
         el('td', { text: batchingText(m.config) }),
         el('td', { class: 'num', text: m.config ? m.config.instances : '-' }),
         el('td', null, tagChips(m.tags)),
-        el('td', null, adminButtons(m)));
+        el('td', { class: 'actions' }, adminButtons(m)));
       frag.appendChild(row);
     });
     body.appendChild(frag);
@@ -373,7 +380,7 @@
   }
 
   function repoAction(name, action) {
-    banner((action === 'load' ? 'loading ' : 'unloading ') + name + ' ...');
+    banner((action === 'load' ? 'loading ' : 'unloading ') + name + ' ...', false, true);
     return api('/v2/repository/models/' + encodeURIComponent(name) + '/' + action, { method: 'POST', body: '{}' })
       .then(function (r) {
         banner(r.ok ? action + 'ed ' + name : action + ' ' + name + ' failed: ' + errorOf(r), !r.ok);
@@ -545,7 +552,8 @@
     { id: 'chart-rate', series: [['requests/s', 'rate', '#c2410c']] },
     { id: 'chart-latency', series: [['p50 ms', 'p50', '#2563eb'], ['p99 ms', 'p99', '#9333ea']] },
     { id: 'chart-split', series: [['queue ms', 'queue', '#ca8a04'], ['compute ms', 'compute', '#15803d']] },
-    { id: 'chart-batch', series: [['rows per batch', 'batch', '#0891b2']] },
+    { id: 'chart-batch', series: [['rows per batch', 'batch', '#0891b2']],
+      empty: 'no batches: the dynamic batcher is off for this selection, or idle' },
     { id: 'chart-errors', series: [['errors/s', 'err', '#b91c1c']] },
     { id: 'chart-process', series: [['RSS MiB', 'rss', '#475569', 'mib'], ['CPU %', 'cpu', '#db2777', 'pct']] },
   ];
@@ -592,6 +600,9 @@
       var box = $(c.spec.id);
       box.dataset.points = points;
       box.dataset.positive = positive;
+      var note = box.querySelector('.empty-note');
+      if (!note) { note = el('p', { class: 'empty-note' }); box.appendChild(note); }
+      note.textContent = points ? '' : (c.spec.empty || 'no requests in this window');
     });
   }
 
@@ -674,7 +685,7 @@
     var holder = el('div', { class: 'chart', data: { chart: 'latency' } });
     box.appendChild(holder);
     new uPlot({
-      width: Math.max(320, Math.min(700, box.clientWidth - 30)), height: 220, series: series, data: data,
+      width: Math.max(320, Math.min(700, box.clientWidth - 30)), height: 220, series: series,
       scales: { x: { time: false, range: [-0.2, 4.2] }, y: { range: function (u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; } } },
       axes: [{ splits: function () { return [0, 1, 2, 3, 4]; }, values: function (u, splits) { return splits.map(function (s) { return PCT[s] || ''; }); } },
         { label: 'latency ms', size: 60 }],
