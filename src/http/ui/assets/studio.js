@@ -8,6 +8,7 @@
   var KEY_STORE = 'scoria.studio.key';
   var POLL_MS = 1500;
   var HISTORY = 160;
+  var CPU_WINDOW = 6;
 
   var S = {
     server: null,
@@ -220,7 +221,11 @@
       $('keyinput').value = '';
       loadServer();
     });
-    $('model-filter').addEventListener('input', renderModels);
+    var filterTimer = null;
+    $('model-filter').addEventListener('input', function () {
+      clearTimeout(filterTimer);
+      filterTimer = setTimeout(renderModels, 80); // once typing pauses
+    });
     $('live-model').addEventListener('change', drawLive);
     $('runs-compare').addEventListener('click', compareRuns);
     $('try-model').addEventListener('change', function () { fillVersions(); exampleBody(); });
@@ -509,9 +514,10 @@
       d.queue.push(dqc > 0 ? (b.qs - a.qs) / dqc * 1000 : null);
       d.compute.push(dcc > 0 ? (b.cs - a.cs) / dcc * 1000 : null);
       d.batch.push(dbc > 0 ? (b.bs - a.bs) / dbc : null);
-      var pa = snaps[i - 1].proc, pb = snaps[i].proc;
+      // process_cpu_seconds_total counts whole seconds: CPU is averaged over CPU_WINDOW polls.
+      var w = snaps[Math.max(0, i - CPU_WINDOW)], pb = snaps[i].proc, dw = snaps[i].t - w.t;
       d.rss.push(pb.rss === null ? null : pb.rss / (1 << 20));
-      d.cpu.push(pa.cpu === null || pb.cpu === null ? null : Math.max(0, (pb.cpu - pa.cpu) / dt * 100));
+      d.cpu.push(w.proc.cpu === null || pb.cpu === null || !(dw > 0) ? null : Math.max(0, (pb.cpu - w.proc.cpu) / dw * 100));
     }
     return d;
   }
@@ -555,7 +561,7 @@
     { id: 'chart-batch', series: [['rows per batch', 'batch', '#0891b2']],
       empty: 'no batches: the dynamic batcher is off for this selection, or idle' },
     { id: 'chart-errors', series: [['errors/s', 'err', '#b91c1c']] },
-    { id: 'chart-process', series: [['RSS MiB', 'rss', '#475569', 'mib'], ['CPU %', 'cpu', '#db2777', 'pct']] },
+    { id: 'chart-process', series: [['RSS MiB', 'rss', '#475569', 'mib'], ['CPU % (9 s mean)', 'cpu', '#db2777', 'pct']] },
   ];
 
   function makeChart(spec) {
