@@ -41,6 +41,14 @@ fn opencl_devices() -> &'static Result<Vec<device::DeviceInfo>, String> {
     DEVICES.get_or_init(|| device::list().map_err(|e| e.to_string()))
 }
 
+/// A folder as the page shows it: absolute, so `./runs` says where it is.
+fn shown_path(path: &std::path::Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -82,8 +90,8 @@ pub(super) async fn server(
         "not_ready_reason": st.models.not_ready_reason(st.config.strict_readiness),
         "strict_readiness": st.config.strict_readiness,
         "models": { "total": models.len(), "ready": ready },
-        "repository": st.models.repository().root().display().to_string(),
-        "runs_dir": st.config.runs_dir.as_ref().map(|p| p.display().to_string()),
+        "repository": shown_path(st.models.repository().root()),
+        "runs_dir": st.config.runs_dir.as_deref().map(shown_path),
         "default_model": st.config.default_model,
         "max_body_bytes": st.config.max_body_bytes,
         "engines": [
@@ -305,7 +313,7 @@ pub(super) async fn runs(State(st): State<AppState>) -> Result<Response, ApiErro
             })
             .collect();
         Ok::<_, ApiError>(json!({
-            "dir": dir.display().to_string(),
+            "dir": shown_path(&dir),
             "total": total,
             "runs": listed,
         }))
