@@ -1,8 +1,9 @@
 //! scoria: a model-serving runtime for ONNX models.
 //!
-//! Layers, from the outside in: front ends ([`http`], [`cli`]) → serving core ([`models`]) →
-//! [`engine`]s. The on-disk model repository lives in [`registry`]; [`tensor`] is the
-//! engine-neutral data type all layers share.
+//! Layers, from the outside in: [`cli`] → front ends ([`http`], [`edge`], [`bench`]) →
+//! [`telemetry`] → serving core ([`models`] → [`batch`] → [`hook`]) → [`registry`] →
+//! [`engine`]s → [`tensor`] (the engine-neutral data, and the one error kind) → [`fsutil`].
+//! No layer uses one above it; ARCHITECTURE.md says where front ends and engines plug in.
 
 pub mod batch;
 pub mod bench;

@@ -51,6 +51,19 @@ pub struct ServeArgs {
     /// The model `POST /score` scores on (default: the only model, when one is served).
     #[arg(long, env = "SCORIA_DEFAULT_MODEL", value_name = "NAME")]
     pub default_model: Option<String>,
+
+    /// Readiness as Triton's `--strict-readiness`: with `true` (the default),
+    /// `/v2/health/ready` answers 200 only when every model that should serve is ready (a
+    /// model that failed to load keeps the server unready, so a rollout stops); with `false`,
+    /// once loading has finished, whatever failed.
+    #[arg(long, env = "SCORIA_STRICT_READINESS", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub strict_readiness: bool,
+
+    /// Inference and scoring requests allowed in flight at once (all models together);
+    /// beyond it, requests are answered 503 with `Retry-After: 1` at once instead of queueing
+    /// without bound. Default: unbounded.
+    #[arg(long, env = "SCORIA_MAX_INFLIGHT", value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
+    pub max_inflight: Option<u32>,
 }
 
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
@@ -94,6 +107,9 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
                 api_keys,
                 default_model: args.default_model,
                 client_timeout: args.client_timeout,
+                strict_readiness: args.strict_readiness,
+                max_inflight: args.max_inflight.map(|n| n as usize),
+                runs_dir: Some(global.workspace.join(crate::registry::runs::RUNS_DIR)),
             },
         );
         tracing::info!("serving {} on http://{addr}", dir.display());

@@ -18,6 +18,8 @@ mod failure;
 mod limits;
 mod predictor;
 #[cfg(test)]
+mod predictor_tests;
+#[cfg(test)]
 mod sandbox_tests;
 mod tensors;
 #[cfg(test)]

@@ -5,6 +5,8 @@ mod loaded;
 mod repository;
 pub mod score;
 pub mod stats;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 pub use loaded::{Inference, LoadedVersion};
@@ -306,6 +308,45 @@ impl ModelManager {
     /// it succeeded or failed.
     pub fn is_ready(&self) -> bool {
         self.loading.load(Ordering::SeqCst) == 0
+    }
+
+    /// Why the server is not ready to serve every model it should, or `None` when it is:
+    /// models still loading, or (with `strict`, as Triton's `--strict-readiness`) a model
+    /// that failed, or a version of it that is not ready. Models unloaded through the
+    /// repository API are not expected to serve. A reload keeps the old version serving
+    /// until the new one is ready, so it never makes a ready server unready.
+    pub fn not_ready_reason(&self, strict: bool) -> Option<String> {
+        if !self.is_ready() {
+            return Some("models are still loading".to_string());
+        }
+        if !strict {
+            return None;
+        }
+        self.read()
+            .values()
+            .filter(|s| !s.unloaded)
+            .find(|s| {
+                s.error.is_some()
+                    || s.versions.is_empty()
+                    || s
+                        .versions
+                        .values()
+                        .any(|v| !matches!(v, VersionState::Ready(_)))
+            })
+            .map(|s| {
+                let failed = s.versions.iter().find_map(|(v, state)| match state {
+                    VersionState::Failed(e) => Some(format!(
+                        "model '{}' version {v} failed to load: {e}",
+                        s.name
+                    )),
+                    VersionState::Loading => {
+                        Some(format!("model '{}' version {v} is still loading", s.name))
+                    }
+                    VersionState::Ready(_) => None,
+                });
+                let reason = failed.unwrap_or_else(|| s.unavailable_reason());
+                format!("{reason} (start with --strict-readiness=false to be ready with the models that did load)")
+            })
     }
 
     /// A snapshot of one model's status.

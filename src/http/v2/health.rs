@@ -14,14 +14,15 @@ pub async fn live() -> Response {
     json_response(StatusCode::OK, &Live { live: true })
 }
 
-/// Ready once every model has finished loading (successfully or not; a failed model is
-/// reported by its own readiness route, and the others serve).
-#[utoipa::path(get, path = "/v2/health/ready", tag = "v2", responses((status = 200, description = "Every model has finished loading"), (status = 503, description = "Models are still loading", body = crate::http::v2::wire::ErrorBody)))]
+/// Ready once every model has finished loading and, with strict readiness (the default, as
+/// Triton's `--strict-readiness`), every model that should serve can: 503 with the reason
+/// otherwise. Without strict readiness a failed model is reported by its own readiness
+/// route, and the server is ready with the others.
+#[utoipa::path(get, path = "/v2/health/ready", tag = "v2", responses((status = 200, description = "Every model has finished loading (and, with strict readiness, is ready)"), (status = 503, description = "Models are still loading, or (strict) a model is not ready", body = crate::http::v2::wire::ErrorBody)))]
 pub async fn ready(State(st): State<AppState>) -> Result<Response, ApiError> {
-    if st.models.is_ready() {
-        Ok(json_response(StatusCode::OK, &Ready { ready: true }))
-    } else {
-        Err(ApiError::Unavailable("models are still loading".into()))
+    match st.models.not_ready_reason(st.config.strict_readiness) {
+        None => Ok(json_response(StatusCode::OK, &Ready { ready: true })),
+        Some(reason) => Err(ApiError::Unavailable(reason)),
     }
 }
 

@@ -5,7 +5,7 @@ use crate::engine::{Dim, TensorSpec};
 use crate::http::{json_response, ApiError, AppState};
 use crate::models::stats::StatsSnapshot;
 use crate::models::{LoadedVersion, VersionState};
-use crate::registry::config::VersionPolicy;
+use crate::registry::config::{TimeoutAction, VersionPolicy};
 use crate::tensor::DataType;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -81,7 +81,17 @@ fn model_config(loaded: &LoadedVersion) -> Value {
         config_json["dynamic_batching"] = json!({
             "preferred_batch_size": b.preferred_batch_size,
             "max_queue_delay_microseconds": b.max_queue_delay_us,
-            "default_queue_policy": { "max_queue_size": b.max_queue_size },
+            "priority_levels": b.priority_levels,
+            "default_priority_level": b.default_priority_level,
+            "default_queue_policy": {
+                "max_queue_size": b.max_queue_size,
+                "timeout_action": match b.queue_policy.timeout_action {
+                    TimeoutAction::Reject => "REJECT",
+                    TimeoutAction::Delay => "DELAY",
+                },
+                "default_timeout_microseconds": b.queue_policy.default_timeout_us,
+                "allow_timeout_override": b.queue_policy.allow_timeout_override,
+            },
         });
     }
     config_json

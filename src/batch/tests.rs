@@ -1,0 +1,365 @@
+//! Both schedulers against a stand-in engine: no model files, no metrics exporter.
+
+use super::*;
+use crate::engine::{Backend, Dim, Engine, TensorSpec};
+use crate::registry::config::{DynamicBatching, QueuePolicy, TimeoutAction};
+
+const NONE: RequestOptions = RequestOptions {
+    priority: 0,
+    timeout: None,
+};
+use crate::tensor::{DataType, TensorData};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Doubles its one FP32 input; records the rows of each run; takes `delay` per run; runs one
+/// request at a time when not `concurrent` (and then counts overlapping runs).
+struct Doubler {
+    specs: Vec<TensorSpec>,
+    runs: Mutex<Vec<usize>>,
+    /// The first input value of each run.
+    firsts: Mutex<Vec<f32>>,
+    delay: Duration,
+    concurrent: bool,
+    running: AtomicUsize,
+    overlapped: AtomicUsize,
+}
+
+/// The engine as a scheduler holds it, sharing the [`Doubler`] with the test.
+struct Handle(Arc<Doubler>);
+
+fn doubler(delay: Duration, concurrent: bool) -> (Box<dyn Engine>, Arc<Doubler>) {
+    let d = Arc::new(Doubler {
+        specs: vec![TensorSpec {
+            name: "x".into(),
+            dtype: DataType::F32,
+            shape: vec![Dim::Dynamic, Dim::Fixed(2)],
+        }],
+        runs: Mutex::new(Vec::new()),
+        firsts: Mutex::new(Vec::new()),
+        delay,
+        concurrent,
+        running: AtomicUsize::new(0),
+        overlapped: AtomicUsize::new(0),
+    });
+    (Box::new(Handle(Arc::clone(&d))), d)
+}
+
+type Instances = Arc<Vec<Box<dyn Engine>>>;
+
+fn engines(
+    list: impl IntoIterator<Item = (Box<dyn Engine>, Arc<Doubler>)>,
+) -> (Instances, Vec<Arc<Doubler>>) {
+    let (engines, doublers): (Vec<_>, Vec<_>) = list.into_iter().unzip();
+    (Arc::new(engines), doublers)
+}
+
+impl Engine for Handle {
+    fn backend(&self) -> Backend {
+        Backend::Tract
+    }
+
+    fn inputs(&self) -> &[TensorSpec] {
+        &self.0.specs
+    }
+
+    fn outputs(&self) -> &[TensorSpec] {
+        &self.0.specs
+    }
+
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+        self.0.run(inputs)
+    }
+
+    fn concurrent(&self) -> bool {
+        self.0.concurrent
+    }
+}
+
+impl Doubler {
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+        if self.running.fetch_add(1, Ordering::SeqCst) > 0 && !self.concurrent {
+            self.overlapped.fetch_add(1, Ordering::SeqCst);
+        }
+        std::thread::sleep(self.delay);
+        let x = &inputs[0];
+        self.runs.lock().unwrap().push(x.shape()[0]);
+        let TensorData::F32(v) = x.data() else {
+            return Err(EngineError::Run("not FP32".into()));
+        };
+        self.firsts.lock().unwrap().extend(v.first());
+        if v.iter().any(|v| v.is_nan()) {
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            return Err(EngineError::Run("NaN refused".into()));
+        }
+        let y = Tensor::new(
+            x.shape().to_vec(),
+            TensorData::F32(v.iter().map(|v| v * 2.0).collect()),
+        )
+        .map_err(|e| EngineError::Run(e.to_string()));
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        Ok(vec![y?])
+    }
+
+    fn runs(&self) -> Vec<usize> {
+        self.runs.lock().unwrap().clone()
+    }
+}
+
+fn rows(start: f32, n: usize) -> Tensor {
+    let data = (0..n * 2).map(|i| start + i as f32).collect();
+    Tensor::new(vec![n, 2], TensorData::F32(data)).unwrap()
+}
+
+fn doubled(t: &Tensor) -> Vec<f32> {
+    match t.data() {
+        TensorData::F32(v) => v.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn direct_runs_blocking_callers_on_their_own_thread() {
+    let (engines, d) = engines([doubler(Duration::ZERO, true)]);
+    let direct = Direct::new(engines);
+    let ticket = direct
+        .submit(vec![rows(1.0, 2)], 2, Caller::Blocking, &NONE)
+        .unwrap();
+    // The work is done before submit returns: nothing is left waiting.
+    assert_eq!(direct.queued(), 0);
+    let r = ticket.wait_blocking().unwrap();
+    assert_eq!(doubled(&r.outputs[0]), vec![2.0, 4.0, 6.0, 8.0]);
+    assert_eq!((r.batch_rows, r.first), (2, true));
+    assert_eq!(d[0].runs(), vec![2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_keeps_async_callers_off_the_executor_and_prefers_idle_instances() {
+    let delay = Duration::from_millis(50);
+    let (engines, doublers) = engines([doubler(delay, false), doubler(delay, false)]);
+    let direct = Direct::new(engines);
+    let started = Instant::now();
+    let tickets: Vec<_> = (0..4)
+        .map(|i| {
+            direct
+                .submit(vec![rows(i as f32, 1)], 1, Caller::Async, &NONE)
+                .unwrap()
+        })
+        .collect();
+    let mut queued = Vec::new();
+    for (i, t) in tickets.into_iter().enumerate() {
+        let r = t.wait().await.unwrap();
+        assert_eq!(
+            doubled(&r.outputs[0]),
+            vec![2.0 * i as f32, 2.0 * i as f32 + 2.0]
+        );
+        queued.push(r.queue);
+    }
+    // Two instances, one request each at a time: four 50 ms runs take two rounds, never
+    // overlap on one instance, and the second round's wait is queue time.
+    let elapsed = started.elapsed();
+    assert!(elapsed >= delay * 2, "{elapsed:?}");
+    for d in doublers {
+        assert_eq!(d.overlapped.load(Ordering::SeqCst), 0);
+        assert_eq!(d.runs().len(), 2);
+    }
+    assert!(
+        queued.iter().filter(|q| **q >= delay / 2).count() >= 2,
+        "{queued:?}"
+    );
+    assert_eq!(direct.queued(), 0);
+}
+
+#[test]
+fn direct_engine_failures_are_internal() {
+    let direct = Direct::new(engines([doubler(Duration::ZERO, true)]).0);
+    let nan = Tensor::new(vec![1, 2], TensorData::F32(vec![f32::NAN, 1.0])).unwrap();
+    let e = direct
+        .submit(vec![nan], 1, Caller::Blocking, &NONE)
+        .unwrap()
+        .wait_blocking()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal);
+    assert_eq!(e.to_string(), "inference failed: NaN refused");
+}
+
+fn batching(delay_us: u64, max_queue_size: u32) -> DynamicBatching {
+    DynamicBatching {
+        max_queue_delay_us: delay_us,
+        preferred_batch_size: vec![],
+        max_queue_size,
+        priority_levels: 0,
+        default_priority_level: 0,
+        queue_policy: QueuePolicy::default(),
+    }
+}
+
+#[test]
+fn the_batcher_forms_batches_and_splits_them_back_exactly() {
+    let (engines, d) = engines([doubler(Duration::ZERO, true)]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let observer: BatchObserver = {
+        let seen = Arc::clone(&seen);
+        Arc::new(move |rows, depth| seen.lock().unwrap().push((rows, depth)))
+    };
+    let batcher = Batcher::start("t", engines, 8, &batching(200_000, 0), Some(observer)).unwrap();
+    // Requests of 1, 2 and 3 rows within the queue delay: one run of 6 rows.
+    let tickets: Vec<_> = [(0.0, 1), (10.0, 2), (100.0, 3)]
+        .into_iter()
+        .map(|(start, n)| {
+            let t = batcher.submit(vec![rows(start, n)], n, Caller::Blocking, &NONE);
+            (start, n, t.unwrap())
+        })
+        .collect();
+    let mut firsts = 0;
+    for (start, n, t) in tickets {
+        let r = t.wait_blocking().unwrap();
+        let want: Vec<f32> = (0..n * 2).map(|i| 2.0 * (start + i as f32)).collect();
+        assert_eq!(doubled(&r.outputs[0]), want);
+        assert_eq!(r.outputs[0].shape(), &[n, 2]);
+        assert_eq!(r.batch_rows, 6);
+        firsts += usize::from(r.first);
+    }
+    assert_eq!(firsts, 1);
+    assert_eq!(d[0].runs(), vec![6]);
+    assert_eq!(*seen.lock().unwrap(), vec![(6, 0)]);
+}
+
+#[test]
+fn a_full_queue_refuses_at_once_as_unavailable() {
+    let (engines, _) = engines([doubler(Duration::from_millis(300), true)]);
+    let batcher = Batcher::start("t", engines, 1, &batching(0, 1), None).unwrap();
+    let first = batcher
+        .submit(vec![rows(0.0, 1)], 1, Caller::Async, &NONE)
+        .unwrap();
+    // Wait until the worker took the first request, then fill the one queue slot.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while batcher.queued() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let second = batcher
+        .submit(vec![rows(0.0, 1)], 1, Caller::Async, &NONE)
+        .unwrap();
+    let refused = batcher
+        .submit(vec![rows(0.0, 1)], 1, Caller::Async, &NONE)
+        .err()
+        .expect("the third request finds the queue full");
+    assert_eq!(refused.kind(), ErrorKind::Unavailable);
+    assert!(
+        refused.to_string().contains("max_queue_size 1"),
+        "{refused}"
+    );
+    drop((first, second));
+}
+
+/// A batcher of one instance taking one row at a time, whose engine takes `delay` per run,
+/// with `priority_levels` and `policy`.
+fn one_at_a_time(
+    delay: Duration,
+    priority_levels: u32,
+    policy: QueuePolicy,
+) -> (Batcher, Arc<Doubler>) {
+    let (engines, d) = engines([doubler(delay, true)]);
+    let config = DynamicBatching {
+        priority_levels,
+        default_priority_level: priority_levels,
+        queue_policy: policy,
+        ..batching(0, 0)
+    };
+    let batcher = Batcher::start("t", engines, 1, &config, None).unwrap();
+    (batcher, Arc::clone(&d[0]))
+}
+
+/// Waits for every ticket; the first input value of each engine run, in run order.
+fn run_order(d: &Doubler, tickets: Vec<Ticket>) -> Vec<f32> {
+    for t in tickets {
+        assert!(t.wait_blocking().is_ok());
+    }
+    d.firsts.lock().unwrap().clone()
+}
+
+/// Submits a one-row request whose values start at `start` once the engine is busy.
+fn submit(b: &Batcher, start: f32, priority: u32, timeout_ms: Option<u64>) -> Ticket {
+    let options = RequestOptions {
+        priority,
+        timeout: timeout_ms.map(Duration::from_millis),
+    };
+    b.submit(vec![rows(start, 1)], 1, Caller::Async, &options)
+        .unwrap()
+}
+
+fn wait_until_taken(b: &Batcher) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.queued() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn higher_priority_requests_run_first() {
+    let (b, d) = one_at_a_time(Duration::from_millis(60), 2, QueuePolicy::default());
+    let busy = submit(&b, 0.0, 0, None);
+    wait_until_taken(&b);
+    let low = submit(&b, 10.0, 2, None);
+    let default = submit(&b, 20.0, 0, None);
+    let high = submit(&b, 30.0, 1, None);
+    // The busy run, then level 1, then level 2 oldest first (the default level is 2).
+    assert_eq!(
+        run_order(&d, vec![busy, low, default, high]),
+        vec![0.0, 30.0, 10.0, 20.0]
+    );
+    let e = b
+        .submit(
+            vec![rows(0.0, 1)],
+            1,
+            Caller::Async,
+            &RequestOptions {
+                priority: 3,
+                timeout: None,
+            },
+        )
+        .err()
+        .expect("priority 3 of 2 levels");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn timed_out_requests_never_reach_the_engine() {
+    let policy = QueuePolicy {
+        timeout_action: TimeoutAction::Reject,
+        default_timeout_us: 30_000,
+        allow_timeout_override: false,
+    };
+    let (b, d) = one_at_a_time(Duration::from_millis(120), 0, policy);
+    let busy = submit(&b, 0.0, 0, None);
+    wait_until_taken(&b);
+    // Waits behind the busy run (120 ms), past its 30 ms timeout; a longer timeout asked
+    // for is not honoured without allow_timeout_override.
+    let late = submit(&b, 10.0, 0, Some(10_000));
+    assert!(busy.wait_blocking().is_ok());
+    let e = late.wait_blocking().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert!(e.to_string().contains("timed out"), "{e}");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(d.runs().len(), 1, "the timed-out request ran");
+}
+
+#[test]
+fn delayed_requests_go_behind_those_in_time() {
+    let policy = QueuePolicy {
+        timeout_action: TimeoutAction::Delay,
+        default_timeout_us: 0,
+        allow_timeout_override: true,
+    };
+    let (b, d) = one_at_a_time(Duration::from_millis(80), 0, policy);
+    let busy = submit(&b, 0.0, 0, None);
+    wait_until_taken(&b);
+    let hurried = submit(&b, 10.0, 0, Some(5));
+    let patient = submit(&b, 20.0, 0, None);
+    // The hurried request expired while the first ran: it runs after the patient one.
+    assert_eq!(
+        run_order(&d, vec![busy, hurried, patient]),
+        vec![0.0, 20.0, 10.0]
+    );
+}

@@ -1,0 +1,88 @@
+//! The serving core on its own: a batch observer that is no metrics exporter, and the error
+//! kinds the front ends map.
+
+use super::*;
+use crate::batch::BatchObserver;
+use crate::tensor::{NamedTensor, Tensor, TensorData};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Records every batch each model version's batcher reports.
+#[derive(Default)]
+struct Recorder(Arc<Mutex<Vec<(String, u64, usize)>>>);
+
+impl BatchObservers for Recorder {
+    fn observer(&self, model: &str, version: u64) -> BatchObserver {
+        let (seen, model) = (Arc::clone(&self.0), model.to_string());
+        Arc::new(move |rows, _depth| seen.lock().unwrap().push((model.clone(), version, rows)))
+    }
+}
+
+/// A repository holding the sample digits model under `name` with `config`.
+fn repository(name: &str, config: &str) -> (tempfile::TempDir, Repository) {
+    let root = tempfile::tempdir().unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/digits/1/model.onnx");
+    let version = root.path().join(name).join("1");
+    std::fs::create_dir_all(&version).unwrap();
+    std::fs::copy(sample, version.join("model.onnx")).unwrap();
+    std::fs::write(root.path().join(name).join("config.toml"), config).unwrap();
+    let repo = Repository::open(root.path()).unwrap();
+    (root, repo)
+}
+
+fn wait_loaded(models: &ModelManager) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !models.is_ready() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(models.is_ready());
+}
+
+fn zeros(rows: usize) -> Vec<NamedTensor> {
+    vec![NamedTensor {
+        name: "input".into(),
+        tensor: Tensor::new(vec![rows, 64], TensorData::F32(vec![0.0; rows * 64])).unwrap(),
+    }]
+}
+
+#[test]
+fn batchers_report_to_the_observers_the_manager_was_given() {
+    let config = "max_batch_size = 8\n[dynamic_batching]\nmax_queue_delay_us = 100\n";
+    let (_root, repo) = repository("batched", config);
+    let recorder = Recorder::default();
+    let seen = Arc::clone(&recorder.0);
+    let models = ModelManager::with_observers(repo, Backend::Tract, Arc::new(recorder));
+    models.start_loading().unwrap();
+    wait_loaded(&models);
+    let model = models.get("batched", None).unwrap();
+    let inference = model.infer_blocking(zeros(3), None).unwrap();
+    assert_eq!(inference.outputs[0].tensor.shape()[0], 3);
+    assert_eq!(*seen.lock().unwrap(), vec![("batched".to_string(), 1, 3)]);
+    assert_eq!(model.stats().snapshot().execution_count, 1);
+}
+
+#[test]
+fn errors_say_their_kind() {
+    let (_root, repo) = repository("plain", "");
+    let models = ModelManager::new(repo, Backend::Tract);
+    models.start_loading().unwrap();
+    wait_loaded(&models);
+    let kind = |r: Result<Arc<LoadedVersion>, ModelError>| r.err().map(|e| e.kind());
+    assert_eq!(kind(models.get("nope", None)), Some(ErrorKind::NotFound));
+    assert_eq!(
+        kind(models.get("plain", Some("9"))),
+        Some(ErrorKind::NotFound)
+    );
+    let model = models.get("plain", None).unwrap();
+    let bad = model.infer_blocking(vec![], None).unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::InvalidInput, "{bad}");
+    let outputs = Some(&["nope".to_string()][..]);
+    let bad = model.infer_blocking(zeros(1), outputs).unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::InvalidInput, "{bad}");
+    models.unload_model("plain").unwrap();
+    assert_eq!(
+        kind(models.get("plain", None)),
+        Some(ErrorKind::Unavailable)
+    );
+}
