@@ -318,7 +318,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn env_refs(env: &[(&'static str, String)]) -> Vec<(&'static str, &str)> {
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
