@@ -77,10 +77,8 @@ pub fn sort(prefix: &str, objects: Vec<Listed>) -> Sorted {
             continue;
         };
         let rel = rel.to_string();
-        if let Err(why) = classify(&rel, obj, &mut out.models) {
-            if let Some(why) = why {
-                out.skipped.push(format!("{rel}: {why}"));
-            }
+        if let Err(Some(why)) = classify(&rel, obj, &mut out.models) {
+            out.skipped.push(format!("{rel}: {why}"));
         }
     }
     for model in out.models.values_mut() {
