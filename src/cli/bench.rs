@@ -2,8 +2,9 @@
 //! record the run in the workspace's history.
 
 use super::GlobalArgs;
-use crate::bench::{self, record, BenchOptions, Outcome, Protocol, Stop};
+use crate::bench::{self, BenchOptions, Outcome, Protocol, Stop};
 use crate::engine::Backend;
+use crate::registry::runs as record;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;

@@ -128,6 +128,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
                 client_timeout: args.client_timeout,
                 strict_readiness: args.strict_readiness,
                 max_inflight: args.max_inflight.map(|n| n as usize),
+                runs_dir: Some(global.workspace.join(crate::registry::runs::RUNS_DIR)),
             },
         );
         tracing::info!("serving {} on http://{addr}", dir.display());

@@ -5,7 +5,12 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// How long a refused request's body is read (and dropped) before the answer.
+const DRAIN_REFUSED: Duration = Duration::from_secs(1);
 
 /// Counts one admitted request until dropped.
 struct Admitted<'a>(&'a AtomicUsize);
@@ -17,8 +22,11 @@ impl Drop for Admitted<'_> {
 }
 
 /// Inference and scoring requests (`POST …/infer`, `…/score`) beyond the server's
-/// `max_inflight` are answered 503 with `Retry-After: 1` at once, before their body is read,
-/// instead of queueing without bound; health, metadata and metrics are never refused.
+/// `max_inflight` are answered 503 with `Retry-After: 1` at once, without decoding their body,
+/// instead of queueing without bound; health, metadata and metrics are never refused. The
+/// refused body is read and dropped as it streams in (for at most a second), so a client that
+/// sends its whole body before reading gets the 503 on a connection that stays usable rather
+/// than a reset.
 pub async fn admit(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let Some(limit) = st.config.max_inflight else {
         return next.run(req).await;
@@ -35,6 +43,9 @@ pub async fn admit(State(st): State<AppState>, req: Request, next: Next) -> Resp
     let admitted = Admitted(&st.admitted);
     if before >= limit {
         drop(admitted);
+        let mut body = req.into_body();
+        let discard = async { while let Some(Ok(_)) = body.frame().await {} };
+        let _ = tokio::time::timeout(DRAIN_REFUSED, discard).await;
         let mut response = ApiError::Unavailable(format!(
             "the server is at its limit of {limit} inference requests in flight (--max-inflight); retry later"
         ))

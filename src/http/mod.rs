@@ -10,6 +10,7 @@ mod error;
 pub mod metrics;
 mod openapi;
 mod score;
+mod ui;
 pub mod v2;
 
 #[cfg(test)]
@@ -45,6 +46,8 @@ pub struct HttpConfig {
     pub strict_readiness: bool,
     /// Inference requests allowed in flight at once; more are refused with 503 at once.
     pub max_inflight: Option<usize>,
+    /// The workspace's run history (`<workspace>/runs`) the studio lists; `None` lists none.
+    pub runs_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -56,6 +59,7 @@ impl Default for HttpConfig {
             client_timeout: DEFAULT_CLIENT_TIMEOUT,
             strict_readiness: true,
             max_inflight: None,
+            runs_dir: None,
         }
     }
 }
@@ -87,6 +91,7 @@ pub fn router(models: Arc<ModelManager>, metrics: Arc<Metrics>, config: HttpConf
         .route("/swagger.json", get(openapi::swagger))
         .route("/score", post(score::score_default))
         .route("/models/{model}/score", post(score::score_model))
+        .merge(ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -98,13 +103,14 @@ pub fn router(models: Arc<ModelManager>, metrics: Arc<Metrics>, config: HttpConf
             metrics::track,
         ))
         .with_state(state);
-    match keys {
+    let app = match keys {
         Some(keys) => app.layer(axum::middleware::from_fn_with_state(
             keys,
             auth::require_key,
         )),
         None => app,
-    }
+    };
+    app.layer(axum::middleware::from_fn(ui::security_headers))
 }
 
 async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
@@ -135,6 +141,11 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(client_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // The studio's server page shows where the server listens.
+    let router = match listener.local_addr() {
+        Ok(addr) => router.layer(axum::Extension(ui::ListenAddr(addr))),
+        Err(_) => router,
+    };
     tokio::pin!(shutdown);
     loop {
         let (tcp, _peer) = tokio::select! {

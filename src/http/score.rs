@@ -8,10 +8,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-/// `GET /`: Azure ML's liveness answer.
-#[utoipa::path(get, path = "/", tag = "azure-ml", responses((status = 200, description = "Healthy", content_type = "text/plain")))]
-pub async fn healthy() -> &'static str {
-    "Healthy"
+/// `GET /`: Azure ML's liveness answer; a browser (asking for HTML) is sent to the studio.
+#[utoipa::path(get, path = "/", tag = "azure-ml", responses((status = 200, description = "Healthy", content_type = "text/plain"), (status = 303, description = "To the studio at /ui, for clients that accept text/html")))]
+pub async fn healthy(headers: axum::http::HeaderMap) -> Response {
+    if super::ui::wants_html(&headers) {
+        return super::ui::redirect_to_studio();
+    }
+    "Healthy".into_response()
 }
 
 /// `POST /models/{m}/score`: the request through the model's score hook (or the default

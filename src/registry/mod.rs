@@ -2,11 +2,14 @@
 //! `<root>/<name>/config.toml` and per-version registration metadata (`meta.toml`).
 //!
 //! Both front ends and the CLI read models through this module; only [`register`] writes.
+//! [`runs`] is the workspace's benchmark run history beside it (written by `scoria bench`,
+//! read by `scoria runs` and the studio).
 
 pub mod config;
 mod meta;
 pub mod name;
 mod register;
+pub mod runs;
 pub mod store;
 
 pub use config::ModelConfig;
