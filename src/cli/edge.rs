@@ -7,7 +7,6 @@ use crate::edge::topics::Topics;
 use crate::edge::{self, outbox, EdgeSettings};
 use crate::engine::Backend;
 use crate::models::ModelManager;
-use crate::registry::Repository;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -173,7 +172,9 @@ pub fn run(global: &GlobalArgs, args: EdgeArgs) -> anyhow::Result<()> {
         .into());
     }
     let dir = global.models_dir();
-    let repo = Repository::open(&dir).context("cannot open the model repository")?;
+    // A store is mirrored once here (or its cache used when it cannot be reached); the
+    // module then serves from the cache.
+    let (repo, _store) = super::store::open_repository(global)?;
     for (name, _) in &args.model {
         repo.model(name)
             .with_context(|| format!("--model '{name}' names no model in {}", dir.display()))?;

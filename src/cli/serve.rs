@@ -4,7 +4,6 @@ use super::GlobalArgs;
 use crate::engine::Backend;
 use crate::http::{self, HttpConfig};
 use crate::models::ModelManager;
-use crate::registry::Repository;
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
@@ -64,11 +63,24 @@ pub struct ServeArgs {
     /// without bound. Default: unbounded.
     #[arg(long, env = "SCORIA_MAX_INFLIGHT", value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
     pub max_inflight: Option<u32>,
+
+    /// With a repository in an object store (`--models az://...|s3://...`), list it every
+    /// DURATION (one listing per poll) and load new versions, unload removed ones and reload
+    /// models whose config.toml or hook changed, as Triton's poll mode; requests keep being
+    /// served throughout.
+    #[arg(long, env = "SCORIA_REPOSITORY_POLL", value_parser = super::positive_duration, value_name = "DURATION")]
+    pub repository_poll: Option<Duration>,
 }
 
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let dir = global.models_dir();
-    let repo = Repository::open(&dir).context("cannot open the model repository")?;
+    if args.repository_poll.is_some() && super::store::models_url(global).is_none() {
+        return Err(super::UsageError(
+            "--repository-poll follows a repository in an object store: give --models az://...|s3://...|gs://...".into(),
+        )
+        .into());
+    }
+    let (repo, store) = super::store::open_repository(global)?;
     if let Some(name) = &args.default_model {
         repo.model(name).with_context(|| {
             format!(
@@ -96,9 +108,16 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
             .context("cannot read the listening address")?;
         let metrics = Arc::new(crate::telemetry::Metrics::new());
         let models = ModelManager::with_observers(repo, args.backend, Arc::clone(&metrics) as _);
+        if let Some(store) = store {
+            models.set_store(store);
+        }
         models
             .start_loading()
             .context("cannot scan the model repository")?;
+        if let Some(every) = args.repository_poll {
+            crate::models::poll::spawn(&models, every)
+                .context("cannot start the repository poll")?;
+        }
         let router = http::router(
             models,
             metrics,

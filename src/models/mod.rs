@@ -2,6 +2,7 @@
 //! which every front end runs inference ([`LoadedVersion::infer`]).
 
 mod loaded;
+pub mod poll;
 mod repository;
 pub mod score;
 pub mod stats;
@@ -192,6 +193,9 @@ pub struct ModelManager {
     ops: std::sync::Mutex<()>,
     /// Where batchers report batch sizes and queue depth.
     observers: Option<Arc<dyn BatchObservers>>,
+    /// The object store the repository mirrors, when it lives in one: repository load
+    /// requests re-read the model from it first.
+    store: std::sync::OnceLock<Arc<crate::registry::store::Store>>,
 }
 
 impl ModelManager {
@@ -222,11 +226,25 @@ impl ModelManager {
             loading: AtomicUsize::new(0),
             ops: std::sync::Mutex::new(()),
             observers,
+            store: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Names the object store the repository mirrors (see [`crate::registry::store`]).
+    pub fn set_store(&self, store: Arc<crate::registry::store::Store>) {
+        let _ = self.store.set(store);
+    }
+
+    /// The object store the repository mirrors, if any.
+    pub fn store(&self) -> Option<&Arc<crate::registry::store::Store>> {
+        self.store.get()
     }
 
     /// Loads `version` of the model in `dir` as this manager serves it.
     fn load_served(&self, dir: &ModelDir, version: u64) -> Result<Served, LoadError> {
+        if let Some(why) = dir.version_error(version) {
+            return Err(LoadError::Invalid(why));
+        }
         Served::load_with(
             dir,
             version,

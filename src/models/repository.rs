@@ -29,9 +29,26 @@ pub enum IndexState {
 }
 
 impl ModelManager {
-    /// (Re)loads model `name` from disk under its version policy. Blocks while the versions
-    /// load; call it from a blocking thread. On failure what was served before stays.
+    /// (Re)loads model `name` under its version policy: from the object store first when the
+    /// repository mirrors one, else from disk. Blocks while the versions load; call it from a
+    /// blocking thread. On failure what was served before stays.
     pub fn load_model(&self, name: &str) -> Result<(), ModelError> {
+        if let Some(store) = self.store() {
+            let report = store
+                .sync_model(name)
+                .map_err(|e| ModelError::LoadFailed(format!("cannot load model '{name}': {e}")))?;
+            if let Some(why) = report.failed.get(name) {
+                return Err(ModelError::LoadFailed(format!(
+                    "cannot load model '{name}': {why}"
+                )));
+            }
+        }
+        self.reload_model(name)
+    }
+
+    /// (Re)loads model `name` from the repository on disk (the store's cache when it mirrors
+    /// one), as [`ModelManager::load_model`] without re-reading the store.
+    pub fn reload_model(&self, name: &str) -> Result<(), ModelError> {
         let _serial = self.ops.lock().unwrap_or_else(|p| p.into_inner());
         let dir = self.repo.model(name).map_err(|e| match e {
             RegistryError::ModelNotFound(_) | RegistryError::InvalidName { .. } => {
