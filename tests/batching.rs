@@ -294,3 +294,52 @@ fn max_inflight_refuses_a_burst_at_once() {
     let (status, body) = server.post("/v2/models/digits/infer", &body);
     assert_eq!(status, 200, "{body}");
 }
+
+/// v2's `parameters.priority` and `parameters.timeout` reach the queue policy: a request
+/// whose (overriding) timeout expires while it waits for a batch is refused with 503 and
+/// never runs (no execution counted); an unknown priority level is a 400; the configured
+/// policy shows in `/config`.
+#[test]
+fn request_priority_and_timeout_reach_the_queue_policy() {
+    let repo = repo_with(&["digits"]);
+    prepend_config(repo.path(), "digits", "max_batch_size = 8");
+    append_config(
+        repo.path(),
+        "digits",
+        "[dynamic_batching]\nmax_queue_delay_us = 200000\npreferred_batch_size = [8]\n\
+         priority_levels = 2\n[dynamic_batching.default_queue_policy]\n\
+         allow_timeout_override = true\n",
+    );
+    let server = Server::start(repo, &[]);
+    let with = |parameters: Value| {
+        let mut body = request(&rows(3, 1));
+        body["parameters"] = parameters;
+        server.post("/v2/models/digits/infer", &body.to_string())
+    };
+    let msg = assert_error(with(json!({"timeout": 1})), 503, "timed out");
+    assert!(msg.contains("queue"), "{msg}");
+    let (_, stats) = server.get("/v2/models/digits/stats");
+    let s = &stats["model_stats"][0];
+    assert_eq!(
+        s["execution_count"], 0,
+        "the timed-out request ran: {stats}"
+    );
+    assert_error(
+        with(json!({"priority": 5})),
+        400,
+        "priority 5 is not a priority level",
+    );
+    let (status, body) = with(json!({"priority": 1, "timeout": 10_000_000}));
+    assert_eq!(status, 200, "{body}");
+    let (_, config) = server.get("/v2/models/digits/config");
+    let b = &config["dynamic_batching"];
+    assert_eq!(b["priority_levels"], 2, "{config}");
+    assert_eq!(
+        b["default_queue_policy"]["allow_timeout_override"], true,
+        "{config}"
+    );
+    assert_eq!(
+        b["default_queue_policy"]["timeout_action"], "REJECT",
+        "{config}"
+    );
+}

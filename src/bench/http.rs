@@ -276,6 +276,7 @@ impl InferRequest {
                     outputs: None,
                     parameters: Some(wire::RequestParameters {
                         binary_data_output: true,
+                        ..Default::default()
                     }),
                 };
                 let header = serde_json::to_vec(&request).map_err(encode)?;

@@ -9,11 +9,13 @@ use super::wire::{
     InferenceRequest, InferenceResponse, Obj, RequestOutputParameters, ResponseData,
     ResponseOutput, ResponseOutputParameters,
 };
+use crate::batch::RequestOptions;
 use crate::http::ApiError;
 use crate::tensor::{
     decode_binary, decode_json, element_count, encode_binary, DataType, NamedTensor, Tensor,
 };
 use std::borrow::Cow;
+use std::time::Duration;
 
 pub use super::wire::FlatData;
 
@@ -28,6 +30,8 @@ pub struct InferRequest {
     pub outputs: Option<Vec<String>>,
     /// Which outputs to return as binary data.
     pub binary: BinaryOutputs,
+    /// `parameters.priority` and `parameters.timeout` (µs).
+    pub options: RequestOptions,
 }
 
 /// Which outputs a client wants as binary data.
@@ -132,8 +136,18 @@ pub fn decode_request(body: &[u8], header_length: Option<&[u8]>) -> Result<Infer
             binary.len()
         )));
     }
+    let params = req.parameters.unwrap_or_default();
+    let priority = match params.priority {
+        None => 0,
+        Some(p) => u32::try_from(p)
+            .map_err(|_| bad(format!("parameters.priority: {p} is not a priority level")))?,
+    };
+    let options = RequestOptions {
+        priority,
+        timeout: params.timeout.map(Duration::from_micros),
+    };
     let mut binary = BinaryOutputs {
-        default: req.parameters.is_some_and(|p| p.binary_data_output),
+        default: params.binary_data_output,
         explicit: Vec::new(),
     };
     // An empty list asks for nothing in particular: all outputs, as when it is absent.
@@ -156,6 +170,7 @@ pub fn decode_request(body: &[u8], header_length: Option<&[u8]>) -> Result<Infer
         inputs,
         outputs,
         binary,
+        options,
     })
 }
 

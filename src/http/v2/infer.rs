@@ -62,7 +62,9 @@ async fn run(
     } else {
         codec::decode_request(body, header_length)?
     };
-    let inference = loaded.infer(request.inputs, request.outputs).await?;
+    let inference = loaded
+        .infer_with(request.inputs, request.outputs, request.options)
+        .await?;
     let version = loaded.version().to_string();
     let elements: usize = inference
         .outputs

@@ -59,6 +59,14 @@ pub struct RequestParameters {
     /// Every output as binary data unless an output's own `binary_data` says otherwise.
     #[serde(default)]
     pub binary_data_output: bool,
+    /// Priority level (1 is the highest) for models with `priority_levels`; 0 or absent:
+    /// the model's default level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u64>,
+    /// Queue timeout in microseconds, honoured when the model's queue policy allows
+    /// overrides and it is shorter than the policy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
 }
 
 /// One input tensor of a v2 inference request.
