@@ -3,8 +3,8 @@
 //! `cargo bench --bench codec`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use scoria::http::v2::codec::{decode_request, FlatData};
-use scoria::tensor::TensorData;
+use scoria::http::v2::codec::{decode_request, encode_response, BinaryOutputs, FlatData};
+use scoria::tensor::{NamedTensor, Tensor, TensorData};
 
 fn request(elements: usize) -> String {
     let data: Vec<String> = (0..elements)
@@ -30,6 +30,23 @@ fn codec(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1000));
     group.bench_function("encode/1000", |b| {
         b.iter(|| serde_json::to_vec(&FlatData(&logits)).expect("encodes"))
+    });
+    // A whole response: resnet's logits and digits' label, as the infer route writes it.
+    let outputs = [
+        NamedTensor {
+            name: "logits".into(),
+            tensor: Tensor::new(vec![1, 1000], logits.clone()).expect("shape fits"),
+        },
+        NamedTensor {
+            name: "label".into(),
+            tensor: Tensor::new(vec![1], TensorData::I64(vec![7])).expect("shape fits"),
+        },
+    ];
+    let json = BinaryOutputs::default();
+    group.bench_function("encode_response/1000", |b| {
+        b.iter(|| {
+            encode_response("resnet", "1", Some("1".into()), &outputs, &json).expect("encodes")
+        })
     });
     group.finish();
 }

@@ -182,7 +182,7 @@ fn batching_needs_a_batch_dimension() {
         "add_fixed",
         "[dynamic_batching]\nmax_queue_delay_us = 100",
     );
-    let server = Server::start(repo, &[]);
+    let server = Server::start(repo, &["--strict-readiness=false"]);
     let msg = assert_error(
         server.get("/v2/models/add_fixed/ready"),
         503,
@@ -191,4 +191,155 @@ fn batching_needs_a_batch_dimension() {
     assert!(msg.contains("'a'"), "{msg}");
     let row = rows(1, 1);
     server.infer_ok("digits", &request(&row));
+}
+
+/// The value of the sample `name` (with its labels, as rendered) in the server's `/metrics`.
+fn metric(server: &Server, sample: &str) -> Option<f64> {
+    let (_, metrics) = server.request("GET", "/metrics", None, None);
+    let text = metrics.as_str().unwrap_or_default().to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+}
+
+/// `scoria_pending_requests` (what autoscalers read) counts a model's requests from arrival
+/// to answer — here four waiting in the batching queue — and returns to 0;
+/// `scoria_inflight_requests` counts every request the server is handling.
+#[test]
+fn pending_requests_rise_under_load_and_return_to_zero() {
+    let repo = repo_with(&["digits"]);
+    prepend_config(repo.path(), "digits", "max_batch_size = 8");
+    append_config(
+        repo.path(),
+        "digits",
+        "[dynamic_batching]\nmax_queue_delay_us = 1500000\npreferred_batch_size = [8]",
+    );
+    let server = Server::start(repo, &[]);
+    let pending = r#"scoria_pending_requests{model="digits"}"#;
+    assert_eq!(metric(&server, pending), Some(0.0));
+    std::thread::scope(|s| {
+        let clients: Vec<_> = (0..4)
+            .map(|i| {
+                let server = &server;
+                s.spawn(move || server.infer_ok("digits", &request(&rows(i, 1))))
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = (0.0, 0.0);
+        while Instant::now() < deadline && seen.0 < 4.0 {
+            seen = (
+                metric(&server, pending).unwrap_or(0.0),
+                metric(&server, "scoria_inflight_requests").unwrap_or(0.0),
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The four requests wait for a batch of 8 up to 1.5 s: all are pending, and the
+        // server handles them plus this /metrics request.
+        assert_eq!(seen.0, 4.0, "pending never reached 4");
+        assert!(seen.1 >= 5.0, "in flight: {}", seen.1);
+        for c in clients {
+            c.join().unwrap();
+        }
+    });
+    assert_eq!(metric(&server, pending), Some(0.0));
+    assert_eq!(metric(&server, "scoria_inflight_requests"), Some(1.0));
+}
+
+/// `--max-inflight 2`: under a burst of 6 requests, 2 are admitted (they wait for a batch)
+/// and the other 4 are refused at once with 503 and `Retry-After`, before the admitted ones
+/// finish; health and metrics are never refused, and afterwards requests are admitted again.
+#[test]
+fn max_inflight_refuses_a_burst_at_once() {
+    let repo = repo_with(&["digits"]);
+    prepend_config(repo.path(), "digits", "max_batch_size = 8");
+    append_config(
+        repo.path(),
+        "digits",
+        "[dynamic_batching]\nmax_queue_delay_us = 1500000\npreferred_batch_size = [8]",
+    );
+    let server = Server::start(repo, &["--max-inflight", "2"]);
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let url = server.url("/v2/models/digits/infer");
+    let body = request(&rows(1, 1)).to_string();
+    let outcomes: Vec<(u16, Option<String>, Instant)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..6)
+            .map(|_| {
+                let (client, url, body) = (&client, &url, &body);
+                s.spawn(move || {
+                    let r = client.post(url.as_str()).body(body.clone()).send().unwrap();
+                    let retry = r
+                        .headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap_or_default().to_string());
+                    (r.status().as_u16(), retry, Instant::now())
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(server.get("/v2/health/ready").0, 200);
+        assert_eq!(server.request("GET", "/metrics", None, None).0, 200);
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let admitted: Vec<_> = outcomes.iter().filter(|o| o.0 == 200).collect();
+    let refused: Vec<_> = outcomes.iter().filter(|o| o.0 == 503).collect();
+    assert_eq!((admitted.len(), refused.len()), (2, 4), "{outcomes:?}");
+    assert!(
+        refused.iter().all(|o| o.1.as_deref() == Some("1")),
+        "{outcomes:?}"
+    );
+    let first_admitted = admitted.iter().map(|o| o.2).min().unwrap();
+    assert!(refused.iter().all(|o| o.2 < first_admitted), "{outcomes:?}");
+    let (status, body) = server.post("/v2/models/digits/infer", &body);
+    assert_eq!(status, 200, "{body}");
+}
+
+/// v2's `parameters.priority` and `parameters.timeout` reach the queue policy: a request
+/// whose (overriding) timeout expires while it waits for a batch is refused with 503 and
+/// never runs (no execution counted); an unknown priority level is a 400; the configured
+/// policy shows in `/config`.
+#[test]
+fn request_priority_and_timeout_reach_the_queue_policy() {
+    let repo = repo_with(&["digits"]);
+    prepend_config(repo.path(), "digits", "max_batch_size = 8");
+    append_config(
+        repo.path(),
+        "digits",
+        "[dynamic_batching]\nmax_queue_delay_us = 200000\npreferred_batch_size = [8]\n\
+         priority_levels = 2\n[dynamic_batching.default_queue_policy]\n\
+         allow_timeout_override = true\n",
+    );
+    let server = Server::start(repo, &[]);
+    let with = |parameters: Value| {
+        let mut body = request(&rows(3, 1));
+        body["parameters"] = parameters;
+        server.post("/v2/models/digits/infer", &body.to_string())
+    };
+    let msg = assert_error(with(json!({"timeout": 1})), 503, "timed out");
+    assert!(msg.contains("queue"), "{msg}");
+    let (_, stats) = server.get("/v2/models/digits/stats");
+    let s = &stats["model_stats"][0];
+    assert_eq!(
+        s["execution_count"], 0,
+        "the timed-out request ran: {stats}"
+    );
+    assert_error(
+        with(json!({"priority": 5})),
+        400,
+        "priority 5 is not a priority level",
+    );
+    let (status, body) = with(json!({"priority": 1, "timeout": 10_000_000}));
+    assert_eq!(status, 200, "{body}");
+    let (_, config) = server.get("/v2/models/digits/config");
+    let b = &config["dynamic_batching"];
+    assert_eq!(b["priority_levels"], 2, "{config}");
+    assert_eq!(
+        b["default_queue_policy"]["allow_timeout_override"], true,
+        "{config}"
+    );
+    assert_eq!(
+        b["default_queue_policy"]["timeout_action"], "REJECT",
+        "{config}"
+    );
 }

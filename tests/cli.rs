@@ -981,3 +981,75 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
         out.status
     );
 }
+
+/// `scoria model register` killed with SIGKILL at 100 points spread over its run (parsing,
+/// copying, fsyncing, renaming): the repository never shows a half version — every numbered
+/// folder holds the model and a record whose sha256 matches it — and the next register
+/// succeeds and clears the dead processes' temporary folders.
+#[test]
+fn a_register_killed_anywhere_leaves_no_half_version() {
+    let ws = workspace();
+    let src = model_source("lenet").join("1/model.onnx");
+    let args = ["model", "register", "big", "--path", src.to_str().unwrap()];
+    let started = std::time::Instant::now();
+    ok(scoria(ws.path(), &args));
+    let full = started.elapsed();
+    let model_dir = ws.path().join("models/big");
+    let want = sha256sum(&src);
+    let check = |when: &str| {
+        let mut versions = 0;
+        for name in entries(&model_dir) {
+            if name.starts_with('.') {
+                continue; // a dead process's temporary folder: invisible to readers
+            }
+            let Ok(_) = name.parse::<u64>() else {
+                panic!(
+                    "{when}: unexpected entry {name:?} in {}",
+                    model_dir.display()
+                );
+            };
+            let dir = model_dir.join(&name);
+            assert_eq!(
+                entries(&dir),
+                ["meta.toml", "model.onnx"],
+                "{when}: half version {name}"
+            );
+            assert_eq!(sha256sum(&dir.join("model.onnx")), want, "{when}: {name}");
+            let meta = std::fs::read_to_string(dir.join("meta.toml")).unwrap();
+            assert!(meta.contains(&want), "{when}: {name}: {meta}");
+            versions += 1;
+        }
+        versions
+    };
+    let iterations: u32 = 100;
+    for i in 0..iterations {
+        // Delays from 0 to 1.1x a full run, visited out of order.
+        let delay = full.mul_f64(f64::from((i * 37) % iterations) / f64::from(iterations) * 1.1);
+        let mut child = common::scoria_command()
+            .current_dir(ws.path())
+            .arg("--workspace")
+            .arg(ws.path())
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let _ = child.wait();
+        check(&format!("after a kill at {delay:?}"));
+    }
+    let before = check("before the last register");
+    let out = ok(scoria(ws.path(), &args));
+    assert!(out.contains(&format!("big:{}", before + 1)), "{out}");
+    assert_eq!(check("after the last register"), before + 1);
+    let leftovers: Vec<String> = entries(&model_dir)
+        .into_iter()
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary folders left: {leftovers:?}"
+    );
+    ok(scoria(ws.path(), &["model", "list"]));
+}

@@ -286,7 +286,7 @@ fn cpu_backend_ort_runs_the_cpu_segments() {
     );
     let server = Server::start_at_with_env(
         repo.path(),
-        &["--backend", "opencl"],
+        &["--backend", "opencl", "--strict-readiness=false"],
         &[("ORT_DYLIB_PATH", MISSING)],
     );
     let msg = assert_error(
@@ -670,4 +670,61 @@ fn nan_inputs_give_nan_outputs_as_on_the_cpu() {
             |v: &[f64]| -> Vec<f64> { v.iter().copied().filter(|x| !x.is_nan()).collect() };
         close(&finite(&g), &finite(&w), model);
     }
+}
+
+/// Defects found from outside (ONNX node test `test_clip_min_greater_than_max`, and the
+/// `batchnorm_*_training_mode` ones): Clip with min > max gives max everywhere on the device,
+/// as ONNX and tract say; a BatchNormalization in training mode, which nothing in the OpenCL
+/// engine can run, fails at load with the reason instead of failing every request.
+#[test]
+fn clip_min_above_max_and_training_batchnorm() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("tests/opencl/make_defects.py"))
+        .arg(dir.path())
+        .status()
+        .expect("run .venv/bin/python");
+    assert!(status.success(), "make_defects.py failed");
+
+    let clip = dir.path().join("clip_min_gt_max.onnx");
+    let data = vec![-3.0f32, 0.0, 0.7, 2.0, 0.5, 1.0, 0.75, -0.25];
+    let x = Tensor::new(vec![2, 4], TensorData::F32(data)).unwrap();
+    let device = engine::load(
+        Backend::Opencl,
+        &clip,
+        &opencl(OpenclConfig {
+            fallback: false,
+            ..OpenclConfig::default()
+        }),
+    )
+    .unwrap();
+    let got = as_f64(&device.run(vec![x.clone()]).unwrap()[0]);
+    assert_eq!(got, vec![0.5; 8]);
+    let tract = engine::load(Backend::Tract, &clip, &LoadOptions::default()).unwrap();
+    assert_eq!(got, as_f64(&tract.run(vec![x]).unwrap()[0]));
+
+    // On tract's CPU segments: refused at load, naming the node.
+    let bn = dir.path().join("batchnorm_training.onnx");
+    let err = engine::load(Backend::Opencl, &bn, &opencl(OpenclConfig::default()))
+        .err()
+        .expect("a training-mode BatchNormalization loaded on tract's CPU segment")
+        .to_string();
+    assert!(
+        err.contains("'bn'") && err.contains("BatchNormalization") && !err.contains('\n'),
+        "{err}"
+    );
+    // ONNX Runtime runs it: loaded, it answers every request.
+    let ort = engine::load(
+        Backend::Opencl,
+        &bn,
+        &opencl(OpenclConfig {
+            cpu_backend: CpuBackend::Ort,
+            ..OpenclConfig::default()
+        }),
+    )
+    .unwrap();
+    let x = Tensor::new(vec![2, 3, 2, 2], TensorData::F32(pattern(&[2, 3, 2, 2], 5))).unwrap();
+    let out = ort.run(vec![x]).unwrap();
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[0].shape(), &[2, 3, 2, 2]);
 }

@@ -818,7 +818,7 @@ fn broken_models_fail_alone() {
     .unwrap();
     copy_dir(&model_source("lenet"), &repo.path().join("badconfig"));
     prepend_config(repo.path(), "badconfig", "instancez = 2");
-    let s = Server::start(repo, &[]);
+    let s = Server::start(repo, &["--strict-readiness=false"]);
 
     // The server is ready and the good model serves.
     assert_eq!(s.get("/v2/health/ready").0, 200);
@@ -1088,4 +1088,49 @@ fn requests_of_the_wrong_shape_and_odd_paths_get_json_errors() {
     assert_eq!(status, 200, "{resp}");
     let (status, resp) = s.post("/v2/repository/models/digits/load", "");
     assert_eq!(status, 200, "{resp}");
+}
+
+/// Strict readiness (the default, as Triton's): while a model that should serve has failed,
+/// the server is not ready and says which; unloading that model makes it ready.
+/// `--strict-readiness=false` is ready with the models that loaded.
+#[test]
+fn strict_readiness_waits_for_every_model() {
+    let broken = |repo: &tempfile::TempDir| {
+        std::fs::write(repo.path().join("add_fixed/1/model.onnx"), b"not a model").unwrap();
+    };
+    let repo = repo_with(&["digits", "add_fixed"]);
+    broken(&repo);
+    let s = Server::start_live(repo, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while s.get("/v2/models/digits/ready").0 != 200
+        || s.get("/v2/models/add_fixed/ready")
+            .1
+            .to_string()
+            .contains("loading")
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", s.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let msg = assert_error(
+        s.get("/v2/health/ready"),
+        503,
+        "model 'add_fixed' version 1 failed to load",
+    );
+    assert!(msg.contains("--strict-readiness=false"), "{msg}");
+    assert_eq!(
+        s.post("/v2/repository/models/add_fixed/unload", "{}").0,
+        200
+    );
+    assert_eq!(s.get("/v2/health/ready"), (200, json!({"ready": true})));
+
+    let repo = repo_with(&["digits", "add_fixed"]);
+    broken(&repo);
+    let s = Server::start(repo, &["--strict-readiness=false"]);
+    assert_eq!(s.get("/v2/health/ready"), (200, json!({"ready": true})));
+    assert_eq!(s.get("/v2/models/add_fixed/ready").0, 503);
+    let out = common::scoria_command()
+        .args(["serve", "--strict-readiness", "maybe"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -1,6 +1,6 @@
 //! The scheduler of models without dynamic batching: each request runs on its own.
 
-use super::{BatchResult, Caller, Scheduler, SchedulerError, Ticket};
+use super::{BatchResult, Caller, RequestOptions, Scheduler, SchedulerError, Ticket};
 use crate::engine::Engine;
 use crate::tensor::Tensor;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,6 +46,7 @@ impl Scheduler for Direct {
         inputs: Vec<Tensor>,
         rows: usize,
         caller: Caller,
+        _options: &RequestOptions,
     ) -> Result<Ticket, SchedulerError> {
         let submitted = Instant::now();
         self.inner.waiting.fetch_add(1, Ordering::Relaxed);

@@ -6,10 +6,17 @@
 //! reached or the next request would not fit, concatenates along dimension 0, runs the
 //! engine once and splits the outputs back exactly. A full queue refuses at once; a request
 //! whose caller went away is dropped before it runs.
+//!
+//! Queue policy (Triton's `default_queue_policy` and `priority_levels`): requests wait in one
+//! queue per priority level and are taken highest priority (level 1) first, oldest first
+//! within a level. A request past its timeout never reaches the engine: it is refused
+//! (`reject`) or moved behind every request still in time (`delay`).
 
-use super::{BatchObserver, BatchResult, Caller, Scheduler, SchedulerError, Ticket};
+use super::{
+    BatchObserver, BatchResult, Caller, RequestOptions, Scheduler, SchedulerError, Ticket,
+};
 use crate::engine::Engine;
-use crate::registry::config::DynamicBatching;
+use crate::registry::config::{DynamicBatching, TimeoutAction};
 use crate::tensor::Tensor;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -20,12 +27,31 @@ struct Pending {
     inputs: Vec<Tensor>,
     rows: usize,
     enqueued: Instant,
+    /// When the request times out in the queue, if it has a timeout.
+    expires: Option<Instant>,
     reply: oneshot::Sender<Result<BatchResult, SchedulerError>>,
 }
 
 struct Queue {
-    pending: VecDeque<Pending>,
+    /// One queue per priority level, highest priority (level 1) first; then the requests
+    /// whose timeout expired under the `delay` action.
+    levels: Vec<VecDeque<Pending>>,
     closed: bool,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.levels.iter().map(VecDeque::len).sum()
+    }
+
+    /// The request a batch takes next: the oldest of the highest non-empty priority.
+    fn front(&self) -> Option<&Pending> {
+        self.levels.iter().find_map(VecDeque::front)
+    }
+
+    fn pop_front(&mut self) -> Option<Pending> {
+        self.levels.iter_mut().find_map(VecDeque::pop_front)
+    }
 }
 
 struct Shared {
@@ -37,6 +63,13 @@ struct Shared {
     max_delay: Duration,
     max_queue: usize,
     observer: Option<BatchObserver>,
+    /// Priority levels (at least 1); requests that name none get `default_level`.
+    levels: u32,
+    default_level: u32,
+    /// The queue policy's timeout for every request, and whether a request may shorten it.
+    timeout: Option<Duration>,
+    allow_override: bool,
+    action: TimeoutAction,
 }
 
 /// The queue and worker threads of one model version.
@@ -56,7 +89,9 @@ impl Batcher {
         let max_rows = max_batch_size.max(1) as usize;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
-                pending: VecDeque::new(),
+                levels: (0..=config.priority_levels.max(1))
+                    .map(|_| VecDeque::new())
+                    .collect(),
                 closed: false,
             }),
             wake: Condvar::new(),
@@ -68,6 +103,12 @@ impl Batcher {
             max_delay: Duration::from_micros(config.max_queue_delay_us),
             max_queue: config.max_queue_size as usize,
             observer,
+            levels: config.priority_levels.max(1),
+            default_level: config.default_priority_level.max(1),
+            timeout: (config.queue_policy.default_timeout_us > 0)
+                .then(|| Duration::from_micros(config.queue_policy.default_timeout_us)),
+            allow_override: config.queue_policy.allow_timeout_override,
+            action: config.queue_policy.timeout_action,
         });
         for i in 0..engines.len() {
             let (shared, engines) = (Arc::clone(&shared), Arc::clone(&engines));
@@ -88,20 +129,39 @@ impl Scheduler for Batcher {
         inputs: Vec<Tensor>,
         rows: usize,
         _caller: Caller,
+        options: &RequestOptions,
     ) -> Result<Ticket, SchedulerError> {
+        let shared = &self.shared;
+        let level = match options.priority {
+            0 => shared.default_level,
+            p if p <= shared.levels => p,
+            p => {
+                return Err(SchedulerError::Invalid(format!(
+                "priority {p} is not a priority level of this model (1 to {}; 1 is the highest)",
+                shared.levels
+            )))
+            }
+        };
+        let timeout = match (shared.timeout, options.timeout) {
+            (Some(policy), Some(asked)) if shared.allow_override => Some(policy.min(asked)),
+            (None, Some(asked)) if shared.allow_override => Some(asked),
+            (policy, _) => policy,
+        };
         let (reply, rx) = oneshot::channel();
-        let mut q = lock(&self.shared.queue);
-        if self.shared.max_queue > 0 && q.pending.len() >= self.shared.max_queue {
+        let enqueued = Instant::now();
+        let mut q = lock(&shared.queue);
+        let waiting = q.len();
+        if shared.max_queue > 0 && waiting >= shared.max_queue {
             return Err(SchedulerError::QueueFull(format!(
-                "queue full: {} requests are already waiting (max_queue_size {})",
-                q.pending.len(),
-                self.shared.max_queue
+                "queue full: {waiting} requests are already waiting (max_queue_size {})",
+                shared.max_queue
             )));
         }
-        q.pending.push_back(Pending {
+        q.levels[level as usize - 1].push_back(Pending {
             inputs,
             rows,
-            enqueued: Instant::now(),
+            enqueued,
+            expires: timeout.map(|t| enqueued + t),
             reply,
         });
         drop(q);
@@ -110,7 +170,7 @@ impl Scheduler for Batcher {
     }
 
     fn queued(&self) -> usize {
-        lock(&self.shared.queue).pending.len()
+        lock(&self.shared.queue).len()
     }
 }
 
@@ -132,39 +192,48 @@ fn worker(shared: &Shared, engine: &dyn Engine) {
     }
 }
 
-/// Waits for the oldest request, then gathers more until the target size, the next request
-/// does not fit, or the oldest has waited `max_delay`. `None` once the batcher is dropped.
+/// Waits for a request, then gathers more (highest priority first) until the target size,
+/// the next request does not fit, or the first one has waited `max_delay`. `None` once the
+/// batcher is dropped.
 fn next_batch(shared: &Shared) -> Option<Vec<Pending>> {
     let mut q = lock(&shared.queue);
     loop {
-        drop_abandoned(&mut q.pending);
-        if !q.pending.is_empty() {
+        let next_expiry = expire(shared, &mut q);
+        if q.len() > 0 {
             break;
         }
         if q.closed {
             return None;
         }
-        q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+        q = match next_expiry {
+            Some(at) => {
+                let wait = at.saturating_duration_since(Instant::now());
+                shared
+                    .wake
+                    .wait_timeout(q, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+            None => shared.wake.wait(q).unwrap_or_else(|p| p.into_inner()),
+        };
     }
-    let deadline = q.pending[0].enqueued + shared.max_delay;
+    let deadline = q.front().map_or_else(Instant::now, |p| p.enqueued) + shared.max_delay;
     let mut batch = Vec::new();
     let mut rows = 0;
     loop {
-        drop_abandoned(&mut q.pending);
-        while let Some(next) = q.pending.front() {
+        expire(shared, &mut q);
+        while let Some(next) = q.front() {
             if !batch.is_empty() && rows + next.rows > shared.max_rows {
                 break;
             }
             rows += next.rows;
-            batch.extend(q.pending.pop_front());
+            batch.extend(q.pop_front());
             if rows >= shared.target_rows {
                 break;
             }
         }
         let full = rows >= shared.target_rows
-            || q.pending
-                .front()
-                .is_some_and(|n| rows + n.rows > shared.max_rows);
+            || q.front().is_some_and(|n| rows + n.rows > shared.max_rows);
         let now = Instant::now();
         if full || now >= deadline || q.closed {
             break;
@@ -175,7 +244,7 @@ fn next_batch(shared: &Shared) -> Option<Vec<Pending>> {
             .unwrap_or_else(|p| p.into_inner())
             .0;
     }
-    let depth = q.pending.len();
+    let depth = q.len();
     drop(q);
     if let Some(observe) = &shared.observer {
         observe(rows, depth);
@@ -183,9 +252,43 @@ fn next_batch(shared: &Shared) -> Option<Vec<Pending>> {
     Some(batch)
 }
 
-/// Requests whose caller went away (the receiver was dropped) are not worth running.
-fn drop_abandoned(pending: &mut VecDeque<Pending>) {
-    pending.retain(|p| !p.reply.is_closed());
+/// Drops requests whose caller went away, and applies the timeout action to those past
+/// their timeout: refused at once, or moved behind every request still in time. Returns the
+/// earliest timeout still to come.
+fn expire(shared: &Shared, q: &mut Queue) -> Option<Instant> {
+    let now = Instant::now();
+    let delayed = q.levels.len() - 1;
+    let mut late = Vec::new();
+    for level in &mut q.levels[..delayed] {
+        level.retain(|p| !p.reply.is_closed());
+        if level.iter().any(|p| p.expires.is_some_and(|at| at <= now)) {
+            let (over, kept): (VecDeque<Pending>, VecDeque<Pending>) = level
+                .drain(..)
+                .partition(|p| p.expires.is_some_and(|at| at <= now));
+            *level = kept;
+            late.extend(over);
+        }
+    }
+    q.levels[delayed].retain(|p| !p.reply.is_closed());
+    for mut p in late {
+        match shared.action {
+            TimeoutAction::Reject => {
+                let waited = now - p.enqueued;
+                let _ = p.reply.send(Err(SchedulerError::TimedOut(format!(
+                    "the request timed out after waiting {} ms in the queue (queue policy timeout)",
+                    waited.as_millis()
+                ))));
+            }
+            TimeoutAction::Delay => {
+                p.expires = None;
+                q.levels[delayed].push_back(p);
+            }
+        }
+    }
+    q.levels[..delayed]
+        .iter()
+        .flat_map(|l| l.iter().filter_map(|p| p.expires))
+        .min()
 }
 
 fn run_batch(engine: &dyn Engine, batch: Vec<Pending>) {

@@ -43,6 +43,12 @@ pub enum SchedulerError {
     /// The queue is at `max_queue_size`.
     #[error("{0}")]
     QueueFull(String),
+    /// The request waited past its queue-policy timeout and was refused before it ran.
+    #[error("{0}")]
+    TimedOut(String),
+    /// The request's options do not fit the model (an unknown priority level).
+    #[error("{0}")]
+    Invalid(String),
     /// The engine failed on the request (or its batch).
     #[error("inference failed: {0}")]
     Engine(String),
@@ -56,7 +62,8 @@ pub enum SchedulerError {
 impl SchedulerError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            SchedulerError::QueueFull(_) => ErrorKind::Unavailable,
+            SchedulerError::QueueFull(_) | SchedulerError::TimedOut(_) => ErrorKind::Unavailable,
+            SchedulerError::Invalid(_) => ErrorKind::InvalidInput,
             SchedulerError::Engine(_) | SchedulerError::Stopped | SchedulerError::Internal(_) => {
                 ErrorKind::Internal
             }
@@ -76,6 +83,16 @@ impl From<EngineError> for SchedulerError {
 pub enum Caller {
     Async,
     Blocking,
+}
+
+/// What a request asks of its scheduling (v2's `parameters.priority` / `parameters.timeout`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// Priority level, 1 the highest; 0 takes the model's default level.
+    pub priority: u32,
+    /// A queue timeout shorter than the model's (honoured when its queue policy allows
+    /// overrides).
+    pub timeout: Option<Duration>,
 }
 
 /// A request's pending answer.
@@ -116,12 +133,14 @@ impl Ticket {
 pub trait Scheduler: Send + Sync {
     /// Takes `inputs` (validated, in model order) holding `rows` rows (their batch size).
     /// Work for an [`Caller::Async`] caller never runs on the calling thread. Refuses at once
-    /// when the scheduler cannot take more.
+    /// when the scheduler cannot take more. Schedulers without priorities or timeouts
+    /// ignore `options`.
     fn submit(
         &self,
         inputs: Vec<Tensor>,
         rows: usize,
         caller: Caller,
+        options: &RequestOptions,
     ) -> Result<Ticket, SchedulerError>;
 
     /// Requests waiting for an engine instance now.

@@ -2,7 +2,12 @@
 
 use super::*;
 use crate::engine::{Backend, Dim, Engine, TensorSpec};
-use crate::registry::config::DynamicBatching;
+use crate::registry::config::{DynamicBatching, QueuePolicy, TimeoutAction};
+
+const NONE: RequestOptions = RequestOptions {
+    priority: 0,
+    timeout: None,
+};
 use crate::tensor::{DataType, TensorData};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -13,6 +18,8 @@ use std::time::Instant;
 struct Doubler {
     specs: Vec<TensorSpec>,
     runs: Mutex<Vec<usize>>,
+    /// The first input value of each run.
+    firsts: Mutex<Vec<f32>>,
     delay: Duration,
     concurrent: bool,
     running: AtomicUsize,
@@ -30,6 +37,7 @@ fn doubler(delay: Duration, concurrent: bool) -> (Box<dyn Engine>, Arc<Doubler>)
             shape: vec![Dim::Dynamic, Dim::Fixed(2)],
         }],
         runs: Mutex::new(Vec::new()),
+        firsts: Mutex::new(Vec::new()),
         delay,
         concurrent,
         running: AtomicUsize::new(0),
@@ -80,6 +88,7 @@ impl Doubler {
         let TensorData::F32(v) = x.data() else {
             return Err(EngineError::Run("not FP32".into()));
         };
+        self.firsts.lock().unwrap().extend(v.first());
         if v.iter().any(|v| v.is_nan()) {
             self.running.fetch_sub(1, Ordering::SeqCst);
             return Err(EngineError::Run("NaN refused".into()));
@@ -115,7 +124,7 @@ fn direct_runs_blocking_callers_on_their_own_thread() {
     let (engines, d) = engines([doubler(Duration::ZERO, true)]);
     let direct = Direct::new(engines);
     let ticket = direct
-        .submit(vec![rows(1.0, 2)], 2, Caller::Blocking)
+        .submit(vec![rows(1.0, 2)], 2, Caller::Blocking, &NONE)
         .unwrap();
     // The work is done before submit returns: nothing is left waiting.
     assert_eq!(direct.queued(), 0);
@@ -134,7 +143,7 @@ async fn direct_keeps_async_callers_off_the_executor_and_prefers_idle_instances(
     let tickets: Vec<_> = (0..4)
         .map(|i| {
             direct
-                .submit(vec![rows(i as f32, 1)], 1, Caller::Async)
+                .submit(vec![rows(i as f32, 1)], 1, Caller::Async, &NONE)
                 .unwrap()
         })
         .collect();
@@ -167,7 +176,7 @@ fn direct_engine_failures_are_internal() {
     let direct = Direct::new(engines([doubler(Duration::ZERO, true)]).0);
     let nan = Tensor::new(vec![1, 2], TensorData::F32(vec![f32::NAN, 1.0])).unwrap();
     let e = direct
-        .submit(vec![nan], 1, Caller::Blocking)
+        .submit(vec![nan], 1, Caller::Blocking, &NONE)
         .unwrap()
         .wait_blocking()
         .unwrap_err();
@@ -180,6 +189,9 @@ fn batching(delay_us: u64, max_queue_size: u32) -> DynamicBatching {
         max_queue_delay_us: delay_us,
         preferred_batch_size: vec![],
         max_queue_size,
+        priority_levels: 0,
+        default_priority_level: 0,
+        queue_policy: QueuePolicy::default(),
     }
 }
 
@@ -196,7 +208,7 @@ fn the_batcher_forms_batches_and_splits_them_back_exactly() {
     let tickets: Vec<_> = [(0.0, 1), (10.0, 2), (100.0, 3)]
         .into_iter()
         .map(|(start, n)| {
-            let t = batcher.submit(vec![rows(start, n)], n, Caller::Blocking);
+            let t = batcher.submit(vec![rows(start, n)], n, Caller::Blocking, &NONE);
             (start, n, t.unwrap())
         })
         .collect();
@@ -219,7 +231,7 @@ fn a_full_queue_refuses_at_once_as_unavailable() {
     let (engines, _) = engines([doubler(Duration::from_millis(300), true)]);
     let batcher = Batcher::start("t", engines, 1, &batching(0, 1), None).unwrap();
     let first = batcher
-        .submit(vec![rows(0.0, 1)], 1, Caller::Async)
+        .submit(vec![rows(0.0, 1)], 1, Caller::Async, &NONE)
         .unwrap();
     // Wait until the worker took the first request, then fill the one queue slot.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -227,10 +239,10 @@ fn a_full_queue_refuses_at_once_as_unavailable() {
         std::thread::sleep(Duration::from_millis(1));
     }
     let second = batcher
-        .submit(vec![rows(0.0, 1)], 1, Caller::Async)
+        .submit(vec![rows(0.0, 1)], 1, Caller::Async, &NONE)
         .unwrap();
     let refused = batcher
-        .submit(vec![rows(0.0, 1)], 1, Caller::Async)
+        .submit(vec![rows(0.0, 1)], 1, Caller::Async, &NONE)
         .err()
         .expect("the third request finds the queue full");
     assert_eq!(refused.kind(), ErrorKind::Unavailable);
@@ -239,4 +251,115 @@ fn a_full_queue_refuses_at_once_as_unavailable() {
         "{refused}"
     );
     drop((first, second));
+}
+
+/// A batcher of one instance taking one row at a time, whose engine takes `delay` per run,
+/// with `priority_levels` and `policy`.
+fn one_at_a_time(
+    delay: Duration,
+    priority_levels: u32,
+    policy: QueuePolicy,
+) -> (Batcher, Arc<Doubler>) {
+    let (engines, d) = engines([doubler(delay, true)]);
+    let config = DynamicBatching {
+        priority_levels,
+        default_priority_level: priority_levels,
+        queue_policy: policy,
+        ..batching(0, 0)
+    };
+    let batcher = Batcher::start("t", engines, 1, &config, None).unwrap();
+    (batcher, Arc::clone(&d[0]))
+}
+
+/// Waits for every ticket; the first input value of each engine run, in run order.
+fn run_order(d: &Doubler, tickets: Vec<Ticket>) -> Vec<f32> {
+    for t in tickets {
+        assert!(t.wait_blocking().is_ok());
+    }
+    d.firsts.lock().unwrap().clone()
+}
+
+/// Submits a one-row request whose values start at `start` once the engine is busy.
+fn submit(b: &Batcher, start: f32, priority: u32, timeout_ms: Option<u64>) -> Ticket {
+    let options = RequestOptions {
+        priority,
+        timeout: timeout_ms.map(Duration::from_millis),
+    };
+    b.submit(vec![rows(start, 1)], 1, Caller::Async, &options)
+        .unwrap()
+}
+
+fn wait_until_taken(b: &Batcher) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.queued() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn higher_priority_requests_run_first() {
+    let (b, d) = one_at_a_time(Duration::from_millis(60), 2, QueuePolicy::default());
+    let busy = submit(&b, 0.0, 0, None);
+    wait_until_taken(&b);
+    let low = submit(&b, 10.0, 2, None);
+    let default = submit(&b, 20.0, 0, None);
+    let high = submit(&b, 30.0, 1, None);
+    // The busy run, then level 1, then level 2 oldest first (the default level is 2).
+    assert_eq!(
+        run_order(&d, vec![busy, low, default, high]),
+        vec![0.0, 30.0, 10.0, 20.0]
+    );
+    let e = b
+        .submit(
+            vec![rows(0.0, 1)],
+            1,
+            Caller::Async,
+            &RequestOptions {
+                priority: 3,
+                timeout: None,
+            },
+        )
+        .err()
+        .expect("priority 3 of 2 levels");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn timed_out_requests_never_reach_the_engine() {
+    let policy = QueuePolicy {
+        timeout_action: TimeoutAction::Reject,
+        default_timeout_us: 30_000,
+        allow_timeout_override: false,
+    };
+    let (b, d) = one_at_a_time(Duration::from_millis(120), 0, policy);
+    let busy = submit(&b, 0.0, 0, None);
+    wait_until_taken(&b);
+    // Waits behind the busy run (120 ms), past its 30 ms timeout; a longer timeout asked
+    // for is not honoured without allow_timeout_override.
+    let late = submit(&b, 10.0, 0, Some(10_000));
+    assert!(busy.wait_blocking().is_ok());
+    let e = late.wait_blocking().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert!(e.to_string().contains("timed out"), "{e}");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(d.runs().len(), 1, "the timed-out request ran");
+}
+
+#[test]
+fn delayed_requests_go_behind_those_in_time() {
+    let policy = QueuePolicy {
+        timeout_action: TimeoutAction::Delay,
+        default_timeout_us: 0,
+        allow_timeout_override: true,
+    };
+    let (b, d) = one_at_a_time(Duration::from_millis(80), 0, policy);
+    let busy = submit(&b, 0.0, 0, None);
+    wait_until_taken(&b);
+    let hurried = submit(&b, 10.0, 0, Some(5));
+    let patient = submit(&b, 20.0, 0, None);
+    // The hurried request expired while the first ran: it runs after the patient one.
+    assert_eq!(
+        run_order(&d, vec![busy, hurried, patient]),
+        vec![0.0, 20.0, 10.0]
+    );
 }

@@ -1,15 +1,17 @@
 //! The `--url` client: Open Inference Protocol v2 requests over plain HTTP/1.1, one
 //! keep-alive connection per worker (reopened when the server closes it).
 
-use crate::tensor::NamedTensor;
-use crate::tensor::{encode_binary, TensorData, Utf8};
+use crate::http::v2::codec::HEADER_LENGTH;
+use crate::http::v2::wire::{self, ErrorBody, FlatData};
+use crate::tensor::{encode_binary, NamedTensor};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use serde_json::{json, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -183,10 +185,9 @@ impl Client {
 
 /// `HTTP 503: <the server's {"error"} message, or the start of the body>`.
 pub fn http_error(status: StatusCode, body: &[u8]) -> String {
-    let reason = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| {
+    let reason = serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| {
             let text = String::from_utf8_lossy(body);
             text.chars()
                 .take(200)
@@ -234,46 +235,56 @@ impl InferRequest {
         protocol: Protocol,
     ) -> Result<InferRequest, String> {
         let path = endpoint.path(&format!("{model_path}/infer"));
-        let described = |t: &NamedTensor, data: Value, params: Value| {
-            let mut v = json!({"name": t.name, "shape": t.tensor.shape(), "datatype": t.tensor.dtype().name()});
-            if !data.is_null() {
-                v["data"] = data;
-            }
-            if !params.is_null() {
-                v["parameters"] = params;
-            }
-            v
-        };
+        let encode = |e: serde_json::Error| format!("cannot encode the request: {e}");
         let json_ct = HeaderValue::from_static("application/json");
         let (headers, body) = match protocol {
             Protocol::Json => {
-                let inputs: Vec<Value> = inputs
+                // Each input's elements as JSON text, which the request then borrows.
+                let data = inputs
                     .iter()
-                    .map(|t| Ok(described(t, flat_json(t.tensor.data())?, Value::Null)))
-                    .collect::<Result<_, String>>()?;
-                let body =
-                    serde_json::to_vec(&json!({ "inputs": inputs })).map_err(|e| e.to_string())?;
+                    .map(|t| serde_json::value::to_raw_value(&FlatData(t.tensor.data())))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(encode)?;
+                let request = wire::InferenceRequest {
+                    id: None,
+                    inputs: inputs
+                        .iter()
+                        .zip(&data)
+                        .map(|(t, data)| request_input(t, Some(data), None))
+                        .collect(),
+                    outputs: None,
+                    parameters: None,
+                };
+                let body = serde_json::to_vec(&request).map_err(encode)?;
                 (vec![(CONTENT_TYPE, json_ct)], body)
             }
             Protocol::Binary => {
                 let mut blob = Vec::new();
-                let inputs: Vec<Value> = inputs
+                let inputs = inputs
                     .iter()
                     .map(|t| {
                         let size = encode_binary(t.tensor.data(), &mut blob);
-                        described(t, Value::Null, json!({ "binary_data_size": size }))
+                        let parameters = wire::InputParameters {
+                            binary_data_size: Some(size as u64),
+                        };
+                        request_input(t, None, Some(parameters))
                     })
                     .collect();
-                let header = serde_json::to_vec(&json!({
-                    "inputs": inputs,
-                    "parameters": {"binary_data_output": true},
-                }))
-                .map_err(|e| e.to_string())?;
+                let request = wire::InferenceRequest {
+                    id: None,
+                    inputs,
+                    outputs: None,
+                    parameters: Some(wire::RequestParameters {
+                        binary_data_output: true,
+                        ..Default::default()
+                    }),
+                };
+                let header = serde_json::to_vec(&request).map_err(encode)?;
                 let length = HeaderValue::from(header.len());
                 let mut body = header;
                 body.extend_from_slice(&blob);
                 let octets = HeaderValue::from_static("application/octet-stream");
-                let hl = HeaderName::from_static(crate::http::v2::codec::HEADER_LENGTH);
+                let hl = HeaderName::from_static(HEADER_LENGTH);
                 (vec![(CONTENT_TYPE, octets), (hl, length)], body)
             }
         };
@@ -297,10 +308,24 @@ impl InferRequest {
     }
 }
 
-/// Tensor elements as one flat JSON array (BYTES as strings).
-fn flat_json(data: &TensorData) -> Result<Value, String> {
-    crate::with_tensor_data!(data, v => serde_json::to_value(v), b => serde_json::to_value(b.iter().map(|e| Utf8(e)).collect::<Vec<_>>()))
-        .map_err(|e| format!("cannot encode the request: {e}"))
+/// The wire form of input `t`, with its data as JSON or described by `parameters`.
+fn request_input<'a>(
+    t: &NamedTensor,
+    data: Option<&'a RawValue>,
+    parameters: Option<wire::InputParameters>,
+) -> wire::RequestInput<'a> {
+    wire::RequestInput {
+        name: t.name.clone(),
+        shape: t
+            .tensor
+            .shape()
+            .iter()
+            .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
+            .collect(),
+        datatype: t.tensor.dtype().name().to_string(),
+        data,
+        parameters,
+    }
 }
 
 #[cfg(test)]

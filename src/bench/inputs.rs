@@ -2,6 +2,7 @@
 //! model's input specs, or the tensors of a `predict`-style JSON file.
 
 use crate::engine::{Dim, TensorSpec};
+use crate::http::v2::wire::ModelMetadata;
 use crate::models::score;
 use crate::tensor::NamedTensor;
 use crate::tensor::{DataType, Tensor, TensorData};
@@ -111,33 +112,17 @@ pub fn batch_size(inputs: &[NamedTensor]) -> u64 {
 }
 
 /// The model's inputs from v2 model metadata (`GET /v2/models/{m}`).
-pub fn specs_from_metadata(meta: &Value) -> Result<Vec<TensorSpec>, String> {
-    let inputs = meta
-        .get("inputs")
-        .and_then(Value::as_array)
-        .ok_or("the model metadata has no \"inputs\" list")?;
-    inputs
+pub fn specs_from_metadata(meta: &ModelMetadata) -> Result<Vec<TensorSpec>, String> {
+    meta.inputs
         .iter()
         .map(|i| {
-            let name = i
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or("a model input has no name")?;
-            let datatype = i.get("datatype").and_then(Value::as_str).unwrap_or("");
-            let dtype = DataType::from_name(datatype)
-                .ok_or_else(|| format!("input '{name}': unsupported datatype '{datatype}'"))?;
-            let shape = i
-                .get("shape")
-                .and_then(Value::as_array)
-                .ok_or_else(|| format!("input '{name}' has no shape"))?
-                .iter()
-                .map(|d| d.as_i64().map(Dim::from_i64))
-                .collect::<Option<Vec<Dim>>>()
-                .ok_or_else(|| format!("input '{name}': the shape is not a list of integers"))?;
+            let name = &i.name;
+            let dtype = DataType::from_name(&i.datatype)
+                .ok_or_else(|| format!("input '{name}': unsupported datatype '{}'", i.datatype))?;
             Ok(TensorSpec {
                 name: name.to_string(),
                 dtype,
-                shape,
+                shape: i.shape.iter().map(|&d| Dim::from_i64(d)).collect(),
             })
         })
         .collect()
@@ -184,13 +169,20 @@ mod tests {
 
     #[test]
     fn specs_from_v2_metadata() {
-        let meta = json!({"name": "m", "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]});
+        let parse = |v: Value| {
+            serde_json::from_value::<ModelMetadata>(v)
+                .map_err(|e| e.to_string())
+                .and_then(|m| specs_from_metadata(&m))
+        };
+        let meta = json!({"name": "m", "versions": ["1"], "platform": "onnx_onnxv1", "outputs": [],
+                          "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]});
         assert_eq!(
-            specs_from_metadata(&meta).unwrap(),
+            parse(meta.clone()).unwrap(),
             vec![spec("input", DataType::F32, &[-1, 64])]
         );
-        let bad = json!({"inputs": [{"name": "i", "datatype": "FP8", "shape": [1]}]});
-        assert!(specs_from_metadata(&bad).unwrap_err().contains("FP8"));
-        assert!(specs_from_metadata(&json!({})).is_err());
+        let mut bad = meta;
+        bad["inputs"][0]["datatype"] = "FP8".into();
+        assert!(parse(bad).unwrap_err().contains("FP8"));
+        assert!(parse(json!({})).is_err());
     }
 }

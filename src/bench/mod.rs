@@ -1,12 +1,12 @@
 //! `scoria bench`: a load generator for one model version, in-process (the serving core's
 //! [`LoadedVersion::infer`](crate::models::LoadedVersion::infer), no HTTP) or against a
-//! v2 server (`--url`), with its statistics and the workspace's run history ([`record`]).
+//! v2 server (`--url`), with its statistics; `scoria bench` records each run in the
+//! workspace's run history ([`crate::registry::runs`]).
 
 pub mod environment;
 pub mod http;
 pub mod inputs;
 pub mod load;
-pub mod record;
 pub mod stats;
 mod target;
 

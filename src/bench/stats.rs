@@ -3,6 +3,7 @@
 //! Latencies are kept exactly (one `u64` of nanoseconds per request) and summarised by
 //! sorting: a run of a million requests costs 8 MB, and the percentiles are exact.
 
+use crate::telemetry::percentile::nearest_rank;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -39,6 +40,7 @@ impl Latencies {
         self.nanos.sort_unstable();
         let s = &self.nanos;
         let ms = |n: u64| n as f64 / 1e6;
+        let percentile = |s: &[u64], p: f64| nearest_rank(s, p).unwrap_or(0);
         let mean = if s.is_empty() {
             0.0
         } else {
@@ -53,16 +55,6 @@ impl Latencies {
             max: ms(s.last().copied().unwrap_or(0)),
         }
     }
-}
-
-/// The nearest-rank percentile `p` (0..=100) of ascending `sorted`: the smallest value with
-/// at least `p` % of the values at or below it. Zero for an empty slice.
-pub fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = (p.clamp(0.0, 100.0) / 100.0 * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// Latency percentiles in milliseconds.
@@ -139,28 +131,6 @@ pub struct ErrorCount {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let v: Vec<u64> = (1..=100).collect();
-        assert_eq!(percentile(&v, 50.0), 50);
-        assert_eq!(percentile(&v, 90.0), 90);
-        assert_eq!(percentile(&v, 99.0), 99);
-        assert_eq!(percentile(&v, 100.0), 100);
-        assert_eq!(percentile(&v, 0.0), 1);
-        assert_eq!(percentile(&[7], 99.0), 7);
-        assert_eq!(percentile(&[], 50.0), 0);
-        // Ten values: p50 is the 5th, p90 the 9th, p99 the 10th.
-        let v: Vec<u64> = (1..=10).map(|x| x * 10).collect();
-        assert_eq!(
-            (
-                percentile(&v, 50.0),
-                percentile(&v, 90.0),
-                percentile(&v, 99.0)
-            ),
-            (50, 90, 100)
-        );
-    }
 
     #[test]
     fn summary_in_milliseconds_whatever_the_order() {

@@ -3,10 +3,12 @@
 
 use super::{http, inputs, load, BenchOptions, Log};
 use crate::engine::{Dim, TensorSpec};
+use crate::http::v2::wire::ModelMetadata;
 use crate::models::Served;
 use crate::registry::{Repository, CONFIG_FILE};
 use crate::tensor::NamedTensor;
 use anyhow::{bail, Context};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
@@ -88,13 +90,15 @@ pub(super) async fn remote(
         .await
         .map_err(|_| timed_out())?
         .map_err(anyhow::Error::msg)?;
+    let meta = ModelMetadata::deserialize(&meta).map_err(|e| {
+        anyhow::anyhow!("{url}: model '{name}': the reply is not v2 model metadata: {e}")
+    })?;
     let specs = inputs::specs_from_metadata(&meta)
         .map_err(|e| anyhow::anyhow!("{url}: model '{name}': {e}"))?;
     let version = opts.version.or_else(|| {
-        meta.get("versions")?
-            .as_array()?
+        meta.versions
             .iter()
-            .filter_map(|v| v.as_str()?.parse::<u64>().ok())
+            .filter_map(|v| v.parse::<u64>().ok())
             .max()
     });
     let config_path = format!("{model_path}/config");

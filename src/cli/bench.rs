@@ -2,8 +2,9 @@
 //! record the run in the workspace's history.
 
 use super::GlobalArgs;
-use crate::bench::{self, record, BenchOptions, Outcome, Protocol, Stop};
+use crate::bench::{self, BenchOptions, Outcome, Protocol, Stop};
 use crate::engine::Backend;
+use crate::registry::runs as record;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
@@ -117,7 +118,15 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
         progress: std::io::stderr().is_terminal(),
     };
     let started = SystemTime::now();
-    let outcome = bench::run(&opts, &global.models_dir())?;
+    let models_dir = match opts.url {
+        // In-process runs read the repository: a store's verified cache when it is in one.
+        None => super::store::open_repository(global)?
+            .0
+            .root()
+            .to_path_buf(),
+        Some(_) => global.models_dir(),
+    };
+    let outcome = bench::run(&opts, &models_dir)?;
     let mut recorded = None;
     let mut record_error = None;
     if !args.no_record {

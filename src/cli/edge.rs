@@ -7,7 +7,6 @@ use crate::edge::topics::Topics;
 use crate::edge::{self, outbox, EdgeSettings};
 use crate::engine::Backend;
 use crate::models::ModelManager;
-use crate::registry::Repository;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -16,8 +15,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod flags;
 use flags::{
-    broker_url, client_id, duplicate_model, parse_broker, telemetry_seconds, topic_prefix,
+    broker_url, client_id, duplicate_model, parse_broker, session_expiry, share_group,
+    telemetry_seconds, topic_prefix,
 };
+
+/// The session expiry of a sharing module without --session-expiry: long enough to ride out
+/// a restart, short enough that a member gone for good stops collecting its share.
+const SHARED_SESSION_EXPIRY: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProtocolArg {
@@ -46,14 +50,21 @@ pub struct EdgeArgs {
     #[arg(long = "model", env = "SCORIA_EDGE_MODELS", value_delimiter = ',', required = true, value_name = "NAME[:VER]", value_parser = super::model_reference)]
     pub model: Vec<(String, Option<u64>)>,
 
-    /// MQTT protocol version.
-    #[arg(
-        long,
-        env = "SCORIA_MQTT_PROTOCOL",
-        value_enum,
-        default_value = "3.1.1"
-    )]
-    pub protocol: ProtocolArg,
+    /// MQTT protocol version [default: 3.1.1, or 5 with --share-group].
+    #[arg(long, env = "SCORIA_MQTT_PROTOCOL", value_enum)]
+    pub protocol: Option<ProtocolArg>,
+
+    /// Share the request stream with the other modules of group NAME: subscribe to
+    /// $share/NAME/PREFIX/in/MODEL (MQTT shared subscriptions), so each request goes to one
+    /// member. Results, telemetry, status and desired configuration stay per module. Not with
+    /// --preset iothub.
+    #[arg(long, env = "SCORIA_SHARE_GROUP", value_name = "NAME", value_parser = share_group)]
+    pub share_group: Option<String>,
+
+    /// How long the broker keeps the session (and queues this module's share of requests)
+    /// after the module is gone (MQTT 5) [default: 5m with --share-group, else never].
+    #[arg(long, env = "SCORIA_SESSION_EXPIRY", value_name = "DURATION", value_parser = session_expiry)]
+    pub session_expiry: Option<Duration>,
 
     /// MQTT client id; the broker keeps this module's session (and queued requests) under it.
     /// Default: scoria-HOSTNAME-MODELS.
@@ -161,7 +172,9 @@ pub fn run(global: &GlobalArgs, args: EdgeArgs) -> anyhow::Result<()> {
         .into());
     }
     let dir = global.models_dir();
-    let repo = Repository::open(&dir).context("cannot open the model repository")?;
+    // A store is mirrored once here (or its cache used when it cannot be reached); the
+    // module then serves from the cache.
+    let (repo, _store) = super::store::open_repository(global)?;
     for (name, _) in &args.model {
         repo.model(name)
             .with_context(|| format!("--model '{name}' names no model in {}", dir.display()))?;
@@ -232,6 +245,7 @@ async fn serve_metrics(
         models,
         metrics,
         config: Arc::new(crate::http::HttpConfig::default()),
+        admitted: Arc::default(),
     };
     let app = axum::Router::new()
         .route(
@@ -257,6 +271,12 @@ async fn serve_metrics(
 
 /// Turns the flags (and IoT Edge's environment) into the module's settings.
 fn settings(global: &GlobalArgs, args: &EdgeArgs) -> anyhow::Result<EdgeSettings> {
+    if args.share_group.is_some() && args.preset == Some(Preset::Iothub) {
+        return Err(super::UsageError(
+            "--share-group does not work with --preset iothub (IoT Hub routes each message to one module, not to a group)".into(),
+        )
+        .into());
+    }
     let identity = match args.preset {
         None => None,
         Some(Preset::Iothub) => Some(match &args.iothub_connection_string {
@@ -304,10 +324,27 @@ fn settings(global: &GlobalArgs, args: &EdgeArgs) -> anyhow::Result<EdgeSettings
     } else {
         Security::Plain
     };
-    let protocol = match args.protocol {
+    let default_protocol = if args.share_group.is_some() {
+        ProtocolArg::V5
+    } else {
+        ProtocolArg::V311
+    };
+    let protocol = match args.protocol.unwrap_or(default_protocol) {
         ProtocolArg::V311 => Protocol::V311,
         ProtocolArg::V5 => Protocol::V5,
     };
+    if args.session_expiry.is_some() && protocol == Protocol::V311 {
+        return Err(super::UsageError(
+            "--session-expiry needs --protocol 5 (MQTT 3.1.1 sessions last until the broker's persistent_client_expiration)".into(),
+        )
+        .into());
+    }
+    let session_expiry = match (args.session_expiry, &args.share_group) {
+        (Some(d), _) => Some(d),
+        (None, Some(_)) => Some(SHARED_SESSION_EXPIRY),
+        (None, None) => None,
+    }
+    .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
     let (client_id, credentials, topics) = match &identity {
         Some(id) => {
             if protocol == Protocol::V5 {
@@ -339,7 +376,11 @@ fn settings(global: &GlobalArgs, args: &EdgeArgs) -> anyhow::Result<EdgeSettings
                 .client_id
                 .clone()
                 .unwrap_or_else(|| default_client_id(&args.model));
-            (id, credentials, Topics::plain(&args.topic_prefix))
+            (
+                id,
+                credentials,
+                Topics::plain(&args.topic_prefix).shared(args.share_group.clone()),
+            )
         }
     };
     let outbox_dir = args.outbox.clone().unwrap_or_else(|| {
@@ -366,6 +407,7 @@ fn settings(global: &GlobalArgs, args: &EdgeArgs) -> anyhow::Result<EdgeSettings
         _ => None,
     };
     let (status_topic, status_retain) = topics.status();
+    let will = edge::last_will(&client_id);
     Ok(EdgeSettings {
         link: LinkOptions {
             protocol,
@@ -375,8 +417,9 @@ fn settings(global: &GlobalArgs, args: &EdgeArgs) -> anyhow::Result<EdgeSettings
             client_id,
             keep_alive: args.keep_alive,
             credentials,
-            last_will: (status_topic, edge::last_will(), status_retain),
+            last_will: (status_topic, will, status_retain),
             inflight: args.inflight,
+            session_expiry,
         },
         broker,
         topics,

@@ -5,9 +5,8 @@ use crate::fsutil;
 use crate::http::auth::Role;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use std::fs::{self, OpenOptions, Permissions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Random bytes per key (hex-encoded to 64 characters).
@@ -90,43 +89,20 @@ fn random_key() -> anyhow::Result<String> {
     Ok(hex::encode(bytes))
 }
 
-/// Like [`fsutil::atomic_write`], but the file is created with mode 0600 and, unless
-/// `replace`, an existing `path` is never overwritten (not even one created meanwhile).
+/// Writes the key file atomically with mode 0600; unless `replace`, an existing `path` is
+/// never overwritten (not even one created meanwhile).
 fn write_private(path: &Path, bytes: &[u8], replace: bool) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = fsutil::temp_path(dir, "keys");
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        // The umask can only clear bits; make the mode exactly 0600 regardless.
-        f.set_permissions(Permissions::from_mode(0o600))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        if replace {
-            fs::rename(&tmp, path)?;
+    let options = fsutil::AtomicWrite {
+        mode: Some(0o600),
+        replace,
+    };
+    fsutil::atomic_write_with(path, bytes, options).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            io::Error::new(e.kind(), "the file exists (use --force to replace it)")
         } else {
-            // A hard link fails if `path` exists, where a rename would replace it.
-            fs::hard_link(&tmp, path).map_err(|e| {
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    io::Error::new(e.kind(), "the file exists (use --force to replace it)")
-                } else {
-                    e
-                }
-            })?;
-            fs::remove_file(&tmp)?;
+            e
         }
-        fsutil::fsync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    })
 }
 
 #[cfg(test)]
@@ -134,6 +110,7 @@ mod tests {
     use super::*;
     use crate::http::auth::ApiKeys;
     use axum::http::HeaderValue;
+    use std::os::unix::fs::PermissionsExt;
 
     fn bearer(key: &str) -> HeaderValue {
         HeaderValue::from_str(&format!("Bearer {key}")).unwrap()

@@ -9,6 +9,7 @@ mod model;
 mod predict;
 mod runs;
 mod serve;
+mod store;
 
 use crate::engine::Backend;
 use crate::registry::name;
@@ -44,8 +45,10 @@ pub struct GlobalArgs {
     )]
     pub workspace: PathBuf,
 
-    /// Model repository directory, overriding `<workspace>/models`.
-    #[arg(long, global = true, env = "SCORIA_MODELS", value_name = "DIR")]
+    /// Model repository, overriding `<workspace>/models`: a directory, or a store URL
+    /// (az://CONTAINER/PREFIX, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX; credentials from the
+    /// environment as the cloud SDKs read them) mirrored into `<workspace>/.cache/store/`.
+    #[arg(long, global = true, env = "SCORIA_MODELS", value_parser = store::models_arg, value_name = "DIR|URL")]
     pub models: Option<PathBuf>,
 
     /// Log filter: error, warn, info, debug, trace, or a tracing directive such as

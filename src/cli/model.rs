@@ -41,6 +41,11 @@ pub struct RegisterArgs {
     /// under the name its config.toml gives (else score.rhai, named in config.toml).
     #[arg(long, env = "SCORIA_MODEL_HOOK", value_name = "FILE.rhai")]
     pub hook: Option<PathBuf>,
+    /// Upload the version to this object store (az://CONTAINER/PREFIX, s3://BUCKET/PREFIX,
+    /// gs://BUCKET/PREFIX) instead of the local repository (also done when --models is a
+    /// store URL): files first, meta.toml last, so readers never see a half version.
+    #[arg(long, env = "SCORIA_MODEL_TO", value_parser = super::store::store_url, value_name = "URL")]
+    pub to: Option<crate::registry::store::StoreUrl>,
 }
 
 #[derive(Debug, Args)]
@@ -86,7 +91,6 @@ pub fn run(global: &GlobalArgs, cmd: ModelCommand) -> anyhow::Result<()> {
                 crate::hook::check_script(hook)
                     .with_context(|| format!("hook {} not registered", hook.display()))?;
             }
-            let repo = Repository::create(&dir).context("cannot open the model repository")?;
             let reg = Registration {
                 name: args.name,
                 source: args.path,
@@ -94,7 +98,16 @@ pub fn run(global: &GlobalArgs, cmd: ModelCommand) -> anyhow::Result<()> {
                 description: args.description,
                 hook: args.hook,
             };
-            let (version, meta) = registry::register(&repo, &reg)?;
+            let (version, meta) = match args.to.or_else(|| super::store::models_url(global)) {
+                Some(url) => super::store::open_store(global, &url)?
+                    .register(&reg)
+                    .with_context(|| format!("{} not registered", reg.name))?,
+                None => {
+                    let repo =
+                        Repository::create(&dir).context("cannot open the model repository")?;
+                    registry::register(&repo, &reg)?
+                }
+            };
             println!(
                 "registered {}:{version} ({} bytes, sha256 {}){}",
                 reg.name,
@@ -104,16 +117,15 @@ pub fn run(global: &GlobalArgs, cmd: ModelCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        ModelCommand::List(args) => list(
-            &Repository::open(&dir).context("cannot open the model repository")?,
-            args.json,
-        ),
-        ModelCommand::Show(args) => show(
-            &Repository::open(&dir).context("cannot open the model repository")?,
-            args,
-        ),
+        ModelCommand::List(args) => list(&super::store::open_repository(global)?.0, args.json),
+        ModelCommand::Show(args) => show(&super::store::open_repository(global)?.0, args),
         ModelCommand::Delete(args) => {
             let (name, version) = args.model;
+            if let Some(url) = super::store::models_url(global) {
+                super::store::open_store(global, &url)?.delete(&name, version)?;
+                println!("deleted {name}:{version} from {url}");
+                return Ok(());
+            }
             let repo = Repository::open(&dir).context("cannot open the model repository")?;
             registry::delete(&repo, &name, version)?;
             println!("deleted {name}:{version}");

@@ -3,7 +3,6 @@
 use super::GlobalArgs;
 use crate::engine::Backend;
 use crate::models::{score, Served};
-use crate::registry::Repository;
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
@@ -36,7 +35,7 @@ pub fn run(global: &GlobalArgs, args: PredictArgs) -> anyhow::Result<()> {
     };
     let body = String::from_utf8(bytes)
         .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", args.input.display()))?;
-    let repo = Repository::open(global.models_dir()).context("cannot open the model repository")?;
+    let (repo, _store) = super::store::open_repository(global)?;
     let dir = repo.model(&name)?;
     let version = match version {
         Some(v) => v,

@@ -1,7 +1,7 @@
 //! `scoria runs list | show`: the workspace's benchmark run history (`runs/`).
 
 use super::GlobalArgs;
-use crate::bench::record::{self, Run};
+use crate::registry::runs::{self as record, Run};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};

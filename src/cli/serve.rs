@@ -5,7 +5,6 @@ use crate::engine::Backend;
 use crate::grpc::{self, GrpcConfig};
 use crate::http::{self, HttpConfig};
 use crate::models::ModelManager;
-use crate::registry::Repository;
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
@@ -68,11 +67,37 @@ pub struct ServeArgs {
     /// The model `POST /score` scores on (default: the only model, when one is served).
     #[arg(long, env = "SCORIA_DEFAULT_MODEL", value_name = "NAME")]
     pub default_model: Option<String>,
+
+    /// Readiness as Triton's `--strict-readiness`: with `true` (the default),
+    /// `/v2/health/ready` answers 200 only when every model that should serve is ready (a
+    /// model that failed to load keeps the server unready, so a rollout stops); with `false`,
+    /// once loading has finished, whatever failed.
+    #[arg(long, env = "SCORIA_STRICT_READINESS", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub strict_readiness: bool,
+
+    /// Inference and scoring requests allowed in flight at once (all models together);
+    /// beyond it, requests are answered 503 with `Retry-After: 1` at once instead of queueing
+    /// without bound. Default: unbounded.
+    #[arg(long, env = "SCORIA_MAX_INFLIGHT", value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
+    pub max_inflight: Option<u32>,
+
+    /// With a repository in an object store (`--models az://...|s3://...`), list it every
+    /// DURATION (one listing per poll) and load new versions, unload removed ones and reload
+    /// models whose config.toml or hook changed, as Triton's poll mode; requests keep being
+    /// served throughout.
+    #[arg(long, env = "SCORIA_REPOSITORY_POLL", value_parser = super::positive_duration, value_name = "DURATION")]
+    pub repository_poll: Option<Duration>,
 }
 
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let dir = global.models_dir();
-    let repo = Repository::open(&dir).context("cannot open the model repository")?;
+    if args.repository_poll.is_some() && super::store::models_url(global).is_none() {
+        return Err(super::UsageError(
+            "--repository-poll follows a repository in an object store: give --models az://...|s3://...|gs://...".into(),
+        )
+        .into());
+    }
+    let (repo, store) = super::store::open_repository(global)?;
     if let Some(name) = &args.default_model {
         repo.model(name).with_context(|| {
             format!(
@@ -113,9 +138,16 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         };
         let metrics = Arc::new(crate::telemetry::Metrics::new());
         let models = ModelManager::with_observers(repo, args.backend, Arc::clone(&metrics) as _);
+        if let Some(store) = store {
+            models.set_store(store);
+        }
         models
             .start_loading()
             .context("cannot scan the model repository")?;
+        if let Some(every) = args.repository_poll {
+            crate::models::poll::spawn(&models, every)
+                .context("cannot start the repository poll")?;
+        }
         let router = http::router(
             Arc::clone(&models),
             Arc::clone(&metrics),
@@ -124,6 +156,9 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
                 api_keys: api_keys.clone(),
                 default_model: args.default_model,
                 client_timeout: args.client_timeout,
+                strict_readiness: args.strict_readiness,
+                max_inflight: args.max_inflight.map(|n| n as usize),
+                runs_dir: Some(global.workspace.join(crate::registry::runs::RUNS_DIR)),
             },
         );
         // Set once on SIGINT/SIGTERM; every server drains when it turns true.
@@ -145,6 +180,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
                 api_keys,
                 max_streams: args.grpc_max_streams as usize,
                 keepalive: args.client_timeout,
+                strict_readiness: args.strict_readiness,
             };
             grpc::serve(listener, models, metrics, config, stopped(stopping.clone()))
                 .await

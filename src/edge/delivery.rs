@@ -10,6 +10,7 @@
 //! MQTT 5 PUBACK reason code: not authorized, quota exceeded, ...) stays in the outbox and is
 //! published again after a backoff, without holding up the records behind it.
 
+use super::backoff::Backoff;
 use super::link::Client;
 use super::message::mark_duplicate;
 use super::outbox::Stored;
@@ -59,7 +60,9 @@ pub struct Delivery {
     retry_now: VecDeque<u64>,
     retry_at: Option<Instant>,
     /// The wait before the next retry of refused records; reset when one is taken.
-    retry_backoff: Duration,
+    retry_backoff: Backoff,
+    /// The wait of the current retry round, for messages.
+    retry_wait: Duration,
     /// Most publishes in flight at once.
     window: usize,
 }
@@ -83,7 +86,8 @@ impl Delivery {
             refused: Vec::new(),
             retry_now: VecDeque::new(),
             retry_at: None,
-            retry_backoff: RETRY_MIN,
+            retry_backoff: Backoff::new(RETRY_MIN, RETRY_MAX),
+            retry_wait: Duration::ZERO,
             window: window.max(1),
         }
     }
@@ -176,7 +180,7 @@ impl Delivery {
     pub fn answered(&mut self, pkid: u16, refused: bool) -> Answer {
         match (self.inflight.remove(&pkid), refused) {
             (Some(Some(seq)), false) => {
-                self.retry_backoff = RETRY_MIN;
+                self.retry_backoff.reset();
                 if self.acked(seq) {
                     Answer::Delivered(seq)
                 } else {
@@ -186,7 +190,8 @@ impl Delivery {
             (Some(Some(seq)), true) => {
                 let first = self.retry_at.is_none();
                 if first {
-                    self.retry_at = Some(Instant::now() + self.retry_backoff);
+                    self.retry_wait = self.retry_backoff.next_delay();
+                    self.retry_at = Some(Instant::now() + self.retry_wait);
                 }
                 self.refused.push(seq);
                 Answer::Refused { seq, first }
@@ -209,16 +214,16 @@ impl Delivery {
         self.retry_at
     }
 
-    /// How long refused records wait now.
+    /// How long the refused records of the current round wait.
     pub fn retry_backoff(&self) -> Duration {
-        self.retry_backoff
+        self.retry_wait
     }
 
-    /// Makes the refused records due again; the next refusal waits twice as long.
+    /// Makes the refused records due again; the next refusal waits about twice as long
+    /// (the backoff stepped up when this round began).
     pub fn retry_refused(&mut self) {
         self.retry_at = None;
         self.retry_now.extend(self.refused.drain(..));
-        self.retry_backoff = (self.retry_backoff * 2).min(RETRY_MAX);
     }
 
     /// Forgets what was in flight on the connection that ended: everything unacknowledged,

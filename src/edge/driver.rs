@@ -1,9 +1,10 @@
 //! The connection driver: owns the MQTT event loop, dispatches what arrives, and feeds the
 //! outbox to the broker through [`Delivery`] (see its module for the delivery invariant).
 
+use super::backoff::Backoff;
 use super::delivery::{Answer, Delivery};
 use super::desired;
-use super::link::{Client, Ev, EventLoop, InMsg, LinkError};
+use super::link::{Client, Ev, EventLoop, InMsg, LinkError, SubRefusal};
 use super::outbox::Stored;
 use super::request::{self, Target};
 use super::topics::Inbound;
@@ -19,6 +20,11 @@ use tokio::time::Instant;
 /// Shortest and longest wait between connection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Longest a stopping share-group member spends finishing the requests the broker already
+/// sent it (and delivering their results) after leaving the group.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long no request must arrive after leaving before the member counts as drained.
+const LEAVE_QUIET: Duration = Duration::from_millis(300);
 
 pub struct Driver {
     ctx: Arc<Ctx>,
@@ -28,9 +34,11 @@ pub struct Driver {
     delivery: Delivery,
     connected: bool,
     connections: u64,
-    backoff: Duration,
+    backoff: Backoff,
     broker: String,
     config_count: u64,
+    /// The filters of the last subscribe, in order (SUBACK codes answer them by position).
+    subscribed: Vec<String>,
     /// The last reported document, published again on every connect.
     reported: Option<(String, Bytes, bool)>,
     /// Fresh credentials before each reconnect, when they expire.
@@ -61,9 +69,10 @@ impl Driver {
             delivery: Delivery::new(left, window),
             connected: false,
             connections: 0,
-            backoff: BACKOFF_MIN,
+            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
             broker,
             config_count: 0,
+            subscribed: Vec::new(),
             reported: None,
             renew_credentials: None,
         }
@@ -91,7 +100,7 @@ impl Driver {
                 biased;
                 () = &mut shutdown => break,
                 ev = self.events.poll() => match ev {
-                    Ok(ev) => self.on_event(ev),
+                    Ok(ev) => self.on_event(ev)?,
                     Err(LinkError::Refused(code)) => {
                         return Err(EdgeError::Refused { broker: self.broker.clone(), reason: code });
                     }
@@ -113,6 +122,9 @@ impl Driver {
                     tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
                 telemetry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             }
+        }
+        if self.connected {
+            self.leave_group().await;
         }
         if self.connected {
             let (topic, retain) = self.ctx.topics.status();
@@ -157,7 +169,75 @@ impl Driver {
         }
     }
 
-    fn on_event(&mut self, ev: Ev) {
+    /// A stopping share-group member: unsubscribes from the shared subscriptions, so the
+    /// broker sends the group's later requests to the other members, then finishes the
+    /// requests already sent to it and delivers their results, until nothing arrives for
+    /// [`LEAVE_QUIET`] (or [`LEAVE_TIMEOUT`] passes). Without this, requests the broker
+    /// queued for the member would wait in its session until it came back or expired.
+    async fn leave_group(&mut self) {
+        let filters = self.ctx.topics.shared_filters(&self.ctx.served);
+        if filters.is_empty() {
+            return;
+        }
+        if let Err(e) = self.client.try_unsubscribe(&filters) {
+            tracing::warn!("cannot leave the share group: {e}");
+            return;
+        }
+        tracing::info!("leaving the share group; finishing the requests already received");
+        let deadline = Instant::now() + LEAVE_TIMEOUT;
+        let (mut unsubacks, mut last_request) = (0, Instant::now());
+        loop {
+            let drained = unsubacks >= filters.len()
+                && self.ctx.pending.load(Ordering::SeqCst) == 0
+                && self.ctx.outbox.depth.messages.load(Ordering::SeqCst) == 0
+                && last_request.elapsed() >= LEAVE_QUIET;
+            if drained {
+                tracing::info!("left the share group");
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "left the share group with {} requests unfinished and {} results undelivered after {} s",
+                    self.ctx.pending.load(Ordering::SeqCst),
+                    self.ctx.outbox.depth.messages.load(Ordering::SeqCst),
+                    LEAVE_TIMEOUT.as_secs()
+                );
+                return;
+            }
+            let dropped = self.delivery.top_up(&self.client);
+            if !dropped.is_empty() {
+                self.ctx.outbox.remove(dropped);
+            }
+            tokio::select! {
+                ev = self.events.poll() => match ev {
+                    Ok(Ev::UnsubAck) => unsubacks += 1,
+                    Ok(Ev::Publish(msg)) => {
+                        last_request = Instant::now();
+                        self.on_publish(msg);
+                    }
+                    Ok(ev) => {
+                        if let Err(e) = self.on_event(ev) {
+                            tracing::warn!("while leaving the share group: {e}");
+                        }
+                    }
+                    Err(_) => {
+                        // The session keeps what is left for the next start.
+                        self.connected = false;
+                        return;
+                    }
+                },
+                Some(stored) = self.committed.recv() => {
+                    self.delivery.push(stored);
+                    while let Ok(stored) = self.committed.try_recv() {
+                        self.delivery.push(stored);
+                    }
+                }
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: Ev) -> Result<(), EdgeError> {
         match ev {
             Ev::Connected { session_present } => self.on_connect(session_present),
             Ev::Sent(pkid) => {
@@ -190,8 +270,25 @@ impl Driver {
                 }
             }
             Ev::Publish(msg) => self.on_publish(msg),
-            Ev::Other => {}
+            Ev::SubAck(codes) => {
+                for (filter, code) in self.subscribed.iter().zip(codes) {
+                    match code {
+                        None => {}
+                        Some(SubRefusal::SharedNotSupported) if filter.starts_with("$share/") => {
+                            return Err(EdgeError::Setup(format!(
+                                "the broker {} does not support shared subscriptions (SUBACK 0x9E for {filter}); drop --share-group or use a broker that has them (e.g. mosquitto 2)",
+                                self.broker
+                            )));
+                        }
+                        Some(why) => {
+                            tracing::error!("the broker refused the subscription {filter}: {why}")
+                        }
+                    }
+                }
+            }
+            Ev::UnsubAck | Ev::Other => {}
         }
+        Ok(())
     }
 
     fn on_connect(&mut self, session_present: bool) {
@@ -206,9 +303,10 @@ impl Driver {
             if session_present { "resumed" } else { "new" }
         );
         self.connected = true;
-        self.backoff = BACKOFF_MIN;
+        self.backoff.reset();
         self.delivery.reset();
-        if let Err(e) = self.client.try_subscribe(&self.ctx.topics.subscriptions()) {
+        self.subscribed = self.ctx.topics.subscriptions(&self.ctx.served);
+        if let Err(e) = self.client.try_subscribe(&self.subscribed) {
             tracing::error!("cannot subscribe: {e}");
         }
         let (topic, retain) = self.ctx.topics.status();
@@ -229,6 +327,7 @@ impl Driver {
     async fn on_disconnect(&mut self, reason: &str) {
         self.events.drop_pending();
         self.delivery.reset();
+        let wait = self.backoff.next_delay();
         if self.connected {
             tracing::warn!(
                 "lost the connection to {}: {reason}; reconnecting",
@@ -238,7 +337,7 @@ impl Driver {
             tracing::warn!(
                 "cannot connect to {}: {reason}; retrying in {} ms",
                 self.broker,
-                self.backoff.as_millis()
+                wait.as_millis()
             );
         }
         self.connected = false;
@@ -248,25 +347,14 @@ impl Driver {
                 Err(e) => tracing::error!("cannot renew the broker credentials: {e}"),
             }
         }
-        tokio::time::sleep(self.backoff).await;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        tokio::time::sleep(wait).await;
     }
 
     fn on_publish(&mut self, msg: InMsg) {
         match self.ctx.topics.inbound(&msg.topic) {
-            Inbound::Request { model } => {
-                tokio::spawn(request::handle(
-                    Arc::clone(&self.ctx),
-                    msg,
-                    Target::Model(model),
-                ));
-            }
+            Inbound::Request { model } => self.spawn_request(msg, Target::Model(model)),
             Inbound::Method { name, rid } if name == "score" => {
-                tokio::spawn(request::handle(
-                    Arc::clone(&self.ctx),
-                    msg,
-                    Target::Method { rid },
-                ));
+                self.spawn_request(msg, Target::Method { rid });
             }
             Inbound::Method { name, rid } => {
                 tracing::warn!("unknown direct method '{name}'");
@@ -298,6 +386,22 @@ impl Driver {
                 self.ack(msg);
             }
         }
+    }
+
+    /// Handles a request in its own task, counted in `ctx.pending` until it is answered.
+    fn spawn_request(&self, msg: InMsg, target: Target) {
+        struct Pending(Arc<Ctx>);
+        impl Drop for Pending {
+            fn drop(&mut self) {
+                self.0.pending.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.ctx.pending.fetch_add(1, Ordering::SeqCst);
+        let pending = Pending(Arc::clone(&self.ctx));
+        tokio::spawn(async move {
+            request::handle(Arc::clone(&pending.0), msg, target).await;
+            drop(pending);
+        });
     }
 
     fn ack(&self, msg: InMsg) {
@@ -355,11 +459,15 @@ impl Driver {
         let m = &self.ctx.stats.metrics;
         m.outbox_messages.set(messages as i64);
         m.outbox_bytes.set(bytes as i64);
-        let t = self.ctx.stats.telemetry(
+        let mut t = self.ctx.stats.telemetry(
             &self.ctx.serving_versions(),
             (messages, bytes),
             self.ctx.applied().telemetry_interval,
         );
+        // Members of a share group publish on one telemetry topic: say whose this is.
+        if let Some(map) = t.as_object_mut() {
+            map.insert("client_id".into(), json!(self.ctx.client_id));
+        }
         let topic = self.ctx.topics.telemetry();
         self.publish_volatile(&topic, t.to_string().into(), false);
     }

@@ -8,23 +8,14 @@
 //! string, or stays with IoT Edge, whose workload API signs for the module
 //! ([`super::workload`]).
 
-use super::workload::{Workload, DEFAULT_API_VERSION};
+use super::workload::{Workload, DEFAULT_API_VERSION, URL_ENCODE};
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::utf8_percent_encode;
 use sha2::Sha256;
 
 /// The API version IoT Hub's MQTT username names.
 pub const API_VERSION: &str = "2021-04-12";
-
-/// What Python's `urllib.parse.quote_plus` leaves alone (Azure's samples sign with it); space
-/// is encoded as `%20` rather than `+`, which IoT Hub accepts alike and never occurs in
-/// resource URIs.
-pub(crate) const URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// Who signs a module's SAS tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]

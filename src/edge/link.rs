@@ -37,6 +37,9 @@ pub struct LinkOptions {
     pub last_will: (String, Bytes, bool),
     /// Most unacknowledged publishes in flight.
     pub inflight: u16,
+    /// MQTT 5 session expiry in seconds (`None`: never, u32::MAX). MQTT 3.1.1 sessions last
+    /// as long as the broker keeps them.
+    pub session_expiry: Option<u32>,
 }
 
 /// A received publish, with what its ack needs.
@@ -73,7 +76,32 @@ pub enum Ev {
     },
     /// Our publish went out with packet id `pkid` (in the order publishes were queued).
     Sent(u16),
+    /// The broker answered a subscribe: per filter, in the order subscribed, `None` when
+    /// granted or the refusal's meaning.
+    SubAck(Vec<Option<SubRefusal>>),
+    /// The broker answered an unsubscribe.
+    UnsubAck,
     Other,
+}
+
+/// Why the broker refused a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubRefusal {
+    /// MQTT 5 reason 0x9E: the broker does not support shared subscriptions.
+    SharedNotSupported,
+    /// Any other refusal, with the reason code's meaning.
+    Other(&'static str),
+}
+
+impl std::fmt::Display for SubRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubRefusal::SharedNotSupported => {
+                f.write_str("shared subscriptions not supported (0x9E)")
+            }
+            SubRefusal::Other(why) => f.write_str(why),
+        }
+    }
 }
 
 /// A failed poll.
@@ -143,7 +171,7 @@ pub fn create(o: &LinkOptions) -> Result<(Client, EventLoop), String> {
             opts.set_keep_alive(o.keep_alive)
                 .set_clean_start(false)
                 // The session outlives the connection (MQTT 5 ends it at disconnect by default).
-                .set_session_expiry_interval(Some(u32::MAX))
+                .set_session_expiry_interval(Some(o.session_expiry.unwrap_or(u32::MAX)))
                 .set_manual_acks(true)
                 .set_outgoing_inflight_upper_limit(o.inflight)
                 .set_request_channel_capacity(CHANNEL)
@@ -290,6 +318,17 @@ impl Client {
         }
     }
 
+    /// Unsubscribes from `filters`.
+    pub fn try_unsubscribe(&self, filters: &[String]) -> Result<(), String> {
+        for f in filters {
+            match self {
+                Client::V4(c) => c.try_unsubscribe(f.clone()).map_err(|e| e.to_string())?,
+                Client::V5(c) => c.try_unsubscribe(f.clone()).map_err(|e| e.to_string())?,
+            }
+        }
+        Ok(())
+    }
+
     pub async fn disconnect(&self) {
         let _ = match self {
             Client::V4(c) => c.disconnect().await.map_err(|e| e.to_string()),
@@ -372,6 +411,18 @@ fn v4_incoming(p: rumqttc::Packet) -> Ev {
             pkid: a.pkid,
             refused: None,
         },
+        Packet::SubAck(a) => Ev::SubAck(
+            a.return_codes
+                .iter()
+                .map(|c| match c {
+                    rumqttc::SubscribeReasonCode::Success(_) => None,
+                    rumqttc::SubscribeReasonCode::Failure => {
+                        Some(SubRefusal::Other("failure (0x80)"))
+                    }
+                })
+                .collect(),
+        ),
+        Packet::UnsubAck(_) => Ev::UnsubAck,
         _ => Ev::Other,
     }
 }
@@ -402,6 +453,8 @@ fn v5_incoming(p: m5::Packet) -> Ev {
             pkid: a.pkid,
             refused: refusal(&a.reason),
         },
+        Packet::SubAck(a) => Ev::SubAck(a.return_codes.iter().map(sub_refusal).collect()),
+        Packet::UnsubAck(_) => Ev::UnsubAck,
         _ => Ev::Other,
     }
 }
@@ -420,4 +473,22 @@ fn refusal(reason: &m5::PubAckReason) -> Option<&'static str> {
         R::QuotaExceeded => Some("quota exceeded (0x97)"),
         R::PayloadFormatInvalid => Some("payload format invalid (0x99)"),
     }
+}
+
+/// What an MQTT 5 SUBACK reason code means; `None` when the subscription was granted.
+fn sub_refusal(code: &m5::SubscribeReasonCode) -> Option<SubRefusal> {
+    use m5::SubscribeReasonCode as C;
+    let why = match code {
+        C::Success(_) => return None,
+        C::SharedSubscriptionsNotSupported => return Some(SubRefusal::SharedNotSupported),
+        C::Failure | C::Unspecified => "unspecified error (0x80)",
+        C::ImplementationSpecific => "implementation specific error (0x83)",
+        C::NotAuthorized => "not authorized (0x87)",
+        C::TopicFilterInvalid => "topic filter invalid (0x8F)",
+        C::PkidInUse => "packet identifier in use (0x91)",
+        C::QuotaExceeded => "quota exceeded (0x97)",
+        C::SubscriptionIdNotSupported => "subscription identifiers not supported (0xA1)",
+        C::WildcardSubscriptionsNotSupported => "wildcard subscriptions not supported (0xA2)",
+    };
+    Some(SubRefusal::Other(why))
 }

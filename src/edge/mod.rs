@@ -12,6 +12,7 @@
 //! - [`iothub`], [`workload`]: IoT Hub identities and SAS tokens, signed with a key or by
 //!   IoT Edge's workload API.
 
+mod backoff;
 mod delivery;
 pub mod desired;
 mod driver;
@@ -90,6 +91,8 @@ pub struct Ctx {
     pub(crate) outbox: outbox::Outbox,
     pub(crate) stats: stats::EdgeStats,
     pub(crate) max_message: usize,
+    /// Requests received and not yet answered (stored in the outbox and acknowledged).
+    pub(crate) pending: std::sync::atomic::AtomicUsize,
     applied: RwLock<Applied>,
 }
 
@@ -164,6 +167,7 @@ pub async fn run(
         outbox,
         stats: stats::EdgeStats::new(EdgeMetrics::register(metrics)),
         max_message: settings.max_message,
+        pending: std::sync::atomic::AtomicUsize::new(0),
         applied: RwLock::new(Applied {
             telemetry_interval: settings.telemetry_interval,
             versions: settings.models.iter().cloned().collect(),
@@ -177,8 +181,12 @@ pub async fn run(
         .map(String::as_str)
         .collect();
     let broken: Vec<&str> = ctx.unavailable.keys().map(String::as_str).collect();
+    let group = match &settings.topics {
+        Topics::Plain { share: Some(g), .. } => format!(" in share group '{g}'"),
+        _ => String::new(),
+    };
     tracing::info!(
-        "edge module '{}' serving {}{} on {} (outbox {})",
+        "edge module '{}'{group} serving {}{} on {} (outbox {})",
         settings.link.client_id,
         serving.join(", "),
         if broken.is_empty() {
@@ -203,7 +211,8 @@ pub async fn run(
     driver.run(shutdown).await
 }
 
-/// The last will payload: `{"state":"offline"}`.
-pub fn last_will() -> Bytes {
-    Bytes::from_static(br#"{"state":"offline"}"#)
+/// The last will payload: `{"state":"offline","client_id":ID}` (members of a share group
+/// publish status on one topic: the client id says which one went away).
+pub fn last_will(client_id: &str) -> Bytes {
+    Bytes::from(serde_json::json!({"state": "offline", "client_id": client_id}).to_string())
 }

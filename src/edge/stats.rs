@@ -2,6 +2,7 @@
 //! percentiles over each model's recent requests, outbox depth, reconnects, uptime, RSS.
 
 use crate::telemetry::edge::EdgeMetrics;
+use crate::telemetry::percentile::nearest_rank;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -70,9 +71,11 @@ impl EdgeStats {
             .map(|(name, version)| {
                 let count =
                     |kind: &str| self.metrics.messages.with_label_values(&[name, kind]).get();
-                let (p50, p99) = latencies
-                    .get(name)
-                    .map_or((None, None), |r| (percentile(r, 0.5), percentile(r, 0.99)));
+                let (p50, p99) = latencies.get(name).map_or((None, None), |r| {
+                    let mut sorted: Vec<Duration> = r.iter().copied().collect();
+                    sorted.sort_unstable();
+                    (percentile_ms(&sorted, 50.0), percentile_ms(&sorted, 99.0))
+                });
                 (
                     name.clone(),
                     json!({
@@ -98,23 +101,29 @@ impl EdgeStats {
     }
 }
 
-/// The `q` quantile of `samples` in milliseconds (nearest rank), `None` when empty.
-fn percentile(samples: &VecDeque<Duration>, q: f64) -> Option<f64> {
-    if samples.is_empty() {
-        return None;
-    }
-    let mut v: Vec<Duration> = samples.iter().copied().collect();
-    v.sort_unstable();
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
-    Some((v[rank].as_secs_f64() * 1e6).round() / 1e3)
+/// The nearest-rank percentile `p` of ascending `sorted` in milliseconds (to the
+/// microsecond), `None` when empty.
+fn percentile_ms(sorted: &[Duration], p: f64) -> Option<f64> {
+    nearest_rank(sorted, p).map(|d| (d.as_secs_f64() * 1e6).round() / 1e3)
 }
 
-/// The process's resident set size (Linux `/proc/self/status` VmRSS), `None` elsewhere.
+/// The process's resident set size in bytes, read as `/metrics` reads it for
+/// `process_resident_memory_bytes` (the Prometheus process collector); `None` where there is
+/// no such collector (outside Linux) or it cannot read the process.
 pub fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    #[cfg(target_os = "linux")]
+    {
+        use prometheus::core::Collector;
+        let families = prometheus::process_collector::ProcessCollector::for_self().collect();
+        let rss = families
+            .iter()
+            .find(|f| f.name() == "process_resident_memory_bytes")?;
+        rss.get_metric()
+            .first()
+            .map(|m| m.get_gauge().get_value() as u64)
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
 }
 
 #[cfg(test)]
@@ -123,10 +132,10 @@ mod tests {
 
     #[test]
     fn percentiles_by_nearest_rank() {
-        let v: VecDeque<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&v, 0.5), Some(50.0));
-        assert_eq!(percentile(&v, 0.99), Some(99.0));
-        assert_eq!(percentile(&VecDeque::new(), 0.5), None);
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile_ms(&v, 50.0), Some(50.0));
+        assert_eq!(percentile_ms(&v, 99.0), Some(99.0));
+        assert_eq!(percentile_ms(&[], 50.0), None);
     }
 
     #[test]

@@ -7,8 +7,13 @@ use super::iothub::ModuleIdentity;
 #[derive(Debug, Clone)]
 pub enum Topics {
     /// `{prefix}/in/{model}`, `{prefix}/out/{model}`, `{prefix}/telemetry`, `{prefix}/status`,
-    /// `{prefix}/config`, `{prefix}/reported`.
-    Plain { prefix: String },
+    /// `{prefix}/config`, `{prefix}/reported`. With `share`, requests come through the shared
+    /// subscriptions `$share/{share}/{prefix}/in/{model}` (one per served model), so the
+    /// group's members split them; everything else stays per module.
+    Plain {
+        prefix: String,
+        share: Option<String>,
+    },
     /// IoT Hub / IoT Edge: requests arrive as module input messages
     /// (`devices/{d}/modules/{m}/inputs/{model}/...`, the input named for the model) or as the
     /// direct method `score`; results, telemetry and status are module events
@@ -39,6 +44,18 @@ impl Topics {
     pub fn plain(prefix: &str) -> Topics {
         Topics::Plain {
             prefix: prefix.trim_end_matches('/').to_string(),
+            share: None,
+        }
+    }
+
+    /// The plain layout with requests taken through shared subscriptions of `group`.
+    pub fn shared(self, group: Option<String>) -> Topics {
+        match self {
+            Topics::Plain { prefix, .. } => Topics::Plain {
+                prefix,
+                share: group,
+            },
+            iothub => iothub,
         }
     }
 
@@ -49,10 +66,18 @@ impl Topics {
         }
     }
 
-    /// The topic filters to subscribe to.
-    pub fn subscriptions(&self) -> Vec<String> {
+    /// The topic filters to subscribe to, for a module serving `models`.
+    pub fn subscriptions(&self, models: &[String]) -> Vec<String> {
         match self {
-            Topics::Plain { prefix } => vec![format!("{prefix}/in/+"), format!("{prefix}/config")],
+            Topics::Plain {
+                prefix,
+                share: None,
+            } => vec![format!("{prefix}/in/+"), format!("{prefix}/config")],
+            Topics::Plain { prefix, .. } => {
+                let mut filters = self.shared_filters(models);
+                filters.push(format!("{prefix}/config"));
+                filters
+            }
             Topics::IotHub { device, module } => vec![
                 format!("devices/{device}/modules/{module}/inputs/#"),
                 "$iothub/methods/POST/#".to_string(),
@@ -62,10 +87,24 @@ impl Topics {
         }
     }
 
+    /// The shared subscriptions among [`Topics::subscriptions`] (none without a share group).
+    pub fn shared_filters(&self, models: &[String]) -> Vec<String> {
+        match self {
+            Topics::Plain {
+                prefix,
+                share: Some(group),
+            } => models
+                .iter()
+                .map(|m| format!("$share/{group}/{prefix}/in/{m}"))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Classifies an incoming message by its topic.
     pub fn inbound(&self, topic: &str) -> Inbound {
         match self {
-            Topics::Plain { prefix } => {
+            Topics::Plain { prefix, .. } => {
                 let Some(rest) = topic
                     .strip_prefix(prefix.as_str())
                     .and_then(|r| r.strip_prefix('/'))
@@ -124,7 +163,7 @@ impl Topics {
     /// Where a model's results go.
     pub fn result(&self, model: &str) -> String {
         match self {
-            Topics::Plain { prefix } => format!("{prefix}/out/{model}"),
+            Topics::Plain { prefix, .. } => format!("{prefix}/out/{model}"),
             Topics::IotHub { .. } => {
                 self.event(&[("$.on", "results"), ("type", "result"), ("model", model)])
             }
@@ -138,7 +177,7 @@ impl Topics {
 
     pub fn telemetry(&self) -> String {
         match self {
-            Topics::Plain { prefix } => format!("{prefix}/telemetry"),
+            Topics::Plain { prefix, .. } => format!("{prefix}/telemetry"),
             Topics::IotHub { .. } => self.event(&[("$.on", "telemetry"), ("type", "telemetry")]),
         }
     }
@@ -147,7 +186,7 @@ impl Topics {
     /// retained messages: status is an event there).
     pub fn status(&self) -> (String, bool) {
         match self {
-            Topics::Plain { prefix } => (format!("{prefix}/status"), true),
+            Topics::Plain { prefix, .. } => (format!("{prefix}/status"), true),
             Topics::IotHub { .. } => (self.event(&[("$.on", "status"), ("type", "status")]), false),
         }
     }
@@ -156,7 +195,7 @@ impl Topics {
     /// is retained.
     pub fn reported(&self, rid: u64) -> (String, bool) {
         match self {
-            Topics::Plain { prefix } => (format!("{prefix}/reported"), true),
+            Topics::Plain { prefix, .. } => (format!("{prefix}/reported"), true),
             Topics::IotHub { .. } => (
                 format!("$iothub/twin/PATCH/properties/reported/?$rid={rid}"),
                 false,
@@ -259,7 +298,9 @@ mod tests {
     #[test]
     fn plain_layout() {
         let t = Topics::plain("site/a/");
-        assert_eq!(t.subscriptions(), ["site/a/in/+", "site/a/config"]);
+        let models = ["digits".to_string(), "lenet".to_string()];
+        assert_eq!(t.subscriptions(&models), ["site/a/in/+", "site/a/config"]);
+        assert!(t.shared_filters(&models).is_empty());
         assert_eq!(
             t.inbound("site/a/in/digits"),
             Inbound::Request {
@@ -276,6 +317,33 @@ mod tests {
         assert_eq!(t.status(), ("site/a/status".to_string(), true));
         assert_eq!(t.reported(7), ("site/a/reported".to_string(), true));
         assert_eq!(t.telemetry(), "site/a/telemetry");
+    }
+
+    #[test]
+    fn shared_layout() {
+        let t = Topics::plain("site/a").shared(Some("g1".into()));
+        let models = ["digits".to_string(), "lenet".to_string()];
+        assert_eq!(
+            t.subscriptions(&models),
+            [
+                "$share/g1/site/a/in/digits",
+                "$share/g1/site/a/in/lenet",
+                "site/a/config"
+            ]
+        );
+        assert_eq!(
+            t.shared_filters(&models),
+            ["$share/g1/site/a/in/digits", "$share/g1/site/a/in/lenet"]
+        );
+        // Messages arrive on the topic they were published to.
+        assert_eq!(
+            t.inbound("site/a/in/digits"),
+            Inbound::Request {
+                model: "digits".into()
+            }
+        );
+        assert_eq!(t.result("digits"), "site/a/out/digits");
+        assert_eq!(t.status(), ("site/a/status".to_string(), true));
     }
 
     #[test]
@@ -333,7 +401,7 @@ mod tests {
             Inbound::Unknown
         );
         assert!(t
-            .subscriptions()
+            .subscriptions(&[])
             .contains(&"$iothub/twin/PATCH/properties/desired/#".to_string()));
     }
 }

@@ -7,15 +7,30 @@
 //! - trust bundle: `GET /trust-bundle?api-version={v}`, answered `{"certificate": PEM}`.
 //!
 //! The API is HTTP/1.1 over a Unix socket (`unix:///var/run/iotedge/workload.sock`) or TCP
-//! (`http://host:port`). Calls are rare (one per connection attempt), so each is a blocking
-//! request on its own connection, with a timeout.
+//! (`http://host:port`), spoken with hyper's client. Calls are rare (one per connection
+//! attempt), so each is a blocking request on its own connection, with a timeout.
 
-use super::iothub::URL_ENCODE;
 use base64::Engine;
-use percent_encoding::utf8_percent_encode;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::client::conn::http1;
+use hyper::header::{CONNECTION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
-use std::io::{Read, Write};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What Python's `urllib.parse.quote_plus` leaves alone (Azure's samples sign with it); space
+/// is encoded as `%20` rather than `+`, which IoT Hub accepts alike and never occurs in
+/// resource URIs. Used for the workload API's path and query, and for SAS tokens
+/// ([`super::iothub`]).
+pub(crate) const URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// The workload API version used when `IOTEDGE_APIVERSION` is not set.
 pub const DEFAULT_API_VERSION: &str = "2019-01-30";
@@ -86,7 +101,7 @@ impl Workload {
             "algo": "HMACSHA256",
             "data": base64::engine::general_purpose::STANDARD.encode(data),
         });
-        let answer = self.call("POST", &path, Some(&body))?;
+        let answer = self.call(Method::POST, &path, Some(&body))?;
         answer["digest"]
             .as_str()
             .map(str::to_string)
@@ -99,7 +114,7 @@ impl Workload {
             "/trust-bundle?api-version={}",
             utf8_percent_encode(&self.api_version, URL_ENCODE)
         );
-        let answer = self.call("GET", &path, None)?;
+        let answer = self.call(Method::GET, &path, None)?;
         answer["certificate"]
             .as_str()
             .map(str::to_string)
@@ -107,29 +122,11 @@ impl Workload {
     }
 
     /// One request on a fresh connection; the JSON answer of a 2xx, else why not.
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, String> {
         let fail = |e: &dyn std::fmt::Display| format!("IoT Edge workload API {}: {e}", self.uri);
         let body = body.map(Value::to_string).unwrap_or_default();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let raw = match &self.endpoint {
-            Endpoint::Unix(p) => {
-                let mut s = std::os::unix::net::UnixStream::connect(p).map_err(|e| fail(&e))?;
-                s.set_read_timeout(Some(TIMEOUT)).map_err(|e| fail(&e))?;
-                s.set_write_timeout(Some(TIMEOUT)).map_err(|e| fail(&e))?;
-                exchange(&mut s, &request).map_err(|e| fail(&e))?
-            }
-            Endpoint::Tcp(host) => {
-                let mut s = std::net::TcpStream::connect(host).map_err(|e| fail(&e))?;
-                s.set_read_timeout(Some(TIMEOUT)).map_err(|e| fail(&e))?;
-                s.set_write_timeout(Some(TIMEOUT)).map_err(|e| fail(&e))?;
-                exchange(&mut s, &request).map_err(|e| fail(&e))?
-            }
-        };
-        let (status, body) = parse_response(&raw).map_err(|e| fail(&e))?;
+        let (status, body) =
+            fetch(&self.endpoint, method.clone(), path, body).map_err(|e| fail(&e))?;
         let text = String::from_utf8_lossy(&body);
         if !(200..300).contains(&status) {
             let text: String = text.chars().take(300).collect();
@@ -139,70 +136,101 @@ impl Workload {
     }
 }
 
-/// Writes `request` and reads the whole answer (the server closes the connection).
-fn exchange(s: &mut (impl Read + Write), request: &str) -> std::io::Result<Vec<u8>> {
-    s.write_all(request.as_bytes())?;
-    let mut raw = Vec::new();
-    s.take(MAX_RESPONSE as u64 + 1).read_to_end(&mut raw)?;
-    if raw.len() > MAX_RESPONSE {
-        return Err(std::io::Error::other("the answer is over 1 MiB"));
-    }
-    Ok(raw)
+/// Sends one request to `endpoint` on a fresh connection and reads the whole answer: its
+/// status and body (Content-Length, chunked, or up to the close; at most [`MAX_RESPONSE`]
+/// bytes), within [`TIMEOUT`]. Blocks the calling thread. The exchange runs on a private
+/// runtime on a thread of its own: the callers are synchronous, and one of them (renewing the
+/// broker credentials) runs inside the edge module's runtime, which cannot be entered again.
+fn fetch(
+    endpoint: &Endpoint,
+    method: Method,
+    path: &str,
+    body: String,
+) -> Result<(u16, Vec<u8>), String> {
+    std::thread::scope(|scope| {
+        let exchange = scope.spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
+            runtime.block_on(async {
+                tokio::time::timeout(TIMEOUT, exchange(endpoint, method, path, body))
+                    .await
+                    .map_err(|_| format!("no answer within {} s", TIMEOUT.as_secs()))?
+            })
+        });
+        exchange
+            .join()
+            .unwrap_or_else(|_| Err("the HTTP client thread panicked".into()))
+    })
 }
 
-/// Status and body of an HTTP/1.1 answer (Content-Length, chunked, or up to the close).
-fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the answer has no complete HTTP header")?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "the HTTP header is not UTF-8")?;
-    let rest = &raw[end + 4..];
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or("the answer has no HTTP status line")?;
-    let header = |name: &str| {
-        head.split("\r\n").skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    };
-    if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        return dechunk(rest).map(|b| (status, b));
+async fn exchange(
+    endpoint: &Endpoint,
+    method: Method,
+    path: &str,
+    body: String,
+) -> Result<(u16, Vec<u8>), String> {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(HOST, "localhost")
+        .header(CONTENT_TYPE, "application/json")
+        .header(CONNECTION, "close")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| format!("cannot build the request: {e}"))?;
+    match endpoint {
+        Endpoint::Unix(p) => {
+            let stream = tokio::net::UnixStream::connect(p)
+                .await
+                .map_err(|e| e.to_string())?;
+            send(stream, request).await
+        }
+        Endpoint::Tcp(host) => {
+            let stream = tokio::net::TcpStream::connect(host.as_str())
+                .await
+                .map_err(|e| e.to_string())?;
+            send(stream, request).await
+        }
     }
-    let body = match header("content-length").map(str::parse::<usize>) {
-        Some(Ok(n)) if n <= rest.len() => rest[..n].to_vec(),
-        Some(Ok(n)) => return Err(format!("the answer ends after {} of {n} bytes", rest.len())),
-        Some(Err(_)) => return Err("bad Content-Length".into()),
-        None => rest.to_vec(),
-    };
-    Ok((status, body))
 }
 
-fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    loop {
-        let eol = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("truncated chunked body")?;
-        let size = std::str::from_utf8(&rest[..eol])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.split(';').next()?.trim(), 16).ok())
-            .ok_or("bad chunk size")?;
-        rest = &rest[eol + 2..];
-        if size == 0 {
-            return Ok(body);
-        }
-        if rest.len() < size + 2 {
-            return Err("truncated chunked body".into());
-        }
-        body.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
+/// `request` over `stream` with hyper's HTTP/1.1 client.
+async fn send(
+    stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    request: Request<Full<Bytes>>,
+) -> Result<(u16, Vec<u8>), String> {
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| chain(&e))?;
+    let connection = tokio::spawn(connection);
+    let response = sender.send_request(request).await.map_err(|e| chain(&e))?;
+    let status = response.status().as_u16();
+    let body = Limited::new(response.into_body(), MAX_RESPONSE)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                "the answer is over 1 MiB".to_string()
+            } else {
+                chain(&*e)
+            }
+        })?
+        .to_bytes();
+    connection.abort();
+    Ok((status, body.to_vec()))
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
     }
+    msg
 }
 
 #[cfg(test)]
@@ -210,7 +238,7 @@ mod tests {
     use super::*;
     use crate::edge::iothub::{sas_token, Signer};
     use hmac::{Hmac, Mac};
-    use std::io::BufRead;
+    use std::io::{BufRead, Read, Write};
     use std::os::unix::net::UnixListener;
 
     const KEY: &str = "c2NvcmlhLXRlc3Qta2V5LTAxMjM0NTY3ODkwMTIzNDU2Nzg5";
@@ -320,12 +348,29 @@ mod tests {
         }
     }
 
+    /// What `fetch` makes of `raw`, answered by a server on a Unix socket after reading the
+    /// request's header, then closing the connection.
+    fn answer(raw: &'static [u8]) -> Result<(u16, Vec<u8>), String> {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("workload.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 0 && !line.ends_with("\r\n\r\n") {}
+            stream.write_all(raw).unwrap();
+        });
+        let got = fetch(&Endpoint::Unix(sock), Method::GET, "/x", String::new());
+        server.join().unwrap();
+        got
+    }
+
     #[test]
     fn reads_http_answers() {
-        let (s, b) =
-            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n{}{}extra").unwrap();
+        let (s, b) = answer(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n{}{}extra").unwrap();
         assert_eq!((s, b.as_slice()), (200, &b"{}{}"[..]));
-        let (s, b) = parse_response(
+        let (s, b) = answer(
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\n\r\n2\r\n{\"\r\n3;x=y\r\na\":\r\n1\r\n1\r\n1\r\n}\r\n0\r\n\r\n",
         )
         .unwrap();
@@ -333,7 +378,7 @@ mod tests {
             (s, String::from_utf8(b).unwrap()),
             (200, "{\"a\":1}".into())
         );
-        let (s, b) = parse_response(b"HTTP/1.1 404 Not Found\r\n\r\nno such module").unwrap();
+        let (s, b) = answer(b"HTTP/1.1 404 Not Found\r\n\r\nno such module").unwrap();
         assert_eq!((s, b.as_slice()), (404, &b"no such module"[..]));
         for bad in [
             &b"HTTP/1.1 200 OK\r\n"[..],
@@ -341,11 +386,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         ] {
-            assert!(
-                parse_response(bad).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(answer(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
     }
 }

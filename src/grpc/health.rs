@@ -1,6 +1,6 @@
 //! `grpc.health.v1.Health`: what Kubernetes gRPC probes ask. The server (`""`) and the
-//! inference service are SERVING once every model has finished loading, as
-//! `GET /v2/health/ready` says; other service names are NOT_FOUND, as the protocol asks.
+//! inference service are SERVING when `GET /v2/health/ready` would say ready (every model
+//! loaded, or with `--strict-readiness=false` finished loading); other service names are NOT_FOUND, as the protocol asks.
 
 use super::proto::health::health_check_response::ServingStatus;
 use super::proto::health::health_server::Health;
@@ -24,7 +24,7 @@ impl Health for HealthService {
         let started = Instant::now();
         let service = request.into_inner().service;
         let result = if service.is_empty() || service == INFERENCE {
-            let status = if self.shared.models.is_ready() {
+            let status = if self.shared.is_ready() {
                 ServingStatus::Serving
             } else {
                 ServingStatus::NotServing

@@ -45,6 +45,9 @@ pub struct GrpcConfig {
     /// How often an idle connection is pinged, and how long a ping may go unanswered before
     /// the connection is dropped.
     pub keepalive: Duration,
+    /// `ServerReady` and the health service also need every model loaded (Triton's
+    /// `--strict-readiness`), as `GET /v2/health/ready` does.
+    pub strict_readiness: bool,
 }
 
 impl Default for GrpcConfig {
@@ -54,6 +57,7 @@ impl Default for GrpcConfig {
             api_keys: None,
             max_streams: DEFAULT_MAX_STREAMS as usize,
             keepalive: Duration::from_secs(30),
+            strict_readiness: true,
         }
     }
 }
@@ -73,6 +77,7 @@ pub async fn serve(
         models,
         metrics,
         stopping,
+        strict_readiness: config.strict_readiness,
     });
     let inference = GrpcInferenceServiceServer::new(service::Inference {
         shared: Arc::clone(&shared),

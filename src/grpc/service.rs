@@ -9,7 +9,7 @@ use super::status::{self, internal, invalid};
 use super::stream;
 use super::triton;
 use crate::models::stats::Timings;
-use crate::models::{LoadedVersion, ModelManager, VersionState};
+use crate::models::{IndexState, LoadedVersion, ModelManager, VersionState};
 use crate::telemetry::{Metrics, RequestRecord};
 use crate::tensor::ErrorKind;
 use prost::Message;
@@ -38,6 +38,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Turns true when the server starts draining: streams stop taking requests.
     pub stopping: watch::Receiver<bool>,
+    /// Readiness needs every model loaded (see [`super::GrpcConfig::strict_readiness`]).
+    pub strict_readiness: bool,
 }
 
 /// The model version that served a call, and where its time went.
@@ -48,6 +50,13 @@ pub struct ServedBy {
 }
 
 impl Shared {
+    /// Ready as `GET /v2/health/ready` says.
+    pub fn is_ready(&self) -> bool {
+        self.models
+            .not_ready_reason(self.strict_readiness)
+            .is_none()
+    }
+
     /// Records one call (or one request of a stream) in the metrics.
     pub fn record(
         &self,
@@ -78,6 +87,7 @@ impl Shared {
         mut req: pb::ModelInferRequest,
         request_bytes: usize,
     ) -> (Result<pb::ModelInferResponse, Status>, Option<ServedBy>) {
+        let _in_flight = self.metrics.in_flight();
         let loaded = match self
             .models
             .get(&req.model_name, version(&req.model_version))
@@ -201,7 +211,7 @@ impl GrpcInferenceService for Inference {
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
         self.answer("ServerReady", request, |s, _| {
             Ok(pb::ServerReadyResponse {
-                ready: s.models.is_ready(),
+                ready: s.is_ready(),
             })
         })
     }
@@ -360,11 +370,11 @@ impl GrpcInferenceService for Inference {
             Ok(Ok(entries)) => Ok(pb::RepositoryIndexResponse {
                 models: entries
                     .into_iter()
-                    .filter(|e| !ready_only || e.state == "READY")
+                    .filter(|e| !ready_only || e.state == IndexState::Ready)
                     .map(|e| pb::repository_index_response::ModelIndex {
                         name: e.name,
                         version: e.version.unwrap_or_default(),
-                        state: e.state.into(),
+                        state: index_state(e.state).into(),
                         reason: e.reason,
                     })
                     .collect(),
@@ -469,6 +479,15 @@ impl GrpcInferenceService for Inference {
         Err(unimplemented(
             "log settings over gRPC (set the log filter with --log)",
         ))
+    }
+}
+
+/// Triton's name of a repository index state.
+fn index_state(state: IndexState) -> &'static str {
+    match state {
+        IndexState::Ready => "READY",
+        IndexState::Loading => "LOADING",
+        IndexState::Unavailable => "UNAVAILABLE",
     }
 }
 

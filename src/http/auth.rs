@@ -23,6 +23,9 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     let read = *method == Method::GET || *method == Method::HEAD;
     match segments.as_slice() {
         [""] | ["v2", "health", "live" | "ready"] | ["metrics"] if read => None,
+        // The studio's page and files (not its data: /ui/api/* needs a key).
+        ["ui"] | ["ui", ""] | ["ui", "assets", _] if read => None,
+        ["ui", "api", ..] if read => Some(Role::Score),
         ["v2"] | ["score"] | ["swagger.json"] => Some(Role::Score),
         ["models", m, "score"] if !m.is_empty() => Some(Role::Score),
         ["v2", "models", model_route @ ..] if is_model_route(model_route) => Some(Role::Score),

@@ -61,6 +61,7 @@ pub struct ServedBy {
 /// Middleware: records every request in the metrics registry.
 pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
+    let _in_flight = st.metrics.in_flight();
     let route = req
         .extensions()
         .get::<MatchedPath>()

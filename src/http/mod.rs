@@ -3,12 +3,14 @@
 //! Handlers decode requests, call the serving core ([`crate::models`]) and encode results;
 //! they never run inference themselves.
 
+mod admission;
 pub mod auth;
 mod body;
 mod error;
 pub mod metrics;
 mod openapi;
 mod score;
+mod ui;
 pub mod v2;
 
 #[cfg(test)]
@@ -40,6 +42,12 @@ pub struct HttpConfig {
     pub default_model: Option<String>,
     /// How long a client may take to send a request's headers, or go silent mid-body.
     pub client_timeout: Duration,
+    /// `/v2/health/ready` waits for every model to be ready, not only to finish loading.
+    pub strict_readiness: bool,
+    /// Inference requests allowed in flight at once; more are refused with 503 at once.
+    pub max_inflight: Option<usize>,
+    /// The workspace's run history (`<workspace>/runs`) the studio lists; `None` lists none.
+    pub runs_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -49,6 +57,9 @@ impl Default for HttpConfig {
             api_keys: None,
             default_model: None,
             client_timeout: DEFAULT_CLIENT_TIMEOUT,
+            strict_readiness: true,
+            max_inflight: None,
+            runs_dir: None,
         }
     }
 }
@@ -59,6 +70,8 @@ pub struct AppState {
     pub models: Arc<ModelManager>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<HttpConfig>,
+    /// Inference requests admitted and not yet answered (see `max_inflight`).
+    pub admitted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The complete router, without a socket (tests drive it with `oneshot`).
@@ -70,6 +83,7 @@ pub fn router(models: Arc<ModelManager>, metrics: Arc<Metrics>, config: HttpConf
         models,
         metrics,
         config: Arc::new(config),
+        admitted: Arc::default(),
     };
     let app = v2::routes()
         .route("/metrics", get(metrics::metrics))
@@ -77,20 +91,26 @@ pub fn router(models: Arc<ModelManager>, metrics: Arc<Metrics>, config: HttpConf
         .route("/swagger.json", get(openapi::swagger))
         .route("/score", post(score::score_default))
         .route("/models/{model}/score", post(score::score_model))
+        .merge(ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admission::admit,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
         ))
         .with_state(state);
-    match keys {
+    let app = match keys {
         Some(keys) => app.layer(axum::middleware::from_fn_with_state(
             keys,
             auth::require_key,
         )),
         None => app,
-    }
+    };
+    app.layer(axum::middleware::from_fn(ui::security_headers))
 }
 
 async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
@@ -121,6 +141,11 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(client_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // The studio's server page shows where the server listens.
+    let router = match listener.local_addr() {
+        Ok(addr) => router.layer(axum::Extension(ui::ListenAddr(addr))),
+        Err(_) => router,
+    };
     tokio::pin!(shutdown);
     loop {
         let (tcp, _peer) = tokio::select! {

@@ -1,110 +1,21 @@
 //! `GET /swagger.json`: the OpenAPI 3 document of the HTTP API, generated from the handlers'
-//! `#[utoipa::path]` annotations and the wire-format schemas below.
+//! `#[utoipa::path]` annotations and the v2 wire types ([`super::v2::wire`]), the same types
+//! the codec reads and writes.
 //!
 //! Model routes exist with and without `/versions/{version}`; the handlers are annotated
 //! with the unversioned path and [`VersionedRoutes`] adds each versioned twin.
 
+use super::v2::wire::{
+    ErrorBody, InferenceRequest, InferenceResponse, ModelMetadata, RequestInput, RequestOutput,
+    ResponseOutput, TensorMetadata,
+};
 use super::{json_response, score, v2};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::Value;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, Required};
-use utoipa::{Modify, OpenApi, ToSchema};
-
-/// `{"error": "<precise reason>"}`, the body of every error.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorBody {
-    /// What went wrong.
-    error: String,
-}
-
-/// One input tensor of a v2 inference request.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct RequestInput {
-    name: String,
-    /// Dimensions; their product is the element count.
-    shape: Vec<u64>,
-    /// FP32, FP64, INT8..INT64, UINT8..UINT64, BOOL or BYTES.
-    datatype: String,
-    /// Flat or nested array of elements (absent when sent as binary data).
-    #[schema(value_type = Option<Object>)]
-    data: Option<Value>,
-    /// `binary_data_size`: the length of this input's binary data after the JSON header.
-    #[schema(value_type = Option<Object>)]
-    parameters: Option<Value>,
-}
-
-/// A requested output.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct RequestOutput {
-    name: String,
-    /// `binary_data: true` to receive it as binary data.
-    #[schema(value_type = Option<Object>)]
-    parameters: Option<Value>,
-}
-
-/// A v2 inference request (JSON, or a JSON header followed by binary tensor data).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct InferenceRequest {
-    /// Echoed in the response.
-    id: Option<String>,
-    inputs: Vec<RequestInput>,
-    /// Outputs to return, in order (all when absent or empty).
-    outputs: Option<Vec<RequestOutput>>,
-    /// `binary_data_output: true` returns every output as binary data.
-    #[schema(value_type = Option<Object>)]
-    parameters: Option<Value>,
-}
-
-/// One output tensor of a v2 inference response.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ResponseOutput {
-    name: String,
-    shape: Vec<u64>,
-    datatype: String,
-    /// Flat array of elements (absent when returned as binary data).
-    #[schema(value_type = Option<Object>)]
-    data: Option<Value>,
-    #[schema(value_type = Option<Object>)]
-    parameters: Option<Value>,
-}
-
-/// A v2 inference response.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct InferenceResponse {
-    model_name: String,
-    model_version: String,
-    id: Option<String>,
-    outputs: Vec<ResponseOutput>,
-}
-
-/// Name, datatype and shape (`-1` for dynamic dimensions) of a model tensor.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct TensorMetadata {
-    name: String,
-    datatype: String,
-    shape: Vec<i64>,
-}
-
-/// v2 model metadata.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ModelMetadata {
-    name: String,
-    versions: Vec<String>,
-    platform: String,
-    inputs: Vec<TensorMetadata>,
-    outputs: Vec<TensorMetadata>,
-}
+use utoipa::{Modify, OpenApi};
 
 /// The generated document.
 #[derive(OpenApi)]

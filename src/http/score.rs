@@ -8,15 +8,18 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-/// `GET /`: Azure ML's liveness answer.
-#[utoipa::path(get, path = "/", tag = "azure-ml", responses((status = 200, description = "Healthy", content_type = "text/plain")))]
-pub async fn healthy() -> &'static str {
-    "Healthy"
+/// `GET /`: Azure ML's liveness answer; a browser (asking for HTML) is sent to the studio.
+#[utoipa::path(get, path = "/", tag = "azure-ml", responses((status = 200, description = "Healthy", content_type = "text/plain"), (status = 303, description = "To the studio at /ui, for clients that accept text/html")))]
+pub async fn healthy(headers: axum::http::HeaderMap) -> Response {
+    if super::ui::wants_html(&headers) {
+        return super::ui::redirect_to_studio();
+    }
+    "Healthy".into_response()
 }
 
 /// `POST /models/{m}/score`: the request through the model's score hook (or the default
 /// `{"data"}` / `{"inputs"}` mapping without one).
-#[utoipa::path(post, path = "/models/{model}/score", tag = "azure-ml", params(("model" = String, Path, description = "Model name")), request_body(content = Object, description = "Without a hook: {\"data\": ...} or {\"inputs\": {name: ...}}; with a hook, whatever it takes"), responses((status = 200, description = "The hook's result, or outputs by name"), (status = 400, description = "Rejected by the hook or not fitting the model", body = crate::http::openapi::ErrorBody), (status = 500, description = "The hook or inference failed", body = crate::http::openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = crate::http::openapi::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/models/{model}/score", tag = "azure-ml", params(("model" = String, Path, description = "Model name")), request_body(content = Object, description = "Without a hook: {\"data\": ...} or {\"inputs\": {name: ...}}; with a hook, whatever it takes"), responses((status = 200, description = "The hook's result, or outputs by name"), (status = 400, description = "Rejected by the hook or not fitting the model", body = crate::http::v2::wire::ErrorBody), (status = 500, description = "The hook or inference failed", body = crate::http::v2::wire::ErrorBody), (status = 404, description = "Unknown model or version", body = crate::http::v2::wire::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::v2::wire::ErrorBody)))]
 pub async fn score_model(
     State(st): State<AppState>,
     r: crate::http::v2::ModelRef,
@@ -27,7 +30,7 @@ pub async fn score_model(
 
 /// `POST /score`: scores on the default model — `--default-model`, or the only model in the
 /// repository.
-#[utoipa::path(post, path = "/score", tag = "azure-ml", request_body(content = Object), responses((status = 200, description = "The hook's result, or outputs by name"), (status = 404, description = "No default model", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/score", tag = "azure-ml", request_body(content = Object), responses((status = 200, description = "The hook's result, or outputs by name"), (status = 404, description = "No default model", body = crate::http::v2::wire::ErrorBody)))]
 pub async fn score_default(
     State(st): State<AppState>,
     Body(body): Body,

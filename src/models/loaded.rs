@@ -4,7 +4,7 @@
 use super::stats::{Stats, Timings};
 use super::{validate, LoadError, ModelError};
 use crate::batch::{
-    BatchObserver, BatchResult, Batcher, Caller, Direct, Scheduler, SchedulerError,
+    BatchObserver, BatchResult, Batcher, Caller, Direct, RequestOptions, Scheduler, SchedulerError,
 };
 use crate::engine::{
     self, check_override, Backend, Dim, Engine, LoadOptions, OverrideOf, TensorOverride, TensorSpec,
@@ -12,6 +12,7 @@ use crate::engine::{
 use crate::hook::{PredictError, Predictor};
 use crate::registry::{ModelConfig, ModelDir, MODEL_FILE};
 use crate::tensor::{NamedTensor, Tensor};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,24 @@ pub struct LoadedVersion {
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
     stats: Stats,
+    /// Requests between arrival and answer (queued or executing).
+    pending: AtomicUsize,
+}
+
+/// Counts a request as pending until dropped, also when its caller goes away mid-request.
+struct PendingGuard<'a>(&'a AtomicUsize);
+
+impl<'a> PendingGuard<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        PendingGuard(count)
+    }
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A request handed to the scheduler: the outputs it selected (by model index) and the time
@@ -127,6 +146,7 @@ impl LoadedVersion {
             inputs,
             outputs,
             stats: Stats::default(),
+            pending: AtomicUsize::new(0),
         })
     }
 
@@ -172,6 +192,11 @@ impl LoadedVersion {
         self.scheduler.queued()
     }
 
+    /// Requests queued or executing now, on every route.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
     /// Runs the model off the async executor (on the scheduler's threads). `outputs` selects
     /// and orders the outputs returned; `None` returns all in model order.
     pub async fn infer(
@@ -179,8 +204,22 @@ impl LoadedVersion {
         inputs: Vec<NamedTensor>,
         outputs: Option<Vec<String>>,
     ) -> Result<Inference, ModelError> {
+        self.infer_with(inputs, outputs, RequestOptions::default())
+            .await
+    }
+
+    /// [`LoadedVersion::infer`] with a priority and a queue timeout (for models whose
+    /// dynamic batching has priority levels or a queue policy).
+    pub async fn infer_with(
+        &self,
+        inputs: Vec<NamedTensor>,
+        outputs: Option<Vec<String>>,
+        options: RequestOptions,
+    ) -> Result<Inference, ModelError> {
         let started = Instant::now();
-        let result = match self.submit(inputs, outputs.as_deref(), Caller::Async, started) {
+        let _pending = PendingGuard::enter(&self.pending);
+        let submitted = self.submit(inputs, outputs.as_deref(), Caller::Async, &options, started);
+        let result = match submitted {
             Ok((prepared, ticket)) => self.finish(prepared, ticket.wait().await),
             Err(e) => Err(e),
         };
@@ -196,8 +235,15 @@ impl LoadedVersion {
         outputs: Option<&[String]>,
     ) -> Result<Inference, ModelError> {
         let started = Instant::now();
+        let _pending = PendingGuard::enter(&self.pending);
         let result = self
-            .submit(inputs, outputs, Caller::Blocking, started)
+            .submit(
+                inputs,
+                outputs,
+                Caller::Blocking,
+                &RequestOptions::default(),
+                started,
+            )
             .and_then(|(prepared, ticket)| self.finish(prepared, ticket.wait_blocking()));
         self.record(&result, started);
         result
@@ -209,6 +255,7 @@ impl LoadedVersion {
         inputs: Vec<NamedTensor>,
         outputs: Option<&[String]>,
         caller: Caller,
+        options: &RequestOptions,
         started: Instant,
     ) -> Result<(Prepared, crate::batch::Ticket), ModelError> {
         let selected = validate::outputs(&self.outputs, outputs)?;
@@ -221,7 +268,7 @@ impl LoadedVersion {
             selected,
             validated: started.elapsed(),
         };
-        let ticket = self.scheduler.submit(ordered, rows, caller)?;
+        let ticket = self.scheduler.submit(ordered, rows, caller, options)?;
         Ok((prepared, ticket))
     }
 

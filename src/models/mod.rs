@@ -2,6 +2,7 @@
 //! which every front end runs inference ([`LoadedVersion::infer`]).
 
 mod loaded;
+pub mod poll;
 mod repository;
 pub mod score;
 pub mod stats;
@@ -10,7 +11,7 @@ mod tests;
 mod validate;
 
 pub use loaded::{Inference, LoadedVersion};
-pub use repository::IndexEntry;
+pub use repository::{IndexEntry, IndexState};
 
 use crate::batch::{BatchObservers, SchedulerError};
 use crate::engine::{Backend, EngineError};
@@ -192,6 +193,9 @@ pub struct ModelManager {
     ops: std::sync::Mutex<()>,
     /// Where batchers report batch sizes and queue depth.
     observers: Option<Arc<dyn BatchObservers>>,
+    /// The object store the repository mirrors, when it lives in one: repository load
+    /// requests re-read the model from it first.
+    store: std::sync::OnceLock<Arc<crate::registry::store::Store>>,
 }
 
 impl ModelManager {
@@ -222,11 +226,25 @@ impl ModelManager {
             loading: AtomicUsize::new(0),
             ops: std::sync::Mutex::new(()),
             observers,
+            store: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Names the object store the repository mirrors (see [`crate::registry::store`]).
+    pub fn set_store(&self, store: Arc<crate::registry::store::Store>) {
+        let _ = self.store.set(store);
+    }
+
+    /// The object store the repository mirrors, if any.
+    pub fn store(&self) -> Option<&Arc<crate::registry::store::Store>> {
+        self.store.get()
     }
 
     /// Loads `version` of the model in `dir` as this manager serves it.
     fn load_served(&self, dir: &ModelDir, version: u64) -> Result<Served, LoadError> {
+        if let Some(why) = dir.version_error(version) {
+            return Err(LoadError::Invalid(why));
+        }
         Served::load_with(
             dir,
             version,
@@ -308,6 +326,45 @@ impl ModelManager {
     /// it succeeded or failed.
     pub fn is_ready(&self) -> bool {
         self.loading.load(Ordering::SeqCst) == 0
+    }
+
+    /// Why the server is not ready to serve every model it should, or `None` when it is:
+    /// models still loading, or (with `strict`, as Triton's `--strict-readiness`) a model
+    /// that failed, or a version of it that is not ready. Models unloaded through the
+    /// repository API are not expected to serve. A reload keeps the old version serving
+    /// until the new one is ready, so it never makes a ready server unready.
+    pub fn not_ready_reason(&self, strict: bool) -> Option<String> {
+        if !self.is_ready() {
+            return Some("models are still loading".to_string());
+        }
+        if !strict {
+            return None;
+        }
+        self.read()
+            .values()
+            .filter(|s| !s.unloaded)
+            .find(|s| {
+                s.error.is_some()
+                    || s.versions.is_empty()
+                    || s
+                        .versions
+                        .values()
+                        .any(|v| !matches!(v, VersionState::Ready(_)))
+            })
+            .map(|s| {
+                let failed = s.versions.iter().find_map(|(v, state)| match state {
+                    VersionState::Failed(e) => Some(format!(
+                        "model '{}' version {v} failed to load: {e}",
+                        s.name
+                    )),
+                    VersionState::Loading => {
+                        Some(format!("model '{}' version {v} is still loading", s.name))
+                    }
+                    VersionState::Ready(_) => None,
+                });
+                let reason = failed.unwrap_or_else(|| s.unavailable_reason());
+                format!("{reason} (start with --strict-readiness=false to be ready with the models that did load)")
+            })
     }
 
     /// A snapshot of one model's status.

@@ -10,21 +10,45 @@ use crate::registry::RegistryError;
 use std::collections::BTreeMap;
 
 /// One row of the repository index.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct IndexEntry {
     pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The version the row is about; `None` for a model with no version loaded.
     pub version: Option<String>,
-    /// `READY`, `LOADING` or `UNAVAILABLE`.
-    pub state: &'static str,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    pub state: IndexState,
+    /// Why the model (version) is unavailable; empty otherwise.
     pub reason: String,
 }
 
+/// Where a model (version) of the index stands; front ends name it in their protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexState {
+    Ready,
+    Loading,
+    Unavailable,
+}
+
 impl ModelManager {
-    /// (Re)loads model `name` from disk under its version policy. Blocks while the versions
-    /// load; call it from a blocking thread. On failure what was served before stays.
+    /// (Re)loads model `name` under its version policy: from the object store first when the
+    /// repository mirrors one, else from disk. Blocks while the versions load; call it from a
+    /// blocking thread. On failure what was served before stays.
     pub fn load_model(&self, name: &str) -> Result<(), ModelError> {
+        if let Some(store) = self.store() {
+            let report = store
+                .sync_model(name)
+                .map_err(|e| ModelError::LoadFailed(format!("cannot load model '{name}': {e}")))?;
+            if let Some(why) = report.failed.get(name) {
+                return Err(ModelError::LoadFailed(format!(
+                    "cannot load model '{name}': {why}"
+                )));
+            }
+        }
+        self.reload_model(name)
+    }
+
+    /// (Re)loads model `name` from the repository on disk (the store's cache when it mirrors
+    /// one), as [`ModelManager::load_model`] without re-reading the store.
+    pub fn reload_model(&self, name: &str) -> Result<(), ModelError> {
         let _serial = self.ops.lock().unwrap_or_else(|p| p.into_inner());
         let dir = self.repo.model(name).map_err(|e| match e {
             RegistryError::ModelNotFound(_) | RegistryError::InvalidName { .. } => {
@@ -91,19 +115,27 @@ impl ModelManager {
                 reason,
             };
             match models.get(&name) {
-                None => out.push(entry(None, "UNAVAILABLE", "not loaded".into())),
-                Some(s) if s.unloaded => out.push(entry(None, "UNAVAILABLE", "unloaded".into())),
+                None => out.push(entry(None, IndexState::Unavailable, "not loaded".into())),
+                Some(s) if s.unloaded => {
+                    out.push(entry(None, IndexState::Unavailable, "unloaded".into()))
+                }
                 Some(s) if s.versions.is_empty() => out.push(entry(
                     None,
-                    "UNAVAILABLE",
+                    IndexState::Unavailable,
                     s.error.clone().unwrap_or_default(),
                 )),
                 Some(s) => {
                     for (&v, state) in &s.versions {
                         out.push(match state {
-                            VersionState::Ready(_) => entry(Some(v), "READY", String::new()),
-                            VersionState::Loading => entry(Some(v), "LOADING", String::new()),
-                            VersionState::Failed(e) => entry(Some(v), "UNAVAILABLE", e.clone()),
+                            VersionState::Ready(_) => {
+                                entry(Some(v), IndexState::Ready, String::new())
+                            }
+                            VersionState::Loading => {
+                                entry(Some(v), IndexState::Loading, String::new())
+                            }
+                            VersionState::Failed(e) => {
+                                entry(Some(v), IndexState::Unavailable, e.clone())
+                            }
                         });
                     }
                 }

@@ -17,6 +17,10 @@ pub const MAX_INSTANCES: u32 = 256;
 pub const MAX_QUEUE_DELAY_US: u64 = 10_000_000;
 /// Most ONNX Runtime threads per pool.
 pub const MAX_THREADS: u32 = 1024;
+/// Upper bound of `dynamic_batching.priority_levels`.
+pub const MAX_PRIORITY_LEVELS: u32 = 1000;
+/// Upper bound of a queue policy's `default_timeout_us`: an hour.
+pub const MAX_QUEUE_TIMEOUT_US: u64 = 3_600_000_000;
 
 /// A model's settings; every field has a default when `config.toml` is absent.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +77,34 @@ pub struct DynamicBatching {
     pub preferred_batch_size: Vec<u32>,
     /// Requests allowed to wait; more are refused at once (503). 0 means unbounded.
     pub max_queue_size: u32,
+    /// Priority levels (Triton's `priority_levels`): requests are taken level 1 first; 0
+    /// means one level.
+    pub priority_levels: u32,
+    /// The level of requests that name none (0 when `priority_levels` is 0).
+    pub default_priority_level: u32,
+    /// `[dynamic_batching.default_queue_policy]`.
+    pub queue_policy: QueuePolicy,
+}
+
+/// Triton's `ModelQueuePolicy`: how long a request may wait in the queue and what happens
+/// after.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueuePolicy {
+    pub timeout_action: TimeoutAction,
+    /// 0: no timeout.
+    pub default_timeout_us: u64,
+    /// Whether a request's `timeout` parameter may shorten `default_timeout_us`.
+    pub allow_timeout_override: bool,
+}
+
+/// What happens to a request past its queue timeout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TimeoutAction {
+    /// Refused (503) without running.
+    #[default]
+    Reject,
+    /// Moved behind every request still in time.
+    Delay,
 }
 
 /// Which versions of a model are served (Triton's version policy).
@@ -138,6 +170,18 @@ struct RawDynamicBatching {
     max_queue_delay_us: Option<u64>,
     #[serde(default)]
     preferred_batch_size: Vec<u32>,
+    max_queue_size: Option<u32>,
+    priority_levels: Option<u32>,
+    default_priority_level: Option<u32>,
+    default_queue_policy: Option<RawQueuePolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueuePolicy {
+    timeout_action: Option<String>,
+    default_timeout_us: Option<u64>,
+    allow_timeout_override: Option<bool>,
     max_queue_size: Option<u32>,
 }
 
@@ -316,10 +360,73 @@ impl ModelConfig {
                         format!("{p} is not between 1 and max_batch_size {max_batch_size}"),
                     ));
                 }
+                let levels = d.priority_levels.unwrap_or(0);
+                if levels > MAX_PRIORITY_LEVELS {
+                    return Err(err(
+                        "dynamic_batching.priority_levels",
+                        format!("{levels} is over the limit of {MAX_PRIORITY_LEVELS}"),
+                    ));
+                }
+                let default_level = match (levels, d.default_priority_level) {
+                    (0, None | Some(0)) => 0,
+                    (0, Some(_)) => {
+                        return Err(err(
+                            "dynamic_batching.default_priority_level",
+                            "needs priority_levels".into(),
+                        ))
+                    }
+                    (n, None) => n,
+                    (n, Some(l)) if (1..=n).contains(&l) => l,
+                    (n, Some(l)) => {
+                        return Err(err(
+                            "dynamic_batching.default_priority_level",
+                            format!("{l} is not between 1 and priority_levels {n}"),
+                        ))
+                    }
+                };
+                let policy = d.default_queue_policy.unwrap_or(RawQueuePolicy {
+                    timeout_action: None,
+                    default_timeout_us: None,
+                    allow_timeout_override: None,
+                    max_queue_size: None,
+                });
+                let timeout_action = match policy.timeout_action.as_deref() {
+                    None | Some("reject") => TimeoutAction::Reject,
+                    Some("delay") => TimeoutAction::Delay,
+                    Some(other) => {
+                        return Err(err(
+                            "dynamic_batching.default_queue_policy.timeout_action",
+                            format!("{other:?} is not \"reject\" or \"delay\""),
+                        ))
+                    }
+                };
+                let timeout = policy.default_timeout_us.unwrap_or(0);
+                if timeout > MAX_QUEUE_TIMEOUT_US {
+                    return Err(err(
+                        "dynamic_batching.default_queue_policy.default_timeout_us",
+                        format!("{timeout} is over the limit of {MAX_QUEUE_TIMEOUT_US} (1 h)"),
+                    ));
+                }
+                let max_queue_size = match (d.max_queue_size, policy.max_queue_size) {
+                    (Some(a), Some(b)) if a != b => {
+                        return Err(err(
+                            "dynamic_batching.default_queue_policy.max_queue_size",
+                            format!("{b} differs from dynamic_batching.max_queue_size {a}"),
+                        ))
+                    }
+                    (a, b) => a.or(b).unwrap_or(0),
+                };
                 Some(DynamicBatching {
                     max_queue_delay_us: d.max_queue_delay_us.unwrap_or(100),
                     preferred_batch_size: preferred,
-                    max_queue_size: d.max_queue_size.unwrap_or(0),
+                    max_queue_size,
+                    priority_levels: levels,
+                    default_priority_level: default_level,
+                    queue_policy: QueuePolicy {
+                        timeout_action,
+                        default_timeout_us: timeout,
+                        allow_timeout_override: policy.allow_timeout_override.unwrap_or(false),
+                    },
                 })
             }
         };

@@ -2,11 +2,15 @@
 //! `<root>/<name>/config.toml` and per-version registration metadata (`meta.toml`).
 //!
 //! Both front ends and the CLI read models through this module; only [`register`] writes.
+//! [`runs`] is the workspace's benchmark run history beside it (written by `scoria bench`,
+//! read by `scoria runs` and the studio).
 
 pub mod config;
 mod meta;
 pub mod name;
 mod register;
+pub mod runs;
+pub mod store;
 
 pub use config::ModelConfig;
 pub use meta::VersionMeta;
@@ -76,6 +80,12 @@ impl ModelDir {
         self.path.join(version.to_string())
     }
 
+    /// Why `version` cannot be used although its folder is there (a store object that failed
+    /// verification; see [`store`]), if so.
+    pub fn version_error(&self, version: u64) -> Option<String> {
+        store::folder_error(&self.version_path(version))
+    }
+
     /// The versions the config's policy selects (none when the config is broken).
     pub fn served_versions(&self) -> Vec<u64> {
         match &self.config {
@@ -135,7 +145,15 @@ impl Repository {
             .filter_map(|(n, _)| name::parse_version(&n))
             .collect();
         versions.sort_unstable();
-        let config = ModelConfig::load(&path.join(CONFIG_FILE));
+        let config = match store::folder_error(&path) {
+            // A model mirrored from a store whose files could not be used.
+            Some(why) => Err(RegistryError::Config {
+                file: path.join(CONFIG_FILE),
+                key: "(store)".into(),
+                why,
+            }),
+            None => ModelConfig::load(&path.join(CONFIG_FILE)),
+        };
         Ok(ModelDir {
             name: model.to_string(),
             path,

@@ -131,9 +131,7 @@ fn stage(
         hook_sha256: hook.map(|h| h.sha256.clone()),
     };
     let meta_path = tmp.join(META_FILE);
-    let mut f = File::create(&meta_path).map_err(|e| RegistryError::io(&meta_path, e))?;
-    f.write_all(meta.to_toml().as_bytes())
-        .and_then(|()| f.sync_all())
+    fsutil::atomic_write(&meta_path, meta.to_toml().as_bytes())
         .map_err(|e| RegistryError::io(&meta_path, e))?;
     fsutil::fsync_dir(tmp).map_err(|e| RegistryError::io(tmp, e))?;
     Ok(meta)

@@ -7,11 +7,13 @@ use crate::batch::{BatchObserver, BatchObservers};
 use crate::models::stats::Timings;
 use crate::models::{ModelManager, VersionState};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::time::Duration;
 
 pub mod edge;
+pub mod percentile;
 
 /// Latency buckets in seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -46,6 +48,17 @@ pub struct Metrics {
     model_state: IntGaugeVec,
     batch_size: HistogramVec,
     queue_depth: IntGaugeVec,
+    pending: IntGaugeVec,
+    inflight: IntGauge,
+}
+
+/// Counts one request as in flight until dropped (see [`Metrics::in_flight`]).
+pub struct InFlight(IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Metrics {
@@ -110,8 +123,21 @@ impl Metrics {
                     Opts::new("queue_depth", "Requests waiting in the batching queue"),
                     &["model", "version"],
                 )?,
+                pending: IntGaugeVec::new(
+                    Opts::new(
+                        "pending_requests",
+                        "Inference requests queued or executing, per model (every route and engine): the signal autoscalers read",
+                    ),
+                    &["model"],
+                )?,
+                inflight: IntGauge::new(
+                    "inflight_requests",
+                    "Requests the server is handling now, on every route",
+                )?,
                 registry,
             };
+            m.registry.register(Box::new(m.pending.clone()))?;
+            m.registry.register(Box::new(m.inflight.clone()))?;
             m.registry.register(Box::new(m.batch_size.clone()))?;
             m.registry.register(Box::new(m.queue_depth.clone()))?;
             m.registry.register(Box::new(m.requests.clone()))?;
@@ -160,10 +186,29 @@ impl Metrics {
         }
     }
 
-    /// The registry in the Prometheus text format, with model states read from `models` now.
+    /// Counts a request as in flight (`scoria_inflight_requests`) until the guard is dropped.
+    pub fn in_flight(&self) -> InFlight {
+        self.inflight.inc();
+        InFlight(self.inflight.clone())
+    }
+
+    /// The registry in the Prometheus text format, with model states and pending requests
+    /// read from `models` now.
     pub fn render(&self, models: &ModelManager) -> String {
         self.model_state.reset();
+        self.pending.reset();
         for status in models.statuses() {
+            let pending: usize = status
+                .versions
+                .values()
+                .map(|state| match state {
+                    VersionState::Ready(served) => served.model.pending(),
+                    _ => 0,
+                })
+                .sum();
+            self.pending
+                .with_label_values(&[&status.name])
+                .set(i64::try_from(pending).unwrap_or(i64::MAX));
             if status.versions.is_empty() {
                 let state = if status.unloaded {
                     "unloaded"

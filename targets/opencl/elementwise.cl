@@ -11,7 +11,7 @@ __kernel void unary(__global const float* x, __global float* y, int n, int op,
     case 0: v = v < 0.0f ? 0.0f : v; break;  /* NaN stays NaN, unlike fmax */
     case 1: v = 1.0f / (1.0f + exp(-v)); break;
     case 2: v = tanh(v); break;
-    case 3: v = v < lo ? lo : (v > hi ? hi : v); break;
+    case 3: v = v < lo ? lo : v; v = v > hi ? hi : v; break;  /* min(max(v, lo), hi): hi wins when lo > hi, as ONNX says; NaN stays */
     default: break;
     }
     y[i] = v;

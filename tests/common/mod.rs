@@ -157,6 +157,19 @@ impl Server {
 
     /// [`Server::start_at`] with extra environment variables for the server process.
     pub fn start_at_with_env(models: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::spawn(models, extra, env, "/v2/health/ready")
+    }
+
+    /// Serves `repo` with `extra` arguments and waits only until the server is live, not
+    /// ready (for readiness tests).
+    pub fn start_live(repo: TempDir, extra: &[&str]) -> Server {
+        let mut server = Server::spawn(repo.path(), extra, &[], "/v2/health/live");
+        server.repo = Some(repo);
+        server
+    }
+
+    /// Starts the server and waits until `GET wait_for` answers 200.
+    fn spawn(models: &Path, extra: &[&str], env: &[(&str, &str)], wait_for: &str) -> Server {
         let mut cmd = scoria_command();
         cmd.envs(env.iter().copied());
         cmd.arg("serve")
@@ -239,7 +252,7 @@ impl Server {
             if let Ok(Some(status)) = server.child.try_wait() {
                 server.fail(&format!("exited with {status} while loading"));
             }
-            if let Ok(r) = server.client.get(server.url("/v2/health/ready")).send() {
+            if let Ok(r) = server.client.get(server.url(wait_for)).send() {
                 if r.status().as_u16() == 200 {
                     break;
                 }

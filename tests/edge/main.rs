@@ -12,6 +12,7 @@ mod connection;
 mod delivery;
 mod operations;
 mod scoring;
+mod sharing;
 
 use common::{prepend_config, repo_with};
 use mqtt::{free_port, Broker, Edge, Peer, Received};

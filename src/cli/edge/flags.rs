@@ -65,6 +65,42 @@ pub(super) fn topic_prefix(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// `--share-group`: the name in `$share/NAME/...`, a single topic level: not empty, no `/`,
+/// no wildcards (`+`, `#`), no NUL.
+pub(super) fn share_group(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("must not be empty (e.g. --share-group scorers)".into());
+    }
+    if let Some(c) = s.chars().find(|c| matches!(c, '/' | '+' | '#' | '\0')) {
+        let c = if c == '\0' {
+            "NUL".to_string()
+        } else {
+            format!("'{c}'")
+        };
+        return Err(format!(
+            "'{}' cannot name a shared subscription group: it must not contain {c} (one topic level, no wildcards)",
+            s.escape_debug()
+        ));
+    }
+    if s.len() > 1024 {
+        return Err(format!("is {} bytes long; at most 1024", s.len()));
+    }
+    Ok(s.to_string())
+}
+
+/// `--session-expiry`: how long the broker keeps the session of a module that is gone, at
+/// most what MQTT 5 can say (u32::MAX seconds means never).
+pub(super) fn session_expiry(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration: {e}"))?;
+    if d.as_secs() >= u64::from(u32::MAX) {
+        return Err(format!(
+            "must be less than {} seconds (136 years)",
+            u32::MAX
+        ));
+    }
+    Ok(d)
+}
+
 /// The first model named twice in `--model` (with or without a version).
 pub(super) fn duplicate_model(models: &[(String, Option<u64>)]) -> Option<&str> {
     let mut seen = std::collections::BTreeSet::new();
@@ -117,7 +153,30 @@ pub(super) fn broker_url(s: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{client_id, duplicate_model, parse_broker, telemetry_seconds, topic_prefix};
+    use super::{
+        client_id, duplicate_model, parse_broker, session_expiry, share_group, telemetry_seconds,
+        topic_prefix,
+    };
+
+    #[test]
+    fn share_groups_and_session_expiry() {
+        for ok in ["g", "scorers", "line-1.a_b", "$x", "a b"] {
+            assert_eq!(share_group(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["", "a/b", "/", "a+", "#", "a\0b"] {
+            assert!(share_group(bad).is_err(), "{bad:?}");
+        }
+        assert!(share_group("a\0").unwrap_err().contains("NUL"));
+        assert!(share_group(&"x".repeat(1025)).is_err());
+        assert_eq!(
+            session_expiry("5m"),
+            Ok(std::time::Duration::from_secs(300))
+        );
+        assert_eq!(session_expiry("0s"), Ok(std::time::Duration::ZERO));
+        for bad in ["", "x", "-1s", "200years"] {
+            assert!(session_expiry(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn flag_values() {

@@ -120,8 +120,11 @@ impl CpuSegment {
         };
         let exec = match runner {
             Runner::Tract => {
+                // Plans are made per input shape on first use; what tract cannot run at all
+                // (an op with the wrong number of outputs, say) must fail the load instead.
                 tract_onnx::onnx()
                     .model_for_proto_model(&proto)
+                    .and_then(|mut m| m.analyse(false).map(|_| ()))
                     .map_err(|e| format!("{e:#}"))?;
                 Exec::Tract(Box::new(TractPlans {
                     proto,

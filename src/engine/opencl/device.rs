@@ -150,3 +150,53 @@ pub fn select(kind: Option<DeviceKind>, platform: Option<&str>) -> Result<Select
     };
     Err(DeviceError::NoDevice(wanted, all))
 }
+
+/// One OpenCL device as [`list`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub platform: String,
+    pub name: String,
+    /// `accelerator`, `gpu`, `cpu` or `other`.
+    pub kind: &'static str,
+}
+
+/// Every device of every installed platform (what `backend = "opencl"` could run on), or
+/// why OpenCL is not available; the studio's server page shows it.
+pub fn list() -> Result<Vec<DeviceInfo>, DeviceError> {
+    let platforms = match get_platforms() {
+        Ok(p) => p,
+        Err(e) if e.0 == opencl3::error_codes::DLOPEN_RUNTIME_LOAD_FAILED => {
+            return Err(DeviceError::NoLibrary)
+        }
+        Err(e) if e.0 == opencl3::error_codes::CL_PLATFORM_NOT_FOUND_KHR => {
+            return Err(DeviceError::NoPlatform)
+        }
+        Err(e) => return Err(DeviceError::Cl(format!("listing platforms: {e}"))),
+    };
+    if platforms.is_empty() {
+        return Err(DeviceError::NoPlatform);
+    }
+    let mut out = Vec::new();
+    for p in &platforms {
+        let platform = p.name().unwrap_or_else(|_| "?".into());
+        // A platform without devices answers CL_DEVICE_NOT_FOUND.
+        let Ok(ids) = p.get_devices(CL_DEVICE_TYPE_ALL) else {
+            continue;
+        };
+        for id in ids {
+            let device = Device::new(id);
+            let kind = match device.dev_type() {
+                Ok(t) if t & CL_DEVICE_TYPE_ACCELERATOR != 0 => "accelerator",
+                Ok(t) if t & CL_DEVICE_TYPE_GPU != 0 => "gpu",
+                Ok(t) if t & CL_DEVICE_TYPE_CPU != 0 => "cpu",
+                _ => "other",
+            };
+            out.push(DeviceInfo {
+                platform: platform.clone(),
+                name: device.name().unwrap_or_else(|_| "?".into()),
+                kind,
+            });
+        }
+    }
+    Ok(out)
+}

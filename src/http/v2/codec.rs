@@ -5,90 +5,22 @@
 //! Responses put outputs asked for as binary (`parameters.binary_data`, or the request-level
 //! `binary_data_output`) after the JSON header the same way.
 
+use super::wire::{
+    InferenceRequest, InferenceResponse, Obj, RequestOutputParameters, ResponseData,
+    ResponseOutput, ResponseOutputParameters,
+};
+use crate::batch::RequestOptions;
 use crate::http::ApiError;
 use crate::tensor::{
     decode_binary, decode_json, element_count, encode_binary, DataType, NamedTensor, Tensor,
-    TensorData, Utf8,
 };
-use serde::de::{MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::value::RawValue;
-use std::marker::PhantomData;
+use std::borrow::Cow;
+use std::time::Duration;
+
+pub use super::wire::FlatData;
 
 /// The header naming the JSON part's length in a binary-extension body.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
-
-/// A `T` that must be written as a JSON object: serde's derived structs also accept an array
-/// of their fields in order, which no client means.
-struct Obj<T>(T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ObjVisitor<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjVisitor<T> {
-            type Value = T;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-            }
-        }
-        d.deserialize_map(ObjVisitor(PhantomData)).map(Obj)
-    }
-}
-
-/// `parameters` objects: absent and `null` both mean none.
-fn parameters<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
-    d: D,
-) -> Result<T, D::Error> {
-    Ok(Option::<Obj<T>>::deserialize(d)?.map_or_else(T::default, |o| o.0))
-}
-
-#[derive(Deserialize)]
-struct RequestJson<'a> {
-    id: Option<String>,
-    #[serde(borrow)]
-    inputs: Vec<Obj<InputJson<'a>>>,
-    #[serde(default)]
-    outputs: Option<Vec<Obj<OutputJson>>>,
-    #[serde(default, deserialize_with = "parameters")]
-    parameters: RequestParameters,
-}
-
-#[derive(Deserialize, Default)]
-struct RequestParameters {
-    #[serde(default)]
-    binary_data_output: bool,
-}
-
-#[derive(Deserialize)]
-struct InputJson<'a> {
-    name: String,
-    shape: Vec<i64>,
-    datatype: String,
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
-    #[serde(default, deserialize_with = "parameters")]
-    parameters: InputParameters,
-}
-
-#[derive(Deserialize, Default)]
-struct InputParameters {
-    binary_data_size: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct OutputJson {
-    name: String,
-    #[serde(default, deserialize_with = "parameters")]
-    parameters: OutputParameters,
-}
-
-#[derive(Deserialize, Default)]
-struct OutputParameters {
-    binary_data: Option<bool>,
-}
 
 /// A decoded inference request.
 pub struct InferRequest {
@@ -98,6 +30,8 @@ pub struct InferRequest {
     pub outputs: Option<Vec<String>>,
     /// Which outputs to return as binary data.
     pub binary: BinaryOutputs,
+    /// `parameters.priority` and `parameters.timeout` (µs).
+    pub options: RequestOptions,
 }
 
 /// Which outputs a client wants as binary data.
@@ -141,7 +75,7 @@ pub fn decode_request(body: &[u8], header_length: Option<&[u8]>) -> Result<Infer
             body.split_at(n)
         }
     };
-    let req: RequestJson = match serde_json::from_slice::<Obj<RequestJson>>(json) {
+    let req: InferenceRequest = match serde_json::from_slice::<Obj<InferenceRequest>>(json) {
         Ok(Obj(req)) => req,
         Err(e) => {
             return Err(bad(format!(
@@ -151,7 +85,7 @@ pub fn decode_request(body: &[u8], header_length: Option<&[u8]>) -> Result<Infer
         }
     };
     let mut inputs = Vec::with_capacity(req.inputs.len());
-    for Obj(input) in req.inputs {
+    for input in req.inputs {
         let name = input.name;
         let err = |why: String| bad(format!("input '{name}': {why}"));
         let dtype = DataType::from_name(&input.datatype)
@@ -166,7 +100,8 @@ pub fn decode_request(body: &[u8], header_length: Option<&[u8]>) -> Result<Infer
             .collect::<Result<Vec<usize>, _>>()?;
         let count =
             element_count(&shape).ok_or_else(|| err(format!("shape {shape:?} overflows")))?;
-        let data = match (input.data, input.parameters.binary_data_size) {
+        let binary_data_size = input.parameters.and_then(|p| p.binary_data_size);
+        let data = match (input.data, binary_data_size) {
             (Some(_), Some(_)) => return Err(err("has both \"data\" and binary_data_size".into())),
             (None, None) => return Err(err("no \"data\" and no binary_data_size".into())),
             (Some(data), None) => {
@@ -201,16 +136,29 @@ pub fn decode_request(body: &[u8], header_length: Option<&[u8]>) -> Result<Infer
             binary.len()
         )));
     }
+    let params = req.parameters.unwrap_or_default();
+    let priority = match params.priority {
+        None => 0,
+        Some(p) => u32::try_from(p)
+            .map_err(|_| bad(format!("parameters.priority: {p} is not a priority level")))?,
+    };
+    let options = RequestOptions {
+        priority,
+        timeout: params.timeout.map(Duration::from_micros),
+    };
     let mut binary = BinaryOutputs {
-        default: req.parameters.binary_data_output,
+        default: params.binary_data_output,
         explicit: Vec::new(),
     };
     // An empty list asks for nothing in particular: all outputs, as when it is absent.
     let outputs = req.outputs.filter(|o| !o.is_empty()).map(|outputs| {
         outputs
             .into_iter()
-            .map(|Obj(o)| {
-                if let Some(b) = o.parameters.binary_data {
+            .map(|o| {
+                if let Some(RequestOutputParameters {
+                    binary_data: Some(b),
+                }) = o.parameters
+                {
                     binary.explicit.push((o.name.clone(), b));
                 }
                 o.name
@@ -222,6 +170,7 @@ pub fn decode_request(body: &[u8], header_length: Option<&[u8]>) -> Result<Infer
         inputs,
         outputs,
         binary,
+        options,
     })
 }
 
@@ -229,7 +178,7 @@ pub fn decode_request(body: &[u8], header_length: Option<&[u8]>) -> Result<Infer
 /// by reading `json` again: only requests that fail pay for it.
 fn where_malformed(json: &[u8], e: serde_json::Error) -> String {
     let mut de = serde_json::Deserializer::from_slice(json);
-    match serde_path_to_error::deserialize::<_, Obj<RequestJson>>(&mut de) {
+    match serde_path_to_error::deserialize::<_, Obj<InferenceRequest>>(&mut de) {
         Err(pe) => {
             let path = pe.path().to_string();
             if path.is_empty() || path == "." {
@@ -264,25 +213,25 @@ pub fn encode_response(
                 let size = encode_binary(t.tensor.data(), &mut blobs);
                 (
                     None,
-                    Some(OutputParametersJson {
+                    Some(ResponseOutputParameters {
                         binary_data_size: size,
                     }),
                 )
             } else {
-                (Some(FlatData(t.tensor.data())), None)
+                (Some(ResponseData::Tensor(t.tensor.data())), None)
             };
-            OutputTensor {
-                name: &t.name,
-                datatype: t.tensor.dtype().name(),
-                shape: t.tensor.shape(),
-                data,
+            ResponseOutput {
+                name: Cow::Borrowed(&t.name),
+                datatype: Cow::Borrowed(t.tensor.dtype().name()),
+                shape: Cow::Borrowed(t.tensor.shape()),
                 parameters,
+                data,
             }
         })
         .collect();
-    let response = InferResponse {
-        model_name,
-        model_version,
+    let response = InferenceResponse {
+        model_name: Cow::Borrowed(model_name),
+        model_version: Cow::Borrowed(model_version),
         id,
         outputs: tensors,
     };
@@ -302,43 +251,10 @@ pub fn encode_response(
     })
 }
 
-#[derive(Serialize)]
-struct InferResponse<'a> {
-    model_name: &'a str,
-    model_version: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<String>,
-    outputs: Vec<OutputTensor<'a>>,
-}
-
-#[derive(Serialize)]
-struct OutputTensor<'a> {
-    name: &'a str,
-    datatype: &'static str,
-    shape: &'a [usize],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<OutputParametersJson>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<FlatData<'a>>,
-}
-
-#[derive(Serialize)]
-struct OutputParametersJson {
-    binary_data_size: usize,
-}
-
-/// Elements serialized as one flat JSON array (BYTES as strings).
-pub struct FlatData<'a>(pub &'a TensorData);
-
-impl Serialize for FlatData<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        crate::with_tensor_data!(self.0, v => v.serialize(s), b => s.collect_seq(b.iter().map(|e| Utf8(e))))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::TensorData;
 
     fn err(body: &str) -> String {
         match decode_request(body.as_bytes(), None) {

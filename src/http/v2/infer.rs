@@ -23,7 +23,7 @@ const OFFLOAD_ELEMENTS: usize = 16 << 10;
 
 /// Decodes the request, runs it through the serving core and encodes the outputs. The
 /// response, error or not, names the version that served it for the metrics.
-#[utoipa::path(post, path = "/v2/models/{model}/infer", tag = "v2", params(("model" = String, Path, description = "Model name")), request_body(content = crate::http::openapi::InferenceRequest, description = "JSON, or a JSON header of Inference-Header-Content-Length bytes followed by binary tensor data"), responses((status = 200, description = "Outputs", body = crate::http::openapi::InferenceResponse), (status = 400, description = "The request does not fit the model", body = crate::http::openapi::ErrorBody), (status = 413, description = "Body over the size limit", body = crate::http::openapi::ErrorBody), (status = 500, description = "Inference failed", body = crate::http::openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = crate::http::openapi::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v2/models/{model}/infer", tag = "v2", params(("model" = String, Path, description = "Model name")), request_body(content = crate::http::v2::wire::InferenceRequest, description = "JSON, or a JSON header of Inference-Header-Content-Length bytes followed by binary tensor data"), responses((status = 200, description = "Outputs", body = crate::http::v2::wire::InferenceResponse), (status = 400, description = "The request does not fit the model", body = crate::http::v2::wire::ErrorBody), (status = 413, description = "Body over the size limit", body = crate::http::v2::wire::ErrorBody), (status = 500, description = "Inference failed", body = crate::http::v2::wire::ErrorBody), (status = 404, description = "Unknown model or version", body = crate::http::v2::wire::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::v2::wire::ErrorBody)))]
 pub async fn infer(
     State(st): State<AppState>,
     r: ModelRef,
@@ -62,7 +62,9 @@ async fn run(
     } else {
         codec::decode_request(body, header_length)?
     };
-    let inference = loaded.infer(request.inputs, request.outputs).await?;
+    let inference = loaded
+        .infer_with(request.inputs, request.outputs, request.options)
+        .await?;
     let version = loaded.version().to_string();
     let elements: usize = inference
         .outputs

@@ -1,5 +1,6 @@
 //! Server and model metadata.
 
+use super::wire::{ModelMetadata, ServerMetadata, TensorMetadata};
 use super::ModelRef;
 use crate::engine::TensorSpec;
 use crate::http::{json_response, ApiError, AppState};
@@ -7,8 +8,8 @@ use crate::models::VersionState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Serialize;
 use serde_json::json;
+use std::borrow::Cow;
 
 /// The platform name Triton and KServe use for ONNX models.
 pub const PLATFORM: &str = "onnx_onnxv1";
@@ -23,44 +24,25 @@ const EXTENSIONS: &[&str] = &[
 
 #[utoipa::path(get, path = "/v2", tag = "v2", responses((status = 200, description = "Server name, version and extensions")))]
 pub async fn server() -> Response {
-    json_response(
-        StatusCode::OK,
-        &json!({ "name": "scoria", "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS }),
-    )
+    let meta = ServerMetadata {
+        extensions: EXTENSIONS.iter().map(|&e| Cow::Borrowed(e)).collect(),
+        name: Cow::Borrowed("scoria"),
+        version: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
+    };
+    json_response(StatusCode::OK, &meta)
 }
 
-#[derive(Serialize)]
-struct TensorMetadata<'a> {
-    name: &'a str,
-    datatype: &'static str,
-    shape: Vec<i64>,
-}
-
-impl<'a> From<&'a TensorSpec> for TensorMetadata<'a> {
-    fn from(s: &'a TensorSpec) -> Self {
-        TensorMetadata {
-            name: &s.name,
-            datatype: s.dtype.name(),
-            shape: s.dims(),
-        }
+fn tensor_metadata(s: &TensorSpec) -> TensorMetadata<'_> {
+    TensorMetadata {
+        name: Cow::Borrowed(&s.name),
+        datatype: Cow::Borrowed(s.dtype.name()),
+        shape: s.dims(),
     }
-}
-
-#[derive(Serialize)]
-struct ModelMetadata<'a> {
-    name: &'a str,
-    versions: Vec<String>,
-    platform: &'static str,
-    inputs: Vec<TensorMetadata<'a>>,
-    outputs: Vec<TensorMetadata<'a>>,
-    /// Engine facts, for engines that split the model between a device and the CPU.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<serde_json::Value>,
 }
 
 /// Metadata of the requested version, or of the latest ready one; `versions` lists every
 /// version that is ready to serve.
-#[utoipa::path(get, path = "/v2/models/{model}", tag = "v2", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Model metadata", body = crate::http::openapi::ModelMetadata), (status = 404, description = "Unknown model or version", body = crate::http::openapi::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v2/models/{model}", tag = "v2", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Model metadata", body = crate::http::v2::wire::ModelMetadata), (status = 404, description = "Unknown model or version", body = crate::http::v2::wire::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::v2::wire::ErrorBody)))]
 pub async fn model(State(st): State<AppState>, r: ModelRef) -> Result<Response, ApiError> {
     let loaded = st.models.get(&r.model, r.version.as_deref())?;
     let status = st.models.status(&r.model)?;
@@ -71,11 +53,11 @@ pub async fn model(State(st): State<AppState>, r: ModelRef) -> Result<Response, 
         .map(|(v, _)| v.to_string())
         .collect();
     let meta = ModelMetadata {
-        name: loaded.name(),
+        name: Cow::Borrowed(loaded.name()),
         versions,
-        platform: PLATFORM,
-        inputs: loaded.inputs().iter().map(Into::into).collect(),
-        outputs: loaded.outputs().iter().map(Into::into).collect(),
+        platform: Cow::Borrowed(PLATFORM),
+        inputs: loaded.inputs().iter().map(tensor_metadata).collect(),
+        outputs: loaded.outputs().iter().map(tensor_metadata).collect(),
         parameters: loaded.placement().map(|p| {
             json!({
                 "backend": loaded.backend().name(),

@@ -6,6 +6,7 @@ pub(in crate::http) mod infer;
 pub(in crate::http) mod metadata;
 pub(in crate::http) mod repository;
 pub(in crate::http) mod triton;
+pub mod wire;
 
 use super::{ApiError, AppState};
 use axum::extract::{FromRequestParts, Path};

@@ -1,43 +1,38 @@
 //! The model repository extension: index, load and unload.
 
+use super::wire::{RepositoryIndexRequest, RepositoryModel, RepositoryState};
 use super::ModelRef;
 use crate::http::body::Body;
 use crate::http::{json_response, ApiError, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Deserialize;
-use serde_json::json;
-
-#[derive(Deserialize, Default)]
-struct IndexRequest {
-    #[serde(default)]
-    ready: bool,
-}
 
 /// `POST /v2/repository/index`: every model on disk and its state; `{"ready": true}` keeps
 /// only the ready ones.
 #[utoipa::path(post, path = "/v2/repository/index", tag = "repository", responses((status = 200, description = "Models on disk and their states")))]
 pub async fn index(State(st): State<AppState>, Body(body): Body) -> Result<Response, ApiError> {
-    let req: IndexRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        IndexRequest::default()
+    let req: RepositoryIndexRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RepositoryIndexRequest::default()
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("malformed index request: {e}")))?
     };
     let models = st.models.clone();
-    let mut entries = tokio::task::spawn_blocking(move || models.index())
+    let entries = tokio::task::spawn_blocking(move || models.index())
         .await
         .map_err(|e| ApiError::Internal(format!("index task failed: {e}")))??;
-    if req.ready {
-        entries.retain(|e| e.state == "READY");
-    }
+    let entries: Vec<RepositoryModel> = entries
+        .into_iter()
+        .map(RepositoryModel::from)
+        .filter(|e| !req.ready || e.state == RepositoryState::Ready)
+        .collect();
     Ok(json_response(StatusCode::OK, &entries))
 }
 
 /// `POST /v2/repository/models/{m}/load`: (re)loads the model from disk; the old versions
 /// serve until the new ones are ready.
-#[utoipa::path(post, path = "/v2/repository/models/{model}/load", tag = "repository", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Loaded"), (status = 400, description = "The model failed to load; what was served stays", body = crate::http::openapi::ErrorBody), (status = 404, description = "No such model on disk", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v2/repository/models/{model}/load", tag = "repository", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Loaded"), (status = 400, description = "The model failed to load; what was served stays", body = crate::http::v2::wire::ErrorBody), (status = 404, description = "No such model on disk", body = crate::http::v2::wire::ErrorBody)))]
 pub async fn load(
     State(st): State<AppState>,
     ModelRef { model, .. }: ModelRef,
@@ -51,12 +46,17 @@ pub async fn load(
         .map_err(|e| ApiError::Internal(format!("load task failed: {e}")))??;
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "name": model, "state": "READY" }),
+        &RepositoryModel {
+            name: model,
+            version: None,
+            state: RepositoryState::Ready,
+            reason: String::new(),
+        },
     ))
 }
 
 /// `POST /v2/repository/models/{m}/unload`.
-#[utoipa::path(post, path = "/v2/repository/models/{model}/unload", tag = "repository", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Unloaded"), (status = 404, description = "Unknown model", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v2/repository/models/{model}/unload", tag = "repository", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Unloaded"), (status = 404, description = "Unknown model", body = crate::http::v2::wire::ErrorBody)))]
 pub async fn unload(
     State(st): State<AppState>,
     ModelRef { model, .. }: ModelRef,
@@ -64,7 +64,12 @@ pub async fn unload(
     st.models.unload_model(&model)?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "name": model, "state": "UNAVAILABLE" }),
+        &RepositoryModel {
+            name: model,
+            version: None,
+            state: RepositoryState::Unavailable,
+            reason: String::new(),
+        },
     ))
 }
 

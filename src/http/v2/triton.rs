@@ -5,7 +5,7 @@ use crate::engine::{Dim, TensorSpec};
 use crate::http::{json_response, ApiError, AppState};
 use crate::models::stats::StatsSnapshot;
 use crate::models::{LoadedVersion, VersionState};
-use crate::registry::config::VersionPolicy;
+use crate::registry::config::{TimeoutAction, VersionPolicy};
 use crate::tensor::DataType;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -45,7 +45,7 @@ fn config_tensor(spec: &TensorSpec, batched: bool) -> Value {
 
 /// `GET /v2/models/{m}[/versions/{v}]/config`: the model configuration in Triton's JSON form,
 /// which perf_analyzer and tritonclient read.
-#[utoipa::path(get, path = "/v2/models/{model}/config", tag = "triton", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Triton-style model configuration"), (status = 404, description = "Unknown model or version", body = crate::http::openapi::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v2/models/{model}/config", tag = "triton", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Triton-style model configuration"), (status = 404, description = "Unknown model or version", body = crate::http::v2::wire::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::v2::wire::ErrorBody)))]
 pub async fn config(State(st): State<AppState>, r: ModelRef) -> Result<Response, ApiError> {
     let loaded = st.models.get(&r.model, r.version.as_deref())?;
     Ok(json_response(StatusCode::OK, &model_config(&loaded)))
@@ -81,7 +81,17 @@ fn model_config(loaded: &LoadedVersion) -> Value {
         config_json["dynamic_batching"] = json!({
             "preferred_batch_size": b.preferred_batch_size,
             "max_queue_delay_microseconds": b.max_queue_delay_us,
-            "default_queue_policy": { "max_queue_size": b.max_queue_size },
+            "priority_levels": b.priority_levels,
+            "default_priority_level": b.default_priority_level,
+            "default_queue_policy": {
+                "max_queue_size": b.max_queue_size,
+                "timeout_action": match b.queue_policy.timeout_action {
+                    TimeoutAction::Reject => "REJECT",
+                    TimeoutAction::Delay => "DELAY",
+                },
+                "default_timeout_microseconds": b.queue_policy.default_timeout_us,
+                "allow_timeout_override": b.queue_policy.allow_timeout_override,
+            },
         });
     }
     config_json
@@ -102,7 +112,7 @@ pub async fn all_stats(State(st): State<AppState>) -> Result<Response, ApiError>
 }
 
 /// `GET /v2/models/{m}[/versions/{v}]/stats`.
-#[utoipa::path(get, path = "/v2/models/{model}/stats", tag = "triton", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Triton-style statistics of the model"), (status = 404, description = "Unknown model or version", body = crate::http::openapi::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v2/models/{model}/stats", tag = "triton", params(("model" = String, Path, description = "Model name")), responses((status = 200, description = "Triton-style statistics of the model"), (status = 404, description = "Unknown model or version", body = crate::http::v2::wire::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::v2::wire::ErrorBody)))]
 pub async fn stats(State(st): State<AppState>, r: ModelRef) -> Result<Response, ApiError> {
     model_stats(st, Some(r))
 }

@@ -266,3 +266,57 @@ fn opencl_table() {
         CpuBackend::Tract
     );
 }
+
+#[test]
+fn queue_policy_and_priorities() {
+    let c = parse(
+        "max_batch_size = 4\n[dynamic_batching]\npriority_levels = 3\ndefault_priority_level = 2\n\
+         [dynamic_batching.default_queue_policy]\ntimeout_action = \"delay\"\n\
+         default_timeout_us = 5000\nallow_timeout_override = true\nmax_queue_size = 9\n",
+    )
+    .unwrap();
+    let d = c.dynamic_batching.unwrap();
+    assert_eq!((d.priority_levels, d.default_priority_level), (3, 2));
+    assert_eq!(d.max_queue_size, 9);
+    assert_eq!(
+        d.queue_policy,
+        QueuePolicy {
+            timeout_action: TimeoutAction::Delay,
+            default_timeout_us: 5000,
+            allow_timeout_override: true,
+        }
+    );
+    // Without levels, the default level is 0; with them, the lowest priority.
+    let d = parse("max_batch_size = 4\n[dynamic_batching]\npriority_levels = 2\n")
+        .unwrap()
+        .dynamic_batching
+        .unwrap();
+    assert_eq!(d.default_priority_level, 2);
+    for (text, key) in [
+        (
+            "priority_levels = 2\ndefault_priority_level = 3",
+            "default_priority_level",
+        ),
+        ("default_priority_level = 1", "default_priority_level"),
+        ("priority_levels = 1000000", "priority_levels"),
+        (
+            "[dynamic_batching.default_queue_policy]\ntimeout_action = \"drop\"",
+            "timeout_action",
+        ),
+        (
+            "[dynamic_batching.default_queue_policy]\ndefault_timeout_us = 99999999999",
+            "default_timeout_us",
+        ),
+        (
+            "max_queue_size = 2\n[dynamic_batching.default_queue_policy]\nmax_queue_size = 3",
+            "max_queue_size",
+        ),
+        (
+            "[dynamic_batching.default_queue_policy]\npriority = 1",
+            "priority",
+        ),
+    ] {
+        let e = parse(&format!("max_batch_size = 4\n[dynamic_batching]\n{text}\n")).unwrap_err();
+        assert!(e.contains(key), "{text}: {e}");
+    }
+}
