@@ -8,13 +8,17 @@
 //! declares: element counts are checked against the data actually sent first.
 
 use super::proto::inference::{
-    model_infer_request::InferInputTensor, model_infer_response::InferOutputTensor,
-    InferTensorContents, ModelInferRequest, ModelInferResponse,
+    infer_parameter::ParameterChoice, model_infer_request::InferInputTensor,
+    model_infer_response::InferOutputTensor, InferParameter, InferTensorContents,
+    ModelInferRequest, ModelInferResponse,
 };
+use crate::batch::RequestOptions;
 use crate::tensor::{
     decode_binary, element_count, encode_binary, DataType, NamedTensor, Tensor, TensorData,
 };
 use bytes::Bytes;
+use std::collections::HashMap;
+use std::time::Duration;
 
 /// A decoded inference request.
 #[derive(Debug)]
@@ -22,6 +26,36 @@ pub struct Decoded {
     pub inputs: Vec<NamedTensor>,
     /// Requested outputs, in order; `None` for all.
     pub outputs: Option<Vec<String>>,
+    /// The `priority` and `timeout` (µs) request parameters, as over HTTP.
+    pub options: RequestOptions,
+}
+
+/// A non-negative integer request parameter `name`, if present.
+fn unsigned(
+    parameters: &HashMap<String, InferParameter>,
+    name: &str,
+) -> Result<Option<u64>, String> {
+    let Some(p) = parameters.get(name) else {
+        return Ok(None);
+    };
+    match &p.parameter_choice {
+        Some(ParameterChoice::Uint64Param(v)) => Ok(Some(*v)),
+        Some(ParameterChoice::Int64Param(v)) if *v >= 0 => Ok(Some(*v as u64)),
+        _ => Err(format!("parameters.{name} must be a non-negative integer")),
+    }
+}
+
+/// The scheduling options a request's parameters ask for.
+fn options(parameters: &HashMap<String, InferParameter>) -> Result<RequestOptions, String> {
+    let priority = match unsigned(parameters, "priority")? {
+        None => 0,
+        Some(p) => u32::try_from(p)
+            .map_err(|_| format!("parameters.priority: {p} is not a priority level"))?,
+    };
+    Ok(RequestOptions {
+        priority,
+        timeout: unsigned(parameters, "timeout")?.map(Duration::from_micros),
+    })
 }
 
 /// Decodes the tensors and requested outputs of `req`; the error says what is wrong, for an
@@ -50,6 +84,7 @@ pub fn decode_request(req: &mut ModelInferRequest) -> Result<Decoded, String> {
         inputs,
         // An empty list asks for nothing in particular: all outputs, as over HTTP.
         outputs: (!outputs.is_empty()).then_some(outputs),
+        options: options(&req.parameters)?,
     })
 }
 

@@ -118,7 +118,9 @@ async fn run(
     } else {
         codec::decode_request(&mut req).map_err(invalid)?
     };
-    let inference = loaded.infer(decoded.inputs, decoded.outputs).await?;
+    let inference = loaded
+        .infer_with(decoded.inputs, decoded.outputs, decoded.options)
+        .await?;
     served.timings = Some(inference.timings);
     let elements: usize = inference
         .outputs

@@ -104,8 +104,9 @@ def test_images_are_offline_builds_with_the_contract_config(images):
                                         text=True, check=True).stdout)[0]["Config"]
         assert cfg["User"] == "1000:1000"
         assert cfg["Entrypoint"] == ["scoria"]
-        assert cfg["Cmd"] == ["serve", "--http", "0.0.0.0:8080", "--models", "/models"]
-        assert "8080/tcp" in cfg["ExposedPorts"]
+        assert cfg["Cmd"] == ["serve", "--http", "0.0.0.0:8080", "--grpc", "0.0.0.0:9000",
+                              "--models", "/models"]
+        assert "8080/tcp" in cfg["ExposedPorts"] and "9000/tcp" in cfg["ExposedPorts"]
         labels = cfg["Labels"]
         assert labels["org.opencontainers.image.title"] == "scoria"
         assert labels["org.opencontainers.image.version"]
@@ -123,7 +124,7 @@ def test_image_serves_digits_read_only_and_drains_on_sigterm(images, tmp_path, v
     repo = digits_repo(tmp_path)
     subprocess.run(
         [*PODMAN, "run", "-d", "--name", name, *RUN_FLAGS, "-v", f"{repo}:/models:ro",
-         image, "serve", "--http", f"127.0.0.1:{port}", "--models", "/models"],
+         image, "serve", "--http", f"127.0.0.1:{port}", "--grpc", "none", "--models", "/models"],
         check=True, capture_output=True, text=True,
     )
     try:

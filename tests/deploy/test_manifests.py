@@ -87,7 +87,7 @@ def test_runtimes_follow_kserves_triton_runtime():
         assert {"name": "onnx", "version": "1", "autoSelect": True, "priority": 2} in spec[
             "supportedModelFormats"
         ]
-        assert spec["protocolVersions"] == ["v2"]
+        assert spec["protocolVersions"] == ["v2", "grpc-v2"]
         assert spec["annotations"]["prometheus.kserve.io/port"] == "8080"
         assert spec["annotations"]["prometheus.kserve.io/path"] == "/metrics"
         (c,) = spec["containers"]
@@ -96,6 +96,7 @@ def test_runtimes_follow_kserves_triton_runtime():
         assert args[0] == "serve"
         assert args[args.index("--models") + 1] == "/mnt/models"
         assert args[args.index("--http") + 1] == "0.0.0.0:8080"
+        assert args[args.index("--grpc") + 1] == "0.0.0.0:9000"
         assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
         assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
         sc = c["securityContext"]
