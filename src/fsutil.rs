@@ -33,6 +33,22 @@ pub fn process_alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
+/// Best-effort removal of the [`temp_path`] entries (folders or files) of any of
+/// `prefixes` in `dir` whose process is gone: what killed writers left behind.
+pub fn remove_stale_temps(dir: &Path, prefixes: &[&str]) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let owner = prefixes.iter().find_map(|p| temp_owner(&name, p));
+        if owner.is_some_and(|pid| !process_alive(pid)) {
+            let path = entry.path();
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+    }
+}
+
 /// Reads `reader` to its end, failing once more than `limit` bytes came (so `/dev/zero` or a
 /// runaway pipe cannot take all memory).
 pub fn read_bounded(reader: impl io::Read, limit: u64) -> io::Result<Vec<u8>> {

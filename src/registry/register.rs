@@ -65,7 +65,7 @@ pub fn register(
         .map(|path| prepare_hook(&model_dir, path))
         .transpose()?;
     fs::create_dir_all(&model_dir).map_err(|e| RegistryError::io(&model_dir, e))?;
-    remove_stale(&model_dir);
+    fsutil::remove_stale_temps(&model_dir, &[TMP_PREFIX, TRASH_PREFIX]);
 
     let tmp = fsutil::temp_path(&model_dir, TMP_PREFIX);
     let staged = stage(&tmp, reg, hook.as_ref()).and_then(|meta| {
@@ -202,27 +202,10 @@ pub fn delete(repo: &Repository, model: &str, version: u64) -> Result<(), Regist
             version,
         });
     }
-    remove_stale(&dir.path);
+    fsutil::remove_stale_temps(&dir.path, &[TMP_PREFIX, TRASH_PREFIX]);
     let trash = fsutil::temp_path(&dir.path, TRASH_PREFIX);
     let src = dir.version_path(version);
     fs::rename(&src, &trash).map_err(|e| RegistryError::io(&src, e))?;
     fsutil::fsync_dir(&dir.path).map_err(|e| RegistryError::io(&dir.path, e))?;
     fs::remove_dir_all(&trash).map_err(|e| RegistryError::io(&trash, e))
-}
-
-/// Best-effort cleanup of temporary folders left by killed processes.
-fn remove_stale(model_dir: &Path) {
-    let Ok(entries) = fs::read_dir(model_dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let owner = fsutil::temp_owner(&name, TMP_PREFIX)
-            .or_else(|| fsutil::temp_owner(&name, TRASH_PREFIX));
-        if let Some(pid) = owner {
-            if !fsutil::process_alive(pid) {
-                let _ = fs::remove_dir_all(entry.path());
-            }
-        }
-    }
 }

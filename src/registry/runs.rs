@@ -71,7 +71,7 @@ impl Run {
             return Err(io::Error::other(format!("'{}' is not a run id", self.id)));
         }
         fs::create_dir_all(runs_dir)?;
-        remove_stale(runs_dir);
+        fsutil::remove_stale_temps(runs_dir, &[TMP_PREFIX]);
         let json = |v: &Value| serde_json::to_vec_pretty(v).map_err(io::Error::other);
         let files: [(&str, Vec<u8>); 5] = [
             (COMMAND_FILE, format!("{}\n", self.command).into_bytes()),
@@ -174,21 +174,6 @@ pub fn resolve(runs_dir: &Path, query: &str) -> Result<String, String> {
             many.len(),
             many.first().map_or("", |s| s.as_str())
         )),
-    }
-}
-
-/// Best-effort removal of temporary run folders left by killed processes.
-fn remove_stale(runs_dir: &Path) {
-    let Ok(entries) = fs::read_dir(runs_dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = fsutil::temp_owner(&name, TMP_PREFIX) {
-            if !fsutil::process_alive(pid) {
-                let _ = fs::remove_dir_all(entry.path());
-            }
-        }
     }
 }
 

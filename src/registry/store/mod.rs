@@ -362,7 +362,7 @@ impl Inner {
     ) -> Result<bool, StoreError> {
         let dir = self.cache.join(name);
         fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
-        remove_stale(&dir);
+        fsutil::remove_stale_temps(&dir, &[STAGE_PREFIX, TRASH_PREFIX]);
         let mut changed = false;
         let mut problems = Vec::new();
         // Model-level files: config.toml, hooks, labels.
@@ -828,24 +828,6 @@ fn remove_dir_atomically(parent: &Path, path: &Path) -> Result<(), StoreError> {
     let _ = fsutil::fsync_dir(parent);
     let _ = fs::remove_dir_all(&trash);
     Ok(())
-}
-
-/// Removes staging and trash entries of dead processes.
-fn remove_stale(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let owner = fsutil::temp_owner(&name, STAGE_PREFIX)
-            .or_else(|| fsutil::temp_owner(&name, TRASH_PREFIX));
-        if let Some(pid) = owner {
-            if !fsutil::process_alive(pid) {
-                let p = entry.path();
-                let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
-            }
-        }
-    }
 }
 
 fn entries(dir: &Path, want_dirs: bool) -> io::Result<Vec<String>> {
