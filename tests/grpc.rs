@@ -1217,3 +1217,91 @@ fn sigterm_answers_what_a_stream_took_then_ends_it_with_unavailable() {
     let code = server.wait_exit(Duration::from_secs(20));
     assert_eq!(code, Some(0), "{}", server.stderr());
 }
+
+/// `--max-inflight` is one bound over both front ends: with two requests held in a batch
+/// queue (one HTTP, one gRPC), a unary call is refused at once with UNAVAILABLE, a stream's
+/// request gets an UNAVAILABLE error response while its stream goes on, and HTTP gets 503;
+/// once the held requests are answered, both front ends are admitted again.
+#[test]
+fn max_inflight_bounds_grpc_and_http_together() {
+    let repo = repo_with(&["digits"]);
+    common::prepend_config(repo.path(), "digits", "max_batch_size = 8");
+    common::append_config(
+        repo.path(),
+        "digits",
+        "[dynamic_batching]\nmax_queue_delay_us = 1500000\npreferred_batch_size = [8]",
+    );
+    let server = Server::start(repo, &["--max-inflight", "2"]);
+    rt().block_on(async {
+        let mut c = client(&server).await;
+        let mut held_grpc = c.clone();
+        let held = tokio::spawn(async move { held_grpc.model_infer(digits_raw("held")).await });
+        let http_url = server.url("/v2/models/digits/infer");
+        let http_body = json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
+            "data": DIGIT_ZERO.iter().map(|&p| f32::from(p)).collect::<Vec<_>>()}]})
+        .to_string();
+        let post = |url: String, body: String| {
+            std::thread::spawn(move || {
+                reqwest::blocking::Client::builder()
+                    .no_proxy()
+                    .build()
+                    .unwrap()
+                    .post(url)
+                    .body(body)
+                    .send()
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        };
+        let held_http = post(http_url.clone(), http_body.clone());
+        // Both are admitted and wait for the batch's 1.5 s delay.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !metrics_text(&server).contains(r#"scoria_pending_requests{model="digits"} 2"#) {
+            assert!(Instant::now() < deadline, "{}", metrics_text(&server));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let refused_at = Instant::now();
+        let msg = assert_status(
+            c.model_infer(digits_raw("third")).await,
+            Code::Unavailable,
+            "--max-inflight",
+        );
+        assert!(msg.contains("limit of 2"), "{msg}");
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut s = c
+            .model_stream_infer(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        tx.send(digits_raw("streamed")).await.unwrap();
+        let r = s.message().await.unwrap().unwrap();
+        assert!(r.error_message.contains("--max-inflight"), "{r:?}");
+        assert_eq!(r.infer_response.unwrap().id, "streamed");
+        assert_eq!(
+            blocking(|| post(http_url.clone(), http_body.clone()).join().unwrap()),
+            503
+        );
+        assert!(
+            refused_at.elapsed() < Duration::from_millis(1000),
+            "refusals must not wait for the batch: {:?}",
+            refused_at.elapsed()
+        );
+        // The held requests are answered; then everything is admitted again, the open
+        // stream included.
+        assert_eq!(held.await.unwrap().unwrap().into_inner().id, "held");
+        assert_eq!(blocking(|| held_http.join().unwrap()), 200);
+        tx.send(digits_raw("streamed-again")).await.unwrap();
+        let r = s.message().await.unwrap().unwrap();
+        assert_eq!(r.error_message, "", "{r:?}");
+        assert_eq!(r.infer_response.unwrap().id, "streamed-again");
+        assert_eq!(
+            c.model_infer(digits_raw("again"))
+                .await
+                .unwrap()
+                .into_inner()
+                .id,
+            "again"
+        );
+    });
+}

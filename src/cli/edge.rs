@@ -245,7 +245,6 @@ async fn serve_metrics(
         models,
         metrics,
         config: Arc::new(crate::http::HttpConfig::default()),
-        admitted: Arc::default(),
     };
     let app = axum::Router::new()
         .route(

@@ -4,7 +4,7 @@ use super::GlobalArgs;
 use crate::engine::Backend;
 use crate::grpc::{self, GrpcConfig};
 use crate::http::{self, HttpConfig};
-use crate::models::ModelManager;
+use crate::models::{InflightLimit, ModelManager};
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
@@ -75,9 +75,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SCORIA_STRICT_READINESS", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub strict_readiness: bool,
 
-    /// Inference and scoring requests allowed in flight at once (all models together);
-    /// beyond it, requests are answered 503 with `Retry-After: 1` at once instead of queueing
-    /// without bound. Default: unbounded.
+    /// Inference and scoring requests allowed in flight at once (all models, HTTP and gRPC
+    /// together; each request of a gRPC stream counts); beyond it, requests are refused at
+    /// once — HTTP 503 with `Retry-After: 1`, gRPC UNAVAILABLE — instead of queueing without
+    /// bound. Default: unbounded.
     #[arg(long, env = "SCORIA_MAX_INFLIGHT", value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
     pub max_inflight: Option<u32>,
 
@@ -148,6 +149,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
             crate::models::poll::spawn(&models, every)
                 .context("cannot start the repository poll")?;
         }
+        let inflight = InflightLimit::new(args.max_inflight.map(|n| n as usize));
         let router = http::router(
             Arc::clone(&models),
             Arc::clone(&metrics),
@@ -157,7 +159,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
                 default_model: args.default_model,
                 client_timeout: args.client_timeout,
                 strict_readiness: args.strict_readiness,
-                max_inflight: args.max_inflight.map(|n| n as usize),
+                inflight: Arc::clone(&inflight),
                 runs_dir: Some(global.workspace.join(crate::registry::runs::RUNS_DIR)),
             },
         );
@@ -181,6 +183,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
                 max_streams: args.grpc_max_streams as usize,
                 keepalive: args.client_timeout,
                 strict_readiness: args.strict_readiness,
+                inflight,
             };
             grpc::serve(listener, models, metrics, config, stopped(stopping.clone()))
                 .await

@@ -1,13 +1,15 @@
 //! What every gRPC call passes before its message is decoded: the API key its method needs,
-//! a permit from the concurrent-call limit, and the message size limit.
+//! a permit from the concurrent-call limit, for `ModelInfer` a place under the server-wide
+//! `--max-inflight`, and the message size limit.
 //!
 //! Invariants: no message byte is buffered for a caller without a valid key; a call holds
-//! its permit until its response (a stream's included) has ended, so open calls — however
-//! many connections they come on — never exceed the limit; a message whose length prefix is
+//! its permit (and its in-flight place) until its response (a stream's included) has ended,
+//! so open calls — however many connections they come on — never exceed the limits; a message whose length prefix is
 //! over the limit is refused at the prefix, before any of it is buffered.
 
 use super::proto::inference::grpc_inference_service_server::SERVICE_NAME as INFERENCE;
 use crate::auth::{ApiKeys, Role};
+use crate::models::{Admitted, InflightLimit};
 use bytes::Buf;
 use http::{header, Request, Response};
 use http_body::{Body as HttpBody, Frame};
@@ -46,22 +48,30 @@ pub struct Guard {
     permits: Arc<Semaphore>,
     max_calls: usize,
     max_message: usize,
+    inflight: Arc<InflightLimit>,
 }
 
 impl Guard {
     /// At most `max_calls` calls at once (health checks not counted), messages of at most
-    /// `max_message` bytes, and with `keys` a key on every call but the health checks.
-    pub fn new(keys: Option<Arc<ApiKeys>>, max_calls: usize, max_message: usize) -> Guard {
+    /// `max_message` bytes, `ModelInfer` calls within `inflight`, and with `keys` a key on
+    /// every call but the health checks.
+    pub fn new(
+        keys: Option<Arc<ApiKeys>>,
+        max_calls: usize,
+        max_message: usize,
+        inflight: Arc<InflightLimit>,
+    ) -> Guard {
         Guard {
             keys,
             permits: Arc::new(Semaphore::new(max_calls)),
             max_calls,
             max_message,
+            inflight,
         }
     }
 
-    /// The status answered instead of running the call, if any.
-    fn admit(&self, req: &Request<Body>) -> Result<Option<OwnedSemaphorePermit>, Status> {
+    /// What the call holds while it runs, or the status answered instead of running it.
+    fn admit(&self, req: &Request<Body>) -> Result<Option<Held>, Status> {
         let path = req.uri().path();
         let Some(required) = required_role(path) else {
             return Ok(None);
@@ -83,8 +93,21 @@ impl Guard {
                 }
             }
         }
+        let unary_infer = path.strip_prefix('/').and_then(|p| p.split_once('/'))
+            == Some((INFERENCE, "ModelInfer"));
+        let admitted = if unary_infer {
+            self.inflight.admit().map_err(|refused| {
+                tracing::debug!("gRPC UNAVAILABLE for {path}: {refused}");
+                Status::unavailable(refused.to_string())
+            })?
+        } else {
+            None
+        };
         match Arc::clone(&self.permits).try_acquire_owned() {
-            Ok(permit) => Ok(Some(permit)),
+            Ok(permit) => Ok(Some(Held {
+                _permit: permit,
+                _admitted: admitted,
+            })),
             Err(_) => {
                 tracing::debug!("gRPC RESOURCE_EXHAUSTED for {path}: call limit reached");
                 Err(Status::resource_exhausted(format!(
@@ -144,10 +167,10 @@ where
             let response = inner.call(req).await?;
             Ok(match permit {
                 None => response,
-                Some(permit) => response.map(|body| {
+                Some(held) => response.map(|body| {
                     Body::new(Holding {
                         inner: body,
-                        _permit: permit,
+                        _held: held,
                     })
                 }),
             })
@@ -155,10 +178,16 @@ where
     }
 }
 
+/// What an admitted call holds until its response ends.
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    _admitted: Option<Admitted>,
+}
+
 /// A response body that holds its call's permit until it ends or is dropped.
 struct Holding {
     inner: Body,
-    _permit: OwnedSemaphorePermit,
+    _held: Held,
 }
 
 impl HttpBody for Holding {

@@ -17,7 +17,7 @@ mod stream;
 mod triton;
 
 use crate::auth::ApiKeys;
-use crate::models::ModelManager;
+use crate::models::{InflightLimit, ModelManager};
 use crate::telemetry::Metrics;
 use proto::health::health_server::HealthServer;
 use proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
@@ -48,6 +48,10 @@ pub struct GrpcConfig {
     /// `ServerReady` and the health service also need every model loaded (Triton's
     /// `--strict-readiness`), as `GET /v2/health/ready` does.
     pub strict_readiness: bool,
+    /// The server-wide bound on inference requests in flight (`--max-inflight`), shared with
+    /// HTTP: a `ModelInfer` call, or a request of a stream, beyond it is refused at once
+    /// with UNAVAILABLE.
+    pub inflight: Arc<InflightLimit>,
 }
 
 impl Default for GrpcConfig {
@@ -58,6 +62,7 @@ impl Default for GrpcConfig {
             max_streams: DEFAULT_MAX_STREAMS as usize,
             keepalive: Duration::from_secs(30),
             strict_readiness: true,
+            inflight: Arc::default(),
         }
     }
 }
@@ -78,6 +83,7 @@ pub async fn serve(
         metrics,
         stopping,
         strict_readiness: config.strict_readiness,
+        inflight: Arc::clone(&config.inflight),
     });
     let inference = GrpcInferenceServiceServer::new(service::Inference {
         shared: Arc::clone(&shared),
@@ -89,6 +95,7 @@ pub async fn serve(
         config.api_keys,
         config.max_streams,
         config.max_message_bytes,
+        config.inflight,
     );
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     // Past the global limit, so that one connection's extra calls get RESOURCE_EXHAUSTED from

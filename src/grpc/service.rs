@@ -9,7 +9,7 @@ use super::status::{self, internal, invalid};
 use super::stream;
 use super::triton;
 use crate::models::stats::Timings;
-use crate::models::{IndexState, LoadedVersion, ModelManager, VersionState};
+use crate::models::{IndexState, InflightLimit, LoadedVersion, ModelManager, VersionState};
 use crate::telemetry::{Metrics, RequestRecord};
 use crate::tensor::ErrorKind;
 use prost::Message;
@@ -40,6 +40,9 @@ pub struct Shared {
     pub stopping: watch::Receiver<bool>,
     /// Readiness needs every model loaded (see [`super::GrpcConfig::strict_readiness`]).
     pub strict_readiness: bool,
+    /// `--max-inflight`, which each request of a stream passes (unary calls pass it in the
+    /// guard).
+    pub inflight: Arc<InflightLimit>,
 }
 
 /// The model version that served a call, and where its time went.

@@ -5,11 +5,13 @@
 //! Memory stays bounded whatever the client does: at most [`IN_FLIGHT`] requests of one
 //! stream run at once, and at most [`BUFFERED`] responses wait for a client to read them;
 //! when either is full the stream stops reading requests, and HTTP/2 flow control stops the
-//! client. When the server drains (SIGTERM) a stream stops taking requests, finishes and
+//! client. A request beyond the server's `--max-inflight` is answered at once with an
+//! UNAVAILABLE error message. When the server drains (SIGTERM) a stream stops taking requests, finishes and
 //! sends those it took, then ends with UNAVAILABLE so the client knows to retry the rest.
 
 use super::proto::inference::{ModelInferRequest, ModelInferResponse, ModelStreamInferResponse};
 use super::service::Shared;
+use crate::models::{Admitted, AtLimit};
 use prost::Message;
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,7 +70,9 @@ async fn drive(
             message = inbound.message(), if reading && running.len() < IN_FLIGHT => match message {
                 Ok(Some(req)) => {
                     let shared = Arc::clone(&shared);
-                    running.spawn(async move { one(&shared, req).await });
+                    // Taken as the request is read, so that a refusal is immediate.
+                    let admission = shared.inflight.admit();
+                    running.spawn(async move { one(&shared, req, admission).await });
                 }
                 Ok(None) => reading = false,
                 Err(status) => {
@@ -85,12 +89,23 @@ async fn drive(
     }
 }
 
-/// Runs one request of a stream and records it.
-async fn one(shared: &Shared, req: ModelInferRequest) -> ModelStreamInferResponse {
+/// Runs one request of a stream — unless `--max-inflight` refused it — and records it.
+async fn one(
+    shared: &Shared,
+    req: ModelInferRequest,
+    admission: Result<Option<Admitted>, AtLimit>,
+) -> ModelStreamInferResponse {
     let started = Instant::now();
     let request_bytes = req.encoded_len();
     let id = req.id.clone();
-    let (result, served) = shared.infer(req, request_bytes).await;
+    let (result, served) = match admission {
+        Ok(admitted) => {
+            let answer = shared.infer(req, request_bytes).await;
+            drop(admitted);
+            answer
+        }
+        Err(refused) => (Err(Status::unavailable(refused.to_string())), None),
+    };
     let (code, response) = match result {
         Ok(r) => (
             Code::Ok,

@@ -18,7 +18,7 @@ mod tests;
 
 pub use error::ApiError;
 
-use crate::models::ModelManager;
+use crate::models::{InflightLimit, ModelManager};
 use crate::telemetry::Metrics;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -44,8 +44,9 @@ pub struct HttpConfig {
     pub client_timeout: Duration,
     /// `/v2/health/ready` waits for every model to be ready, not only to finish loading.
     pub strict_readiness: bool,
-    /// Inference requests allowed in flight at once; more are refused with 503 at once.
-    pub max_inflight: Option<usize>,
+    /// Inference requests allowed in flight at once, shared with the gRPC front end; more
+    /// are refused with 503 at once.
+    pub inflight: Arc<InflightLimit>,
     /// The workspace's run history (`<workspace>/runs`) the studio lists; `None` lists none.
     pub runs_dir: Option<std::path::PathBuf>,
 }
@@ -58,7 +59,7 @@ impl Default for HttpConfig {
             default_model: None,
             client_timeout: DEFAULT_CLIENT_TIMEOUT,
             strict_readiness: true,
-            max_inflight: None,
+            inflight: Arc::default(),
             runs_dir: None,
         }
     }
@@ -70,8 +71,6 @@ pub struct AppState {
     pub models: Arc<ModelManager>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<HttpConfig>,
-    /// Inference requests admitted and not yet answered (see `max_inflight`).
-    pub admitted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The complete router, without a socket (tests drive it with `oneshot`).
@@ -83,7 +82,6 @@ pub fn router(models: Arc<ModelManager>, metrics: Arc<Metrics>, config: HttpConf
         models,
         metrics,
         config: Arc::new(config),
-        admitted: Arc::default(),
     };
     let app = v2::routes()
         .route("/metrics", get(metrics::metrics))

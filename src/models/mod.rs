@@ -1,6 +1,7 @@
 //! The serving core: which model versions are loaded, in what state, and the one path through
 //! which every front end runs inference ([`LoadedVersion::infer`]).
 
+mod admission;
 mod loaded;
 pub mod poll;
 mod repository;
@@ -10,6 +11,7 @@ pub mod stats;
 mod tests;
 mod validate;
 
+pub use admission::{Admitted, AtLimit, InflightLimit};
 pub use loaded::{Inference, LoadedVersion};
 pub use repository::{IndexEntry, IndexState};
 
