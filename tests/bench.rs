@@ -305,6 +305,100 @@ fn url_runs_against_a_real_server_in_json_and_binary() {
     );
 }
 
+/// `--url grpc://` drives the gRPC front end (raw and typed contents) with one connection per
+/// worker; the server's metrics see the calls on the gRPC route, and the run lists as
+/// `grpc/<protocol>`. A gRPC URL with a path is a usage error; an unreachable one fails fast.
+#[test]
+fn grpc_url_runs_against_a_real_server() {
+    let server = Server::start(repo_with(&["digits"]), &[]);
+    let url = format!(
+        "grpc://{}",
+        server.grpc_addr.as_deref().expect("gRPC address")
+    );
+    let ws = workspace();
+    let models = root().join("models");
+    let models = models.to_str().unwrap();
+    for protocol in ["binary", "json"] {
+        let bench = [
+            "bench",
+            "--model",
+            "digits",
+            "--url",
+            &url,
+            "--protocol",
+            protocol,
+            "--requests",
+            "25",
+            "--concurrency",
+            "2",
+            "--warmup",
+            "0s",
+            "--json",
+        ];
+        let (out, _) = scoria(&in_workspace(ws.path(), models, &bench), COMMAND_LIMIT);
+        let v = json_of(&ok(&out));
+        check_result(&v, 25, "grpc");
+        assert_eq!(v["config"]["protocol"], protocol);
+        assert_eq!(v["config"]["backend"], "tract");
+        assert_eq!(v["config"]["model_config"]["server"]["backend"], "tract");
+    }
+    let metrics = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let calls: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("scoria_requests_total") && l.contains(r#"route="grpc/ModelInfer""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        calls >= 52.0,
+        "2 × (25 measured + 1 probe) gRPC calls expected:\n{metrics}"
+    );
+    let (out, _) = scoria(
+        &in_workspace(ws.path(), models, &["runs", "list"]),
+        COMMAND_LIMIT,
+    );
+    let table = ok(&out);
+    assert!(
+        table.contains("grpc/binary") && table.contains("grpc/json"),
+        "{table}"
+    );
+
+    let (out, _) = scoria(
+        &["bench", "--model", "digits", "--url", &format!("{url}/v2")],
+        COMMAND_LIMIT,
+    );
+    let usage = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{usage}");
+    assert!(
+        usage.contains("grpc://HOST[:PORT], with no path"),
+        "{usage}"
+    );
+    let (out, elapsed) = scoria(
+        &[
+            "bench",
+            "--model",
+            "digits",
+            "--url",
+            "grpc://127.0.0.1:1",
+            "--requests",
+            "5",
+            "--no-record",
+        ],
+        Duration::from_secs(30),
+    );
+    fails(&out, "127.0.0.1:1");
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+}
+
 #[test]
 fn url_errors_are_counted_with_their_messages() {
     let server = Server::start(repo_with(&["digits"]), &[]);

@@ -6,8 +6,10 @@
 //! end of the warm-up to the last measured completion, so in-flight requests at the end
 //! count in full.
 
+use super::grpc::{GrpcClient, GrpcEndpoint};
 use super::http::{Client, InferRequest};
 use super::stats::{ErrorTally, Latencies};
+use crate::grpc::proto::inference as pb;
 use crate::models::LoadedVersion;
 use crate::tensor::NamedTensor;
 use indicatif::ProgressBar;
@@ -33,6 +35,12 @@ pub enum Target {
     Http {
         endpoint: Arc<super::http::Endpoint>,
         request: Arc<InferRequest>,
+        timeout: Duration,
+    },
+    /// A server's `inference.GRPCInferenceService`, with the same timeout.
+    Grpc {
+        endpoint: Arc<GrpcEndpoint>,
+        request: Arc<pb::ModelInferRequest>,
         timeout: Duration,
     },
 }
@@ -69,10 +77,15 @@ enum Worker {
         request: Arc<InferRequest>,
         timeout: Duration,
     },
+    Grpc {
+        client: GrpcClient,
+        request: Arc<pb::ModelInferRequest>,
+        timeout: Duration,
+    },
 }
 
 impl Target {
-    /// A worker, connected already for HTTP so connecting is not measured.
+    /// A worker, connected already for HTTP and gRPC so connecting is not measured.
     async fn worker(&self) -> Result<Worker, String> {
         Ok(match self {
             Target::InProcess { model, inputs } => Worker::InProcess {
@@ -92,6 +105,15 @@ impl Target {
                     timeout: *timeout,
                 }
             }
+            Target::Grpc {
+                endpoint,
+                request,
+                timeout,
+            } => Worker::Grpc {
+                client: GrpcClient::connect(endpoint).await?,
+                request: Arc::clone(request),
+                timeout: *timeout,
+            },
         })
     }
 }
@@ -112,14 +134,22 @@ impl Worker {
                 Ok(result) => result,
                 Err(_) => {
                     client.reset();
-                    Err(format!(
-                        "no response within {}",
-                        humantime::format_duration(*timeout)
-                    ))
+                    Err(no_response(*timeout))
                 }
             },
+            Worker::Grpc {
+                client,
+                request,
+                timeout,
+            } => tokio::time::timeout(*timeout, client.infer(request))
+                .await
+                .unwrap_or_else(|_| Err(no_response(*timeout))),
         }
     }
+}
+
+fn no_response(timeout: Duration) -> String {
+    format!("no response within {}", humantime::format_duration(timeout))
 }
 
 struct Shared {

@@ -4,6 +4,7 @@
 //! workspace's run history ([`crate::registry::runs`]).
 
 pub mod environment;
+pub mod grpc;
 pub mod http;
 pub mod inputs;
 pub mod load;
@@ -171,7 +172,11 @@ pub fn run(opts: &BenchOptions, models_dir: &Path) -> anyhow::Result<Outcome> {
     let config = json!({
         "model": opts.model,
         "version": setup.version,
-        "mode": if opts.url.is_some() { "http" } else { "in-process" },
+        "mode": match &opts.url {
+            Some(url) if url.starts_with("grpc://") => "grpc",
+            Some(_) => "http",
+            None => "in-process",
+        },
         "url": opts.url,
         "protocol": opts.url.as_ref().map(|_| opts.protocol),
         "backend": setup.backend,

@@ -1,7 +1,7 @@
 //! Setting up what the workers drive: the model version loaded in-process, or a server's
 //! model found through its v2 metadata; either way one request is checked before the run.
 
-use super::{http, inputs, load, BenchOptions, Log};
+use super::{grpc, http, inputs, load, BenchOptions, Log};
 use crate::engine::{Dim, TensorSpec};
 use crate::http::v2::wire::ModelMetadata;
 use crate::models::Served;
@@ -70,12 +70,16 @@ fn probe(
     model.infer_blocking(inputs.to_vec(), None).map(drop)
 }
 
-/// Reads the model's metadata and configuration from the server and checks one request.
+/// Reads the model's metadata and configuration from the server (over HTTP, or gRPC for a
+/// `grpc://` URL) and checks one request.
 pub(super) async fn remote(
     opts: &BenchOptions,
     url: &str,
     log: &mut Log,
 ) -> anyhow::Result<(load::Target, Setup)> {
+    if url.starts_with("grpc://") {
+        return remote_grpc(opts, url, log).await;
+    }
     let endpoint =
         Arc::new(http::Endpoint::parse(url, opts.api_key.clone()).map_err(anyhow::Error::msg)?);
     let mut client = http::Client::new(Arc::clone(&endpoint));
@@ -131,6 +135,71 @@ pub(super) async fn remote(
         model_config: json!({ "server": config }),
     };
     let target = load::Target::Http {
+        endpoint,
+        request: Arc::new(request),
+        timeout,
+    };
+    Ok((target, setup))
+}
+
+async fn remote_grpc(
+    opts: &BenchOptions,
+    url: &str,
+    log: &mut Log,
+) -> anyhow::Result<(load::Target, Setup)> {
+    let endpoint = Arc::new(
+        grpc::GrpcEndpoint::parse(url, opts.api_key.as_deref()).map_err(anyhow::Error::msg)?,
+    );
+    let timeout = opts.timeout;
+    let timed_out = || anyhow::anyhow!("{url} did not answer within {timeout:?}");
+    let mut client = tokio::time::timeout(timeout, grpc::GrpcClient::connect(&endpoint))
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(anyhow::Error::msg)?;
+    let name = &opts.model;
+    let meta = tokio::time::timeout(timeout, client.metadata(name, opts.version))
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(anyhow::Error::msg)?;
+    let specs = inputs::specs_from_metadata(&meta)
+        .map_err(|e| anyhow::anyhow!("{url}: model '{name}': {e}"))?;
+    let version = opts.version.or_else(|| {
+        meta.versions
+            .iter()
+            .filter_map(|v| v.parse::<u64>().ok())
+            .max()
+    });
+    let (backend, config) =
+        match tokio::time::timeout(timeout, client.config(name, opts.version)).await {
+            Ok(Ok(config)) => (
+                config["backend"]
+                    .as_str()
+                    .filter(|b| !b.is_empty())
+                    .map(str::to_string),
+                config,
+            ),
+            Ok(Err(e)) => {
+                log.warn(&format!("no model configuration: {e}"));
+                (None, Value::Null)
+            }
+            Err(_) => (None, Value::Null),
+        };
+    let inputs = make_inputs(opts, &specs, log)?;
+    let request = grpc::infer_request(name, opts.version, &inputs, opts.protocol);
+    tokio::time::timeout(timeout, client.infer(&request))
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| anyhow::anyhow!("{url}: {name} rejects the benchmark request: {e}"))?;
+    log.info(&format!(
+        "{url}: {name} answers; metadata and configuration read"
+    ));
+    let setup = Setup {
+        version,
+        backend,
+        inputs,
+        model_config: json!({ "server": config }),
+    };
+    let target = load::Target::Grpc {
         endpoint,
         request: Arc::new(request),
         timeout,

@@ -21,8 +21,9 @@ pub struct BenchArgs {
     #[arg(long, env = "SCORIA_BENCH_MODEL", value_parser = super::model_reference, value_name = "NAME[:VERSION]")]
     pub model: (String, Option<u64>),
 
-    /// Drive a running server over the v2 HTTP protocol (e.g. http://127.0.0.1:8000)
-    /// instead of loading the model in this process.
+    /// Drive a running server instead of loading the model in this process: over the v2
+    /// HTTP protocol (http://127.0.0.1:8000) or Triton's gRPC service (grpc://127.0.0.1:8001,
+    /// one HTTP/2 connection per worker).
     #[arg(long, env = "SCORIA_BENCH_URL", value_parser = super::server_url, value_name = "URL")]
     pub url: Option<String>,
 
@@ -55,7 +56,8 @@ pub struct BenchArgs {
     pub batch: u32,
 
     /// With --url, how requests are encoded: JSON tensors, or the binary tensor data
-    /// extension (binary inputs and outputs).
+    /// extension (binary inputs and outputs). Over gRPC: typed `contents` (json) or
+    /// `raw_input_contents` (binary, as perf_analyzer sends them).
     #[arg(
         long,
         env = "SCORIA_BENCH_PROTOCOL",

@@ -142,6 +142,9 @@ pub(crate) fn listen_address(s: &str) -> Result<String, String> {
 
 /// An `http://HOST[:PORT][/PREFIX]` server URL (`bench --url`).
 pub(crate) fn server_url(s: &str) -> Result<String, String> {
+    if s.starts_with("grpc://") {
+        return crate::bench::grpc::GrpcEndpoint::parse(s, None).map(|_| s.to_string());
+    }
     crate::bench::http::Endpoint::parse(s, None).map(|_| s.to_string())
 }
 

@@ -101,7 +101,7 @@ fn model_ref(config: &Value) -> String {
     }
 }
 
-/// `in-process`, `http/json`, `http/binary`.
+/// `in-process`, `http/json`, `http/binary`, `grpc/json`, `grpc/binary`.
 fn mode(config: &Value) -> String {
     let mode = config["mode"].as_str().unwrap_or("?");
     match config["protocol"].as_str() {
