@@ -3,15 +3,29 @@
 use super::{BatchResult, Caller, RequestOptions, Scheduler, SchedulerError, Ticket};
 use crate::engine::Engine;
 use crate::tensor::Tensor;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+/// Work estimated to take at most this long runs on the async caller's own thread instead of
+/// being handed to the blocking pool: the handoff (two thread wake-ups) costs more than such
+/// a run, and tokio's guideline for time between awaits is 10–100 µs.
+pub const INLINE_BUDGET: Duration = Duration::from_micros(50);
+
+/// Runs measured before any request may run inline: the first runs (plans optimised lazily,
+/// cold caches) do not predict the later ones.
+const INLINE_AFTER_RUNS: u64 = 32;
 
 /// Runs each request alone on one of the version's engine instances: for an async caller on
 /// tokio's blocking pool, for a blocking caller on its own thread. Instances are taken in
 /// turn; one that runs a request at a time ([`Engine::concurrent`] is false) is held for the
 /// run, and an idle one is preferred. Time spent waiting for an instance is queue time.
+///
+/// An async caller's request runs on its own thread, without the handoff, when the version's
+/// measured cost says it fits [`INLINE_BUDGET`] — never before [`INLINE_AFTER_RUNS`] runs
+/// are measured, never for a request larger (in input elements) than the largest measured,
+/// and never when it would wait for an instance.
 #[derive(Clone)]
 pub struct Direct {
     inner: Arc<Inner>,
@@ -25,6 +39,52 @@ struct Inner {
     busy: Vec<Mutex<()>>,
     /// Requests submitted that have not yet got an instance.
     waiting: AtomicUsize,
+    cost: Cost,
+}
+
+/// What runs have cost, per input element: the basis of the inline decision.
+#[derive(Default)]
+struct Cost {
+    runs: AtomicU64,
+    /// Moving average (weight 1/8) of compute nanoseconds per input element, in 1/1024 ns.
+    per_element: AtomicU64,
+    /// The most input elements of a measured run.
+    max_elements: AtomicU64,
+}
+
+impl Cost {
+    fn record(&self, elements: u64, compute: Duration) {
+        let elements = elements.max(1);
+        let sample = u64::try_from(compute.as_nanos().saturating_mul(1024) / u128::from(elements))
+            .unwrap_or(u64::MAX);
+        let runs = self.runs.fetch_add(1, Ordering::Relaxed);
+        // Racing updates may lose a sample; the average stays an average.
+        let old = self.per_element.load(Ordering::Relaxed);
+        let new = if runs == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.per_element.store(new, Ordering::Relaxed);
+        self.max_elements.fetch_max(elements, Ordering::Relaxed);
+    }
+
+    /// Whether a request of `elements` input elements is expected to run within the budget.
+    fn fits_inline(&self, elements: u64) -> bool {
+        if self.runs.load(Ordering::Relaxed) < INLINE_AFTER_RUNS
+            || elements > self.max_elements.load(Ordering::Relaxed)
+        {
+            return false;
+        }
+        let estimate_ns = u128::from(self.per_element.load(Ordering::Relaxed))
+            * u128::from(elements.max(1))
+            / 1024;
+        estimate_ns <= INLINE_BUDGET.as_nanos()
+    }
+}
+
+fn elements(inputs: &[Tensor]) -> u64 {
+    inputs.iter().map(|t| t.data().len() as u64).sum()
 }
 
 impl Direct {
@@ -35,6 +95,7 @@ impl Direct {
                 engines,
                 next: AtomicUsize::new(0),
                 waiting: AtomicUsize::new(0),
+                cost: Cost::default(),
             }),
         }
     }
@@ -52,19 +113,15 @@ impl Scheduler for Direct {
         self.inner.waiting.fetch_add(1, Ordering::Relaxed);
         match caller {
             Caller::Blocking => Ok(Ticket::ready(self.inner.run(inputs, rows, submitted))),
-            Caller::Async => {
-                let (reply, rx) = oneshot::channel();
-                let inner = Arc::clone(&self.inner);
-                tokio::task::spawn_blocking(move || {
-                    if reply.is_closed() {
-                        // The caller went away while the request waited for a thread.
-                        inner.waiting.fetch_sub(1, Ordering::Relaxed);
-                        return;
-                    }
-                    let _ = reply.send(inner.run(inputs, rows, submitted));
-                });
-                Ok(Ticket::waiting(rx))
+            Caller::Async if self.inner.cost.fits_inline(elements(&inputs)) => {
+                match self.inner.idle_instance() {
+                    Some((engine, busy)) => Ok(Ticket::ready(
+                        self.inner.run_on(engine, busy, inputs, rows, submitted),
+                    )),
+                    None => Ok(self.inner.hand_off(inputs, rows, submitted)),
+                }
             }
+            Caller::Async => Ok(self.inner.hand_off(inputs, rows, submitted)),
         }
     }
 
@@ -74,20 +131,52 @@ impl Scheduler for Direct {
 }
 
 impl Inner {
+    /// Runs the request on tokio's blocking pool.
+    fn hand_off(self: &Arc<Self>, inputs: Vec<Tensor>, rows: usize, submitted: Instant) -> Ticket {
+        let (reply, rx) = oneshot::channel();
+        let inner = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            if reply.is_closed() {
+                // The caller went away while the request waited for a thread.
+                inner.waiting.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            let _ = reply.send(inner.run(inputs, rows, submitted));
+        });
+        Ticket::waiting(rx)
+    }
+
+    /// Runs the request on the calling thread, waiting for an instance if need be.
     fn run(
         &self,
         inputs: Vec<Tensor>,
         rows: usize,
         submitted: Instant,
     ) -> Result<BatchResult, SchedulerError> {
-        let (engine, _busy) = self.instance();
+        let (engine, busy) = self.instance();
+        self.run_on(engine, busy, inputs, rows, submitted)
+    }
+
+    /// Runs the request on `engine` (held by `_busy` if it runs one request at a time) and
+    /// measures it.
+    fn run_on(
+        &self,
+        engine: &dyn Engine,
+        _busy: Option<MutexGuard<'_, ()>>,
+        inputs: Vec<Tensor>,
+        rows: usize,
+        submitted: Instant,
+    ) -> Result<BatchResult, SchedulerError> {
         self.waiting.fetch_sub(1, Ordering::Relaxed);
+        let elements = elements(&inputs);
         let started = Instant::now();
         let outputs = engine.run(inputs)?;
+        let compute = started.elapsed();
+        self.cost.record(elements, compute);
         Ok(BatchResult {
             outputs,
             queue: started - submitted,
-            compute: started.elapsed(),
+            compute,
             batch_rows: rows,
             first: true,
         })
@@ -97,19 +186,35 @@ impl Inner {
     /// are held (the guard) for the run: an idle one is preferred, else the caller waits for
     /// the one whose turn it is.
     fn instance(&self) -> (&dyn Engine, Option<MutexGuard<'_, ()>>) {
-        let n = self.engines.len();
-        let first = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        if self.engines[first].concurrent() {
-            return (self.engines[first].as_ref(), None);
-        }
-        for i in (first..n).chain(0..first) {
-            if let Ok(guard) = self.busy[i].try_lock() {
-                return (self.engines[i].as_ref(), Some(guard));
-            }
+        let first = self.next.fetch_add(1, Ordering::Relaxed) % self.engines.len();
+        if let Some(idle) = self.idle_from(first) {
+            return idle;
         }
         let guard = self.busy[first]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         (self.engines[first].as_ref(), Some(guard))
+    }
+
+    /// The next engine in turn if it runs requests concurrently, else an idle one (held by
+    /// the guard); `None` when every instance is busy.
+    fn idle_instance(&self) -> Option<(&dyn Engine, Option<MutexGuard<'_, ()>>)> {
+        let first = self.next.fetch_add(1, Ordering::Relaxed) % self.engines.len();
+        self.idle_from(first)
+    }
+
+    /// Engine `first` if it runs requests concurrently, else the first idle one from
+    /// `first` on (held by the guard).
+    fn idle_from(&self, first: usize) -> Option<(&dyn Engine, Option<MutexGuard<'_, ()>>)> {
+        if self.engines[first].concurrent() {
+            return Some((self.engines[first].as_ref(), None));
+        }
+        let n = self.engines.len();
+        (first..n).chain(0..first).find_map(|i| {
+            Some((
+                self.engines[i].as_ref(),
+                Some(self.busy[i].try_lock().ok()?),
+            ))
+        })
     }
 }

@@ -24,6 +24,8 @@ struct Doubler {
     concurrent: bool,
     running: AtomicUsize,
     overlapped: AtomicUsize,
+    /// The thread of each run.
+    threads: Mutex<Vec<std::thread::ThreadId>>,
 }
 
 /// The engine as a scheduler holds it, sharing the [`Doubler`] with the test.
@@ -42,6 +44,7 @@ fn doubler(delay: Duration, concurrent: bool) -> (Box<dyn Engine>, Arc<Doubler>)
         concurrent,
         running: AtomicUsize::new(0),
         overlapped: AtomicUsize::new(0),
+        threads: Mutex::new(Vec::new()),
     });
     (Box::new(Handle(Arc::clone(&d))), d)
 }
@@ -83,6 +86,10 @@ impl Doubler {
             self.overlapped.fetch_add(1, Ordering::SeqCst);
         }
         std::thread::sleep(self.delay);
+        self.threads
+            .lock()
+            .unwrap()
+            .push(std::thread::current().id());
         let x = &inputs[0];
         self.runs.lock().unwrap().push(x.shape()[0]);
         let TensorData::F32(v) = x.data() else {
@@ -167,6 +174,64 @@ async fn direct_keeps_async_callers_off_the_executor_and_prefers_idle_instances(
     assert!(
         queued.iter().filter(|q| **q >= delay / 2).count() >= 2,
         "{queued:?}"
+    );
+    assert_eq!(direct.queued(), 0);
+}
+
+/// Work measured to fit the inline budget runs on the async caller's thread (no handoff),
+/// but only after enough runs are measured and never for a request larger than those
+/// measured; slow work is always handed off.
+#[tokio::test(flavor = "current_thread")]
+async fn direct_runs_small_measured_work_inline_and_the_rest_off_the_executor() {
+    let here = std::thread::current().id();
+    let (instances, d) = engines([doubler(Duration::ZERO, true)]);
+    let direct = Direct::new(instances);
+    let call = |n: usize| {
+        let direct = direct.clone();
+        async move {
+            direct
+                .submit(vec![rows(1.0, n)], n, Caller::Async, &NONE)
+                .unwrap()
+                .wait()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..32 {
+        call(2).await;
+    }
+    let threads = d[0].threads.lock().unwrap().clone();
+    assert!(
+        threads.iter().all(|t| *t != here),
+        "unmeasured work ran inline"
+    );
+    let r = call(2).await;
+    assert_eq!(doubled(&r.outputs[0]), vec![2.0, 4.0, 6.0, 8.0]);
+    assert_eq!(
+        d[0].threads.lock().unwrap().last(),
+        Some(&here),
+        "measured small work is inline"
+    );
+    call(3).await;
+    assert_ne!(
+        d[0].threads.lock().unwrap().last(),
+        Some(&here),
+        "a request larger than any measured is handed off"
+    );
+
+    let (instances, slow) = engines([doubler(Duration::from_micros(200), true)]);
+    let direct = Direct::new(instances);
+    for _ in 0..40 {
+        direct
+            .submit(vec![rows(1.0, 1)], 1, Caller::Async, &NONE)
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+    }
+    assert!(
+        slow[0].threads.lock().unwrap().iter().all(|t| *t != here),
+        "slow work ran inline"
     );
     assert_eq!(direct.queued(), 0);
 }
