@@ -465,6 +465,7 @@ struct RawOpencl {
     fallback: Option<bool>,
     binary: Option<String>,
     cpu_backend: Option<String>,
+    fusion: Option<bool>,
 }
 
 /// Checks an `[opencl]` table; `binary` is relative to the folder of `config.toml`. The
@@ -507,6 +508,7 @@ fn parse_opencl(raw: RawOpencl, config: &Path) -> Result<OpenclConfig, (String, 
         fallback: raw.fallback.unwrap_or(true),
         binary,
         cpu_backend,
+        fusion: raw.fusion.unwrap_or(true),
     })
 }
 

@@ -21,6 +21,7 @@ mod shapes;
 mod specs;
 #[cfg(test)]
 mod tests;
+mod tiling;
 
 use super::{Backend, Engine, EngineError, LoadOptions, Placement, TensorSpec};
 use crate::tensor::Tensor;
@@ -56,6 +57,8 @@ pub struct OpenclConfig {
     pub binary: Option<PathBuf>,
     /// The CPU engine that runs the CPU segments.
     pub cpu_backend: CpuBackend,
+    /// Fuse Add and activations into the kernels that produce their inputs.
+    pub fusion: bool,
 }
 
 /// `[opencl] cpu_backend`: what runs the nodes placed on the CPU.
@@ -96,6 +99,7 @@ impl Default for OpenclConfig {
             fallback: true,
             binary: None,
             cpu_backend: CpuBackend::Tract,
+            fusion: true,
         }
     }
 }
@@ -122,6 +126,7 @@ impl TransferStats {
 struct RunState {
     kernels: Kernels,
     pool: Pool,
+    tiling: tiling::Tiling,
 }
 
 pub struct OpenclEngine {
@@ -159,8 +164,8 @@ impl OpenclEngine {
             CpuBackend::Tract => cpu::Runner::Tract,
             CpuBackend::Ort => cpu::Runner::Ort(&options.ort),
         };
-        let part =
-            partition::partition(&mut g, cfg.fallback, &device_label, cpu).map_err(load_err)?;
+        let part = partition::partition(&mut g, cfg.fallback, cfg.fusion, &device_label, cpu)
+            .map_err(load_err)?;
         let context = Context::from_device(&dev.device).map_err(|e| {
             load_err(format!(
                 "OpenCL: creating a context on '{}': {e}",
@@ -175,6 +180,11 @@ impl OpenclEngine {
         let queue =
             unsafe { CommandQueue::create_with_properties(&context, dev.device.id(), 0, 0) }
                 .map_err(|e| load_err(format!("OpenCL: creating a command queue: {e}")))?;
+        let mut tiling = tiling::read(&context, &queue, &kernels).map_err(load_err)?;
+        if !tiling.local {
+            tiling.wg = tiling::default_wg(dev.device.max_work_group_size().unwrap_or(1));
+        }
+        tracing::debug!("opencl: tiling {tiling:?}");
 
         // Constants the device reads: upload once.
         let mut host_consts: HashMap<String, Arc<TractTensor>> = g
@@ -203,6 +213,7 @@ impl OpenclEngine {
             state: Mutex::new(RunState {
                 kernels,
                 pool: Pool::new(dev.device.max_mem_alloc_size().unwrap_or(u64::MAX)),
+                tiling,
             }),
             consts,
             dummy,
@@ -229,7 +240,11 @@ impl OpenclEngine {
             .state
             .lock()
             .map_err(|_| "the OpenCL instance's state is poisoned (this is a bug)")?;
-        let RunState { kernels, pool } = &mut *state;
+        let RunState {
+            kernels,
+            pool,
+            tiling,
+        } = &mut *state;
         let mut ctx = Ctx {
             context: &self.context,
             queue: &self.queue,
@@ -238,6 +253,7 @@ impl OpenclEngine {
             used: Vec::new(),
             meta: Vec::new(),
             dummy: &self.dummy,
+            tiling,
         };
         let result = self.execute_in(&mut ctx, inputs);
         // Everything enqueued must finish before the buffers are reused.

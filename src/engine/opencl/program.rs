@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// Every kernel source under `targets/opencl/`, in one program.
 pub const SOURCE: &str = concat!(
+    include_str!("../../../targets/opencl/tiled.cl"),
     include_str!("../../../targets/opencl/conv.cl"),
     include_str!("../../../targets/opencl/gemm.cl"),
     include_str!("../../../targets/opencl/elementwise.cl"),
@@ -19,6 +20,9 @@ pub const SOURCE: &str = concat!(
 /// The kernels the runtime creates and how many arguments each takes; a prebuilt binary must
 /// define all of them with these signatures (see `targets/opencl/README.md`).
 pub const KERNELS: &[(&str, u32)] = &[
+    ("abi", 1),
+    ("gemm_tile", 26),
+    ("im2col", 17),
     ("conv2d", 22),
     ("conv2d_b4x4", 22),
     ("gemm", 18),
@@ -33,8 +37,14 @@ pub const KERNELS: &[(&str, u32)] = &[
     ("softmax", 5),
 ];
 
-/// Build options: strict IEEE single precision, no fast-math shortcuts.
+/// Build options: strict IEEE single precision, no fast-math shortcuts; the device's tile
+/// parameters follow (`tiling::build_options`).
 const OPTIONS: &str = "-cl-std=CL1.2";
+
+/// The full build options for `dev`.
+pub fn options(dev: &Selected) -> String {
+    format!("{OPTIONS} {}", super::tiling::build_options(dev))
+}
 
 /// Where the program came from, for placement reporting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +109,8 @@ pub fn load(
 
 /// Builds the program from source and returns its binary for `dev` (what `[opencl] binary`
 /// loads): the GPU/CPU stand-in for an offline FPGA compile.
+/// A binary built for an older kernel ABI lacks the newer kernels: its load error names the
+/// first missing one.
 pub fn build_binary(context: &Context, dev: &Selected) -> Result<Vec<u8>, String> {
     let program = build_from_source(context, dev)?;
     let binaries = program
@@ -115,7 +127,7 @@ fn build_from_source(context: &Context, dev: &Selected) -> Result<Program, Strin
     let mut program = Program::create_from_source(context, SOURCE)
         .map_err(|e| format!("creating the kernel program: {e}"))?;
     let id = dev.device.id();
-    if let Err(e) = program.build(&[id], OPTIONS) {
+    if let Err(e) = program.build(&[id], &options(dev)) {
         let log = program.get_build_log(id).unwrap_or_default();
         let first = log.lines().find(|l| l.contains("error")).unwrap_or("");
         return Err(format!("building the kernels failed: {e}: {first}"));
@@ -158,7 +170,7 @@ fn cache_path(dev: &Selected) -> Option<PathBuf> {
     let mut h = Sha256::new();
     h.update(dev.identity.as_bytes());
     h.update([0]);
-    h.update(OPTIONS.as_bytes());
+    h.update(options(dev).as_bytes());
     h.update([0]);
     h.update(SOURCE.as_bytes());
     let key = hex::encode(h.finalize());

@@ -234,6 +234,7 @@ fn opencl_table() {
             // Relative to the folder of config.toml.
             binary: Some(Path::new("m").join("kernels.aocx")),
             cpu_backend: CpuBackend::Ort,
+            fusion: true,
         }
     );
     for (text, key) in [

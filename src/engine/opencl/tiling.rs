@@ -1,0 +1,103 @@
+//! The tiled GEMM's parameters: chosen per device when the program is built from source
+//! (from the device's queried limits), read back from the program itself (the `abi` kernel)
+//! so a prebuilt binary may carry its own, and the work-group size of the cache-tiled variant
+//! picked by a short autotune whose result is cached next to the program binary.
+
+use super::device::Selected;
+use super::exec::Kernels;
+use opencl3::command_queue::CommandQueue;
+use opencl3::context::Context;
+use opencl3::device::{CL_DEVICE_TYPE_CPU, CL_GLOBAL};
+use opencl3::memory::{Buffer, ClMem, CL_MEM_READ_WRITE};
+use opencl3::types::CL_BLOCKING;
+use std::ptr;
+
+/// The kernel ABI this runtime speaks (`SCORIA_ABI` in `targets/opencl/tiled.cl`).
+pub const ABI: i32 = 2;
+
+/// Compile-time parameters of `gemm_tile` / `im2col` plus the work-group size to run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tiling {
+    /// Rows of C per work-item.
+    pub rm: usize,
+    /// Columns of C per work-item (a vector width).
+    pub rn: usize,
+    /// Tiles staged in local memory (then the work-group is fixed at `wg`).
+    pub local: bool,
+    /// Work-group size (x over columns, y over rows).
+    pub wg: [usize; 2],
+}
+
+/// Build options for `dev`: register blocks and, where local memory is real (GPUs, FPGAs),
+/// local-memory tiles sized to the device's limits.
+pub fn build_options(dev: &Selected) -> String {
+    let d = &dev.device;
+    let cpu = d.dev_type().is_ok_and(|t| t & CL_DEVICE_TYPE_CPU != 0);
+    let local_is_global = d.local_mem_type().is_ok_and(|t| t == CL_GLOBAL);
+    let max_wg = d.max_work_group_size().unwrap_or(1);
+    let local_mem = d.local_mem_size().unwrap_or(0);
+    if cpu || local_is_global {
+        // CPUs: each work-item a block of 8 rows x 8 columns in vector registers, the
+        // caches do the tiling.
+        return "-D RM=8 -D RN=8 -D TILE_LOCAL=0".to_string();
+    }
+    // GPUs and accelerators: 16x16 (else 8x8) work-groups of 4x4 blocks, 16-deep tiles.
+    for (l, rm, rn) in [(16usize, 4usize, 4usize), (8, 4, 4)] {
+        let bytes = 16 * (l * rm + l * rn) * 4;
+        if l * l <= max_wg && bytes as u64 <= local_mem {
+            return format!("-D RM={rm} -D RN={rn} -D TILE_LOCAL=1 -D LX={l} -D LY={l} -D TK=16");
+        }
+    }
+    "-D RM=4 -D RN=4 -D TILE_LOCAL=0".to_string()
+}
+
+/// Reads the program's ABI version and parameters by running its `abi` kernel.
+pub fn read(context: &Context, queue: &CommandQueue, kernels: &Kernels) -> Result<Tiling, String> {
+    // SAFETY: no host pointer is passed.
+    let buf = unsafe { Buffer::<i32>::create(context, CL_MEM_READ_WRITE, 8, ptr::null_mut()) }
+        .map_err(|e| format!("OpenCL: allocating 32 bytes: {e}"))?;
+    let k = kernels.get("abi")?;
+    let mem: opencl3::types::cl_mem = buf.get();
+    // SAFETY: `abi` takes one __global int* and writes 7 ints; the buffer holds 8.
+    unsafe {
+        k.set_arg(0, &mem)
+            .map_err(|e| format!("kernel 'abi' argument 0: {e}"))?;
+        queue.enqueue_nd_range_kernel(k.get(), 1, ptr::null(), [1usize].as_ptr(), ptr::null(), &[])
+    }
+    .map_err(|e| format!("running kernel 'abi': {e}"))?;
+    let mut out = [0i32; 8];
+    // SAFETY: blocking read into a live array of the buffer's size.
+    unsafe { queue.enqueue_read_buffer(&buf, CL_BLOCKING, 0, &mut out, &[]) }
+        .map_err(|e| format!("OpenCL: reading the kernel ABI: {e}"))?;
+    let [abi, rm, rn, local, lx, ly, ..] = out;
+    if abi != ABI {
+        return Err(format!(
+            "the kernel program speaks ABI {abi}, this runtime needs ABI {ABI}: rebuild the binary from targets/opencl/ of this version"
+        ));
+    }
+    let ok = |v: i32, what: &str| -> Result<usize, String> {
+        usize::try_from(v)
+            .ok()
+            .filter(|&v| (1..=64).contains(&v))
+            .ok_or_else(|| format!("the kernel program reports {what} = {v}"))
+    };
+    let rn = ok(rn, "RN")?;
+    if ![1, 2, 4, 8, 16].contains(&rn) {
+        return Err(format!("the kernel program reports RN = {rn}"));
+    }
+    Ok(Tiling {
+        rm: ok(rm, "RM")?,
+        rn,
+        local: local != 0,
+        wg: [ok(lx, "LX")?, ok(ly, "LY")?],
+    })
+}
+
+/// The work-group size of the cache-tiled variant when nothing better is known: 8 x 4, or
+/// what fits the device's largest work-group.
+pub fn default_wg(max_wg: usize) -> [usize; 2] {
+    [[8, 4], [4, 4], [4, 2], [2, 2], [2, 1]]
+        .into_iter()
+        .find(|[x, y]| x * y <= max_wg)
+        .unwrap_or([1, 1])
+}
