@@ -728,3 +728,98 @@ fn clip_min_above_max_and_training_batchnorm() {
     assert_eq!(out.len(), 3);
     assert_eq!(out[0].shape(), &[2, 3, 2, 2]);
 }
+
+/// Chains fused into the kernel that produces them (Conv+Relu, Conv+Add+Relu, Conv+Clip,
+/// Conv+broadcast Add+Relu, Gemm+Sigmoid) give what the unfused kernels give
+/// (`[opencl] fusion = false`) and what tract gives; a value that is also a model output is
+/// not fused away (Gemm -> Tanh where the Gemm's output is an output).
+#[test]
+fn fused_chains_equal_the_unfused_kernels() {
+    use scoria::engine::opencl::OpenclEngine;
+    use scoria::engine::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fused.onnx");
+    let status = std::process::Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("tests/opencl/make_fused.py"))
+        .arg(&path)
+        .status()
+        .expect("run .venv/bin/python");
+    assert!(status.success(), "make_fused.py failed");
+    let load = |fusion: bool| {
+        OpenclEngine::load(
+            &path,
+            &opencl(OpenclConfig {
+                fallback: false,
+                fusion,
+                ..OpenclConfig::default()
+            }),
+        )
+        .unwrap_or_else(|e| panic!("fusion = {fusion}: {e}"))
+    };
+    let (fused, unfused) = (load(true), load(false));
+    // 17 nodes; fused away: r1, the Add a1 and r2, k3, a4 and r4, sig.
+    assert_eq!(unfused.device_kernels(), 17);
+    assert_eq!(fused.device_kernels(), 17 - 7);
+    let tract = engine::load(Backend::Tract, &path, &LoadOptions::default()).unwrap();
+    for batch in [1usize, 3] {
+        let shape = [batch, 3, 11, 11];
+        let data: Vec<f32> = pattern(&shape, 5).iter().map(|x| x * 2.0 - 1.0).collect();
+        let t = Tensor::new(shape.to_vec(), TensorData::F32(data)).unwrap();
+        let f = fused.run(vec![t.clone()]).unwrap();
+        let u = unfused.run(vec![t.clone()]).unwrap();
+        let w = tract.run(vec![t]).unwrap();
+        assert_eq!(f.len(), 3);
+        for ((f, u), w) in f.iter().zip(&u).zip(&w) {
+            assert_eq!(f.shape(), u.shape());
+            // Same products summed in the same order: equal within rounding of the epilogue.
+            let (fv, uv) = (as_f64(f), as_f64(u));
+            for (a, b) in fv.iter().zip(&uv) {
+                assert!(
+                    (a - b).abs() <= 1e-6 + 1e-5 * b.abs(),
+                    "fused {a} vs unfused {b}"
+                );
+            }
+            close(&fv, &as_f64(w), "fused vs tract");
+        }
+    }
+}
+
+/// `placement = "auto"`: digits (a few thousand multiply-adds per sample) stays on the CPU,
+/// resnet (~0.5 G) goes to the device; the placement is reported as for `device`.
+#[test]
+fn placement_auto_keeps_small_models_on_the_cpu() {
+    use scoria::engine::opencl::PlacementMode;
+    let auto = || {
+        opencl(OpenclConfig {
+            placement: PlacementMode::Auto,
+            ..OpenclConfig::default()
+        })
+    };
+    let digits = engine::load(Backend::Opencl, &model_path("digits"), &auto()).unwrap();
+    let p = digits.placement().expect("placement");
+    assert_eq!(p.nodes_on_device, 0, "{}", p.summary());
+    assert!(p.nodes_on_cpu >= 5, "{}", p.summary());
+    assert!(p.summary().starts_with("cpu: "), "{}", p.summary());
+    let shape = [2usize, 64];
+    let data = pattern(&shape, 4);
+    let t = Tensor::new(shape.to_vec(), TensorData::F32(data.clone())).unwrap();
+    close(
+        &as_f64(&digits.run(vec![t]).unwrap()[0]),
+        &as_f64(&tract_outputs("digits", &shape, &data)[0]),
+        "digits on auto",
+    );
+    let resnet = engine::load(Backend::Opencl, &model_path("resnet"), &auto()).unwrap();
+    let p = resnet.placement().expect("placement");
+    assert_eq!(p.nodes_on_cpu, 0, "{}", p.summary());
+    assert!(p.nodes_on_device > 20, "{}", p.summary());
+    // The default places every node with a kernel on the device, digits too.
+    let p = engine::load(
+        Backend::Opencl,
+        &model_path("digits"),
+        &opencl(OpenclConfig::default()),
+    )
+    .unwrap()
+    .placement()
+    .expect("placement");
+    assert!(p.nodes_on_device >= 4, "{}", p.summary());
+}

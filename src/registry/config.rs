@@ -4,7 +4,7 @@
 //! is silently ignored.
 
 use super::RegistryError;
-use crate::engine::opencl::{device::DeviceKind, CpuBackend, OpenclConfig};
+use crate::engine::opencl::{device::DeviceKind, CpuBackend, OpenclConfig, PlacementMode};
 use crate::engine::{Backend, GraphOptimizationLevel, OrtConfig, TensorOverride};
 use crate::tensor::DataType;
 use serde::Deserialize;
@@ -466,6 +466,7 @@ struct RawOpencl {
     binary: Option<String>,
     cpu_backend: Option<String>,
     fusion: Option<bool>,
+    placement: Option<String>,
 }
 
 /// Checks an `[opencl]` table; `binary` is relative to the folder of `config.toml`. The
@@ -502,6 +503,15 @@ fn parse_opencl(raw: RawOpencl, config: &Path) -> Result<OpenclConfig, (String, 
             )
         })?,
     };
+    let placement = match raw.placement {
+        None => PlacementMode::default(),
+        Some(p) => PlacementMode::from_name(&p).ok_or_else(|| {
+            (
+                "opencl.placement".to_string(),
+                format!("unknown placement '{p}' (one of: device, auto)"),
+            )
+        })?,
+    };
     Ok(OpenclConfig {
         device,
         platform: raw.platform,
@@ -509,6 +519,7 @@ fn parse_opencl(raw: RawOpencl, config: &Path) -> Result<OpenclConfig, (String, 
         binary,
         cpu_backend,
         fusion: raw.fusion.unwrap_or(true),
+        placement,
     })
 }
 

@@ -15,7 +15,7 @@ mod exec;
 mod graph;
 mod matmul;
 mod ops;
-mod partition;
+pub mod partition;
 pub mod program;
 mod shapes;
 mod specs;
@@ -59,6 +59,29 @@ pub struct OpenclConfig {
     pub cpu_backend: CpuBackend,
     /// Fuse Add and activations into the kernels that produce their inputs.
     pub fusion: bool,
+    /// `[opencl] placement`: `Auto` keeps small models on the CPU.
+    pub placement: PlacementMode,
+}
+
+/// `[opencl] placement`: where the nodes with kernels run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PlacementMode {
+    /// On the device (the default).
+    #[default]
+    Device,
+    /// On the device when the model's work per sample pays for a device round trip
+    /// ([`partition::AUTO_MIN_MACS`] multiply-adds), else all on the CPU.
+    Auto,
+}
+
+impl PlacementMode {
+    pub fn from_name(name: &str) -> Option<PlacementMode> {
+        match name {
+            "device" => Some(PlacementMode::Device),
+            "auto" => Some(PlacementMode::Auto),
+            _ => None,
+        }
+    }
 }
 
 /// `[opencl] cpu_backend`: what runs the nodes placed on the CPU.
@@ -100,6 +123,7 @@ impl Default for OpenclConfig {
             binary: None,
             cpu_backend: CpuBackend::Tract,
             fusion: true,
+            placement: PlacementMode::Device,
         }
     }
 }
@@ -164,8 +188,15 @@ impl OpenclEngine {
             CpuBackend::Tract => cpu::Runner::Tract,
             CpuBackend::Ort => cpu::Runner::Ort(&options.ort),
         };
-        let part = partition::partition(&mut g, cfg.fallback, cfg.fusion, &device_label, cpu)
-            .map_err(load_err)?;
+        let part = partition::partition(
+            &mut g,
+            cfg.fallback,
+            cfg.fusion,
+            cfg.placement == PlacementMode::Auto,
+            &device_label,
+            cpu,
+        )
+        .map_err(load_err)?;
         let context = Context::from_device(&dev.device).map_err(|e| {
             load_err(format!(
                 "OpenCL: creating a context on '{}': {e}",
@@ -228,6 +259,14 @@ impl OpenclEngine {
             placement: part.placement,
             transfers: TransferStats::default(),
         })
+    }
+
+    /// How many kernel steps a run enqueues (after folding and fusion).
+    pub fn device_kernels(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s, Step::Device { .. }))
+            .count()
     }
 
     /// Host↔device transfer totals since load.

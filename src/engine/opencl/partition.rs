@@ -35,6 +35,7 @@ pub fn partition(
     g: &mut Graph,
     fallback: bool,
     fusion: bool,
+    auto: bool,
     device: &str,
     cpu: Runner,
 ) -> Result<Partition, String> {
@@ -57,6 +58,18 @@ pub fn partition(
                 tracing::debug!("opencl: {} runs on the CPU: {why}", node_label(&g.nodes[i]));
                 ops.push(None);
             }
+        }
+    }
+    if auto {
+        match macs_per_sample(g, &ops) {
+            Some(macs) if macs < AUTO_MIN_MACS => {
+                tracing::info!(
+                    "opencl: placement = \"auto\" keeps the model on the CPU: {macs} multiply-adds per sample, below {AUTO_MIN_MACS}"
+                );
+                ops.iter_mut().for_each(|o| *o = None);
+            }
+            Some(macs) => tracing::debug!("opencl: {macs} multiply-adds per sample: on the device"),
+            None => tracing::debug!("opencl: work per sample unknown: on the device"),
         }
     }
     let placement = summarize(g, &ops, device, cpu.name());
@@ -106,6 +119,53 @@ pub fn partition(
         placement,
         folded,
     })
+}
+
+/// Below this many multiply-adds per sample in the device's Conv/Gemm/MatMul nodes,
+/// `placement = "auto"` keeps a model on the CPU. A device round trip costs a fixed ~0.1 ms
+/// (launches, transfers, the final wait: digits on an H200 takes 0.117 ms whatever its
+/// batch), which is ~2 M multiply-adds of tract's time (~20 G/s on one core); at 10 M the
+/// fixed cost is at most a fifth of what the CPU would spend. lenet (0.3 M, 0.90x on the
+/// H200 at batch 1) and digits stay on the CPU, resnet (~0.5 G) goes to the device.
+pub const AUTO_MIN_MACS: u64 = 10_000_000;
+
+/// Multiply-adds per sample of the Conv, Gemm and MatMul nodes placed on the device, from
+/// their weights' and outputs' shapes; `None` when a shape is unknown.
+fn macs_per_sample(g: &Graph, ops: &[Option<Op>]) -> Option<u64> {
+    let shape = |name: &str| -> Option<Vec<Option<usize>>> {
+        match g.constant(name) {
+            Some(t) => Some(t.shape().iter().map(|&d| Some(d)).collect()),
+            None => g.shapes.get(name).cloned(),
+        }
+    };
+    let product = |dims: &[Option<usize>]| -> Option<u64> {
+        dims.iter()
+            .try_fold(1u64, |acc, d| d.map(|d| acc.saturating_mul(d as u64)))
+    };
+    let mut total = 0u64;
+    for (n, op) in g.nodes.iter().zip(ops) {
+        let macs = match op {
+            Some(Op::Conv { .. }) => {
+                let w = shape(n.input.get(1)?)?;
+                let out = shape(n.output.first()?)?;
+                product(&w)?.saturating_mul(product(out.get(2..)?)?)
+            }
+            Some(Op::Gemm { .. }) => product(&shape(n.input.get(1)?)?)?,
+            Some(Op::MatMul) => {
+                let (a, b) = (shape(n.input.first()?)?, shape(n.input.get(1)?)?);
+                let kn = product(b.get(b.len().checked_sub(2)?..)?)?;
+                // Rows per sample: A's dimensions but the first (batch) and last (K).
+                let rows = match a.len() {
+                    0..=2 => 1,
+                    r => product(&a[1..r - 1])?,
+                };
+                kn.saturating_mul(rows)
+            }
+            _ => 0,
+        };
+        total = total.saturating_add(macs);
+    }
+    Some(total)
 }
 
 fn summarize(g: &Graph, ops: &[Option<Op>], device: &str, cpu_backend: &str) -> Placement {

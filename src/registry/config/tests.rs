@@ -221,7 +221,8 @@ fn opencl_table() {
     assert!(OpenclConfig::default().fallback);
     let c = parse(
         "backend = \"opencl\"\n[opencl]\ndevice = \"accelerator\"\nplatform = \"Intel\"\n\
-         fallback = false\nbinary = \"kernels.aocx\"\ncpu_backend = \"ort\"\n",
+         fallback = false\nbinary = \"kernels.aocx\"\ncpu_backend = \"ort\"\n\
+         placement = \"auto\"\nfusion = true\n",
     )
     .unwrap();
     assert_eq!(c.backend, Some(Backend::Opencl));
@@ -235,6 +236,7 @@ fn opencl_table() {
             binary: Some(Path::new("m").join("kernels.aocx")),
             cpu_backend: CpuBackend::Ort,
             fusion: true,
+            placement: PlacementMode::Auto,
         }
     );
     for (text, key) in [
@@ -249,6 +251,8 @@ fn opencl_table() {
         ),
         ("[opencl]\ncpu_backend = \"opencl\"\n", "opencl.cpu_backend"),
         ("[opencl]\ncpu_backend = 1\n", "opencl.cpu_backend"),
+        ("[opencl]\nplacement = \"cpu\"\n", "opencl.placement"),
+        ("[opencl]\nfusion = \"no\"\n", "opencl.fusion"),
     ] {
         let e = parse(text).unwrap_err();
         assert!(e.contains(key), "{text:?}: {e}");
