@@ -63,11 +63,10 @@ impl Ctx<'_> {
             let p = oh * ow;
             let k = cg * kh * kw;
             let direct = kh == 1 && kw == 1 && win.strides == [1, 1] && pads == [0; 4];
-            let col;
-            let bsrc = if direct {
-                x
+            let col = if direct {
+                None
             } else {
-                col = self.alloc(vec![n, k, p])?;
+                let col = self.alloc(vec![n, k, p])?;
                 let i = int;
                 self.launch(
                     "im2col",
@@ -93,8 +92,9 @@ impl Ctx<'_> {
                     &[p, k, n],
                     None,
                 )?;
-                &col
+                Some(col)
             };
+            let bsrc = col.as_ref().unwrap_or(x);
             let (a_rs, a_cs) = if wt.is_some() { (1, m) } else { (k, 1) };
             let nan_to_zero = fused_res.is_none() && res.is_none();
             let fused_act = if res.is_some() && fused_res.is_none() {
@@ -119,6 +119,9 @@ impl Ctx<'_> {
                 act: fused_act,
                 nan_to_zero,
             })?;
+            if let Some(col) = col {
+                self.recycle(col);
+            }
             return match res {
                 Some(r) if fused_res.is_none() => self.finish(y, Some(r), act),
                 _ => Ok(y),

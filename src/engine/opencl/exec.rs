@@ -52,7 +52,7 @@ pub struct Ctx<'r> {
     pub queue: &'r CommandQueue,
     pub kernels: &'r Kernels,
     pub pool: &'r mut Pool,
-    /// Every pooled buffer this run took, to give back at the end.
+    /// Every pooled buffer this run took (with its capacity), to give back at the end.
     pub used: Vec<(usize, Rc<Buffer<f32>>)>,
     /// Metadata buffers of this run's kernels, kept until the run has finished.
     pub meta: Vec<Buffer<i32>>,
@@ -70,12 +70,32 @@ impl<'r> Ctx<'r> {
     pub fn alloc<'a>(&mut self, shape: Vec<usize>) -> Result<DevTensor<'a>, String> {
         let len: usize = shape.iter().product();
         int(len)?;
-        let b = Rc::new(self.pool.take(self.context, len)?);
-        self.used.push((len, Rc::clone(&b)));
+        let (cap, b) = self.pool.take(self.context, len)?;
+        let b = Rc::new(b);
+        self.used.push((cap, Rc::clone(&b)));
         Ok(DevTensor {
             buf: Buf::Pool(b),
             shape,
         })
+    }
+
+    /// Hands `t`'s buffer back to the pool for the rest of the run when nothing else holds
+    /// it (a Reshape or Flatten of it may still be alive); kernels enqueued later may then
+    /// write it, which the in-order queue runs after every earlier reader.
+    pub fn recycle(&mut self, t: DevTensor) {
+        let Buf::Pool(rc) = t.buf else {
+            return;
+        };
+        // This tensor's and the run's own reference.
+        if Rc::strong_count(&rc) != 2 {
+            return;
+        }
+        let Some(at) = self.used.iter().position(|(_, b)| Rc::ptr_eq(b, &rc)) else {
+            return;
+        };
+        let (len, b) = self.used.swap_remove(at);
+        drop(rc);
+        self.pool.give_back(vec![(len, b)]);
     }
 
     /// A pooled buffer holding a copy of `data` (a blocking write).
@@ -88,7 +108,7 @@ impl<'r> Ctx<'r> {
             ));
         }
         int(len)?;
-        let mut b = self.pool.take(self.context, len)?;
+        let (cap, mut b) = self.pool.take(self.context, len)?;
         if !data.is_empty() {
             // SAFETY: blocking write from a live slice no larger than the buffer.
             unsafe {
@@ -98,7 +118,7 @@ impl<'r> Ctx<'r> {
             .map_err(|e| format!("OpenCL: writing {} bytes to the device: {e}", len * 4))?;
         }
         let b = Rc::new(b);
-        self.used.push((len, Rc::clone(&b)));
+        self.used.push((cap, Rc::clone(&b)));
         Ok(DevTensor {
             buf: Buf::Pool(b),
             shape,
@@ -350,6 +370,7 @@ impl<'r> Ctx<'r> {
             Some(r) => {
                 let relu = act == Act::Relu;
                 let s = self.binary(&y, r, 0, relu)?;
+                self.recycle(y);
                 (s, if relu { Act::None } else { act })
             }
             None => (y, act),
@@ -372,6 +393,7 @@ impl<'r> Ctx<'r> {
             &[y.len()],
             None,
         )?;
+        self.recycle(y);
         Ok(out)
     }
 

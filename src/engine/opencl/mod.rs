@@ -160,6 +160,9 @@ pub struct OpenclEngine {
     dummy: Buffer<f32>,
     host_consts: HashMap<String, Arc<TractTensor>>,
     steps: Vec<Step>,
+    /// Per step, the values no later step (nor the caller) reads: their device buffers go
+    /// back to the pool for the rest of the run.
+    dead_after: Vec<Vec<String>>,
     queue: CommandQueue,
     context: Context,
     input_names: Vec<String>,
@@ -249,6 +252,7 @@ impl OpenclEngine {
             consts,
             dummy,
             host_consts,
+            dead_after: liveness(&part.steps, &g),
             steps: part.steps,
             queue,
             context,
@@ -267,6 +271,15 @@ impl OpenclEngine {
             .iter()
             .filter(|s| matches!(s, Step::Device { .. }))
             .count()
+    }
+
+    /// How many device buffers the instance's pool holds (every buffer a run took, once the
+    /// run is over).
+    pub fn pooled_buffers(&self) -> usize {
+        self.state
+            .lock()
+            .map(|s| s.pool.buffers())
+            .unwrap_or_default()
     }
 
     /// Host↔device transfer totals since load.
@@ -311,7 +324,7 @@ impl OpenclEngine {
             let t = super::tract::to_tract(t).map_err(|e| format!("{e:#}"))?;
             values.insert(name.clone(), Value::host(t.into_tvalue()));
         }
-        for step in &self.steps {
+        for (step, dead) in self.steps.iter().zip(&self.dead_after) {
             match step {
                 Step::Device { op, inputs, output } => {
                     let data_only =
@@ -348,6 +361,16 @@ impl OpenclEngine {
                     for (name, v) in seg.outputs.iter().zip(outs) {
                         values.insert(name.clone(), Value::host(v));
                     }
+                }
+            }
+            // The queue is in order: a buffer taken again is written only after the
+            // kernels enqueued so far have read it.
+            for name in dead {
+                if let Some(Value {
+                    device: Some(d), ..
+                }) = values.remove(name)
+                {
+                    ctx.recycle(d);
                 }
             }
         }
@@ -496,6 +519,29 @@ impl OpenclEngine {
             .bytes
             .fetch_add(floats as u64 * 4, Ordering::Relaxed);
     }
+}
+
+/// For each step, the values it is the last to read (graph outputs and constants excepted).
+fn liveness(steps: &[Step], g: &Graph) -> Vec<Vec<String>> {
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (i, step) in steps.iter().enumerate() {
+        let reads: Vec<&String> = match step {
+            Step::Device { inputs, .. } => inputs.iter().collect(),
+            Step::Cpu(seg) => seg.inputs.iter().collect(),
+        };
+        for name in reads {
+            if !name.is_empty() {
+                last.insert(name, i);
+            }
+        }
+    }
+    let mut dead = vec![Vec::new(); steps.len()];
+    for (name, i) in last {
+        if !g.is_output(name) && !g.consts.contains_key(name) {
+            dead[i].push(name.to_string());
+        }
+    }
+    dead
 }
 
 /// A value during a run: on the host, on the device, or both once it has crossed.
