@@ -461,6 +461,49 @@ fn prebuilt_binary_loads_and_a_foreign_one_is_refused() {
     }
 }
 
+/// A program binary built for the previous kernel ABI (the direct-convolution kernels, no
+/// `abi` / `gemm_tile` / `im2col`) is refused at load in one line naming the missing kernel.
+#[test]
+fn a_binary_of_the_old_kernel_abi_names_the_missing_kernel() {
+    use opencl3::context::Context;
+    use opencl3::device::{get_all_devices, Device, CL_DEVICE_TYPE_ALL};
+    use opencl3::program::Program;
+    let old: String = ["conv", "gemm", "elementwise", "pool"]
+        .iter()
+        .map(|f| std::fs::read_to_string(root().join(format!("targets/opencl/{f}.cl"))).unwrap())
+        .collect();
+    let id = *get_all_devices(CL_DEVICE_TYPE_ALL)
+        .expect("an OpenCL device")
+        .first()
+        .expect("an OpenCL device");
+    let context = Context::from_device(&Device::new(id)).unwrap();
+    let program = Program::create_and_build_from_source(&context, &old, "-cl-std=CL1.2")
+        .expect("the old kernels build");
+    let bin = program.get_binaries().unwrap().remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kernels.bin");
+    std::fs::write(&path, &bin).unwrap();
+    let err = engine::load(
+        Backend::Opencl,
+        &model_path("lenet"),
+        &opencl(OpenclConfig {
+            binary: Some(path),
+            ..OpenclConfig::default()
+        }),
+    )
+    .err()
+    .expect("an old-ABI binary must not load")
+    .to_string();
+    assert!(
+        err.contains("kernels.bin")
+            && err.contains("no kernel 'abi'")
+            && err.contains("gemm_tile")
+            && err.contains("older kernel ABI")
+            && !err.contains('\n'),
+        "{err}"
+    );
+}
+
 /// With no OpenCL platform installed, asking for the backend fails in one line.
 #[test]
 fn no_platform_is_one_line() {
@@ -612,11 +655,17 @@ fn program_binaries_are_cached_per_device_and_source() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let files = entries();
-    assert_eq!(files.len(), 1, "{files:?}");
+    // The program binary and, next to it, the work-group autotune's choice (e.g. "8x4").
+    let mut files = entries();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
     let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
     assert!(name.len() == 64 + 4 && name.ends_with(".bin"), "{name}");
     assert!(std::fs::metadata(&files[0]).unwrap().len() > 0);
+    assert_eq!(files[1], files[0].with_extension("tune"));
+    let tune = std::fs::read_to_string(&files[1]).unwrap();
+    let (x, y) = tune.trim().split_once('x').expect("LXxLY");
+    assert!(x.parse::<usize>().unwrap() >= 1 && y.parse::<usize>().unwrap() >= 1);
 
     std::fs::write(&files[0], b"not a program binary").unwrap();
     let out = run_cli(repo.path(), &args, &env);

@@ -59,7 +59,7 @@ pub struct Ctx<'r> {
     /// A one-element buffer passed where a kernel's optional operand is absent.
     pub dummy: &'r Buffer<f32>,
     /// The tiled GEMM's parameters for this program and device.
-    pub tiling: &'r Tiling,
+    pub tiling: Tiling,
 }
 
 pub(super) fn int(v: usize) -> Result<i32, String> {

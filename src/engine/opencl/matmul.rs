@@ -105,7 +105,7 @@ impl Ctx<'_> {
     /// Launches `gemm_tile` for `t` with this program's register blocks and work-group size.
     pub(super) fn gemm_tile(&self, t: &Tile) -> Result<(), String> {
         let [m, n, k] = t.mnk;
-        let tl = *self.tiling;
+        let tl = self.tiling;
         let gx = n.div_ceil(tl.rn).div_ceil(tl.wg[0]) * tl.wg[0];
         let gy = m.div_ceil(tl.rm).div_ceil(tl.wg[1]) * tl.wg[1];
         let i = int;

@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tiling::default_wg;
 use tract_onnx::prelude::{IntoTValue, TValue, TVec, Tensor as TractTensor};
 
 /// Serialises engine loads (see [`OpenclEngine::load`]).
@@ -206,7 +207,7 @@ impl OpenclEngine {
                 dev.device_name
             ))
         })?;
-        let (program, origin) =
+        let (program, origin, tune_cache) =
             program::load(&context, &dev, cfg.binary.as_deref()).map_err(load_err)?;
         tracing::debug!("opencl: program {} for {device_label}", origin.name());
         let kernels = Kernels::create(&program).map_err(load_err)?;
@@ -215,8 +216,23 @@ impl OpenclEngine {
             unsafe { CommandQueue::create_with_properties(&context, dev.device.id(), 0, 0) }
                 .map_err(|e| load_err(format!("OpenCL: creating a command queue: {e}")))?;
         let mut tiling = tiling::read(&context, &queue, &kernels).map_err(load_err)?;
+        let dummy = upload_slice(&context, &[0.0]).map_err(load_err)?;
+        let mut pool = Pool::new(dev.device.max_mem_alloc_size().unwrap_or(u64::MAX));
         if !tiling.local {
-            tiling.wg = tiling::default_wg(dev.device.max_work_group_size().unwrap_or(1));
+            let max_wg = dev.device.max_work_group_size().unwrap_or(1);
+            tiling.wg = default_wg(max_wg);
+            let mut ctx = Ctx {
+                context: &context,
+                queue: &queue,
+                kernels: &kernels,
+                pool: &mut pool,
+                used: Vec::new(),
+                meta: Vec::new(),
+                dummy: &dummy,
+                tiling,
+            };
+            tiling.wg =
+                tiling::choose_wg(&mut ctx, max_wg, tune_cache.as_deref(), tiling::TUNE_BUDGET);
         }
         tracing::debug!("opencl: tiling {tiling:?}");
 
@@ -242,11 +258,10 @@ impl OpenclEngine {
                 }
             }
         }
-        let dummy = upload_slice(&context, &[0.0]).map_err(load_err)?;
         Ok(OpenclEngine {
             state: Mutex::new(RunState {
                 kernels,
-                pool: Pool::new(dev.device.max_mem_alloc_size().unwrap_or(u64::MAX)),
+                pool,
                 tiling,
             }),
             consts,
@@ -305,7 +320,7 @@ impl OpenclEngine {
             used: Vec::new(),
             meta: Vec::new(),
             dummy: &self.dummy,
-            tiling,
+            tiling: *tiling,
         };
         let result = self.execute_in(&mut ctx, inputs);
         // Everything enqueued must finish before the buffers are reused.

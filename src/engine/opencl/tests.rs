@@ -1,4 +1,5 @@
-//! Unit tests of the device-independent parts: shape rules and window geometry.
+//! Unit tests: shape rules and window geometry (device-independent); the work-group
+//! autotune on the OpenCL device (PoCL in CI).
 
 use super::ops::{AutoPad, Window};
 use super::shapes::{broadcast, reshape};
@@ -53,4 +54,70 @@ fn window_output_sizes() {
     // A window larger than the input is an error, not a panic.
     let w = window(AutoPad::NotSet, false, [0; 4], [1, 1]);
     assert!(w.output(2, 2, [3, 3]).is_err());
+}
+
+/// The work-group autotune on the OpenCL device (PoCL in CI): it picks a size that fits the
+/// device; out of time it fails, and `choose_wg` then uses the safe size and says so in
+/// the log.
+#[test]
+fn autotune_out_of_time_falls_back_to_the_safe_size_with_a_log_line() {
+    use super::buffers::Pool;
+    use super::exec::{Ctx, Kernels};
+    use super::{device, program, tiling};
+    use opencl3::command_queue::CommandQueue;
+    use opencl3::context::Context;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    let dev = device::select(None, None).expect("an OpenCL device (PoCL in CI)");
+    let context = Context::from_device(&dev.device).unwrap();
+    let (program, ..) = program::load(&context, &dev, None).unwrap();
+    let kernels = Kernels::create(&program).unwrap();
+    // SAFETY: the device belongs to the context.
+    let queue =
+        unsafe { CommandQueue::create_with_properties(&context, dev.device.id(), 0, 0) }.unwrap();
+    let tiling = tiling::read(&context, &queue, &kernels).unwrap();
+    let dummy = super::upload_slice(&context, &[0.0]).unwrap();
+    let mut pool = Pool::new(u64::MAX);
+    let mut ctx = Ctx {
+        context: &context,
+        queue: &queue,
+        kernels: &kernels,
+        pool: &mut pool,
+        used: Vec::new(),
+        meta: Vec::new(),
+        dummy: &dummy,
+        tiling,
+    };
+    let wg = tiling::autotune(&mut ctx, 64, Duration::from_secs(60)).unwrap();
+    assert!(wg[0] * wg[1] <= 64, "{wg:?}");
+    let err = tiling::autotune(&mut ctx, 64, Duration::ZERO).unwrap_err();
+    assert!(err.contains("timed out"), "{err}");
+
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Log {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let wg = tracing::subscriber::with_default(subscriber, || {
+        tiling::choose_wg(&mut ctx, 64, None, Duration::ZERO)
+    });
+    assert_eq!(wg, tiling::default_wg(64));
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("autotune failed (timed out") && text.contains("using the safe size 8x4"),
+        "{text}"
+    );
 }

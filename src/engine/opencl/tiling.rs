@@ -4,13 +4,18 @@
 //! picked by a short autotune whose result is cached next to the program binary.
 
 use super::device::Selected;
+use super::exec::Ctx;
 use super::exec::Kernels;
+use super::matmul::Tile;
+use super::ops::Act;
 use opencl3::command_queue::CommandQueue;
 use opencl3::context::Context;
 use opencl3::device::{CL_DEVICE_TYPE_CPU, CL_GLOBAL};
 use opencl3::memory::{Buffer, ClMem, CL_MEM_READ_WRITE};
 use opencl3::types::CL_BLOCKING;
+use std::path::Path;
 use std::ptr;
+use std::time::{Duration, Instant};
 
 /// The kernel ABI this runtime speaks (`SCORIA_ABI` in `targets/opencl/tiled.cl`).
 pub const ABI: i32 = 2;
@@ -100,4 +105,117 @@ pub fn default_wg(max_wg: usize) -> [usize; 2] {
         .into_iter()
         .find(|[x, y]| x * y <= max_wg)
         .unwrap_or([1, 1])
+}
+
+/// How long the work-group autotune may take at load.
+pub const TUNE_BUDGET: Duration = Duration::from_millis(1500);
+
+/// The work-group size of the cache-tiled `gemm_tile` on this device: from the autotune cache
+/// file next to the program binary, else timed now (and cached). An autotune that fails or
+/// runs out of `budget` falls back to [`default_wg`] and says so in the log.
+pub fn choose_wg(
+    ctx: &mut Ctx,
+    max_wg: usize,
+    cache: Option<&Path>,
+    budget: Duration,
+) -> [usize; 2] {
+    let safe = default_wg(max_wg);
+    if let Some(wg) = cache.and_then(|p| read_cached(p, max_wg)) {
+        return wg;
+    }
+    match autotune(ctx, max_wg, budget) {
+        Ok(wg) => {
+            tracing::debug!("opencl: work-group autotune chose {}x{}", wg[0], wg[1]);
+            if let Some(path) = cache {
+                // The cache is an optimisation: failing to write it is not an error.
+                let _ = path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| {
+                        crate::fsutil::atomic_write(
+                            path,
+                            format!("{}x{}\n", wg[0], wg[1]).as_bytes(),
+                        )
+                    });
+            }
+            wg
+        }
+        Err(why) => {
+            tracing::warn!(
+                "opencl: work-group autotune failed ({why}); using the safe size {}x{}",
+                safe[0],
+                safe[1]
+            );
+            safe
+        }
+    }
+}
+
+fn read_cached(path: &Path, max_wg: usize) -> Option<[usize; 2]> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let (x, y) = text.trim().split_once('x')?;
+    let wg = [x.parse().ok()?, y.parse().ok()?];
+    (wg[0] >= 1 && wg[1] >= 1 && wg[0] * wg[1] <= max_wg).then_some(wg)
+}
+
+/// Times `gemm_tile` on a ResNet-layer-sized product (64 x 784 x 576) for each candidate
+/// work-group size; the fastest wins. Err when no candidate ran or the budget ran out first.
+pub fn autotune(ctx: &mut Ctx, max_wg: usize, budget: Duration) -> Result<[usize; 2], String> {
+    const CANDIDATES: [[usize; 2]; 6] = [[8, 4], [4, 4], [16, 2], [8, 8], [4, 8], [2, 2]];
+    let started = Instant::now();
+    let (m, n, k) = (64usize, 784usize, 576usize);
+    let a = ctx.upload(vec![k, m], &vec![0.5; k * m])?;
+    let b = ctx.upload(vec![k, n], &vec![0.25; k * n])?;
+    let c = ctx.alloc(vec![m, n])?;
+    let saved = ctx.tiling;
+    let mut best: Option<([usize; 2], Duration)> = None;
+    let mut last_err = None;
+    for wg in CANDIDATES.into_iter().filter(|[x, y]| x * y <= max_wg) {
+        if started.elapsed() > budget {
+            break;
+        }
+        ctx.tiling.wg = wg;
+        let tile = Tile {
+            a: &a,
+            b: &b,
+            bias: None,
+            res: None,
+            c: &c,
+            mnk: [m, n, k],
+            a_layout: [0, 1, m, 0],
+            b_layout: [0, n, 0],
+            c_layout: [0, 0],
+            batch: 1,
+            alpha: 1.0,
+            beta: 0.0,
+            bias_strides: [0, 0],
+            act: Act::None,
+            nan_to_zero: false,
+        };
+        let run = |ctx: &Ctx, times: usize| -> Result<Duration, String> {
+            let t0 = Instant::now();
+            for _ in 0..times {
+                ctx.gemm_tile(&tile)?;
+            }
+            ctx.queue
+                .finish()
+                .map_err(|e| format!("waiting for the device: {e}"))?;
+            Ok(t0.elapsed())
+        };
+        // One warm-up launch, then the best of two.
+        match run(ctx, 1).and_then(|_| Ok(run(ctx, 1)?.min(run(ctx, 1)?))) {
+            Ok(t) if best.is_none_or(|(_, b)| t < b) => best = Some((wg, t)),
+            Ok(_) => {}
+            Err(e) => last_err = Some(format!("{}x{}: {e}", wg[0], wg[1])),
+        }
+    }
+    ctx.tiling = saved;
+    if started.elapsed() > budget {
+        return Err(format!(
+            "timed out after {} ms",
+            started.elapsed().as_millis()
+        ));
+    }
+    best.map(|(wg, _)| wg)
+        .ok_or_else(|| last_err.unwrap_or_else(|| "no work-group size fits the device".into()))
 }
