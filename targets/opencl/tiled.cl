@@ -192,27 +192,35 @@ __kernel void gemm_tile(__global const float* a, __global const float* b,
 
 // im2col for Conv 2-D (NCHW): col[img][k][p] with k = (c * KH + kh) * KW + kw over the
 // C channels of x from channel c_off (a group's), p = oh * OW + ow; zero where the window
-// reads padding. x holds CT channels per image. Global size: (OH * OW, C * KH * KW, N).
+// reads padding. x holds CT channels per image. Each work-item writes one row of the output
+// (OW values of one k). Global size: (OH, C * KH * KW, N).
 __kernel void im2col(__global const float* x, __global float* col,
                      int CT, int c_off, int C, int H, int W, int OH, int OW, int KH, int KW,
                      int SH, int SW, int PT, int PL, int DH, int DW)
 {
-    int p = get_global_id(0);
+    int oh = get_global_id(0);
     int k = get_global_id(1);
     int img = get_global_id(2);
-    int P = OH * OW;
     int K = C * KH * KW;
-    if (p >= P || k >= K) return;
+    if (oh >= OH || k >= K) return;
     int kw = k % KW;
     int t = k / KW;
     int kh = t % KH;
     int ch = t / KH;
-    int ow = p % OW;
-    int oh = p / OW;
+    __global float* out = col + ((img * K + k) * OH + oh) * OW;
     int ih = oh * SH - PT + kh * DH;
-    int iw = ow * SW - PL + kw * DW;
-    float v = 0.0f;
-    if (ih >= 0 && ih < H && iw >= 0 && iw < W)
-        v = x[((img * CT + c_off + ch) * H + ih) * W + iw];
-    col[(img * K + k) * P + p] = v;
+    if (ih < 0 || ih >= H) {
+        for (int ow = 0; ow < OW; ++ow) out[ow] = 0.0f;
+        return;
+    }
+    __global const float* row = x + ((img * CT + c_off + ch) * H + ih) * W;
+    int iw0 = kw * DW - PL;
+    if (SW == 1 && iw0 >= 0 && iw0 + OW <= W) {
+        for (int ow = 0; ow < OW; ++ow) out[ow] = row[iw0 + ow];
+        return;
+    }
+    for (int ow = 0; ow < OW; ++ow) {
+        int iw = iw0 + ow * SW;
+        out[ow] = (iw >= 0 && iw < W) ? row[iw] : 0.0f;
+    }
 }

@@ -89,9 +89,19 @@ impl Ctx<'_> {
                         Arg::I(i(win.dilations[0])?),
                         Arg::I(i(win.dilations[1])?),
                     ],
-                    &[p, k, n],
+                    &[oh, k, n],
                     None,
                 )?;
+                // `--log scoria=trace`: the im2col's share of the node's time.
+                if tracing::enabled!(tracing::Level::TRACE) {
+                    let t0 = std::time::Instant::now();
+                    let _ = self.queue.finish();
+                    tracing::trace!(
+                        "opencl: im2col {:?} {:.3} ms",
+                        col.shape,
+                        t0.elapsed().as_secs_f64() * 1e3
+                    );
+                }
                 Some(col)
             };
             let bsrc = col.as_ref().unwrap_or(x);

@@ -42,9 +42,15 @@ pub fn build_options(dev: &Selected) -> String {
     let max_wg = d.max_work_group_size().unwrap_or(1);
     let local_mem = d.local_mem_size().unwrap_or(0);
     if cpu || local_is_global {
-        // CPUs: each work-item a block of 8 rows x 8 columns in vector registers, the
-        // caches do the tiling.
-        return "-D RM=8 -D RN=8 -D TILE_LOCAL=0".to_string();
+        // CPUs: each work-item a block of 8 rows x one native float vector of columns (16
+        // with AVX-512, 8 with AVX2) in registers; the caches do the tiling. Measured on
+        // PoCL (AVX-512): 8 x 16 takes ResNet's device time from 21 to 16 ms against 8 x 8.
+        let rn = match d.native_vector_width_float().unwrap_or(8) {
+            w if w >= 16 => 16,
+            w if w >= 8 => 8,
+            _ => 4,
+        };
+        return format!("-D RM=8 -D RN={rn} -D TILE_LOCAL=0");
     }
     // GPUs and accelerators: 16x16 (else 8x8) work-groups of 4x4 blocks, 16-deep tiles.
     for (l, rm, rn) in [(16usize, 4usize, 4usize), (8, 4, 4)] {
