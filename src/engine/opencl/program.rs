@@ -129,10 +129,19 @@ pub fn build_binary(context: &Context, dev: &Selected) -> Result<Vec<u8>, String
 }
 
 fn build_from_source(context: &Context, dev: &Selected) -> Result<Program, String> {
+    build_with(context, dev, &options(dev))
+}
+
+/// The program built from source with `options` (tests build other tile variants).
+pub(super) fn build_with(
+    context: &Context,
+    dev: &Selected,
+    options: &str,
+) -> Result<Program, String> {
     let mut program = Program::create_from_source(context, SOURCE)
         .map_err(|e| format!("creating the kernel program: {e}"))?;
     let id = dev.device.id();
-    if let Err(e) = program.build(&[id], &options(dev)) {
+    if let Err(e) = program.build(&[id], options) {
         let log = program.get_build_log(id).unwrap_or_default();
         let first = log.lines().find(|l| l.contains("error")).unwrap_or("");
         return Err(format!("building the kernels failed: {e}: {first}"));
