@@ -833,8 +833,8 @@ fn fused_chains_equal_the_unfused_kernels() {
     }
 }
 
-/// `placement = "auto"`: digits (a few thousand multiply-adds per sample) stays on the CPU,
-/// resnet (~0.5 G) goes to the device; the placement is reported as for `device`.
+/// `placement = "auto"`: digits (4.7 K multiply-adds per sample) stays on the CPU, resnet
+/// (483 M) goes to the device; the placement is reported as for `device`.
 #[test]
 fn placement_auto_keeps_small_models_on_the_cpu() {
     use scoria::engine::opencl::PlacementMode;

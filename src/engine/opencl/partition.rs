@@ -125,8 +125,8 @@ pub fn partition(
 /// `placement = "auto"` keeps a model on the CPU. A device round trip costs a fixed ~0.1 ms
 /// (launches, transfers, the final wait: digits on an H200 takes 0.117 ms whatever its
 /// batch), which is ~2 M multiply-adds of tract's time (~20 G/s on one core); at 10 M the
-/// fixed cost is at most a fifth of what the CPU would spend. lenet (0.3 M, 0.90x on the
-/// H200 at batch 1) and digits stay on the CPU, resnet (~0.5 G) goes to the device.
+/// fixed cost is at most a fifth of what the CPU would spend. lenet (0.42 M, 0.90x on the
+/// H200 at batch 1) and digits (4.7 K) stay on the CPU, resnet (483 M) goes to the device.
 pub const AUTO_MIN_MACS: u64 = 10_000_000;
 
 /// Multiply-adds per sample of the Conv, Gemm and MatMul nodes placed on the device, from
