@@ -894,3 +894,24 @@ fn intermediate_buffers_are_reused_within_a_run() {
     e.run(vec![t]).unwrap();
     assert_eq!(e.pooled_buffers(), after_one);
 }
+
+/// `precision = "fp16"` on a device without cl_khr_fp16 (PoCL) is a one-line load error
+/// naming the extension and the device.
+#[test]
+fn fp16_without_the_extension_is_a_load_error_naming_it() {
+    let err = engine::load(
+        Backend::Opencl,
+        &model_path("lenet"),
+        &opencl(OpenclConfig {
+            fp16: true,
+            ..OpenclConfig::default()
+        }),
+    )
+    .err()
+    .expect("fp16 must not load without cl_khr_fp16")
+    .to_string();
+    assert!(
+        err.contains("cl_khr_fp16") && err.contains("precision") && !err.contains('\n'),
+        "{err}"
+    );
+}

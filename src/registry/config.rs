@@ -467,6 +467,7 @@ struct RawOpencl {
     cpu_backend: Option<String>,
     fusion: Option<bool>,
     placement: Option<String>,
+    precision: Option<String>,
 }
 
 /// Checks an `[opencl]` table; `binary` is relative to the folder of `config.toml`. The
@@ -512,6 +513,16 @@ fn parse_opencl(raw: RawOpencl, config: &Path) -> Result<OpenclConfig, (String, 
             )
         })?,
     };
+    let fp16 = match raw.precision.as_deref() {
+        None | Some("fp32") => false,
+        Some("fp16") => true,
+        Some(p) => {
+            return Err((
+                "opencl.precision".to_string(),
+                format!("unknown precision '{p}' (one of: fp32, fp16)"),
+            ))
+        }
+    };
     Ok(OpenclConfig {
         device,
         platform: raw.platform,
@@ -520,6 +531,7 @@ fn parse_opencl(raw: RawOpencl, config: &Path) -> Result<OpenclConfig, (String, 
         cpu_backend,
         fusion: raw.fusion.unwrap_or(true),
         placement,
+        fp16,
     })
 }
 

@@ -224,3 +224,100 @@ __kernel void im2col(__global const float* x, __global float* col,
         out[ow] = (iw >= 0 && iw < W) ? row[iw] : 0.0f;
     }
 }
+
+// FP16 storage (`[opencl] precision = "fp16"`): im2col writing half columns, and gemm_tile
+// reading half A' (Conv weights, K x M) and half B (columns), accumulating in float, with the
+// same float epilogue and output. Half values are read and written with vload_half /
+// vstore_half (core OpenCL), so only the storage is half; the runtime offers it on devices
+// with cl_khr_fp16, where half storage pays.
+__kernel void im2col_h(__global const float* x, __global half* col,
+                       int CT, int c_off, int C, int H, int W, int OH, int OW, int KH, int KW,
+                       int SH, int SW, int PT, int PL, int DH, int DW)
+{
+    int oh = get_global_id(0);
+    int k = get_global_id(1);
+    int img = get_global_id(2);
+    int K = C * KH * KW;
+    if (oh >= OH || k >= K) return;
+    int kw = k % KW;
+    int t = k / KW;
+    int kh = t % KH;
+    int ch = t / KH;
+    int out = ((img * K + k) * OH + oh) * OW;
+    int ih = oh * SH - PT + kh * DH;
+    if (ih < 0 || ih >= H) {
+        for (int ow = 0; ow < OW; ++ow) vstore_half(0.0f, out + ow, col);
+        return;
+    }
+    __global const float* row = x + ((img * CT + c_off + ch) * H + ih) * W;
+    int iw0 = kw * DW - PL;
+    for (int ow = 0; ow < OW; ++ow) {
+        int iw = iw0 + ow * SW;
+        vstore_half((iw >= 0 && iw < W) ? row[iw] : 0.0f, out + ow, col);
+    }
+}
+
+// gemm_tile with half A' and B (same arguments; a_* and b_* count half elements). No
+// local-memory variant: the work-group is the runtime's choice.
+__kernel void gemm_tile_h(__global const half* a, __global const half* b,
+                          __global const float* bias, __global const float* res,
+                          __global float* c, int M, int N, int K,
+                          int a_off, int a_rs, int a_cs, int a_bs,
+                          int b_off, int ldb, int b_bs, int c_off, int c_bs,
+                          float alpha, float beta, int has_bias, int bias_rs, int bias_cs,
+                          int has_res, int act, float lo, float hi)
+{
+    int n0 = get_global_id(0) * RN;
+    int m0 = get_global_id(1) * RM;
+    int img = get_global_id(2);
+    if (n0 >= N || m0 >= M) return;
+    int ap = a_off + img * a_bs;
+    int bp = b_off + img * b_bs;
+    floatv acc[RM];
+#pragma unroll
+    for (int r = 0; r < RM; ++r) acc[r] = (floatv)(0.0f);
+    int ar[RM];
+#pragma unroll
+    for (int r = 0; r < RM; ++r) ar[r] = ap + min(m0 + r, M - 1) * a_rs;
+    bool full = n0 + RN <= N;
+    for (int k = 0; k < K; ++k) {
+        floatv bv;
+        if (full) {
+            bv = CAT(vload_half, RN)(0, b + bp + k * ldb + n0);
+        } else {
+            float t[RN];
+            for (int j = 0; j < RN; ++j)
+                t[j] = n0 + j < N ? vload_half(bp + k * ldb + n0 + j, b) : 0.0f;
+            bv = VLOAD(0, t);
+        }
+        int ko = k * a_cs;
+#pragma unroll
+        for (int r = 0; r < RM; ++r) acc[r] = fma((floatv)(vload_half(ar[r] + ko, a)), bv, acc[r]);
+    }
+    __global float* cp = c + c_off + img * c_bs;
+    __global const float* rp = res + c_off + img * c_bs;
+#pragma unroll
+    for (int r = 0; r < RM; ++r) {
+        int m = m0 + r;
+        if (m >= M) break;
+        floatv v = acc[r] * alpha;
+        if (full) {
+            if (has_bias) {
+                if (bias_cs == 0) v += beta * bias[m * bias_rs];
+                else v += beta * VLOAD(0, bias + m * bias_rs + n0);
+            }
+            if (has_res) v += VLOAD(0, rp + m * N + n0);
+            VSTORE(actv(v, act, lo, hi), 0, cp + m * N + n0);
+        } else {
+            float t[RN];
+            VSTORE(v, 0, t);
+            for (int j = 0; j < RN && n0 + j < N; ++j) {
+                int n = n0 + j;
+                float s = t[j];
+                if (has_bias) s += beta * bias[m * bias_rs + n * bias_cs];
+                if (has_res) s += rp[m * N + n];
+                cp[m * N + n] = act1(s, act, lo, hi);
+            }
+        }
+    }
+}

@@ -22,6 +22,7 @@ impl Ctx<'_> {
         group: usize,
         act: Act,
         wt: Option<[usize; 4]>,
+        half: bool,
     ) -> Result<DevTensor<'a>, String> {
         let [n, c, h, wd] = dims4(&x.shape)?;
         let [m, cg, kh, kw] = match wt {
@@ -62,14 +63,21 @@ impl Ctx<'_> {
             let fused_res = res.filter(|r| r.shape == y.shape);
             let p = oh * ow;
             let k = cg * kh * kw;
-            let direct = kh == 1 && kw == 1 && win.strides == [1, 1] && pads == [0; 4];
+            // Half columns always go through im2col_h (a 1x1 window converts the input).
+            let half = half && wt.is_some();
+            let direct = !half && kh == 1 && kw == 1 && win.strides == [1, 1] && pads == [0; 4];
             let col = if direct {
                 None
             } else {
-                let col = self.alloc(vec![n, k, p])?;
+                // Half columns: two to a float of the buffer.
+                let col = if half {
+                    self.alloc(vec![(n * k * p).div_ceil(2)])?
+                } else {
+                    self.alloc(vec![n, k, p])?
+                };
                 let i = int;
                 self.launch(
-                    "im2col",
+                    if half { "im2col_h" } else { "im2col" },
                     &[
                         Arg::B(x.buf.get()),
                         Arg::B(col.buf.get()),
@@ -112,23 +120,26 @@ impl Ctx<'_> {
             } else {
                 act
             };
-            self.gemm_tile(&Tile {
-                a: w,
-                b: bsrc,
-                bias: b,
-                res: fused_res,
-                c: &y,
-                mnk: [m, p, k],
-                a_layout: [0, a_rs, a_cs, 0],
-                b_layout: [0, p, k * p],
-                c_layout: [0, m * p],
-                batch: n,
-                alpha: 1.0,
-                beta: 1.0,
-                bias_strides: [1, 0],
-                act: fused_act,
-                nan_to_zero,
-            })?;
+            self.gemm_tile_kernel(
+                if half { "gemm_tile_h" } else { "gemm_tile" },
+                &Tile {
+                    a: w,
+                    b: bsrc,
+                    bias: b,
+                    res: fused_res,
+                    c: &y,
+                    mnk: [m, p, k],
+                    a_layout: [0, a_rs, a_cs, 0],
+                    b_layout: [0, p, k * p],
+                    c_layout: [0, m * p],
+                    batch: n,
+                    alpha: 1.0,
+                    beta: 1.0,
+                    bias_strides: [1, 0],
+                    act: fused_act,
+                    nan_to_zero,
+                },
+            )?;
             if let Some(col) = col {
                 self.recycle(col);
             }

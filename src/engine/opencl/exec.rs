@@ -194,6 +194,7 @@ impl<'r> Ctx<'r> {
                 act,
                 wt,
                 residual,
+                half,
             } => {
                 let w = input(1)?;
                 let res = if *residual { Some(input(3)?) } else { None };
@@ -206,6 +207,7 @@ impl<'r> Ctx<'r> {
                     *group,
                     *act,
                     *wt,
+                    *half,
                 )
             }
             Op::Gemm {

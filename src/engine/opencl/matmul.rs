@@ -104,14 +104,25 @@ impl Ctx<'_> {
 
     /// Launches `gemm_tile` for `t` with this program's register blocks and work-group size.
     pub(super) fn gemm_tile(&self, t: &Tile) -> Result<(), String> {
+        self.gemm_tile_kernel("gemm_tile", t)
+    }
+
+    /// `gemm_tile` or its half-storage twin `gemm_tile_h` (same arguments).
+    pub(super) fn gemm_tile_kernel(&self, kernel: &str, t: &Tile) -> Result<(), String> {
         let [m, n, k] = t.mnk;
         let tl = self.tiling;
-        let gx = n.div_ceil(tl.rn).div_ceil(tl.wg[0]) * tl.wg[0];
-        let gy = m.div_ceil(tl.rm).div_ceil(tl.wg[1]) * tl.wg[1];
         let i = int;
         let (lo, hi) = t.act.bounds();
+        let wg = if kernel == "gemm_tile_h" && tl.local {
+            // The half variant has no local-memory tiles: any work-group fits it.
+            [tl.wg[0].min(8), tl.wg[1].min(8)]
+        } else {
+            tl.wg
+        };
+        let gx = n.div_ceil(tl.rn).div_ceil(wg[0]) * wg[0];
+        let gy = m.div_ceil(tl.rm).div_ceil(wg[1]) * wg[1];
         self.launch(
-            "gemm_tile",
+            kernel,
             &[
                 Arg::B(t.a.buf.get()),
                 Arg::B(t.b.buf.get()),
@@ -141,7 +152,7 @@ impl Ctx<'_> {
                 Arg::F(hi),
             ],
             &[gx, gy, t.batch],
-            Some(&[tl.wg[0], tl.wg[1], 1]),
+            Some(&[wg[0], wg[1], 1]),
         )
     }
 

@@ -62,6 +62,8 @@ pub struct OpenclConfig {
     pub fusion: bool,
     /// `[opencl] placement`: `Auto` keeps small models on the CPU.
     pub placement: PlacementMode,
+    /// `[opencl] precision`: `fp16` stores Conv weights and columns as half.
+    pub fp16: bool,
 }
 
 /// `[opencl] placement`: where the nodes with kernels run.
@@ -125,6 +127,7 @@ impl Default for OpenclConfig {
             cpu_backend: CpuBackend::Tract,
             fusion: true,
             placement: PlacementMode::Device,
+            fp16: false,
         }
     }
 }
@@ -185,6 +188,9 @@ impl OpenclEngine {
         // not thread-safe: loads take turns (runs do not).
         let _turn = LOAD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let dev = device::select(cfg.device, cfg.platform.as_deref()).map_err(load_err)?;
+        if cfg.fp16 {
+            check_fp16(&dev).map_err(load_err)?;
+        }
         let mut g = Graph::load(path).map_err(load_err)?;
         let (inputs, outputs) = specs::specs(&g, options)?;
         let device_label = format!("{} ({})", dev.device_name, dev.platform_name);
@@ -197,6 +203,7 @@ impl OpenclEngine {
             cfg.fallback,
             cfg.fusion,
             cfg.placement == PlacementMode::Auto,
+            cfg.fp16,
             &device_label,
             cpu,
         )
@@ -252,7 +259,12 @@ impl OpenclEngine {
                 };
                 for name in data {
                     if let (Some(t), false) = (host_consts.get(name), consts.contains_key(name)) {
-                        let buf = upload_const(&context, t).map_err(load_err)?;
+                        let buf = if name.ends_with("::f16") {
+                            upload_half(&context, t)
+                        } else {
+                            upload_const(&context, t)
+                        }
+                        .map_err(load_err)?;
                         consts.insert(name.clone(), buf);
                     }
                 }
@@ -278,6 +290,11 @@ impl OpenclEngine {
             placement: part.placement,
             transfers: TransferStats::default(),
         })
+    }
+
+    /// How many constants the device holds as half (`precision = "fp16"`).
+    pub fn half_constants(&self) -> usize {
+        self.consts.keys().filter(|k| k.ends_with("::f16")).count()
     }
 
     /// How many kernel steps a run enqueues (after folding and fusion).
@@ -596,6 +613,46 @@ fn upload_slice(context: &Context, data: &[f32]) -> Result<Buffer<f32>, String> 
         )
     }
     .map_err(|e| format!("OpenCL: uploading weights ({} bytes): {e}", v.len() * 4))
+}
+
+/// `[opencl] precision = "fp16"` needs `cl_khr_fp16` (devices where half storage pays).
+/// `SCORIA_OPENCL_FP16_WITHOUT_EXTENSION=1` skips the check: the kernels read and write half
+/// with core OpenCL functions, so the FP16 path can be tested on a device without the
+/// extension (PoCL in CI); it is not faster there.
+fn check_fp16(dev: &device::Selected) -> Result<(), String> {
+    let ext = dev.device.extensions().unwrap_or_default();
+    if ext.split_whitespace().any(|e| e == "cl_khr_fp16")
+        || std::env::var_os("SCORIA_OPENCL_FP16_WITHOUT_EXTENSION").is_some_and(|v| v == "1")
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "[opencl] precision = \"fp16\" needs the cl_khr_fp16 extension, which device '{}' ({}) does not have; use precision = \"fp32\"",
+        dev.device_name, dev.platform_name
+    ))
+}
+
+/// A constant as half values, two to a `float` of the buffer.
+fn upload_half(context: &Context, t: &TractTensor) -> Result<Buffer<f32>, String> {
+    use tract_onnx::prelude::f16;
+    let data = graph::elements::<f32>(t).ok_or_else(|| {
+        format!(
+            "constant of type {:?} where the device reads FP32",
+            t.datum_type()
+        )
+    })?;
+    let mut bits: Vec<u16> = data.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
+    bits.resize(bits.len().div_ceil(2).max(1) * 2, 0);
+    // SAFETY: COPY_HOST_PTR reads `bits` (len / 2 floats' worth of bytes) during the call only.
+    unsafe {
+        Buffer::<f32>::create(
+            context,
+            CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+            bits.len() / 2,
+            bits.as_mut_ptr().cast(),
+        )
+    }
+    .map_err(|e| format!("OpenCL: uploading weights ({} bytes): {e}", bits.len() * 2))
 }
 
 fn upload_const(context: &Context, t: &TractTensor) -> Result<Buffer<f32>, String> {

@@ -107,6 +107,8 @@ pub enum Op {
         wt: Option<[usize; 4]>,
         /// Input 3 is added to the output before `act` (a fused Add).
         residual: bool,
+        /// `precision = "fp16"`: the transposed weights are stored as half, the columns too.
+        half: bool,
     },
     Gemm {
         alpha: f32,
@@ -187,6 +189,7 @@ pub fn device_op(n: &NodeProto, g: &Graph) -> Result<Op, String> {
                 act: Act::None,
                 wt: None,
                 residual: false,
+                half: false,
             }
         }
         "Gemm" => Op::Gemm {

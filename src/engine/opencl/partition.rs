@@ -36,6 +36,7 @@ pub fn partition(
     fallback: bool,
     fusion: bool,
     auto: bool,
+    fp16: bool,
     device: &str,
     cpu: Runner,
 ) -> Result<Partition, String> {
@@ -113,7 +114,7 @@ pub fn partition(
         fuse_add(g, &mut steps);
         fuse_act(g, &mut steps);
     }
-    transpose_weights(g, &mut steps, &mut folded);
+    transpose_weights(g, &mut steps, &mut folded, fp16);
     Ok(Partition {
         steps,
         placement,
@@ -422,8 +423,14 @@ fn fuse_act(g: &Graph, steps: &mut Vec<Step>) {
 }
 
 /// Constant weights in the layouts `gemm_tile` reads fastest: a Conv's (group 1) as K x M
-/// (K = C * KH * KW), a Gemm's transposed B as K x N.
-fn transpose_weights(g: &Graph, steps: &mut [Step], folded: &mut Vec<(String, Arc<TractTensor>)>) {
+/// (K = C * KH * KW; with `fp16` named `...::f16`, uploaded as half), a Gemm's transposed B
+/// as K x N.
+fn transpose_weights(
+    g: &Graph,
+    steps: &mut [Step],
+    folded: &mut Vec<(String, Arc<TractTensor>)>,
+    fp16: bool,
+) {
     for step in steps.iter_mut() {
         let Step::Device { op, inputs, .. } = step else {
             continue;
@@ -447,14 +454,15 @@ fn transpose_weights(g: &Graph, steps: &mut [Step], folded: &mut Vec<(String, Ar
             } if w.rank() == 4 => {
                 let s = w.shape();
                 let (m, k) = (s[0], s[1] * s[2] * s[3]);
-                let name = format!("{wname}::kxm");
+                let name = format!("{wname}::kxm{}", if fp16 { "::f16" } else { "" });
                 if !folded.iter().any(|(n, _)| *n == name) {
                     let t = transpose(&data, m, k, &[k, m]);
                     let Some(t) = t else { continue };
                     folded.push((name.clone(), Arc::new(t)));
                 }
-                if let Op::Conv { wt, .. } = op {
+                if let Op::Conv { wt, half, .. } = op {
                     *wt = Some([s[0], s[1], s[2], s[3]]);
+                    *half = fp16;
                 }
                 inputs[1] = name;
             }

@@ -222,7 +222,7 @@ fn opencl_table() {
     let c = parse(
         "backend = \"opencl\"\n[opencl]\ndevice = \"accelerator\"\nplatform = \"Intel\"\n\
          fallback = false\nbinary = \"kernels.aocx\"\ncpu_backend = \"ort\"\n\
-         placement = \"auto\"\nfusion = true\n",
+         placement = \"auto\"\nfusion = true\nprecision = \"fp16\"\n",
     )
     .unwrap();
     assert_eq!(c.backend, Some(Backend::Opencl));
@@ -237,6 +237,7 @@ fn opencl_table() {
             cpu_backend: CpuBackend::Ort,
             fusion: true,
             placement: PlacementMode::Auto,
+            fp16: true,
         }
     );
     for (text, key) in [
@@ -253,6 +254,7 @@ fn opencl_table() {
         ("[opencl]\ncpu_backend = 1\n", "opencl.cpu_backend"),
         ("[opencl]\nplacement = \"cpu\"\n", "opencl.placement"),
         ("[opencl]\nfusion = \"no\"\n", "opencl.fusion"),
+        ("[opencl]\nprecision = \"int8\"\n", "opencl.precision"),
     ] {
         let e = parse(text).unwrap_err();
         assert!(e.contains(key), "{text:?}: {e}");
