@@ -532,6 +532,7 @@ fn parse_opencl(raw: RawOpencl, config: &Path) -> Result<OpenclConfig, (String, 
         fusion: raw.fusion.unwrap_or(true),
         placement,
         fp16,
+        fp16_unchecked: false,
     })
 }
 

@@ -64,6 +64,11 @@ pub struct OpenclConfig {
     pub placement: PlacementMode,
     /// `[opencl] precision`: `fp16` stores Conv weights and columns as half.
     pub fp16: bool,
+    /// Tests only (not a `config.toml` key): FP16 without the `cl_khr_fp16` check. The
+    /// kernels read and write half with core OpenCL functions, so the FP16 path runs on a
+    /// device without the extension (PoCL in CI), just not faster.
+    #[doc(hidden)]
+    pub fp16_unchecked: bool,
 }
 
 /// `[opencl] placement`: where the nodes with kernels run.
@@ -128,6 +133,7 @@ impl Default for OpenclConfig {
             fusion: true,
             placement: PlacementMode::Device,
             fp16: false,
+            fp16_unchecked: false,
         }
     }
 }
@@ -188,7 +194,7 @@ impl OpenclEngine {
         // not thread-safe: loads take turns (runs do not).
         let _turn = LOAD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let dev = device::select(cfg.device, cfg.platform.as_deref()).map_err(load_err)?;
-        if cfg.fp16 {
+        if cfg.fp16 && !cfg.fp16_unchecked {
             check_fp16(&dev).map_err(load_err)?;
         }
         let mut g = Graph::load(path).map_err(load_err)?;
@@ -616,14 +622,9 @@ fn upload_slice(context: &Context, data: &[f32]) -> Result<Buffer<f32>, String> 
 }
 
 /// `[opencl] precision = "fp16"` needs `cl_khr_fp16` (devices where half storage pays).
-/// `SCORIA_OPENCL_FP16_WITHOUT_EXTENSION=1` skips the check: the kernels read and write half
-/// with core OpenCL functions, so the FP16 path can be tested on a device without the
-/// extension (PoCL in CI); it is not faster there.
 fn check_fp16(dev: &device::Selected) -> Result<(), String> {
     let ext = dev.device.extensions().unwrap_or_default();
-    if ext.split_whitespace().any(|e| e == "cl_khr_fp16")
-        || std::env::var_os("SCORIA_OPENCL_FP16_WITHOUT_EXTENSION").is_some_and(|v| v == "1")
-    {
+    if ext.split_whitespace().any(|e| e == "cl_khr_fp16") {
         return Ok(());
     }
     Err(format!(

@@ -243,8 +243,8 @@ fn gemm_tile_variants_match_the_host() {
 }
 
 /// `precision = "fp16"` (half Conv weights and columns, FP32 accumulation) on PoCL, which
-/// lacks cl_khr_fp16: the check is skipped by `SCORIA_OPENCL_FP16_WITHOUT_EXTENSION=1` (the
-/// kernels use core half loads and stores). lenet and resnet against FP32 on the same
+/// lacks cl_khr_fp16: the check is skipped by the test-only `fp16_unchecked` (the kernels use
+/// core half loads and stores). lenet and resnet against FP32 on the same
 /// device, within the FP16 tolerance `|a - b| <= 5e-3 * (1 + max |b|)` (measured: 6.6e-4 on
 /// lenet, 5.0e-4 on resnet, outputs of magnitude 1.6 and 1.3); the Conv nodes
 /// really take the half path (their weights are half constants).
@@ -253,7 +253,6 @@ fn fp16_storage_is_within_its_tolerance_of_fp32() {
     use super::{OpenclConfig, OpenclEngine};
     use crate::engine::{Engine, LoadOptions};
     use crate::tensor::{Tensor, TensorData};
-    std::env::set_var("SCORIA_OPENCL_FP16_WITHOUT_EXTENSION", "1");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     for (model, shape) in [
         ("lenet", vec![2, 1, 28, 28]),
@@ -266,6 +265,7 @@ fn fp16_storage_is_within_its_tolerance_of_fp32() {
                 &LoadOptions {
                     opencl: OpenclConfig {
                         fp16,
+                        fp16_unchecked: fp16,
                         ..OpenclConfig::default()
                     },
                     ..LoadOptions::default()

@@ -238,6 +238,7 @@ fn opencl_table() {
             fusion: true,
             placement: PlacementMode::Auto,
             fp16: true,
+            fp16_unchecked: false,
         }
     );
     for (text, key) in [
