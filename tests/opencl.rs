@@ -781,7 +781,8 @@ fn clip_min_above_max_and_training_batchnorm() {
 /// Chains fused into the kernel that produces them (Conv+Relu, Conv+Add+Relu, Conv+Clip,
 /// Conv+broadcast Add+Relu, Gemm+Sigmoid) give what the unfused kernels give
 /// (`[opencl] fusion = false`) and what tract gives; a value that is also a model output is
-/// not fused away (Gemm -> Tanh where the Gemm's output is an output).
+/// not fused away (Gemm -> Tanh where the Gemm's output is an output). With
+/// `precision = "fp16"` the same chains stay within FP16's tolerance.
 #[test]
 fn fused_chains_equal_the_unfused_kernels() {
     use scoria::engine::opencl::OpenclEngine;
@@ -806,6 +807,18 @@ fn fused_chains_equal_the_unfused_kernels() {
         .unwrap_or_else(|e| panic!("fusion = {fusion}: {e}"))
     };
     let (fused, unfused) = (load(true), load(false));
+    // FP16 storage on the same chains (the cl_khr_fp16 check skipped: PoCL lacks it).
+    let half = OpenclEngine::load(
+        &path,
+        &opencl(OpenclConfig {
+            fallback: false,
+            fp16: true,
+            fp16_unchecked: true,
+            ..OpenclConfig::default()
+        }),
+    )
+    .unwrap();
+    assert_eq!(half.half_constants(), 4, "every Conv's weights in half");
     // 17 nodes; fused away: r1, the Add a1 and r2, k3, a4 and r4, sig.
     assert_eq!(unfused.device_kernels(), 17);
     assert_eq!(fused.device_kernels(), 17 - 7);
@@ -816,8 +829,20 @@ fn fused_chains_equal_the_unfused_kernels() {
         let t = Tensor::new(shape.to_vec(), TensorData::F32(data)).unwrap();
         let f = fused.run(vec![t.clone()]).unwrap();
         let u = unfused.run(vec![t.clone()]).unwrap();
+        let h = half.run(vec![t.clone()]).unwrap();
         let w = tract.run(vec![t]).unwrap();
         assert_eq!(f.len(), 3);
+        // FP16's tolerance: |a - b| <= 5e-3 * (1 + max |b|) per output.
+        for (h, u) in h.iter().zip(&u) {
+            let (hv, uv) = (as_f64(h), as_f64(u));
+            let scale = uv.iter().fold(0f64, |m, x| m.max(x.abs()));
+            for (a, b) in hv.iter().zip(&uv) {
+                assert!(
+                    (a - b).abs() <= 5e-3 * (1.0 + scale),
+                    "fp16 {a} vs fp32 {b}"
+                );
+            }
+        }
         for ((f, u), w) in f.iter().zip(&u).zip(&w) {
             assert_eq!(f.shape(), u.shape());
             // Same products summed in the same order: equal within rounding of the epilogue.
