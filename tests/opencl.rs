@@ -461,6 +461,49 @@ fn prebuilt_binary_loads_and_a_foreign_one_is_refused() {
     }
 }
 
+/// A program binary built for the previous kernel ABI (the direct-convolution kernels, no
+/// `abi` / `gemm_tile` / `im2col`) is refused at load in one line naming the missing kernel.
+#[test]
+fn a_binary_of_the_old_kernel_abi_names_the_missing_kernel() {
+    use opencl3::context::Context;
+    use opencl3::device::{get_all_devices, Device, CL_DEVICE_TYPE_ALL};
+    use opencl3::program::Program;
+    let old: String = ["conv", "gemm", "elementwise", "pool"]
+        .iter()
+        .map(|f| std::fs::read_to_string(root().join(format!("targets/opencl/{f}.cl"))).unwrap())
+        .collect();
+    let id = *get_all_devices(CL_DEVICE_TYPE_ALL)
+        .expect("an OpenCL device")
+        .first()
+        .expect("an OpenCL device");
+    let context = Context::from_device(&Device::new(id)).unwrap();
+    let program = Program::create_and_build_from_source(&context, &old, "-cl-std=CL1.2")
+        .expect("the old kernels build");
+    let bin = program.get_binaries().unwrap().remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kernels.bin");
+    std::fs::write(&path, &bin).unwrap();
+    let err = engine::load(
+        Backend::Opencl,
+        &model_path("lenet"),
+        &opencl(OpenclConfig {
+            binary: Some(path),
+            ..OpenclConfig::default()
+        }),
+    )
+    .err()
+    .expect("an old-ABI binary must not load")
+    .to_string();
+    assert!(
+        err.contains("kernels.bin")
+            && err.contains("no kernel 'abi'")
+            && err.contains("gemm_tile")
+            && err.contains("older kernel ABI")
+            && !err.contains('\n'),
+        "{err}"
+    );
+}
+
 /// With no OpenCL platform installed, asking for the backend fails in one line.
 #[test]
 fn no_platform_is_one_line() {
@@ -612,11 +655,17 @@ fn program_binaries_are_cached_per_device_and_source() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let files = entries();
-    assert_eq!(files.len(), 1, "{files:?}");
+    // The program binary and, next to it, the work-group autotune's choice (e.g. "8x4").
+    let mut files = entries();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
     let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
     assert!(name.len() == 64 + 4 && name.ends_with(".bin"), "{name}");
     assert!(std::fs::metadata(&files[0]).unwrap().len() > 0);
+    assert_eq!(files[1], files[0].with_extension("tune"));
+    let tune = std::fs::read_to_string(&files[1]).unwrap();
+    let (x, y) = tune.trim().split_once('x').expect("LXxLY");
+    assert!(x.parse::<usize>().unwrap() >= 1 && y.parse::<usize>().unwrap() >= 1);
 
     std::fs::write(&files[0], b"not a program binary").unwrap();
     let out = run_cli(repo.path(), &args, &env);
@@ -727,4 +776,167 @@ fn clip_min_above_max_and_training_batchnorm() {
     let out = ort.run(vec![x]).unwrap();
     assert_eq!(out.len(), 3);
     assert_eq!(out[0].shape(), &[2, 3, 2, 2]);
+}
+
+/// Chains fused into the kernel that produces them (Conv+Relu, Conv+Add+Relu, Conv+Clip,
+/// Conv+broadcast Add+Relu, Gemm+Sigmoid) give what the unfused kernels give
+/// (`[opencl] fusion = false`) and what tract gives; a value that is also a model output is
+/// not fused away (Gemm -> Tanh where the Gemm's output is an output). With
+/// `precision = "fp16"` the same chains stay within FP16's tolerance.
+#[test]
+fn fused_chains_equal_the_unfused_kernels() {
+    use scoria::engine::opencl::OpenclEngine;
+    use scoria::engine::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fused.onnx");
+    let status = std::process::Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("tests/opencl/make_fused.py"))
+        .arg(&path)
+        .status()
+        .expect("run .venv/bin/python");
+    assert!(status.success(), "make_fused.py failed");
+    let load = |fusion: bool| {
+        OpenclEngine::load(
+            &path,
+            &opencl(OpenclConfig {
+                fallback: false,
+                fusion,
+                ..OpenclConfig::default()
+            }),
+        )
+        .unwrap_or_else(|e| panic!("fusion = {fusion}: {e}"))
+    };
+    let (fused, unfused) = (load(true), load(false));
+    // FP16 storage on the same chains (the cl_khr_fp16 check skipped: PoCL lacks it).
+    let half = OpenclEngine::load(
+        &path,
+        &opencl(OpenclConfig {
+            fallback: false,
+            fp16: true,
+            fp16_unchecked: true,
+            ..OpenclConfig::default()
+        }),
+    )
+    .unwrap();
+    assert_eq!(half.half_constants(), 4, "every Conv's weights in half");
+    // 17 nodes; fused away: r1, the Add a1 and r2, k3, a4 and r4, sig.
+    assert_eq!(unfused.device_kernels(), 17);
+    assert_eq!(fused.device_kernels(), 17 - 7);
+    let tract = engine::load(Backend::Tract, &path, &LoadOptions::default()).unwrap();
+    for batch in [1usize, 3] {
+        let shape = [batch, 3, 11, 11];
+        let data: Vec<f32> = pattern(&shape, 5).iter().map(|x| x * 2.0 - 1.0).collect();
+        let t = Tensor::new(shape.to_vec(), TensorData::F32(data)).unwrap();
+        let f = fused.run(vec![t.clone()]).unwrap();
+        let u = unfused.run(vec![t.clone()]).unwrap();
+        let h = half.run(vec![t.clone()]).unwrap();
+        let w = tract.run(vec![t]).unwrap();
+        assert_eq!(f.len(), 3);
+        // FP16's tolerance: |a - b| <= 5e-3 * (1 + max |b|) per output.
+        for (h, u) in h.iter().zip(&u) {
+            let (hv, uv) = (as_f64(h), as_f64(u));
+            let scale = uv.iter().fold(0f64, |m, x| m.max(x.abs()));
+            for (a, b) in hv.iter().zip(&uv) {
+                assert!(
+                    (a - b).abs() <= 5e-3 * (1.0 + scale),
+                    "fp16 {a} vs fp32 {b}"
+                );
+            }
+        }
+        for ((f, u), w) in f.iter().zip(&u).zip(&w) {
+            assert_eq!(f.shape(), u.shape());
+            // Same products summed in the same order: equal within rounding of the epilogue.
+            let (fv, uv) = (as_f64(f), as_f64(u));
+            for (a, b) in fv.iter().zip(&uv) {
+                assert!(
+                    (a - b).abs() <= 1e-6 + 1e-5 * b.abs(),
+                    "fused {a} vs unfused {b}"
+                );
+            }
+            close(&fv, &as_f64(w), "fused vs tract");
+        }
+    }
+}
+
+/// `placement = "auto"`: digits (4.7 K multiply-adds per sample) stays on the CPU, resnet
+/// (483 M) goes to the device; the placement is reported as for `device`.
+#[test]
+fn placement_auto_keeps_small_models_on_the_cpu() {
+    use scoria::engine::opencl::PlacementMode;
+    let auto = || {
+        opencl(OpenclConfig {
+            placement: PlacementMode::Auto,
+            ..OpenclConfig::default()
+        })
+    };
+    let digits = engine::load(Backend::Opencl, &model_path("digits"), &auto()).unwrap();
+    let p = digits.placement().expect("placement");
+    assert_eq!(p.nodes_on_device, 0, "{}", p.summary());
+    assert!(p.nodes_on_cpu >= 5, "{}", p.summary());
+    assert!(p.summary().starts_with("cpu: "), "{}", p.summary());
+    let shape = [2usize, 64];
+    let data = pattern(&shape, 4);
+    let t = Tensor::new(shape.to_vec(), TensorData::F32(data.clone())).unwrap();
+    close(
+        &as_f64(&digits.run(vec![t]).unwrap()[0]),
+        &as_f64(&tract_outputs("digits", &shape, &data)[0]),
+        "digits on auto",
+    );
+    let resnet = engine::load(Backend::Opencl, &model_path("resnet"), &auto()).unwrap();
+    let p = resnet.placement().expect("placement");
+    assert_eq!(p.nodes_on_cpu, 0, "{}", p.summary());
+    assert!(p.nodes_on_device > 20, "{}", p.summary());
+    // The default places every node with a kernel on the device, digits too.
+    let p = engine::load(
+        Backend::Opencl,
+        &model_path("digits"),
+        &opencl(OpenclConfig::default()),
+    )
+    .unwrap()
+    .placement()
+    .expect("placement");
+    assert!(p.nodes_on_device >= 4, "{}", p.summary());
+}
+
+/// Intermediate buffers are reused across the nodes of a run (liveness): a ResNet run (24
+/// kernel steps, most of them Conv with an im2col buffer each: 44 buffers without reuse)
+/// takes about half as many device buffers as it has steps (13 on PoCL), and a second run
+/// takes no new one.
+#[test]
+fn intermediate_buffers_are_reused_within_a_run() {
+    use scoria::engine::opencl::OpenclEngine;
+    use scoria::engine::Engine;
+    let e = OpenclEngine::load(&model_path("resnet"), &opencl(OpenclConfig::default())).unwrap();
+    let shape = [1usize, 3, 224, 224];
+    let t = Tensor::new(shape.to_vec(), TensorData::F32(pattern(&shape, 2))).unwrap();
+    e.run(vec![t.clone()]).unwrap();
+    let after_one = e.pooled_buffers();
+    assert!(
+        after_one * 3 < e.device_kernels() * 2,
+        "{after_one} buffers for {} kernel steps",
+        e.device_kernels()
+    );
+    e.run(vec![t]).unwrap();
+    assert_eq!(e.pooled_buffers(), after_one);
+}
+
+/// `precision = "fp16"` on a device without cl_khr_fp16 (PoCL) is a one-line load error
+/// naming the extension and the device.
+#[test]
+fn fp16_without_the_extension_is_a_load_error_naming_it() {
+    let err = engine::load(
+        Backend::Opencl,
+        &model_path("lenet"),
+        &opencl(OpenclConfig {
+            fp16: true,
+            ..OpenclConfig::default()
+        }),
+    )
+    .err()
+    .expect("fp16 must not load without cl_khr_fp16")
+    .to_string();
+    assert!(
+        err.contains("cl_khr_fp16") && err.contains("precision") && !err.contains('\n'),
+        "{err}"
+    );
 }

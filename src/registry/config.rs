@@ -4,7 +4,7 @@
 //! is silently ignored.
 
 use super::RegistryError;
-use crate::engine::opencl::{device::DeviceKind, CpuBackend, OpenclConfig};
+use crate::engine::opencl::{device::DeviceKind, CpuBackend, OpenclConfig, PlacementMode};
 use crate::engine::{Backend, GraphOptimizationLevel, OrtConfig, TensorOverride};
 use crate::tensor::DataType;
 use serde::Deserialize;
@@ -465,6 +465,9 @@ struct RawOpencl {
     fallback: Option<bool>,
     binary: Option<String>,
     cpu_backend: Option<String>,
+    fusion: Option<bool>,
+    placement: Option<String>,
+    precision: Option<String>,
 }
 
 /// Checks an `[opencl]` table; `binary` is relative to the folder of `config.toml`. The
@@ -501,12 +504,35 @@ fn parse_opencl(raw: RawOpencl, config: &Path) -> Result<OpenclConfig, (String, 
             )
         })?,
     };
+    let placement = match raw.placement {
+        None => PlacementMode::default(),
+        Some(p) => PlacementMode::from_name(&p).ok_or_else(|| {
+            (
+                "opencl.placement".to_string(),
+                format!("unknown placement '{p}' (one of: device, auto)"),
+            )
+        })?,
+    };
+    let fp16 = match raw.precision.as_deref() {
+        None | Some("fp32") => false,
+        Some("fp16") => true,
+        Some(p) => {
+            return Err((
+                "opencl.precision".to_string(),
+                format!("unknown precision '{p}' (one of: fp32, fp16)"),
+            ))
+        }
+    };
     Ok(OpenclConfig {
         device,
         platform: raw.platform,
         fallback: raw.fallback.unwrap_or(true),
         binary,
         cpu_backend,
+        fusion: raw.fusion.unwrap_or(true),
+        placement,
+        fp16,
+        fp16_unchecked: false,
     })
 }
 

@@ -1,12 +1,14 @@
 //! Device tensors and the per-instance buffer pool.
 //!
-//! Buffers are pooled by size and handed back after each run, so steady-state requests of
-//! one shape allocate nothing on the device. Constants (weights) live in their own buffers
+//! Buffers are pooled by size and handed back as soon as the last step that reads their value
+//! has been enqueued (liveness, computed at load) or, for the rest, after the run: a run
+//! reuses buffers across its nodes, and steady-state requests of one shape allocate nothing
+//! on the device. Constants (weights) live in their own buffers
 //! for the engine's lifetime.
 
 use opencl3::context::Context;
 use opencl3::memory::{Buffer, CL_MEM_READ_WRITE};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ptr;
 use std::rc::Rc;
 
@@ -39,9 +41,9 @@ impl DevTensor<'_> {
     }
 }
 
-/// Free buffers by element count.
+/// Free buffers by element count (capacity).
 pub struct Pool {
-    free: HashMap<usize, Vec<Buffer<f32>>>,
+    free: BTreeMap<usize, Vec<Buffer<f32>>>,
     /// The device's largest single allocation (CL_DEVICE_MAX_MEM_ALLOC_SIZE), in bytes.
     max_alloc: u64,
 }
@@ -49,13 +51,14 @@ pub struct Pool {
 impl Pool {
     pub fn new(max_alloc: u64) -> Pool {
         Pool {
-            free: HashMap::new(),
+            free: BTreeMap::new(),
             max_alloc,
         }
     }
 
-    /// A buffer of at least `len` elements (OpenCL has no empty buffers).
-    pub fn take(&mut self, context: &Context, len: usize) -> Result<Buffer<f32>, String> {
+    /// A buffer of at least `len` elements (OpenCL has no empty buffers) and its capacity:
+    /// the smallest free one of at most twice that, else a new one.
+    pub fn take(&mut self, context: &Context, len: usize) -> Result<(usize, Buffer<f32>), String> {
         let len = len.max(1);
         let bytes = len as u64 * 4;
         if bytes > self.max_alloc {
@@ -64,18 +67,27 @@ impl Pool {
                 self.max_alloc
             ));
         }
-        if let Some(b) = self.free.get_mut(&len).and_then(Vec::pop) {
-            return Ok(b);
+        let fit = self
+            .free
+            .range_mut(len..=len.saturating_mul(2))
+            .find_map(|(&cap, v)| v.pop().map(|b| (cap, b)));
+        if let Some(found) = fit {
+            return Ok(found);
         }
         // SAFETY: no host pointer is passed.
-        unsafe { Buffer::<f32>::create(context, CL_MEM_READ_WRITE, len, ptr::null_mut()) }.map_err(
-            |e| {
+        unsafe { Buffer::<f32>::create(context, CL_MEM_READ_WRITE, len, ptr::null_mut()) }
+            .map(|b| (len, b))
+            .map_err(|e| {
                 format!(
                     "the OpenCL device could not allocate {} bytes ({e}): out of device memory?",
                     len * 4
                 )
-            },
-        )
+            })
+    }
+
+    /// How many free buffers the pool holds.
+    pub fn buffers(&self) -> usize {
+        self.free.values().map(Vec::len).sum()
     }
 
     /// Returns the run's buffers that nothing holds any more.

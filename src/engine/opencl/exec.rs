@@ -2,8 +2,9 @@
 //! between requests), kernels enqueued on the instance's in-order queue.
 
 use super::buffers::{Buf, DevTensor, Pool};
-use super::ops::Op;
+use super::ops::{Act, Op};
 use super::shapes::{axis_index, bcast_strides, broadcast, reshape};
+use super::tiling::Tiling;
 use opencl3::command_queue::CommandQueue;
 use opencl3::context::Context;
 use opencl3::kernel::Kernel;
@@ -28,6 +29,12 @@ impl Kernels {
         }
         Ok(Kernels { by_name })
     }
+
+    pub fn get(&self, name: &str) -> Result<&Kernel, String> {
+        self.by_name
+            .get(name)
+            .ok_or_else(|| format!("kernel '{name}' is missing (this is a bug)"))
+    }
 }
 
 /// A kernel argument.
@@ -45,12 +52,14 @@ pub struct Ctx<'r> {
     pub queue: &'r CommandQueue,
     pub kernels: &'r Kernels,
     pub pool: &'r mut Pool,
-    /// Every pooled buffer this run took, to give back at the end.
+    /// Every pooled buffer this run took (with its capacity), to give back at the end.
     pub used: Vec<(usize, Rc<Buffer<f32>>)>,
     /// Metadata buffers of this run's kernels, kept until the run has finished.
     pub meta: Vec<Buffer<i32>>,
     /// A one-element buffer passed where a kernel's optional operand is absent.
     pub dummy: &'r Buffer<f32>,
+    /// The tiled GEMM's parameters for this program and device.
+    pub tiling: Tiling,
 }
 
 pub(super) fn int(v: usize) -> Result<i32, String> {
@@ -61,12 +70,32 @@ impl<'r> Ctx<'r> {
     pub fn alloc<'a>(&mut self, shape: Vec<usize>) -> Result<DevTensor<'a>, String> {
         let len: usize = shape.iter().product();
         int(len)?;
-        let b = Rc::new(self.pool.take(self.context, len)?);
-        self.used.push((len, Rc::clone(&b)));
+        let (cap, b) = self.pool.take(self.context, len)?;
+        let b = Rc::new(b);
+        self.used.push((cap, Rc::clone(&b)));
         Ok(DevTensor {
             buf: Buf::Pool(b),
             shape,
         })
+    }
+
+    /// Hands `t`'s buffer back to the pool for the rest of the run when nothing else holds
+    /// it (a Reshape or Flatten of it may still be alive); kernels enqueued later may then
+    /// write it, which the in-order queue runs after every earlier reader.
+    pub fn recycle(&mut self, t: DevTensor) {
+        let Buf::Pool(rc) = t.buf else {
+            return;
+        };
+        // This tensor's and the run's own reference.
+        if Rc::strong_count(&rc) != 2 {
+            return;
+        }
+        let Some(at) = self.used.iter().position(|(_, b)| Rc::ptr_eq(b, &rc)) else {
+            return;
+        };
+        let (len, b) = self.used.swap_remove(at);
+        drop(rc);
+        self.pool.give_back(vec![(len, b)]);
     }
 
     /// A pooled buffer holding a copy of `data` (a blocking write).
@@ -79,7 +108,7 @@ impl<'r> Ctx<'r> {
             ));
         }
         int(len)?;
-        let mut b = self.pool.take(self.context, len)?;
+        let (cap, mut b) = self.pool.take(self.context, len)?;
         if !data.is_empty() {
             // SAFETY: blocking write from a live slice no larger than the buffer.
             unsafe {
@@ -89,7 +118,7 @@ impl<'r> Ctx<'r> {
             .map_err(|e| format!("OpenCL: writing {} bytes to the device: {e}", len * 4))?;
         }
         let b = Rc::new(b);
-        self.used.push((len, Rc::clone(&b)));
+        self.used.push((cap, Rc::clone(&b)));
         Ok(DevTensor {
             buf: Buf::Pool(b),
             shape,
@@ -106,11 +135,7 @@ impl<'r> Ctx<'r> {
         if global.contains(&0) {
             return Ok(());
         }
-        let k = self
-            .kernels
-            .by_name
-            .get(name)
-            .ok_or_else(|| format!("kernel '{name}' is missing (this is a bug)"))?;
+        let k = self.kernels.get(name)?;
         for (i, a) in args.iter().enumerate() {
             let i = i as u32;
             // SAFETY: each argument matches the kernel's declared parameter type and size.
@@ -163,15 +188,26 @@ impl<'r> Ctx<'r> {
                 .ok_or_else(|| format!("input {i} is missing"))
         };
         match op {
-            Op::Conv { win, group, relu } => {
+            Op::Conv {
+                win,
+                group,
+                act,
+                wt,
+                residual,
+                half,
+            } => {
                 let w = input(1)?;
+                let res = if *residual { Some(input(3)?) } else { None };
                 self.conv(
                     x,
                     w,
                     inputs.get(2).and_then(Option::as_ref),
+                    res,
                     win,
                     *group,
-                    *relu,
+                    *act,
+                    *wt,
+                    *half,
                 )
             }
             Op::Gemm {
@@ -179,11 +215,11 @@ impl<'r> Ctx<'r> {
                 beta,
                 trans_a,
                 trans_b,
-                relu,
+                act,
             } => {
                 let b = input(1)?;
                 let c = inputs.get(2).and_then(Option::as_ref);
-                self.gemm(x, b, c, *alpha, *beta, *trans_a, *trans_b, *relu)
+                self.gemm(x, b, c, *alpha, *beta, *trans_a, *trans_b, *act)
             }
             Op::MatMul => self.matmul(x, input(1)?),
             Op::Binary { code, relu } => self.binary(x, input(1)?, *code, *relu),
@@ -325,7 +361,45 @@ impl<'r> Ctx<'r> {
         }
     }
 
-    fn binary<'a>(
+    /// `act(y + res)` by the elementwise kernels, for the paths whose kernel does not fuse them.
+    pub(super) fn finish<'a>(
+        &mut self,
+        y: DevTensor<'a>,
+        res: Option<&DevTensor<'a>>,
+        act: Act,
+    ) -> Result<DevTensor<'a>, String> {
+        let (y, act) = match res {
+            Some(r) => {
+                let relu = act == Act::Relu;
+                let s = self.binary(&y, r, 0, relu)?;
+                self.recycle(y);
+                (s, if relu { Act::None } else { act })
+            }
+            None => (y, act),
+        };
+        let Some(code) = act.unary_code() else {
+            return Ok(y);
+        };
+        let (lo, hi) = act.bounds();
+        let out = self.alloc(y.shape.clone())?;
+        self.launch(
+            "unary",
+            &[
+                Arg::B(y.buf.get()),
+                Arg::B(out.buf.get()),
+                Arg::I(int(y.len())?),
+                Arg::I(code),
+                Arg::F(lo),
+                Arg::F(hi),
+            ],
+            &[y.len()],
+            None,
+        )?;
+        self.recycle(y);
+        Ok(out)
+    }
+
+    pub(super) fn binary<'a>(
         &mut self,
         a: &DevTensor<'a>,
         b: &DevTensor<'a>,

@@ -25,6 +25,8 @@ pub struct Graph {
     pub opset: i64,
     /// Known element types (ONNX codes) by value name.
     pub types: HashMap<String, i32>,
+    /// Shapes tract's inference finds, by value name (`None`: a symbolic dimension).
+    pub shapes: HashMap<String, Vec<Option<usize>>>,
 }
 
 impl Graph {
@@ -75,7 +77,8 @@ impl Graph {
                 types.insert(v.name.clone(), t);
             }
         }
-        infer_types(&proto, &mut types);
+        let mut shapes = HashMap::new();
+        infer_types(&proto, &mut types, &mut shapes);
         let opset = proto
             .opset_import
             .iter()
@@ -88,6 +91,7 @@ impl Graph {
             outputs: g.output,
             opset,
             types,
+            shapes,
             proto,
         })
     }
@@ -119,10 +123,14 @@ pub fn elements<T: Datum + Clone>(t: &TractTensor) -> Option<Cow<'_, [T]>> {
     Some(Cow::Owned(view.iter().cloned().collect()))
 }
 
-/// Adds the element types tract's inference finds (for values the model does not declare,
+/// Adds the element types (and shapes) tract's inference finds (for values the model does not declare,
 /// such as the outputs of nodes that run on the CPU). Best effort: what it cannot type stays
 /// unknown, and unknown inputs keep a node off the device.
-fn infer_types(proto: &ModelProto, types: &mut HashMap<String, i32>) {
+fn infer_types(
+    proto: &ModelProto,
+    types: &mut HashMap<String, i32>,
+    shapes: &mut HashMap<String, Vec<Option<usize>>>,
+) {
     use tract_onnx::prelude::{InferenceModelExt, OutletId};
     use tract_onnx::tract_hir::infer::Factoid;
     let Ok(mut model) = tract_onnx::onnx().model_for_proto_model(proto) else {
@@ -138,6 +146,18 @@ fn infer_types(proto: &ModelProto, types: &mut HashMap<String, i32>) {
             };
             if let Some(code) = fact.datum_type.concretize().and_then(onnx_type) {
                 types.entry(label.to_string()).or_insert(code);
+            }
+            if !fact.shape.is_open() {
+                let dims = fact
+                    .shape
+                    .dims()
+                    .map(|d| {
+                        d.concretize()
+                            .and_then(|d| d.as_i64())
+                            .and_then(|d| usize::try_from(d).ok())
+                    })
+                    .collect();
+                shapes.insert(label.to_string(), dims);
             }
         }
     }

@@ -1,9 +1,35 @@
-//! Gemm and MatMul: the tiled `gemm` kernel (or `gemm_rows` for few rows), one launch per
-//! matrix of a MatMul batch.
+//! Gemm and MatMul on the register-blocked `gemm_tile` kernel (also Conv's engine); a Gemm
+//! whose B is a transposed run-time value takes the older `gemm` / `gemm_rows` kernels.
 
 use super::buffers::DevTensor;
 use super::exec::{int, Arg, Ctx};
+use super::ops::Act;
 use super::shapes::{bcast_strides, bias_strides, broadcast};
+
+/// One `gemm_tile` launch: C = act(alpha * A' B + beta * bias + res) for `batch` matrices.
+pub(super) struct Tile<'t, 'a> {
+    pub a: &'t DevTensor<'a>,
+    pub b: &'t DevTensor<'a>,
+    pub bias: Option<&'t DevTensor<'a>>,
+    pub res: Option<&'t DevTensor<'a>>,
+    pub c: &'t DevTensor<'a>,
+    /// M, N, K
+    pub mnk: [usize; 3],
+    /// A' element (m, k) at off + img * bs + m * rs + k * cs: [off, rs, cs, bs]
+    pub a_layout: [usize; 4],
+    /// B element (k, n) at off + img * bs + k * ldb + n: [off, ldb, bs]
+    pub b_layout: [usize; 3],
+    /// C element (m, n) at off + img * bs + m * N + n: [off, bs]
+    pub c_layout: [usize; 2],
+    pub batch: usize,
+    pub alpha: f32,
+    pub beta: f32,
+    /// bias element (m, n) at m * rs + n * cs (cs 0 or 1)
+    pub bias_strides: [usize; 2],
+    pub act: Act,
+    /// A Relu turns NaN into 0 (as tract's Conv with a fused Relu).
+    pub nan_to_zero: bool,
+}
 
 impl Ctx<'_> {
     #[allow(clippy::too_many_arguments)]
@@ -16,7 +42,7 @@ impl Ctx<'_> {
         beta: f32,
         trans_a: bool,
         trans_b: bool,
-        relu: bool,
+        act: Act,
     ) -> Result<DevTensor<'a>, String> {
         let (&[ar, ac], &[br, bc]) = (a.shape.as_slice(), b.shape.as_slice()) else {
             return Err(format!(
@@ -36,6 +62,27 @@ impl Ctx<'_> {
             })?,
         };
         let y = self.alloc(vec![m, n])?;
+        if !trans_b {
+            self.gemm_tile(&Tile {
+                a,
+                b,
+                bias: c,
+                res: None,
+                c: &y,
+                mnk: [m, n, k],
+                a_layout: if trans_a { [0, 1, m, 0] } else { [0, k, 1, 0] },
+                b_layout: [0, n, 0],
+                c_layout: [0, 0],
+                batch: 1,
+                alpha,
+                beta,
+                bias_strides: [rs, cs],
+                act,
+                nan_to_zero: false,
+            })?;
+            return Ok(y);
+        }
+        let relu = act == Act::Relu;
         self.gemm_launch(
             a,
             b,
@@ -49,7 +96,64 @@ impl Ctx<'_> {
             [rs, cs],
             relu,
         )?;
-        Ok(y)
+        if relu {
+            return Ok(y);
+        }
+        self.finish(y, None, act)
+    }
+
+    /// Launches `gemm_tile` for `t` with this program's register blocks and work-group size.
+    pub(super) fn gemm_tile(&self, t: &Tile) -> Result<(), String> {
+        self.gemm_tile_kernel("gemm_tile", t)
+    }
+
+    /// `gemm_tile` or its half-storage twin `gemm_tile_h` (same arguments).
+    pub(super) fn gemm_tile_kernel(&self, kernel: &str, t: &Tile) -> Result<(), String> {
+        let [m, n, k] = t.mnk;
+        let tl = self.tiling;
+        let i = int;
+        let (lo, hi) = t.act.bounds();
+        let wg = if kernel == "gemm_tile_h" && tl.local {
+            // The half variant has no local-memory tiles: any work-group fits it.
+            [tl.wg[0].min(8), tl.wg[1].min(8)]
+        } else {
+            tl.wg
+        };
+        let gx = n.div_ceil(tl.rn).div_ceil(wg[0]) * wg[0];
+        let gy = m.div_ceil(tl.rm).div_ceil(wg[1]) * wg[1];
+        self.launch(
+            kernel,
+            &[
+                Arg::B(t.a.buf.get()),
+                Arg::B(t.b.buf.get()),
+                Arg::B(t.bias.map_or(self.dummy, |b| b.buf.get())),
+                Arg::B(t.res.map_or(self.dummy, |r| r.buf.get())),
+                Arg::B(t.c.buf.get()),
+                Arg::I(i(m)?),
+                Arg::I(i(n)?),
+                Arg::I(i(k)?),
+                Arg::I(i(t.a_layout[0])?),
+                Arg::I(i(t.a_layout[1])?),
+                Arg::I(i(t.a_layout[2])?),
+                Arg::I(i(t.a_layout[3])?),
+                Arg::I(i(t.b_layout[0])?),
+                Arg::I(i(t.b_layout[1])?),
+                Arg::I(i(t.b_layout[2])?),
+                Arg::I(i(t.c_layout[0])?),
+                Arg::I(i(t.c_layout[1])?),
+                Arg::F(t.alpha),
+                Arg::F(t.beta),
+                Arg::I(i32::from(t.bias.is_some())),
+                Arg::I(i(t.bias_strides[0])?),
+                Arg::I(i(t.bias_strides[1])?),
+                Arg::I(i32::from(t.res.is_some())),
+                Arg::I(t.act.code(t.nan_to_zero)),
+                Arg::F(lo),
+                Arg::F(hi),
+            ],
+            &[gx, gy, t.batch],
+            Some(&[wg[0], wg[1], 1]),
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -150,6 +254,32 @@ impl Ctx<'_> {
         let astr = bcast_strides(abatch, &batch, m * k);
         let bstr = bcast_strides(bbatch, &batch, k * n);
         let count: usize = batch.iter().product();
+        let tile = |ao: usize, bo: usize, co: usize, abs: usize, bbs: usize, imgs: usize| Tile {
+            a,
+            b,
+            bias: None,
+            res: None,
+            c: &y,
+            mnk: [m, n, k],
+            a_layout: [ao, k, 1, abs],
+            b_layout: [bo, n, bbs],
+            c_layout: [co, m * n],
+            batch: imgs,
+            alpha: 1.0,
+            beta: 0.0,
+            bias_strides: [0, 0],
+            act: Act::None,
+            nan_to_zero: false,
+        };
+        if batch.len() <= 1 {
+            // One launch: the batch is the kernel's third dimension.
+            let (abs, bbs) = (
+                astr.first().copied().unwrap_or(0),
+                bstr.first().copied().unwrap_or(0),
+            );
+            self.gemm_tile(&tile(0, 0, 0, abs, bbs, count))?;
+            return Ok(y);
+        }
         for idx in 0..count {
             let (mut rem, mut ao, mut bo) = (idx, 0, 0);
             for d in (0..batch.len()).rev() {
@@ -158,19 +288,7 @@ impl Ctx<'_> {
                 ao += v * astr[d];
                 bo += v * bstr[d];
             }
-            self.gemm_launch(
-                a,
-                b,
-                None,
-                &y,
-                [m, n, k],
-                [false, false],
-                [ao, bo, idx * m * n],
-                1.0,
-                0.0,
-                [0, 0],
-                false,
-            )?;
+            self.gemm_tile(&tile(ao, bo, idx * m * n, 0, 0, 1))?;
         }
         Ok(y)
     }

@@ -15,12 +15,13 @@ mod exec;
 mod graph;
 mod matmul;
 mod ops;
-mod partition;
+pub mod partition;
 pub mod program;
 mod shapes;
 mod specs;
 #[cfg(test)]
 mod tests;
+mod tiling;
 
 use super::{Backend, Engine, EngineError, LoadOptions, Placement, TensorSpec};
 use crate::tensor::Tensor;
@@ -38,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tiling::default_wg;
 use tract_onnx::prelude::{IntoTValue, TValue, TVec, Tensor as TractTensor};
 
 /// Serialises engine loads (see [`OpenclEngine::load`]).
@@ -56,6 +58,38 @@ pub struct OpenclConfig {
     pub binary: Option<PathBuf>,
     /// The CPU engine that runs the CPU segments.
     pub cpu_backend: CpuBackend,
+    /// Fuse Add and activations into the kernels that produce their inputs.
+    pub fusion: bool,
+    /// `[opencl] placement`: `Auto` keeps small models on the CPU.
+    pub placement: PlacementMode,
+    /// `[opencl] precision`: `fp16` stores Conv weights and columns as half.
+    pub fp16: bool,
+    /// Tests only (not a `config.toml` key): FP16 without the `cl_khr_fp16` check. The
+    /// kernels read and write half with core OpenCL functions, so the FP16 path runs on a
+    /// device without the extension (PoCL in CI), just not faster.
+    #[doc(hidden)]
+    pub fp16_unchecked: bool,
+}
+
+/// `[opencl] placement`: where the nodes with kernels run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PlacementMode {
+    /// On the device (the default).
+    #[default]
+    Device,
+    /// On the device when the model's work per sample pays for a device round trip
+    /// ([`partition::AUTO_MIN_MACS`] multiply-adds), else all on the CPU.
+    Auto,
+}
+
+impl PlacementMode {
+    pub fn from_name(name: &str) -> Option<PlacementMode> {
+        match name {
+            "device" => Some(PlacementMode::Device),
+            "auto" => Some(PlacementMode::Auto),
+            _ => None,
+        }
+    }
 }
 
 /// `[opencl] cpu_backend`: what runs the nodes placed on the CPU.
@@ -96,6 +130,10 @@ impl Default for OpenclConfig {
             fallback: true,
             binary: None,
             cpu_backend: CpuBackend::Tract,
+            fusion: true,
+            placement: PlacementMode::Device,
+            fp16: false,
+            fp16_unchecked: false,
         }
     }
 }
@@ -122,6 +160,7 @@ impl TransferStats {
 struct RunState {
     kernels: Kernels,
     pool: Pool,
+    tiling: tiling::Tiling,
 }
 
 pub struct OpenclEngine {
@@ -131,6 +170,9 @@ pub struct OpenclEngine {
     dummy: Buffer<f32>,
     host_consts: HashMap<String, Arc<TractTensor>>,
     steps: Vec<Step>,
+    /// Per step, the values no later step (nor the caller) reads: their device buffers go
+    /// back to the pool for the rest of the run.
+    dead_after: Vec<Vec<String>>,
     queue: CommandQueue,
     context: Context,
     input_names: Vec<String>,
@@ -152,6 +194,9 @@ impl OpenclEngine {
         // not thread-safe: loads take turns (runs do not).
         let _turn = LOAD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let dev = device::select(cfg.device, cfg.platform.as_deref()).map_err(load_err)?;
+        if cfg.fp16 && !cfg.fp16_unchecked {
+            check_fp16(&dev).map_err(load_err)?;
+        }
         let mut g = Graph::load(path).map_err(load_err)?;
         let (inputs, outputs) = specs::specs(&g, options)?;
         let device_label = format!("{} ({})", dev.device_name, dev.platform_name);
@@ -159,15 +204,23 @@ impl OpenclEngine {
             CpuBackend::Tract => cpu::Runner::Tract,
             CpuBackend::Ort => cpu::Runner::Ort(&options.ort),
         };
-        let part =
-            partition::partition(&mut g, cfg.fallback, &device_label, cpu).map_err(load_err)?;
+        let part = partition::partition(
+            &mut g,
+            cfg.fallback,
+            cfg.fusion,
+            cfg.placement == PlacementMode::Auto,
+            cfg.fp16,
+            &device_label,
+            cpu,
+        )
+        .map_err(load_err)?;
         let context = Context::from_device(&dev.device).map_err(|e| {
             load_err(format!(
                 "OpenCL: creating a context on '{}': {e}",
                 dev.device_name
             ))
         })?;
-        let (program, origin) =
+        let (program, origin, tune_cache) =
             program::load(&context, &dev, cfg.binary.as_deref()).map_err(load_err)?;
         tracing::debug!("opencl: program {} for {device_label}", origin.name());
         let kernels = Kernels::create(&program).map_err(load_err)?;
@@ -175,6 +228,26 @@ impl OpenclEngine {
         let queue =
             unsafe { CommandQueue::create_with_properties(&context, dev.device.id(), 0, 0) }
                 .map_err(|e| load_err(format!("OpenCL: creating a command queue: {e}")))?;
+        let mut tiling = tiling::read(&context, &queue, &kernels).map_err(load_err)?;
+        let dummy = upload_slice(&context, &[0.0]).map_err(load_err)?;
+        let mut pool = Pool::new(dev.device.max_mem_alloc_size().unwrap_or(u64::MAX));
+        if !tiling.local {
+            let max_wg = dev.device.max_work_group_size().unwrap_or(1);
+            tiling.wg = default_wg(max_wg);
+            let mut ctx = Ctx {
+                context: &context,
+                queue: &queue,
+                kernels: &kernels,
+                pool: &mut pool,
+                used: Vec::new(),
+                meta: Vec::new(),
+                dummy: &dummy,
+                tiling,
+            };
+            tiling.wg =
+                tiling::choose_wg(&mut ctx, max_wg, tune_cache.as_deref(), tiling::TUNE_BUDGET);
+        }
+        tracing::debug!("opencl: tiling {tiling:?}");
 
         // Constants the device reads: upload once.
         let mut host_consts: HashMap<String, Arc<TractTensor>> = g
@@ -192,21 +265,27 @@ impl OpenclEngine {
                 };
                 for name in data {
                     if let (Some(t), false) = (host_consts.get(name), consts.contains_key(name)) {
-                        let buf = upload_const(&context, t).map_err(load_err)?;
+                        let buf = if name.ends_with("::f16") {
+                            upload_half(&context, t)
+                        } else {
+                            upload_const(&context, t)
+                        }
+                        .map_err(load_err)?;
                         consts.insert(name.clone(), buf);
                     }
                 }
             }
         }
-        let dummy = upload_slice(&context, &[0.0]).map_err(load_err)?;
         Ok(OpenclEngine {
             state: Mutex::new(RunState {
                 kernels,
-                pool: Pool::new(dev.device.max_mem_alloc_size().unwrap_or(u64::MAX)),
+                pool,
+                tiling,
             }),
             consts,
             dummy,
             host_consts,
+            dead_after: liveness(&part.steps, &g),
             steps: part.steps,
             queue,
             context,
@@ -219,6 +298,28 @@ impl OpenclEngine {
         })
     }
 
+    /// How many constants the device holds as half (`precision = "fp16"`).
+    pub fn half_constants(&self) -> usize {
+        self.consts.keys().filter(|k| k.ends_with("::f16")).count()
+    }
+
+    /// How many kernel steps a run enqueues (after folding and fusion).
+    pub fn device_kernels(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s, Step::Device { .. }))
+            .count()
+    }
+
+    /// How many device buffers the instance's pool holds (every buffer a run took, once the
+    /// run is over).
+    pub fn pooled_buffers(&self) -> usize {
+        self.state
+            .lock()
+            .map(|s| s.pool.buffers())
+            .unwrap_or_default()
+    }
+
     /// Host↔device transfer totals since load.
     pub fn transfers(&self) -> &TransferStats {
         &self.transfers
@@ -229,7 +330,11 @@ impl OpenclEngine {
             .state
             .lock()
             .map_err(|_| "the OpenCL instance's state is poisoned (this is a bug)")?;
-        let RunState { kernels, pool } = &mut *state;
+        let RunState {
+            kernels,
+            pool,
+            tiling,
+        } = &mut *state;
         let mut ctx = Ctx {
             context: &self.context,
             queue: &self.queue,
@@ -238,6 +343,7 @@ impl OpenclEngine {
             used: Vec::new(),
             meta: Vec::new(),
             dummy: &self.dummy,
+            tiling: *tiling,
         };
         let result = self.execute_in(&mut ctx, inputs);
         // Everything enqueued must finish before the buffers are reused.
@@ -256,7 +362,7 @@ impl OpenclEngine {
             let t = super::tract::to_tract(t).map_err(|e| format!("{e:#}"))?;
             values.insert(name.clone(), Value::host(t.into_tvalue()));
         }
-        for step in &self.steps {
+        for (step, dead) in self.steps.iter().zip(&self.dead_after) {
             match step {
                 Step::Device { op, inputs, output } => {
                     let data_only =
@@ -293,6 +399,16 @@ impl OpenclEngine {
                     for (name, v) in seg.outputs.iter().zip(outs) {
                         values.insert(name.clone(), Value::host(v));
                     }
+                }
+            }
+            // The queue is in order: a buffer taken again is written only after the
+            // kernels enqueued so far have read it.
+            for name in dead {
+                if let Some(Value {
+                    device: Some(d), ..
+                }) = values.remove(name)
+                {
+                    ctx.recycle(d);
                 }
             }
         }
@@ -443,6 +559,29 @@ impl OpenclEngine {
     }
 }
 
+/// For each step, the values it is the last to read (graph outputs and constants excepted).
+fn liveness(steps: &[Step], g: &Graph) -> Vec<Vec<String>> {
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (i, step) in steps.iter().enumerate() {
+        let reads: Vec<&String> = match step {
+            Step::Device { inputs, .. } => inputs.iter().collect(),
+            Step::Cpu(seg) => seg.inputs.iter().collect(),
+        };
+        for name in reads {
+            if !name.is_empty() {
+                last.insert(name, i);
+            }
+        }
+    }
+    let mut dead = vec![Vec::new(); steps.len()];
+    for (name, i) in last {
+        if !g.is_output(name) && !g.consts.contains_key(name) {
+            dead[i].push(name.to_string());
+        }
+    }
+    dead
+}
+
 /// A value during a run: on the host, on the device, or both once it has crossed.
 struct Value<'a> {
     host: Option<TValue>,
@@ -480,6 +619,41 @@ fn upload_slice(context: &Context, data: &[f32]) -> Result<Buffer<f32>, String> 
         )
     }
     .map_err(|e| format!("OpenCL: uploading weights ({} bytes): {e}", v.len() * 4))
+}
+
+/// `[opencl] precision = "fp16"` needs `cl_khr_fp16` (devices where half storage pays).
+fn check_fp16(dev: &device::Selected) -> Result<(), String> {
+    let ext = dev.device.extensions().unwrap_or_default();
+    if ext.split_whitespace().any(|e| e == "cl_khr_fp16") {
+        return Ok(());
+    }
+    Err(format!(
+        "[opencl] precision = \"fp16\" needs the cl_khr_fp16 extension, which device '{}' ({}) does not have; use precision = \"fp32\"",
+        dev.device_name, dev.platform_name
+    ))
+}
+
+/// A constant as half values, two to a `float` of the buffer.
+fn upload_half(context: &Context, t: &TractTensor) -> Result<Buffer<f32>, String> {
+    use tract_onnx::prelude::f16;
+    let data = graph::elements::<f32>(t).ok_or_else(|| {
+        format!(
+            "constant of type {:?} where the device reads FP32",
+            t.datum_type()
+        )
+    })?;
+    let mut bits: Vec<u16> = data.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
+    bits.resize(bits.len().div_ceil(2).max(1) * 2, 0);
+    // SAFETY: COPY_HOST_PTR reads `bits` (len / 2 floats' worth of bytes) during the call only.
+    unsafe {
+        Buffer::<f32>::create(
+            context,
+            CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+            bits.len() / 2,
+            bits.as_mut_ptr().cast(),
+        )
+    }
+    .map_err(|e| format!("OpenCL: uploading weights ({} bytes): {e}", bits.len() * 2))
 }
 
 fn upload_const(context: &Context, t: &TractTensor) -> Result<Buffer<f32>, String> {

@@ -51,19 +51,71 @@ pub struct Window {
     pub ceil: bool,
 }
 
+/// An activation fused into the kernel that produces its input (the epilogue of `gemm_tile`;
+/// the direct conv and untiled gemm kernels apply `Relu` themselves, the rest after them).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Act {
+    #[default]
+    None,
+    Relu,
+    Sigmoid,
+    Tanh,
+    Clip(f32, f32),
+}
+
+impl Act {
+    /// The `act` code of `gemm_tile` (Relu: 1 keeps NaN, `nan_to_zero` gives 5, fmax).
+    pub fn code(self, nan_to_zero: bool) -> i32 {
+        match self {
+            Act::None => 0,
+            Act::Relu if nan_to_zero => 5,
+            Act::Relu => 1,
+            Act::Sigmoid => 2,
+            Act::Tanh => 3,
+            Act::Clip(..) => 4,
+        }
+    }
+
+    pub fn bounds(self) -> (f32, f32) {
+        match self {
+            Act::Clip(lo, hi) => (lo, hi),
+            _ => (0.0, 0.0),
+        }
+    }
+
+    /// The `unary` kernel's op code for this activation applied on its own.
+    pub fn unary_code(self) -> Option<i32> {
+        match self {
+            Act::None => None,
+            Act::Relu => Some(0),
+            Act::Sigmoid => Some(1),
+            Act::Tanh => Some(2),
+            Act::Clip(..) => Some(3),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
+    /// Inputs: x, w, bias (or ""), then the residual when `residual`.
     Conv {
         win: Window,
         group: usize,
-        relu: bool,
+        act: Act,
+        /// The weights (input 1) were transposed at load to K x M (K = C/group * KH * KW);
+        /// the original M x C/group x KH x KW shape.
+        wt: Option<[usize; 4]>,
+        /// Input 3 is added to the output before `act` (a fused Add).
+        residual: bool,
+        /// `precision = "fp16"`: the transposed weights are stored as half, the columns too.
+        half: bool,
     },
     Gemm {
         alpha: f32,
         beta: f32,
         trans_a: bool,
         trans_b: bool,
-        relu: bool,
+        act: Act,
     },
     MatMul,
     /// 0 Add, 1 Sub, 2 Mul, 3 Div
@@ -134,7 +186,10 @@ pub fn device_op(n: &NodeProto, g: &Graph) -> Result<Op, String> {
             Op::Conv {
                 win,
                 group: positive(attr_i(n, "group", 1), "group")?,
-                relu: false,
+                act: Act::None,
+                wt: None,
+                residual: false,
+                half: false,
             }
         }
         "Gemm" => Op::Gemm {
@@ -142,7 +197,7 @@ pub fn device_op(n: &NodeProto, g: &Graph) -> Result<Op, String> {
             beta: attr_f(n, "beta", 1.0),
             trans_a: attr_i(n, "transA", 0) != 0,
             trans_b: attr_i(n, "transB", 0) != 0,
-            relu: false,
+            act: Act::None,
         },
         "MatMul" => Op::MatMul,
         "Add" | "Sub" | "Mul" | "Div" => {

@@ -1,11 +1,14 @@
 //! Partitioning: each node goes to the device when its op and attributes have a kernel,
-//! else to the CPU; consecutive CPU nodes become one CPU segment. Then two rewrites on the
-//! device side: BatchNormalization folded into the Conv before it (constant weights), and a
-//! Relu fused into the Conv / Gemm / Add / BatchNormalization that feeds only it.
+//! else to the CPU; consecutive CPU nodes become one CPU segment. Then rewrites on the
+//! device side: BatchNormalization folded into the Conv before it (constant weights); with
+//! `[opencl] fusion` (default on) an Add fused into the Conv that feeds only it (a residual)
+//! and an activation (Relu, Sigmoid, Tanh, Clip) into the Conv / Gemm that feeds only it (a
+//! Relu also into Add / Sub / Mul / Div / BatchNormalization); constant weights transposed
+//! into the layout the tiled GEMM reads.
 
 use super::cpu::{CpuSegment, Runner};
 use super::graph::{elements, node_label, Graph, ONNX_FLOAT};
-use super::ops::{device_op, Op};
+use super::ops::{device_op, Act, Op};
 use crate::engine::{Placement, PlacementSegment};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,6 +34,9 @@ pub struct Partition {
 pub fn partition(
     g: &mut Graph,
     fallback: bool,
+    fusion: bool,
+    auto: bool,
+    fp16: bool,
     device: &str,
     cpu: Runner,
 ) -> Result<Partition, String> {
@@ -53,6 +59,18 @@ pub fn partition(
                 tracing::debug!("opencl: {} runs on the CPU: {why}", node_label(&g.nodes[i]));
                 ops.push(None);
             }
+        }
+    }
+    if auto {
+        match macs_per_sample(g, &ops) {
+            Some(macs) if macs < AUTO_MIN_MACS => {
+                tracing::info!(
+                    "opencl: placement = \"auto\" keeps the model on the CPU: {macs} multiply-adds per sample, below {AUTO_MIN_MACS}"
+                );
+                ops.iter_mut().for_each(|o| *o = None);
+            }
+            Some(macs) => tracing::debug!("opencl: {macs} multiply-adds per sample: on the device"),
+            None => tracing::debug!("opencl: work per sample unknown: on the device"),
         }
     }
     let placement = summarize(g, &ops, device, cpu.name());
@@ -92,12 +110,63 @@ pub fn partition(
 
     let mut folded = Vec::new();
     fold_batchnorm(g, &mut steps, &mut folded);
-    fuse_relu(g, &mut steps);
+    if fusion {
+        fuse_add(g, &mut steps);
+        fuse_act(g, &mut steps);
+    }
+    transpose_weights(g, &mut steps, &mut folded, fp16);
     Ok(Partition {
         steps,
         placement,
         folded,
     })
+}
+
+/// Below this many multiply-adds per sample in the device's Conv/Gemm/MatMul nodes,
+/// `placement = "auto"` keeps a model on the CPU. A device round trip costs a fixed ~0.1 ms
+/// (launches, transfers, the final wait: digits on an H200 takes 0.117 ms whatever its
+/// batch), which is ~2 M multiply-adds of tract's time (~20 G/s on one core); at 10 M the
+/// fixed cost is at most a fifth of what the CPU would spend. lenet (0.42 M, 0.90x on the
+/// H200 at batch 1) and digits (4.7 K) stay on the CPU, resnet (483 M) goes to the device.
+pub const AUTO_MIN_MACS: u64 = 10_000_000;
+
+/// Multiply-adds per sample of the Conv, Gemm and MatMul nodes placed on the device, from
+/// their weights' and outputs' shapes; `None` when a shape is unknown.
+fn macs_per_sample(g: &Graph, ops: &[Option<Op>]) -> Option<u64> {
+    let shape = |name: &str| -> Option<Vec<Option<usize>>> {
+        match g.constant(name) {
+            Some(t) => Some(t.shape().iter().map(|&d| Some(d)).collect()),
+            None => g.shapes.get(name).cloned(),
+        }
+    };
+    let product = |dims: &[Option<usize>]| -> Option<u64> {
+        dims.iter()
+            .try_fold(1u64, |acc, d| d.map(|d| acc.saturating_mul(d as u64)))
+    };
+    let mut total = 0u64;
+    for (n, op) in g.nodes.iter().zip(ops) {
+        let macs = match op {
+            Some(Op::Conv { .. }) => {
+                let w = shape(n.input.get(1)?)?;
+                let out = shape(n.output.first()?)?;
+                product(&w)?.saturating_mul(product(out.get(2..)?)?)
+            }
+            Some(Op::Gemm { .. }) => product(&shape(n.input.get(1)?)?)?,
+            Some(Op::MatMul) => {
+                let (a, b) = (shape(n.input.first()?)?, shape(n.input.get(1)?)?);
+                let kn = product(b.get(b.len().checked_sub(2)?..)?)?;
+                // Rows per sample: A's dimensions but the first (batch) and last (K).
+                let rows = match a.len() {
+                    0..=2 => 1,
+                    r => product(&a[1..r - 1])?,
+                };
+                kn.saturating_mul(rows)
+            }
+            _ => 0,
+        };
+        total = total.saturating_add(macs);
+    }
+    Some(total)
 }
 
 fn summarize(g: &Graph, ops: &[Option<Op>], device: &str, cpu_backend: &str) -> Placement {
@@ -220,45 +289,212 @@ fn fold_params(
     Some((nw, Array1::from(nb).into()))
 }
 
-/// X → Relu, where X's output feeds only the Relu: X applies the ReLU itself.
-fn fuse_relu(g: &Graph, steps: &mut Vec<Step>) {
+/// The step after `i` that reads `value`, when it is the only reader (and `value` is not a
+/// graph output).
+fn sole_reader(g: &Graph, steps: &[Step], i: usize, value: &str) -> Option<usize> {
+    if uses(g, steps, value) != 1 {
+        return None;
+    }
+    (i + 1..steps.len()).find(|&j| match &steps[j] {
+        Step::Device { inputs, .. } => inputs.iter().any(|n| n == value),
+        Step::Cpu(seg) => seg.inputs.iter().any(|n| n == value),
+    })
+}
+
+/// The activation a device step computes on its own, when its bounds are known at load.
+fn activation(g: &Graph, op: &Op, inputs: &[String]) -> Option<Act> {
+    match op {
+        Op::Unary { code: 0, .. } => Some(Act::Relu),
+        Op::Unary { code: 1, .. } => Some(Act::Sigmoid),
+        Op::Unary { code: 2, .. } => Some(Act::Tanh),
+        // Bounds computed at run time are read then: not fusable.
+        Op::Unary { code: 3, lo, hi }
+            if inputs
+                .iter()
+                .skip(1)
+                .all(|b| b.is_empty() || g.constant(b).is_some()) =>
+        {
+            Some(Act::Clip(*lo, *hi))
+        }
+        _ => None,
+    }
+}
+
+/// Conv (group 1) → Add, where the Conv's output feeds only the Add: the Conv adds the Add's
+/// other operand in its epilogue (`gemm_tile`'s residual) and takes the Add's place.
+fn fuse_add(g: &Graph, steps: &mut Vec<Step>) {
     let mut i = 0;
-    while i + 1 < steps.len() {
-        let fuse = match (&steps[i], &steps[i + 1]) {
-            (
-                Step::Device { op, output: xo, .. },
+    while i < steps.len() {
+        let found = match &steps[i] {
+            Step::Device {
+                op:
+                    Op::Conv {
+                        group: 1,
+                        act: Act::None,
+                        residual: false,
+                        ..
+                    },
+                output,
+                ..
+            } => sole_reader(g, steps, i, output).and_then(|j| match &steps[j] {
                 Step::Device {
-                    op: Op::Unary { code: 0, .. },
-                    inputs: ri,
-                    output: ro,
-                },
-            ) if ri.first() == Some(xo)
-                && uses(g, steps, xo) == 1
-                && matches!(
-                    op,
-                    Op::Conv { relu: false, .. }
-                        | Op::Gemm { relu: false, .. }
-                        | Op::Binary { relu: false, .. }
-                        | Op::BatchNorm { relu: false, .. }
-                ) =>
-            {
-                Some(ro.clone())
-            }
+                    op: Op::Binary { code: 0, relu },
+                    inputs,
+                    output: add_out,
+                } if inputs.len() == 2 && (inputs[0] == *output) != (inputs[1] == *output) => {
+                    let other = if inputs[0] == *output {
+                        &inputs[1]
+                    } else {
+                        &inputs[0]
+                    };
+                    Some((j, other.clone(), add_out.clone(), *relu))
+                }
+                _ => None,
+            }),
             _ => None,
         };
-        if let Some(relu_out) = fuse {
-            if let Step::Device { op, output, .. } = &mut steps[i] {
-                match op {
-                    Op::Conv { relu, .. }
-                    | Op::Gemm { relu, .. }
-                    | Op::Binary { relu, .. }
-                    | Op::BatchNorm { relu, .. } => *relu = true,
-                    _ => {}
+        let Some((j, other, add_out, relu)) = found else {
+            i += 1;
+            continue;
+        };
+        let mut conv = steps.remove(i);
+        if let Step::Device { op, inputs, output } = &mut conv {
+            if let Op::Conv { act, residual, .. } = op {
+                *residual = true;
+                if relu {
+                    *act = Act::Relu;
                 }
-                *output = relu_out;
             }
-            steps.remove(i + 1);
+            inputs.resize(3, String::new());
+            inputs.push(other);
+            *output = add_out;
         }
-        i += 1;
+        // The Add (now at j - 1) is replaced by the fused Conv, where the residual exists.
+        steps[j - 1] = conv;
     }
+}
+
+/// X → activation, where X's output feeds only the activation: X applies it in its epilogue
+/// (Conv and Gemm: Relu, Sigmoid, Tanh, Clip with constant bounds; Add/Sub/Mul/Div and
+/// BatchNormalization: Relu).
+fn fuse_act(g: &Graph, steps: &mut Vec<Step>) {
+    let mut i = 0;
+    while i < steps.len() {
+        let found = match &steps[i] {
+            Step::Device { op, output, .. } => sole_reader(g, steps, i, output).and_then(|j| {
+                let Step::Device {
+                    op: next,
+                    inputs,
+                    output: act_out,
+                } = &steps[j]
+                else {
+                    return None;
+                };
+                if inputs.first() != Some(output) {
+                    return None;
+                }
+                let a = activation(g, next, inputs)?;
+                let ok = match op {
+                    Op::Conv { act: Act::None, .. } | Op::Gemm { act: Act::None, .. } => true,
+                    Op::Binary { relu: false, .. } | Op::BatchNorm { relu: false, .. } => {
+                        a == Act::Relu
+                    }
+                    _ => false,
+                };
+                ok.then(|| (j, a, act_out.clone()))
+            }),
+            Step::Cpu(_) => None,
+        };
+        let Some((j, a, act_out)) = found else {
+            i += 1;
+            continue;
+        };
+        if let Step::Device { op, output, .. } = &mut steps[i] {
+            match op {
+                Op::Conv { act, .. } | Op::Gemm { act, .. } => *act = a,
+                Op::Binary { relu, .. } | Op::BatchNorm { relu, .. } => *relu = true,
+                _ => {}
+            }
+            *output = act_out;
+        }
+        // The activation reads only X's output, so X may compute it where X was.
+        steps.remove(j);
+    }
+}
+
+/// Constant weights in the layouts `gemm_tile` reads fastest: a Conv's (group 1) as K x M
+/// (K = C * KH * KW; with `fp16` named `...::f16`, uploaded as half), a Gemm's transposed B
+/// as K x N.
+fn transpose_weights(
+    g: &Graph,
+    steps: &mut [Step],
+    folded: &mut Vec<(String, Arc<TractTensor>)>,
+    fp16: bool,
+) {
+    for step in steps.iter_mut() {
+        let Step::Device { op, inputs, .. } = step else {
+            continue;
+        };
+        let Some(wname) = inputs.get(1).cloned() else {
+            continue;
+        };
+        let w = match folded.iter().find(|(n, _)| *n == wname) {
+            Some((_, t)) => Arc::clone(t),
+            None => match g.constant(&wname) {
+                Some(t) => Arc::clone(t),
+                None => continue,
+            },
+        };
+        let Some(data) = elements::<f32>(&w) else {
+            continue;
+        };
+        match op {
+            Op::Conv {
+                group: 1, wt: None, ..
+            } if w.rank() == 4 => {
+                let s = w.shape();
+                let (m, k) = (s[0], s[1] * s[2] * s[3]);
+                let name = format!("{wname}::kxm{}", if fp16 { "::f16" } else { "" });
+                if !folded.iter().any(|(n, _)| *n == name) {
+                    let t = transpose(&data, m, k, &[k, m]);
+                    let Some(t) = t else { continue };
+                    folded.push((name.clone(), Arc::new(t)));
+                }
+                if let Op::Conv { wt, half, .. } = op {
+                    *wt = Some([s[0], s[1], s[2], s[3]]);
+                    *half = fp16;
+                }
+                inputs[1] = name;
+            }
+            Op::Gemm { trans_b: true, .. } if w.rank() == 2 => {
+                let s = w.shape();
+                let name = format!("{wname}::kxn");
+                if !folded.iter().any(|(n, _)| *n == name) {
+                    let Some(t) = transpose(&data, s[0], s[1], &[s[1], s[0]]) else {
+                        continue;
+                    };
+                    folded.push((name.clone(), Arc::new(t)));
+                }
+                if let Op::Gemm { trans_b, .. } = op {
+                    *trans_b = false;
+                }
+                inputs[1] = name;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The `rows x cols` row-major matrix `data`, transposed, with shape `shape`.
+fn transpose(data: &[f32], rows: usize, cols: usize, shape: &[usize]) -> Option<TractTensor> {
+    if data.len() != rows * cols {
+        return None;
+    }
+    let mut t = vec![0f32; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = data[r * cols + c];
+        }
+    }
+    TractTensor::from_shape(shape, &t).ok()
 }

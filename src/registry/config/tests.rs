@@ -221,7 +221,8 @@ fn opencl_table() {
     assert!(OpenclConfig::default().fallback);
     let c = parse(
         "backend = \"opencl\"\n[opencl]\ndevice = \"accelerator\"\nplatform = \"Intel\"\n\
-         fallback = false\nbinary = \"kernels.aocx\"\ncpu_backend = \"ort\"\n",
+         fallback = false\nbinary = \"kernels.aocx\"\ncpu_backend = \"ort\"\n\
+         placement = \"auto\"\nfusion = true\nprecision = \"fp16\"\n",
     )
     .unwrap();
     assert_eq!(c.backend, Some(Backend::Opencl));
@@ -234,6 +235,10 @@ fn opencl_table() {
             // Relative to the folder of config.toml.
             binary: Some(Path::new("m").join("kernels.aocx")),
             cpu_backend: CpuBackend::Ort,
+            fusion: true,
+            placement: PlacementMode::Auto,
+            fp16: true,
+            fp16_unchecked: false,
         }
     );
     for (text, key) in [
@@ -248,6 +253,9 @@ fn opencl_table() {
         ),
         ("[opencl]\ncpu_backend = \"opencl\"\n", "opencl.cpu_backend"),
         ("[opencl]\ncpu_backend = 1\n", "opencl.cpu_backend"),
+        ("[opencl]\nplacement = \"cpu\"\n", "opencl.placement"),
+        ("[opencl]\nfusion = \"no\"\n", "opencl.fusion"),
+        ("[opencl]\nprecision = \"int8\"\n", "opencl.precision"),
     ] {
         let e = parse(text).unwrap_err();
         assert!(e.contains(key), "{text:?}: {e}");
