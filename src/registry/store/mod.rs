@@ -649,7 +649,9 @@ impl Inner {
         };
 
         // Claim a version number: a conditional create of a hidden marker, so two
-        // registrations never write into one version.
+        // registrations never write into one version. Claims stay (listings ignore them): a
+        // removed claim would let a registration that listed before this one finished claim
+        // the same number again.
         let listed = self.list(Some(name)).await?;
         let sorted = keys::sort(&self.url.prefix, listed);
         let mut version = sorted
@@ -668,14 +670,15 @@ impl Inner {
                 .put(&claim, claim_body.clone().into_bytes(), PutMode::Create)
                 .await
             {
-                Ok(()) => break,
+                // A version completed without a claim left (by an older scoria) is taken too.
+                Ok(()) if !self.exists(&format!("{name}/{version}/{META_FILE}")).await => break,
+                Ok(()) => {
+                    tracing::debug!("version {version} of '{name}' exists; trying the next");
+                    version = next_version(&self.url, version)?;
+                }
                 Err(_) if self.exists(&format!("{name}/{version}/.claim")).await => {
                     tracing::debug!("version {version} of '{name}' is taken; trying the next");
-                    version = version.checked_add(1).ok_or_else(|| StoreError::Remote {
-                        url: self.url.to_string(),
-                        what: "cannot register".into(),
-                        why: "no version number left".into(),
-                    })?;
+                    version = next_version(&self.url, version)?;
                 }
                 Err(e) => return Err(e),
             }
@@ -702,9 +705,6 @@ impl Inner {
             PutMode::Create,
         )
         .await?;
-        if let Ok(claim) = self.path(&format!("{name}/{version}/.claim")) {
-            let _ = self.object.delete(&claim).await;
-        }
         Ok((version, meta))
     }
 
@@ -882,6 +882,15 @@ impl Manifest {
         let prefix = format!("{name}/");
         self.entries.retain(|k, _| !k.starts_with(&prefix));
     }
+}
+
+/// The version number after `version`, or the error when none is left.
+fn next_version(url: &StoreUrl, version: u64) -> Result<u64, StoreError> {
+    version.checked_add(1).ok_or_else(|| StoreError::Remote {
+        url: url.to_string(),
+        what: "cannot register".into(),
+        why: "no version number left".into(),
+    })
 }
 
 #[cfg(test)]
