@@ -7,7 +7,7 @@
 pub mod opencl;
 mod options;
 pub mod ort;
-mod tract;
+pub(crate) mod tract;
 
 pub use options::{
     check_override, GraphOptimizationLevel, LoadOptions, OrtConfig, OverrideOf, TensorOverride,
