@@ -4,6 +4,7 @@
 //! hooks or batching; the serving core ([`crate::models`]) calls them from blocking threads,
 //! never from the async executor's workers.
 
+pub mod import;
 pub mod opencl;
 mod options;
 pub mod ort;
