@@ -312,7 +312,15 @@ fn model_file(data: &[u8]) -> Option<PathBuf> {
         let dir = std::env::temp_dir().join(format!("scoria-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).ok().map(|_| dir)
     });
-    let path = dir.as_ref()?.join("model.onnx");
+    // One file per thread: tract maps the model file, and a file rewritten under another
+    // thread's map would end that thread with SIGBUS (the replay test runs targets at once).
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static MINE: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let path = dir
+        .as_ref()?
+        .join(format!("model-{}.onnx", MINE.with(|n| *n)));
     std::fs::write(&path, data).ok().map(|_| path)
 }
 
