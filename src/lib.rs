@@ -12,6 +12,8 @@ pub mod cli;
 pub mod edge;
 pub mod engine;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod hook;
 pub mod http;

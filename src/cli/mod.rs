@@ -251,6 +251,10 @@ fn init_logging(filter: &str) {
 /// A panic is a bug; report it in one line rather than a backtrace.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
+        // A panic in a third-party model importer becomes that model's load error.
+        if crate::engine::import::panic_is_contained() {
+            return;
+        }
         let msg = info
             .payload()
             .downcast_ref::<&str>()

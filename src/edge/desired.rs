@@ -156,6 +156,15 @@ pub fn desired_version(payload: &[u8], from_topic: Option<u64>, fallback: u64) -
         .unwrap_or(fallback)
 }
 
+/// The desired document of a twin (the answer to the twin GET: `{"desired": {...},
+/// "reported": {...}}`) and its `$version`; `None` when the payload has no desired properties.
+pub fn from_twin(payload: &[u8]) -> Option<(Vec<u8>, Option<u64>)> {
+    let twin = serde_json::from_slice::<Value>(payload).ok()?;
+    let desired = twin.get("desired")?;
+    let version = desired.get("$version").and_then(Value::as_u64);
+    Some((desired.to_string().into_bytes(), version))
+}
+
 /// The reported document: what is in effect (with each model's serving version from
 /// `serving`), and the outcome of desired document `version`.
 pub fn reported(

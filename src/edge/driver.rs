@@ -369,12 +369,8 @@ impl Driver {
             }
             Inbound::Twin { status } => {
                 if status == 200 {
-                    let desired = serde_json::from_slice::<serde_json::Value>(&msg.payload)
-                        .ok()
-                        .and_then(|t| t.get("desired").cloned());
-                    if let Some(d) = desired {
-                        let version = d.get("$version").and_then(serde_json::Value::as_u64);
-                        self.on_config(d.to_string().as_bytes(), version);
+                    if let Some((desired, version)) = desired::from_twin(&msg.payload) {
+                        self.on_config(&desired, version);
                     }
                 } else {
                     tracing::warn!("twin request answered with status {status}");

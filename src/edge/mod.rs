@@ -20,7 +20,7 @@ pub mod iothub;
 pub mod link;
 pub mod message;
 pub mod outbox;
-mod request;
+pub(crate) mod request;
 pub mod stats;
 pub mod threshold;
 pub mod topics;

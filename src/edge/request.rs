@@ -159,6 +159,14 @@ async fn score(ctx: &Ctx, model: &str, payload: &[u8], msg: &InMsg) -> Result<Va
 /// For a direct method: the model the body names in `"model"` (or the only one served) and
 /// the body without that key.
 fn method_request(ctx: &Ctx, payload: &[u8]) -> Result<(String, Vec<u8>), Rejected> {
+    method_body(payload, &ctx.served)
+}
+
+/// [`method_request`] against the models `served`.
+pub(crate) fn method_body(
+    payload: &[u8],
+    served: &[String],
+) -> Result<(String, Vec<u8>), Rejected> {
     let reject = |error: &str| Rejected {
         id: Value::Null,
         kind: ErrorKind::InvalidInput,
@@ -167,7 +175,7 @@ fn method_request(ctx: &Ctx, payload: &[u8]) -> Result<(String, Vec<u8>), Reject
     let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(payload) else {
         return Err(reject("a score method call takes a JSON object"));
     };
-    let model = match (body.remove("model"), ctx.served.as_slice()) {
+    let model = match (body.remove("model"), served) {
         (Some(Value::String(m)), _) => m,
         (None, [only]) => only.clone(),
         _ => return Err(reject("name the model: {\"model\": NAME, ...}")),

@@ -4,10 +4,11 @@
 //! hooks or batching; the serving core ([`crate::models`]) calls them from blocking threads,
 //! never from the async executor's workers.
 
+pub mod import;
 pub mod opencl;
 mod options;
 pub mod ort;
-mod tract;
+pub(crate) mod tract;
 
 pub use options::{
     check_override, GraphOptimizationLevel, LoadOptions, OrtConfig, OverrideOf, TensorOverride,

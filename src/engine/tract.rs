@@ -9,7 +9,7 @@
 //! Plans are immutable and shared: each run spawns its own state, so any number of threads
 //! can run them at once.
 
-use super::{Backend, Dim, Engine, EngineError, LoadOptions, TensorSpec};
+use super::{import, Backend, Dim, Engine, EngineError, LoadOptions, TensorSpec};
 use crate::tensor::{DataType, Tensor, TensorData};
 use crate::with_tensor_data;
 use std::collections::HashMap;
@@ -116,8 +116,26 @@ fn specialise(
 impl TractEngine {
     /// Parses, types and optimizes the model at `path`, applying `options.inputs` overrides.
     pub fn load(path: &Path, options: &LoadOptions) -> Result<TractEngine, EngineError> {
+        // tract's import is not hardened against every malformed model: a panic left in it
+        // refuses the model rather than taking the server down.
+        import::contain("tract", || TractEngine::load_unguarded(path, options))
+    }
+
+    fn load_unguarded(path: &Path, options: &LoadOptions) -> Result<TractEngine, EngineError> {
         let load = |e: anyhow::Error| EngineError::Load(format!("{e:#}"));
-        let mut model = tract_onnx::onnx().model_for_path(path).map_err(load)?;
+        let onnx = tract_onnx::onnx();
+        let proto = onnx.proto_model_for_path(path).map_err(load)?;
+        import::check_graph(&proto).map_err(EngineError::Load)?;
+        // As `model_for_path`: external data next to the model file.
+        let dir = path.parent().and_then(Path::to_str);
+        let parsed = onnx.parse(&proto, dir).map_err(load)?;
+        if !parsed.unresolved_inputs.is_empty() {
+            return Err(EngineError::Load(format!(
+                "the graph reads values nothing defines: {}",
+                parsed.unresolved_inputs.join(", ")
+            )));
+        }
+        let mut model = parsed.model;
 
         let input_names: Vec<String> = model
             .input_outlets()
@@ -354,11 +372,21 @@ fn datum_type(dt: DataType) -> DatumType {
 
 /// See [`super::check_onnx`].
 pub fn check_onnx(path: &Path) -> Result<(), EngineError> {
+    import::contain("tract", || check_onnx_unguarded(path)).map_err(|e| match e {
+        EngineError::Load(why) if !why.contains(" is not an ONNX model: ") => {
+            EngineError::Load(format!("{} is not an ONNX model: {why}", path.display()))
+        }
+        e => e,
+    })
+}
+
+fn check_onnx_unguarded(path: &Path) -> Result<(), EngineError> {
     let bad =
         |why: String| EngineError::Load(format!("{} is not an ONNX model: {why}", path.display()));
     let proto = tract_onnx::onnx()
         .proto_model_for_path(path)
         .map_err(|e| bad(format!("{e:#}")))?;
+    import::check_graph(&proto).map_err(bad)?;
     if proto.ir_version <= 0 {
         return Err(bad("no IR version".into()));
     }

@@ -14,7 +14,7 @@ pub(super) const MAX_DEPTH: usize = 64;
 
 /// Sizes of a request as Rhai limits them: array elements, map properties and string bytes,
 /// each summed over the whole value.
-pub(super) fn json_sizes(v: &Value) -> (usize, usize, usize) {
+pub(crate) fn json_sizes(v: &Value) -> (usize, usize, usize) {
     let (mut arrays, mut maps, mut strings) = (0, 0, 0);
     let mut stack = vec![v];
     while let Some(v) = stack.pop() {
@@ -34,7 +34,7 @@ pub(super) fn json_sizes(v: &Value) -> (usize, usize, usize) {
     (arrays, maps, strings)
 }
 
-pub(super) fn json_to_dynamic(v: Value) -> Dynamic {
+pub(crate) fn json_to_dynamic(v: Value) -> Dynamic {
     match v {
         Value::Null => Dynamic::UNIT,
         Value::Bool(b) => b.into(),
@@ -53,7 +53,7 @@ pub(super) fn json_to_dynamic(v: Value) -> Dynamic {
 }
 
 /// The JSON form of a script's result; `Err` says what has none, and where.
-pub(super) fn to_json(v: &Dynamic) -> Result<Value, String> {
+pub(crate) fn to_json(v: &Dynamic) -> Result<Value, String> {
     to_json_at(v, 0).map_err(|(mut path, what)| {
         path.reverse();
         if path.is_empty() {

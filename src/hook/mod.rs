@@ -12,7 +12,7 @@
 //! script and each gets its own scope.
 
 mod api;
-mod convert;
+pub(crate) mod convert;
 mod error;
 mod failure;
 mod limits;
@@ -21,7 +21,7 @@ mod predictor;
 mod predictor_tests;
 #[cfg(test)]
 mod sandbox_tests;
-mod tensors;
+pub(crate) mod tensors;
 #[cfg(test)]
 mod tests;
 

@@ -5,7 +5,7 @@ use crate::tensor::{DataType, Tensor, TensorData};
 use rhai::{Dynamic, ImmutableString, FLOAT, INT};
 
 /// A tensor as Rhai values nested by its shape (a bare value for a scalar).
-pub(super) fn tensor_to_dynamic(t: &Tensor) -> Dynamic {
+pub(crate) fn tensor_to_dynamic(t: &Tensor) -> Dynamic {
     fn ints<T: Copy + TryInto<INT> + Into<f64>>(v: &[T]) -> Vec<Dynamic> {
         v.iter()
             .map(|&x| {
@@ -155,7 +155,7 @@ impl Builder {
 /// Builds a `dtype` tensor from a tensor, a scalar or nested arrays of numbers, booleans or
 /// strings. The shape is `shape` if given (any nesting, same element count), else the
 /// nesting's, which must then be rectangular.
-pub(super) fn to_tensor(
+pub(crate) fn to_tensor(
     v: &Dynamic,
     dtype: DataType,
     shape: Option<Vec<usize>>,
@@ -252,7 +252,7 @@ fn push_tensor(b: &mut Builder, t: &Tensor) -> Result<(), String> {
 }
 
 /// Bytes of a tensor's elements, for the per-call tensor memory limit.
-pub(super) fn tensor_bytes(t: &Tensor) -> usize {
+pub(crate) fn tensor_bytes(t: &Tensor) -> usize {
     match (t.data(), t.dtype().size()) {
         (TensorData::Bytes(v), _) => v.iter().map(Vec::len).sum(),
         (data, size) => data.len().saturating_mul(size.unwrap_or(1)),
@@ -260,7 +260,7 @@ pub(super) fn tensor_bytes(t: &Tensor) -> usize {
 }
 
 /// Values as the rows of their last axis: `(leading shape, row length, elements)`.
-pub(super) fn rows(v: &Dynamic) -> Result<(Vec<usize>, usize, Vec<f64>), String> {
+pub(crate) fn rows(v: &Dynamic) -> Result<(Vec<usize>, usize, Vec<f64>), String> {
     let t = to_tensor(v, DataType::F64, None)?;
     let (mut shape, data) = t.into_parts();
     let TensorData::F64(values) = data else {

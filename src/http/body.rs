@@ -18,7 +18,7 @@ pub struct Body(pub Bytes);
 
 /// A request body's `Content-Encoding`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Encoding {
+pub(crate) enum Encoding {
     Identity,
     Gzip,
     /// zlib-wrapped DEFLATE, as HTTP's `deflate` is (RFC 9110) and Python's zlib writes.
@@ -107,7 +107,7 @@ fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
 }
 
 /// Decompresses `raw`; more than `limit` bytes out is a 413, a corrupt stream a 400.
-fn decode(encoding: Encoding, raw: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn decode(encoding: Encoding, raw: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
     let name = match encoding {
         Encoding::Gzip => "gzip",
         Encoding::Deflate => "deflate",

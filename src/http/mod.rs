@@ -5,7 +5,7 @@
 
 mod admission;
 pub mod auth;
-mod body;
+pub(crate) mod body;
 mod error;
 pub mod metrics;
 mod openapi;

@@ -37,16 +37,20 @@ impl VersionMeta {
     pub fn load(version_dir: &Path) -> Result<Option<VersionMeta>, RegistryError> {
         let path = version_dir.join(META_FILE);
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text)
-                .map(Some)
-                .map_err(|e| RegistryError::Config {
-                    file: path,
-                    key: "(record)".into(),
-                    why: e.message().to_string(),
-                }),
+            Ok(text) => VersionMeta::parse(&text, &path).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(RegistryError::io(&path, e)),
         }
+    }
+
+    /// Parses the text of a record; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<VersionMeta, RegistryError> {
+        toml::from_str(text).map_err(|e| RegistryError::Config {
+            file: path.to_path_buf(),
+            key: "(record)".into(),
+            // One line, whatever the parser's message spans.
+            why: e.message().split_whitespace().collect::<Vec<_>>().join(" "),
+        })
     }
 
     /// The TOML text of this record.

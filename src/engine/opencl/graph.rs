@@ -1,6 +1,8 @@
 //! Graph import: the ONNX protobuf as a list of nodes in topological order, the constants
 //! (initializers and `Constant` nodes) loaded once, and element types where they are known.
 
+use crate::engine::import::{self, check_graph};
+use crate::engine::EngineError;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
@@ -31,17 +33,23 @@ pub struct Graph {
 
 impl Graph {
     pub fn load(path: &Path) -> Result<Graph, String> {
-        let proto = tract_onnx::onnx()
-            .proto_model_for_path(path)
-            .map_err(|e| format!("{e:#}"))?;
+        let proto = tract(|| {
+            let proto = tract_onnx::onnx()
+                .proto_model_for_path(path)
+                .map_err(|e| format!("{e:#}"))?;
+            check_graph(&proto)?;
+            Ok(proto)
+        })?;
         let g = proto.graph.clone().ok_or("the model has no graph")?;
         let dir = path.parent().and_then(Path::to_str).map(str::to_string);
         let resolver = tract_onnx::data_resolver::MmapDataResolver;
         let load = |t: &TensorProto| -> Result<Arc<TractTensor>, String> {
             check_loadable(t)?;
-            tract_onnx::tensor::load_tensor(&resolver, t, dir.as_deref())
-                .map(Arc::new)
-                .map_err(|e| format!("initializer '{}': {e:#}", t.name))
+            tract(|| {
+                tract_onnx::tensor::load_tensor(&resolver, t, dir.as_deref())
+                    .map(Arc::new)
+                    .map_err(|e| format!("initializer '{}': {e:#}", t.name))
+            })
         };
         let mut consts = HashMap::new();
         let mut types = HashMap::new();
@@ -78,7 +86,11 @@ impl Graph {
             }
         }
         let mut shapes = HashMap::new();
-        infer_types(&proto, &mut types, &mut shapes);
+        // Best effort: a panic in tract's inference leaves the types it did not find unknown.
+        let _ = tract(|| {
+            infer_types(&proto, &mut types, &mut shapes);
+            Ok(())
+        });
         let opset = proto
             .opset_import
             .iter()
@@ -109,6 +121,11 @@ impl Graph {
     pub fn is_f32(&self, value: &str) -> bool {
         self.types.get(value) == Some(&ONNX_FLOAT)
     }
+}
+
+/// Runs a tract step of the import (see [`crate::engine::import`]): a panic in it is an error.
+fn tract<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    import::contain("tract", || f().map_err(EngineError::Load)).map_err(|e| e.to_string())
 }
 
 /// The elements of `t` when they are of type `T`, without a copy where they are contiguous.

@@ -9,16 +9,16 @@
 
 mod buffers;
 mod conv;
-mod cpu;
+pub(crate) mod cpu;
 pub mod device;
 mod exec;
-mod graph;
+pub(crate) mod graph;
 mod matmul;
 mod ops;
 pub mod partition;
 pub mod program;
 mod shapes;
-mod specs;
+pub(crate) mod specs;
 #[cfg(test)]
 mod tests;
 mod tiling;

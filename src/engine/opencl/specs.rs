@@ -10,7 +10,7 @@ fn load_err(e: impl std::fmt::Display) -> EngineError {
 }
 
 /// Input and output specs from the graph's declarations, with `[[input]]` overrides.
-pub(super) fn specs(
+pub(crate) fn specs(
     g: &Graph,
     options: &LoadOptions,
 ) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>), EngineError> {
