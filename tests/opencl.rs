@@ -782,7 +782,8 @@ fn clip_min_above_max_and_training_batchnorm() {
 /// Conv+broadcast Add+Relu, Gemm+Sigmoid) give what the unfused kernels give
 /// (`[opencl] fusion = false`) and what tract gives; a value that is also a model output is
 /// not fused away (Gemm -> Tanh where the Gemm's output is an output). With
-/// `precision = "fp16"` the same chains stay within FP16's tolerance.
+/// `precision = "fp16"` (half Conv, Gemm and MatMul weights) the same chains stay within
+/// FP16's tolerance.
 #[test]
 fn fused_chains_equal_the_unfused_kernels() {
     use scoria::engine::opencl::OpenclEngine;
@@ -818,7 +819,14 @@ fn fused_chains_equal_the_unfused_kernels() {
         }),
     )
     .unwrap();
-    assert_eq!(half.half_constants(), 4, "every Conv's weights in half");
+    // Every Conv's weights in half, and the Gemms' (fc1's transposed B, fc2's B) and the
+    // MatMul's constant B.
+    assert_eq!(
+        half.half_ops(),
+        ["Conv", "Conv", "Conv", "Conv", "Gemm", "Gemm", "MatMul"],
+        "half ops"
+    );
+    assert_eq!(half.half_constants(), 7);
     // 17 nodes; fused away: r1, the Add a1 and r2, k3, a4 and r4, sig.
     assert_eq!(unfused.device_kernels(), 17);
     assert_eq!(fused.device_kernels(), 17 - 7);

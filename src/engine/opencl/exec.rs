@@ -216,12 +216,13 @@ impl<'r> Ctx<'r> {
                 trans_a,
                 trans_b,
                 act,
+                half,
             } => {
                 let b = input(1)?;
                 let c = inputs.get(2).and_then(Option::as_ref);
-                self.gemm(x, b, c, *alpha, *beta, *trans_a, *trans_b, *act)
+                self.gemm(x, b, c, *alpha, *beta, *trans_a, *trans_b, *act, *half)
             }
-            Op::MatMul => self.matmul(x, input(1)?),
+            Op::MatMul { half } => self.matmul(x, input(1)?, *half),
             Op::Binary { code, relu } => self.binary(x, input(1)?, *code, *relu),
             Op::Unary { code: 4, .. } => Ok(x.clone()),
             Op::Unary { code, lo, hi } => {

@@ -62,7 +62,8 @@ pub struct OpenclConfig {
     pub fusion: bool,
     /// `[opencl] placement`: `Auto` keeps small models on the CPU.
     pub placement: PlacementMode,
-    /// `[opencl] precision`: `fp16` stores Conv weights and columns as half.
+    /// `[opencl] precision`: `fp16` stores Conv weights and columns, and Gemm / MatMul
+    /// constant weights, as half (FP32 accumulation).
     pub fp16: bool,
     /// Tests only (not a `config.toml` key): FP16 without the `cl_khr_fp16` check. The
     /// kernels read and write half with core OpenCL functions, so the FP16 path runs on a
@@ -301,6 +302,29 @@ impl OpenclEngine {
     /// How many constants the device holds as half (`precision = "fp16"`).
     pub fn half_constants(&self) -> usize {
         self.consts.keys().filter(|k| k.ends_with("::f16")).count()
+    }
+
+    /// The device steps that read half weights (`precision = "fp16"`), by op: `Conv`, `Gemm`,
+    /// `MatMul`, in graph order.
+    pub fn half_ops(&self) -> Vec<&'static str> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Device {
+                    op: ops::Op::Conv { half: true, .. },
+                    ..
+                } => Some("Conv"),
+                Step::Device {
+                    op: ops::Op::Gemm { half: true, .. },
+                    ..
+                } => Some("Gemm"),
+                Step::Device {
+                    op: ops::Op::MatMul { half: true },
+                    ..
+                } => Some("MatMul"),
+                _ => None,
+            })
+            .collect()
     }
 
     /// How many kernel steps a run enqueues (after folding and fusion).
