@@ -909,7 +909,9 @@ fn placement_auto_keeps_small_models_on_the_cpu() {
 /// Intermediate buffers are reused across the nodes of a run (liveness): a ResNet run (24
 /// kernel steps, most of them Conv with an im2col buffer each: 44 buffers without reuse)
 /// takes about half as many device buffers as it has steps (13 on PoCL), and a second run
-/// takes no new one.
+/// takes no new one. Exactly two of them are host-visible (`CL_MEM_ALLOC_HOST_PTR`, mapped
+/// by the host): the input, written in place, and the output (the final Gemm's), read in
+/// place.
 #[test]
 fn intermediate_buffers_are_reused_within_a_run() {
     use scoria::engine::opencl::OpenclEngine;
@@ -924,8 +926,10 @@ fn intermediate_buffers_are_reused_within_a_run() {
         "{after_one} buffers for {} kernel steps",
         e.device_kernels()
     );
+    assert_eq!(e.pooled_host_buffers(), 2, "the input's and the output's");
     e.run(vec![t]).unwrap();
     assert_eq!(e.pooled_buffers(), after_one);
+    assert_eq!(e.pooled_host_buffers(), 2);
 }
 
 /// `precision = "fp16"` on a device without cl_khr_fp16 (PoCL) is a one-line load error

@@ -90,6 +90,7 @@ fn autotune_out_of_time_falls_back_to_the_safe_size_with_a_log_line() {
         meta: Vec::new(),
         dummy: &dummy,
         tiling,
+        host_out: false,
     };
     let wg = tiling::autotune(&mut ctx, 64, Duration::from_secs(60)).unwrap();
     assert!(wg[0] * wg[1] <= 64, "{wg:?}");
@@ -203,6 +204,7 @@ fn gemm_tile_variants_match_the_host() {
             meta: Vec::new(),
             dummy: &dummy,
             tiling: tl,
+            host_out: false,
         };
         let da = ctx.upload(vec![k, m], &a).unwrap();
         let db = ctx.upload(vec![k, n], &b).unwrap();
