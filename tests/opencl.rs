@@ -782,7 +782,8 @@ fn clip_min_above_max_and_training_batchnorm() {
 /// Conv+broadcast Add+Relu, Gemm+Sigmoid) give what the unfused kernels give
 /// (`[opencl] fusion = false`) and what tract gives; a value that is also a model output is
 /// not fused away (Gemm -> Tanh where the Gemm's output is an output). With
-/// `precision = "fp16"` the same chains stay within FP16's tolerance.
+/// `precision = "fp16"` (half Conv, Gemm and MatMul weights) the same chains stay within
+/// FP16's tolerance.
 #[test]
 fn fused_chains_equal_the_unfused_kernels() {
     use scoria::engine::opencl::OpenclEngine;
@@ -818,7 +819,14 @@ fn fused_chains_equal_the_unfused_kernels() {
         }),
     )
     .unwrap();
-    assert_eq!(half.half_constants(), 4, "every Conv's weights in half");
+    // Every Conv's weights in half, and the Gemms' (fc1's transposed B, fc2's B) and the
+    // MatMul's constant B.
+    assert_eq!(
+        half.half_ops(),
+        ["Conv", "Conv", "Conv", "Conv", "Gemm", "Gemm", "MatMul"],
+        "half ops"
+    );
+    assert_eq!(half.half_constants(), 7);
     // 17 nodes; fused away: r1, the Add a1 and r2, k3, a4 and r4, sig.
     assert_eq!(unfused.device_kernels(), 17);
     assert_eq!(fused.device_kernels(), 17 - 7);
@@ -901,7 +909,9 @@ fn placement_auto_keeps_small_models_on_the_cpu() {
 /// Intermediate buffers are reused across the nodes of a run (liveness): a ResNet run (24
 /// kernel steps, most of them Conv with an im2col buffer each: 44 buffers without reuse)
 /// takes about half as many device buffers as it has steps (13 on PoCL), and a second run
-/// takes no new one.
+/// takes no new one. Exactly two of them are host-visible (`CL_MEM_ALLOC_HOST_PTR`, mapped
+/// by the host): the input, written in place, and the output (the final Gemm's), read in
+/// place.
 #[test]
 fn intermediate_buffers_are_reused_within_a_run() {
     use scoria::engine::opencl::OpenclEngine;
@@ -916,8 +926,10 @@ fn intermediate_buffers_are_reused_within_a_run() {
         "{after_one} buffers for {} kernel steps",
         e.device_kernels()
     );
+    assert_eq!(e.pooled_host_buffers(), 2, "the input's and the output's");
     e.run(vec![t]).unwrap();
     assert_eq!(e.pooled_buffers(), after_one);
+    assert_eq!(e.pooled_host_buffers(), 2);
 }
 
 /// `precision = "fp16"` on a device without cl_khr_fp16 (PoCL) is a one-line load error

@@ -27,7 +27,7 @@
 #define TK 16
 #endif
 // The kernel ABI's version: the runtime refuses a program whose `abi` says otherwise.
-#define SCORIA_ABI 2
+#define SCORIA_ABI 3
 
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
@@ -225,9 +225,10 @@ __kernel void im2col(__global const float* x, __global float* col,
     }
 }
 
-// FP16 storage (`[opencl] precision = "fp16"`): im2col writing half columns, and gemm_tile
-// reading half A' (Conv weights, K x M) and half B (columns), accumulating in float, with the
-// same float epilogue and output. Half values are read and written with vload_half /
+// FP16 storage (`[opencl] precision = "fp16"`): im2col writing half columns, gemm_tile
+// reading half A' (Conv weights, K x M) and half B (columns), and gemm_tile reading float A
+// and half B (Gemm / MatMul constant weights), accumulating in float, with the same float
+// epilogue and output. Half values are read and written with vload_half /
 // vstore_half (core OpenCL), so only the storage is half; the runtime offers it on devices
 // with cl_khr_fp16, where half storage pays.
 __kernel void im2col_h(__global const float* x, __global half* col,
@@ -257,15 +258,18 @@ __kernel void im2col_h(__global const float* x, __global half* col,
     }
 }
 
-// gemm_tile with half A' and B (same arguments; a_* and b_* count half elements). No
-// local-memory variant: the work-group is the runtime's choice.
-__kernel void gemm_tile_h(__global const half* a, __global const half* b,
-                          __global const float* bias, __global const float* res,
-                          __global float* c, int M, int N, int K,
-                          int a_off, int a_rs, int a_cs, int a_bs,
-                          int b_off, int ldb, int b_bs, int c_off, int c_bs,
-                          float alpha, float beta, int has_bias, int bias_rs, int bias_cs,
-                          int has_res, int act, float lo, float hi)
+// gemm_tile with half B (and half A' when `ah` is given, else float `af`), shared by
+// gemm_tile_h (Conv: half weights and columns) and gemm_tile_hb (Gemm / MatMul: float
+// activations times half constant weights). a_* and b_* count elements of their own type.
+// No local-memory variant: the work-group is the runtime's choice.
+inline void gemm_tile_half(__global const float* af, __global const half* ah, int a_half,
+                           __global const half* b,
+                           __global const float* bias, __global const float* res,
+                           __global float* c, int M, int N, int K,
+                           int a_off, int a_rs, int a_cs, int a_bs,
+                           int b_off, int ldb, int b_bs, int c_off, int c_bs,
+                           float alpha, float beta, int has_bias, int bias_rs, int bias_cs,
+                           int has_res, int act, float lo, float hi)
 {
     int n0 = get_global_id(0) * RN;
     int m0 = get_global_id(1) * RM;
@@ -292,7 +296,10 @@ __kernel void gemm_tile_h(__global const half* a, __global const half* b,
         }
         int ko = k * a_cs;
 #pragma unroll
-        for (int r = 0; r < RM; ++r) acc[r] = fma((floatv)(vload_half(ar[r] + ko, a)), bv, acc[r]);
+        for (int r = 0; r < RM; ++r) {
+            float av = a_half ? vload_half(ar[r] + ko, ah) : af[ar[r] + ko];
+            acc[r] = fma((floatv)(av), bv, acc[r]);
+        }
     }
     __global float* cp = c + c_off + img * c_bs;
     __global const float* rp = res + c_off + img * c_bs;
@@ -320,4 +327,34 @@ __kernel void gemm_tile_h(__global const half* a, __global const half* b,
             }
         }
     }
+}
+
+// gemm_tile with half A' and B (Conv: half weights, half columns; same arguments as
+// gemm_tile, a_* and b_* count halves).
+__kernel void gemm_tile_h(__global const half* a, __global const half* b,
+                          __global const float* bias, __global const float* res,
+                          __global float* c, int M, int N, int K,
+                          int a_off, int a_rs, int a_cs, int a_bs,
+                          int b_off, int ldb, int b_bs, int c_off, int c_bs,
+                          float alpha, float beta, int has_bias, int bias_rs, int bias_cs,
+                          int has_res, int act, float lo, float hi)
+{
+    gemm_tile_half(0, a, 1, b, bias, res, c, M, N, K, a_off, a_rs, a_cs, a_bs, b_off, ldb,
+                   b_bs, c_off, c_bs, alpha, beta, has_bias, bias_rs, bias_cs, has_res, act,
+                   lo, hi);
+}
+
+// gemm_tile with float A' and half B (Gemm / MatMul: activations times half constant
+// weights; same arguments as gemm_tile, b_* count halves).
+__kernel void gemm_tile_hb(__global const float* a, __global const half* b,
+                           __global const float* bias, __global const float* res,
+                           __global float* c, int M, int N, int K,
+                           int a_off, int a_rs, int a_cs, int a_bs,
+                           int b_off, int ldb, int b_bs, int c_off, int c_bs,
+                           float alpha, float beta, int has_bias, int bias_rs, int bias_cs,
+                           int has_res, int act, float lo, float hi)
+{
+    gemm_tile_half(a, 0, 0, b, bias, res, c, M, N, K, a_off, a_rs, a_cs, a_bs, b_off, ldb,
+                   b_bs, c_off, c_bs, alpha, beta, has_bias, bias_rs, bias_cs, has_res, act,
+                   lo, hi);
 }

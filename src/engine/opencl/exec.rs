@@ -1,14 +1,17 @@
 //! Running device ops: shapes computed from the actual inputs (any dimension may vary
 //! between requests), kernels enqueued on the instance's in-order queue.
 
-use super::buffers::{Buf, DevTensor, Pool};
+use super::buffers::{Buf, DevTensor, Pool, Taken};
 use super::ops::{Act, Op};
 use super::shapes::{axis_index, bcast_strides, broadcast, reshape};
 use super::tiling::Tiling;
 use opencl3::command_queue::CommandQueue;
 use opencl3::context::Context;
 use opencl3::kernel::Kernel;
-use opencl3::memory::{Buffer, ClMem, CL_MEM_COPY_HOST_PTR, CL_MEM_READ_ONLY};
+use opencl3::memory::{
+    Buffer, ClMem, CL_MAP_READ, CL_MAP_WRITE_INVALIDATE_REGION, CL_MEM_COPY_HOST_PTR,
+    CL_MEM_READ_ONLY,
+};
 use opencl3::types::{cl_mem, CL_BLOCKING};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -53,13 +56,16 @@ pub struct Ctx<'r> {
     pub kernels: &'r Kernels,
     pub pool: &'r mut Pool,
     /// Every pooled buffer this run took (with its capacity), to give back at the end.
-    pub used: Vec<(usize, Rc<Buffer<f32>>)>,
+    pub used: Vec<Taken>,
     /// Metadata buffers of this run's kernels, kept until the run has finished.
     pub meta: Vec<Buffer<i32>>,
     /// A one-element buffer passed where a kernel's optional operand is absent.
     pub dummy: &'r Buffer<f32>,
     /// The tiled GEMM's parameters for this program and device.
     pub tiling: Tiling,
+    /// The step being enqueued computes a value the host reads: its buffers are host-visible
+    /// (`CL_MEM_ALLOC_HOST_PTR`), so reading it back maps it in place.
+    pub host_out: bool,
 }
 
 pub(super) fn int(v: usize) -> Result<i32, String> {
@@ -70,9 +76,9 @@ impl<'r> Ctx<'r> {
     pub fn alloc<'a>(&mut self, shape: Vec<usize>) -> Result<DevTensor<'a>, String> {
         let len: usize = shape.iter().product();
         int(len)?;
-        let (cap, b) = self.pool.take(self.context, len)?;
+        let (cap, b) = self.pool.take(self.context, len, self.host_out)?;
         let b = Rc::new(b);
-        self.used.push((cap, Rc::clone(&b)));
+        self.used.push((cap, self.host_out, Rc::clone(&b)));
         Ok(DevTensor {
             buf: Buf::Pool(b),
             shape,
@@ -90,15 +96,46 @@ impl<'r> Ctx<'r> {
         if Rc::strong_count(&rc) != 2 {
             return;
         }
-        let Some(at) = self.used.iter().position(|(_, b)| Rc::ptr_eq(b, &rc)) else {
+        let Some(at) = self.used.iter().position(|(_, _, b)| Rc::ptr_eq(b, &rc)) else {
             return;
         };
-        let (len, b) = self.used.swap_remove(at);
+        let taken = self.used.swap_remove(at);
         drop(rc);
-        self.pool.give_back(vec![(len, b)]);
+        self.pool.give_back(vec![taken]);
     }
 
-    /// A pooled buffer holding a copy of `data` (a blocking write).
+    /// Calls `f` with `t`'s values, read in place through a blocking map of its buffer (no
+    /// staging copy where the buffer is host-visible), then unmaps it.
+    pub fn with_mapped<R>(&self, t: &DevTensor, f: impl FnOnce(&[f32]) -> R) -> Result<R, String> {
+        let len = t.len();
+        if len == 0 {
+            return Ok(f(&[]));
+        }
+        let buf = t.buf.get();
+        let mut p: cl_mem = std::ptr::null_mut();
+        // SAFETY: a blocking map of the tensor's `len` elements, which its buffer holds.
+        unsafe {
+            self.queue
+                .enqueue_map_buffer(buf, CL_BLOCKING, CL_MAP_READ, 0, len * 4, &mut p, &[])
+        }
+        .map_err(|e| format!("OpenCL: mapping {} bytes for reading: {e}", len * 4))?;
+        let out = if p.is_null() || !(p as usize).is_multiple_of(std::mem::align_of::<f32>()) {
+            Err(format!("OpenCL: the driver mapped the buffer at {p:?}"))
+        } else {
+            // SAFETY: the blocking map succeeded: `p` points to `len` aligned floats, valid
+            // until the unmap below.
+            Ok(f(unsafe {
+                std::slice::from_raw_parts(p.cast::<f32>().cast_const(), len)
+            }))
+        };
+        // SAFETY: `p` is this buffer's live mapping; nothing reads it after this.
+        unsafe { self.queue.enqueue_unmap_mem_object(buf.get(), p, &[]) }
+            .map_err(|e| format!("OpenCL: unmapping a buffer: {e}"))?;
+        out
+    }
+
+    /// A host-visible pooled buffer holding a copy of `data`, written in place through a
+    /// blocking map (no staging copy in the driver).
     pub fn upload<'a>(&mut self, shape: Vec<usize>, data: &[f32]) -> Result<DevTensor<'a>, String> {
         let len: usize = shape.iter().product();
         if len != data.len() {
@@ -108,17 +145,37 @@ impl<'r> Ctx<'r> {
             ));
         }
         int(len)?;
-        let (cap, mut b) = self.pool.take(self.context, len)?;
+        let (cap, b) = self.pool.take(self.context, len, true)?;
         if !data.is_empty() {
-            // SAFETY: blocking write from a live slice no larger than the buffer.
+            let mut p: cl_mem = std::ptr::null_mut();
+            // SAFETY: a blocking map of `len` elements, which the buffer holds.
             unsafe {
-                self.queue
-                    .enqueue_write_buffer(&mut b, CL_BLOCKING, 0, data, &[])
+                self.queue.enqueue_map_buffer(
+                    &b,
+                    CL_BLOCKING,
+                    CL_MAP_WRITE_INVALIDATE_REGION,
+                    0,
+                    len * 4,
+                    &mut p,
+                    &[],
+                )
             }
-            .map_err(|e| format!("OpenCL: writing {} bytes to the device: {e}", len * 4))?;
+            .map_err(|e| format!("OpenCL: mapping {} bytes for writing: {e}", len * 4))?;
+            let aligned = !p.is_null() && (p as usize).is_multiple_of(std::mem::align_of::<f32>());
+            if aligned {
+                // SAFETY: the map succeeded: `p` points to `len` aligned floats of the buffer,
+                // which `data` (of `len` elements) does not overlap.
+                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p.cast::<f32>(), len) };
+            }
+            // SAFETY: `p` is this buffer's live mapping; nothing writes it after this.
+            unsafe { self.queue.enqueue_unmap_mem_object(b.get(), p, &[]) }
+                .map_err(|e| format!("OpenCL: unmapping a buffer: {e}"))?;
+            if !aligned {
+                return Err(format!("OpenCL: the driver mapped the buffer at {p:?}"));
+            }
         }
         let b = Rc::new(b);
-        self.used.push((cap, Rc::clone(&b)));
+        self.used.push((cap, true, Rc::clone(&b)));
         Ok(DevTensor {
             buf: Buf::Pool(b),
             shape,
@@ -216,12 +273,13 @@ impl<'r> Ctx<'r> {
                 trans_a,
                 trans_b,
                 act,
+                half,
             } => {
                 let b = input(1)?;
                 let c = inputs.get(2).and_then(Option::as_ref);
-                self.gemm(x, b, c, *alpha, *beta, *trans_a, *trans_b, *act)
+                self.gemm(x, b, c, *alpha, *beta, *trans_a, *trans_b, *act, *half)
             }
-            Op::MatMul => self.matmul(x, input(1)?),
+            Op::MatMul { half } => self.matmul(x, input(1)?, *half),
             Op::Binary { code, relu } => self.binary(x, input(1)?, *code, *relu),
             Op::Unary { code: 4, .. } => Ok(x.clone()),
             Op::Unary { code, lo, hi } => {

@@ -43,6 +43,7 @@ impl Ctx<'_> {
         trans_a: bool,
         trans_b: bool,
         act: Act,
+        half: bool,
     ) -> Result<DevTensor<'a>, String> {
         let (&[ar, ac], &[br, bc]) = (a.shape.as_slice(), b.shape.as_slice()) else {
             return Err(format!(
@@ -61,25 +62,31 @@ impl Ctx<'_> {
                 format!("Gemm: C of shape {s:?} does not broadcast to [{m}, {n}]")
             })?,
         };
+        if half && trans_b {
+            return Err("Gemm: half weights must be K x N (this is a bug)".into());
+        }
         let y = self.alloc(vec![m, n])?;
         if !trans_b {
-            self.gemm_tile(&Tile {
-                a,
-                b,
-                bias: c,
-                res: None,
-                c: &y,
-                mnk: [m, n, k],
-                a_layout: if trans_a { [0, 1, m, 0] } else { [0, k, 1, 0] },
-                b_layout: [0, n, 0],
-                c_layout: [0, 0],
-                batch: 1,
-                alpha,
-                beta,
-                bias_strides: [rs, cs],
-                act,
-                nan_to_zero: false,
-            })?;
+            self.gemm_tile_kernel(
+                if half { "gemm_tile_hb" } else { "gemm_tile" },
+                &Tile {
+                    a,
+                    b,
+                    bias: c,
+                    res: None,
+                    c: &y,
+                    mnk: [m, n, k],
+                    a_layout: if trans_a { [0, 1, m, 0] } else { [0, k, 1, 0] },
+                    b_layout: [0, n, 0],
+                    c_layout: [0, 0],
+                    batch: 1,
+                    alpha,
+                    beta,
+                    bias_strides: [rs, cs],
+                    act,
+                    nan_to_zero: false,
+                },
+            )?;
             return Ok(y);
         }
         let relu = act == Act::Relu;
@@ -107,14 +114,15 @@ impl Ctx<'_> {
         self.gemm_tile_kernel("gemm_tile", t)
     }
 
-    /// `gemm_tile` or its half-storage twin `gemm_tile_h` (same arguments).
+    /// `gemm_tile` or its half-storage twins `gemm_tile_h` (half A' and B) and `gemm_tile_hb`
+    /// (half B) (same arguments).
     pub(super) fn gemm_tile_kernel(&self, kernel: &str, t: &Tile) -> Result<(), String> {
         let [m, n, k] = t.mnk;
         let tl = self.tiling;
         let i = int;
         let (lo, hi) = t.act.bounds();
-        let wg = if kernel == "gemm_tile_h" && tl.local {
-            // The half variant has no local-memory tiles: any work-group fits it.
+        let wg = if kernel != "gemm_tile" && tl.local {
+            // The half variants have no local-memory tiles: any work-group fits them.
             [tl.wg[0].min(8), tl.wg[1].min(8)]
         } else {
             tl.wg
@@ -213,6 +221,7 @@ impl Ctx<'_> {
         &mut self,
         a: &DevTensor<'a>,
         b: &DevTensor<'a>,
+        half: bool,
     ) -> Result<DevTensor<'a>, String> {
         if a.shape.is_empty() || b.shape.is_empty() {
             return Err("MatMul of a scalar".into());
@@ -254,6 +263,7 @@ impl Ctx<'_> {
         let astr = bcast_strides(abatch, &batch, m * k);
         let bstr = bcast_strides(bbatch, &batch, k * n);
         let count: usize = batch.iter().product();
+        let kernel = if half { "gemm_tile_hb" } else { "gemm_tile" };
         let tile = |ao: usize, bo: usize, co: usize, abs: usize, bbs: usize, imgs: usize| Tile {
             a,
             b,
@@ -277,7 +287,7 @@ impl Ctx<'_> {
                 astr.first().copied().unwrap_or(0),
                 bstr.first().copied().unwrap_or(0),
             );
-            self.gemm_tile(&tile(0, 0, 0, abs, bbs, count))?;
+            self.gemm_tile_kernel(kernel, &tile(0, 0, 0, abs, bbs, count))?;
             return Ok(y);
         }
         for idx in 0..count {
@@ -288,7 +298,7 @@ impl Ctx<'_> {
                 ao += v * astr[d];
                 bo += v * bstr[d];
             }
-            self.gemm_tile(&tile(ao, bo, idx * m * n, 0, 0, 1))?;
+            self.gemm_tile_kernel(kernel, &tile(ao, bo, idx * m * n, 0, 0, 1))?;
         }
         Ok(y)
     }

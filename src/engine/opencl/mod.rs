@@ -32,7 +32,6 @@ use graph::Graph;
 use opencl3::command_queue::CommandQueue;
 use opencl3::context::Context;
 use opencl3::memory::{Buffer, CL_MEM_COPY_HOST_PTR, CL_MEM_READ_ONLY};
-use opencl3::types::CL_BLOCKING;
 use partition::Step;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -62,7 +61,8 @@ pub struct OpenclConfig {
     pub fusion: bool,
     /// `[opencl] placement`: `Auto` keeps small models on the CPU.
     pub placement: PlacementMode,
-    /// `[opencl] precision`: `fp16` stores Conv weights and columns as half.
+    /// `[opencl] precision`: `fp16` stores Conv weights and columns, and Gemm / MatMul
+    /// constant weights, as half (FP32 accumulation).
     pub fp16: bool,
     /// Tests only (not a `config.toml` key): FP16 without the `cl_khr_fp16` check. The
     /// kernels read and write half with core OpenCL functions, so the FP16 path runs on a
@@ -173,6 +173,9 @@ pub struct OpenclEngine {
     /// Per step, the values no later step (nor the caller) reads: their device buffers go
     /// back to the pool for the rest of the run.
     dead_after: Vec<Vec<String>>,
+    /// For each step, whether the host reads its output (a graph output or a CPU segment's
+    /// input): its buffers are then host-visible (mapped when read back).
+    host_out: Vec<bool>,
     queue: CommandQueue,
     context: Context,
     input_names: Vec<String>,
@@ -243,6 +246,7 @@ impl OpenclEngine {
                 meta: Vec::new(),
                 dummy: &dummy,
                 tiling,
+                host_out: false,
             };
             tiling.wg =
                 tiling::choose_wg(&mut ctx, max_wg, tune_cache.as_deref(), tiling::TUNE_BUDGET);
@@ -286,6 +290,7 @@ impl OpenclEngine {
             dummy,
             host_consts,
             dead_after: liveness(&part.steps, &g),
+            host_out: host_read(&part.steps, &g),
             steps: part.steps,
             queue,
             context,
@@ -303,6 +308,29 @@ impl OpenclEngine {
         self.consts.keys().filter(|k| k.ends_with("::f16")).count()
     }
 
+    /// The device steps that read half weights (`precision = "fp16"`), by op: `Conv`, `Gemm`,
+    /// `MatMul`, in graph order.
+    pub fn half_ops(&self) -> Vec<&'static str> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Device {
+                    op: ops::Op::Conv { half: true, .. },
+                    ..
+                } => Some("Conv"),
+                Step::Device {
+                    op: ops::Op::Gemm { half: true, .. },
+                    ..
+                } => Some("Gemm"),
+                Step::Device {
+                    op: ops::Op::MatMul { half: true },
+                    ..
+                } => Some("MatMul"),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// How many kernel steps a run enqueues (after folding and fusion).
     pub fn device_kernels(&self) -> usize {
         self.steps
@@ -317,6 +345,15 @@ impl OpenclEngine {
         self.state
             .lock()
             .map(|s| s.pool.buffers())
+            .unwrap_or_default()
+    }
+
+    /// How many of those are host-visible (`CL_MEM_ALLOC_HOST_PTR`): the run's inputs and
+    /// the buffers of the steps whose output the host reads.
+    pub fn pooled_host_buffers(&self) -> usize {
+        self.state
+            .lock()
+            .map(|s| s.pool.host_buffers())
             .unwrap_or_default()
     }
 
@@ -344,6 +381,7 @@ impl OpenclEngine {
             meta: Vec::new(),
             dummy: &self.dummy,
             tiling: *tiling,
+            host_out: false,
         };
         let result = self.execute_in(&mut ctx, inputs);
         // Everything enqueued must finish before the buffers are reused.
@@ -362,7 +400,8 @@ impl OpenclEngine {
             let t = super::tract::to_tract(t).map_err(|e| format!("{e:#}"))?;
             values.insert(name.clone(), Value::host(t.into_tvalue()));
         }
-        for (step, dead) in self.steps.iter().zip(&self.dead_after) {
+        for ((step, dead), &host_out) in self.steps.iter().zip(&self.dead_after).zip(&self.host_out)
+        {
             match step {
                 Step::Device { op, inputs, output } => {
                     let data_only =
@@ -377,7 +416,10 @@ impl OpenclEngine {
                     }
                     let op = self.resolve(ctx, &mut values, op, inputs)?;
                     let t0 = Instant::now();
-                    let y = ctx.run(&op, &args).map_err(|e| format!("{output}: {e}"))?;
+                    ctx.host_out = host_out;
+                    let y = ctx.run(&op, &args);
+                    ctx.host_out = false;
+                    let y = y.map_err(|e| format!("{output}: {e}"))?;
                     // Per-node device time (`--log scoria=trace`): waits for each node, so
                     // only for profiling.
                     if tracing::enabled!(tracing::Level::TRACE) {
@@ -510,7 +552,7 @@ impl OpenclEngine {
     /// `name` in host memory, downloading it (once) when it is on the device.
     fn host_value<'a>(
         &'a self,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
         values: &mut HashMap<String, Value<'a>>,
         name: &str,
     ) -> Result<TValue, String> {
@@ -532,19 +574,14 @@ impl OpenclEngine {
             .finish()
             .map_err(|e| format!("OpenCL: computing '{name}': {e}"))?;
         let started = Instant::now();
-        let mut data = vec![0f32; d.len()];
-        if !data.is_empty() {
-            // SAFETY: blocking read into a live slice of the tensor's size.
-            unsafe {
-                self.queue
-                    .enqueue_read_buffer(d.buf.get(), CL_BLOCKING, 0, &mut data, &[])
-            }
-            .map_err(|e| format!("OpenCL: downloading '{name}': {e}"))?;
-        }
-        self.count(started, data.len());
-        let t = TractTensor::from_shape(&d.shape, &data)
+        // Read in place from the mapped buffer (host-visible for the values the host reads)
+        // into the tensor: one copy.
+        let t = ctx
+            .with_mapped(d, |data| TractTensor::from_shape(&d.shape, data))
+            .map_err(|e| format!("downloading '{name}': {e}"))?
             .map_err(|e| format!("{e:#}"))?
             .into_tvalue();
+        self.count(started, d.len());
         v.host = Some(t.clone());
         Ok(t)
     }
@@ -580,6 +617,29 @@ fn liveness(steps: &[Step], g: &Graph) -> Vec<Vec<String>> {
         }
     }
     dead
+}
+
+/// For each step, whether the host reads its output: a graph output, a CPU segment's input,
+/// or a host-side operand of a later step (a Reshape's shape, a Clip's bounds).
+fn host_read(steps: &[Step], g: &Graph) -> Vec<bool> {
+    let mut read: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for step in steps {
+        match step {
+            Step::Device { op, inputs, .. } => {
+                if matches!(op, ops::Op::Reshape { .. } | ops::Op::Unary { code: 3, .. }) {
+                    read.extend(inputs.iter().skip(1).map(String::as_str));
+                }
+            }
+            Step::Cpu(seg) => read.extend(seg.inputs.iter().map(String::as_str)),
+        }
+    }
+    steps
+        .iter()
+        .map(|s| match s {
+            Step::Device { output, .. } => g.is_output(output) || read.contains(output.as_str()),
+            Step::Cpu(_) => false,
+        })
+        .collect()
 }
 
 /// A value during a run: on the host, on the device, or both once it has crossed.

@@ -116,8 +116,13 @@ pub enum Op {
         trans_a: bool,
         trans_b: bool,
         act: Act,
+        /// `precision = "fp16"`: B is a constant stored as half (K x N).
+        half: bool,
     },
-    MatMul,
+    MatMul {
+        /// `precision = "fp16"`: B is a constant stored as half.
+        half: bool,
+    },
     /// 0 Add, 1 Sub, 2 Mul, 3 Div
     Binary {
         code: i32,
@@ -198,8 +203,9 @@ pub fn device_op(n: &NodeProto, g: &Graph) -> Result<Op, String> {
             trans_a: attr_i(n, "transA", 0) != 0,
             trans_b: attr_i(n, "transB", 0) != 0,
             act: Act::None,
+            half: false,
         },
-        "MatMul" => Op::MatMul,
+        "MatMul" => Op::MatMul { half: false },
         "Add" | "Sub" | "Mul" | "Div" => {
             if g.opset < 7 && attr(n, "broadcast").is_some() {
                 return Err("legacy broadcast attribute".into());

@@ -152,7 +152,7 @@ fn macs_per_sample(g: &Graph, ops: &[Option<Op>]) -> Option<u64> {
                 product(&w)?.saturating_mul(product(out.get(2..)?)?)
             }
             Some(Op::Gemm { .. }) => product(&shape(n.input.get(1)?)?)?,
-            Some(Op::MatMul) => {
+            Some(Op::MatMul { .. }) => {
                 let (a, b) = (shape(n.input.first()?)?, shape(n.input.get(1)?)?);
                 let kn = product(b.get(b.len().checked_sub(2)?..)?)?;
                 // Rows per sample: A's dimensions but the first (batch) and last (K).
@@ -423,8 +423,8 @@ fn fuse_act(g: &Graph, steps: &mut Vec<Step>) {
 }
 
 /// Constant weights in the layouts `gemm_tile` reads fastest: a Conv's (group 1) as K x M
-/// (K = C * KH * KW; with `fp16` named `...::f16`, uploaded as half), a Gemm's transposed B
-/// as K x N.
+/// (K = C * KH * KW), a Gemm's transposed B as K x N. With `fp16` these and a MatMul's
+/// constant B are named `...::f16` and uploaded as half (`gemm_tile_h` / `gemm_tile_hb`).
 fn transpose_weights(
     g: &Graph,
     steps: &mut [Step],
@@ -466,17 +466,37 @@ fn transpose_weights(
                 }
                 inputs[1] = name;
             }
-            Op::Gemm { trans_b: true, .. } if w.rank() == 2 => {
+            Op::Gemm { trans_b, .. } if w.rank() == 2 && (*trans_b || fp16) => {
                 let s = w.shape();
-                let name = format!("{wname}::kxn");
+                let tb = *trans_b;
+                let name = format!(
+                    "{wname}{}{}",
+                    if tb { "::kxn" } else { "" },
+                    if fp16 { "::f16" } else { "" }
+                );
                 if !folded.iter().any(|(n, _)| *n == name) {
-                    let Some(t) = transpose(&data, s[0], s[1], &[s[1], s[0]]) else {
-                        continue;
+                    let t = if tb {
+                        transpose(&data, s[0], s[1], &[s[1], s[0]])
+                    } else {
+                        Some(w.as_ref().clone())
                     };
+                    let Some(t) = t else { continue };
                     folded.push((name.clone(), Arc::new(t)));
                 }
-                if let Op::Gemm { trans_b, .. } = op {
+                if let Op::Gemm { trans_b, half, .. } = op {
                     *trans_b = false;
+                    *half = fp16;
+                }
+                inputs[1] = name;
+            }
+            // MatMul's constant B as it is, stored as half.
+            Op::MatMul { .. } if fp16 && w.rank() >= 1 => {
+                let name = format!("{wname}::f16");
+                if !folded.iter().any(|(n, _)| *n == name) {
+                    folded.push((name.clone(), Arc::clone(&w)));
+                }
+                if let Op::MatMul { half } = op {
+                    *half = true;
                 }
                 inputs[1] = name;
             }

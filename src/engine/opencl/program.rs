@@ -24,6 +24,7 @@ pub const KERNELS: &[(&str, u32)] = &[
     ("gemm_tile", 26),
     ("im2col", 17),
     ("gemm_tile_h", 26),
+    ("gemm_tile_hb", 26),
     ("im2col_h", 17),
     ("conv2d", 22),
     ("conv2d_b4x4", 22),

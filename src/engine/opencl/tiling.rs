@@ -18,7 +18,7 @@ use std::ptr;
 use std::time::{Duration, Instant};
 
 /// The kernel ABI this runtime speaks (`SCORIA_ABI` in `targets/opencl/tiled.cl`).
-pub const ABI: i32 = 2;
+pub const ABI: i32 = 3;
 
 /// Compile-time parameters of `gemm_tile` / `im2col` plus the work-group size to run with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
