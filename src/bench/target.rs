@@ -99,12 +99,7 @@ pub(super) async fn remote(
     })?;
     let specs = inputs::specs_from_metadata(&meta)
         .map_err(|e| anyhow::anyhow!("{url}: model '{name}': {e}"))?;
-    let version = opts.version.or_else(|| {
-        meta.versions
-            .iter()
-            .filter_map(|v| v.parse::<u64>().ok())
-            .max()
-    });
+    let version = opts.version.or_else(|| latest(&meta));
     let config_path = format!("{model_path}/config");
     let config = match tokio::time::timeout(timeout, client.get_json(&config_path)).await {
         Ok(Ok(config)) => config,
@@ -121,13 +116,7 @@ pub(super) async fn remote(
     let inputs = make_inputs(opts, &specs, log)?;
     let request = http::InferRequest::new(&endpoint, &model_path, &inputs, opts.protocol)
         .map_err(anyhow::Error::msg)?;
-    tokio::time::timeout(timeout, request.send(&mut client))
-        .await
-        .map_err(|_| timed_out())?
-        .map_err(|e| anyhow::anyhow!("{url}: {name} rejects the benchmark request: {e}"))?;
-    log.info(&format!(
-        "{url}: {name} answers; metadata and configuration read"
-    ));
+    first_request(opts, url, request.send(&mut client), log).await?;
     let setup = Setup {
         version,
         backend,
@@ -163,12 +152,7 @@ async fn remote_grpc(
         .map_err(anyhow::Error::msg)?;
     let specs = inputs::specs_from_metadata(&meta)
         .map_err(|e| anyhow::anyhow!("{url}: model '{name}': {e}"))?;
-    let version = opts.version.or_else(|| {
-        meta.versions
-            .iter()
-            .filter_map(|v| v.parse::<u64>().ok())
-            .max()
-    });
+    let version = opts.version.or_else(|| latest(&meta));
     let (backend, config) =
         match tokio::time::timeout(timeout, client.config(name, opts.version)).await {
             Ok(Ok(config)) => (
@@ -186,13 +170,7 @@ async fn remote_grpc(
         };
     let inputs = make_inputs(opts, &specs, log)?;
     let request = grpc::infer_request(name, opts.version, &inputs, opts.protocol);
-    tokio::time::timeout(timeout, client.infer(&request))
-        .await
-        .map_err(|_| timed_out())?
-        .map_err(|e| anyhow::anyhow!("{url}: {name} rejects the benchmark request: {e}"))?;
-    log.info(&format!(
-        "{url}: {name} answers; metadata and configuration read"
-    ));
+    first_request(opts, url, client.infer(&request), log).await?;
     let setup = Setup {
         version,
         backend,
@@ -205,6 +183,32 @@ async fn remote_grpc(
         timeout,
     };
     Ok((target, setup))
+}
+
+/// The newest version the server's metadata lists.
+fn latest(meta: &ModelMetadata) -> Option<u64> {
+    meta.versions
+        .iter()
+        .filter_map(|v| v.parse::<u64>().ok())
+        .max()
+}
+
+/// Sends the run's request once, so a request the server rejects fails the run at once.
+async fn first_request(
+    opts: &BenchOptions,
+    url: &str,
+    send: impl std::future::Future<Output = Result<(), String>>,
+    log: &mut Log,
+) -> anyhow::Result<()> {
+    let (name, timeout) = (&opts.model, opts.timeout);
+    tokio::time::timeout(timeout, send)
+        .await
+        .map_err(|_| anyhow::anyhow!("{url} did not answer within {timeout:?}"))?
+        .map_err(|e| anyhow::anyhow!("{url}: {name} rejects the benchmark request: {e}"))?;
+    log.info(&format!(
+        "{url}: {name} answers; metadata and configuration read"
+    ));
+    Ok(())
 }
 
 fn make_inputs(
