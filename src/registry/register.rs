@@ -34,10 +34,56 @@ pub struct Registration {
 pub const DEFAULT_HOOK_FILE: &str = "score.rhai";
 
 /// A hook about to be installed: its bytes, their sha256, and its file name in the model folder.
-struct HookInstall {
-    bytes: Vec<u8>,
-    sha256: String,
-    file: String,
+pub(crate) struct HookInstall {
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+    pub file: String,
+}
+
+impl HookInstall {
+    /// The hook `bytes`, under the name the model's `config` gives, else [`DEFAULT_HOOK_FILE`].
+    pub fn new(bytes: Vec<u8>, config: &ModelConfig) -> HookInstall {
+        HookInstall {
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            file: config
+                .hook
+                .clone()
+                .unwrap_or_else(|| DEFAULT_HOOK_FILE.to_string()),
+            bytes,
+        }
+    }
+
+    /// The model's `config.toml` text naming this hook, when `config` (parsed from `text`)
+    /// names none; `None` when it already does.
+    pub fn naming_config(&self, text: &str, config: &ModelConfig) -> Option<String> {
+        // Top-level keys must precede every table: the first line is always a valid place.
+        config
+            .hook
+            .is_none()
+            .then(|| format!("hook = \"{}\"\n{text}", self.file))
+    }
+}
+
+impl Registration {
+    /// The record of this registration's new version: the model file's `sha256` and `size`,
+    /// and the hook installed with it.
+    pub(crate) fn meta(
+        &self,
+        sha256: String,
+        size: u64,
+        hook: Option<&HookInstall>,
+    ) -> VersionMeta {
+        VersionMeta {
+            sha256,
+            size,
+            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            source: self.source.display().to_string(),
+            description: self.description.clone(),
+            tags: self.tags.clone(),
+            hook: hook.map(|h| h.file.clone()),
+            hook_sha256: hook.map(|h| h.sha256.clone()),
+        }
+    }
 }
 
 /// Copies `reg.source` into the next version of model `reg.name` and returns that version
@@ -120,16 +166,7 @@ fn stage(
     fs::create_dir(tmp).map_err(|e| RegistryError::io(tmp, e))?;
     let dest = tmp.join(MODEL_FILE);
     let (sha256, size) = copy_hashed(&reg.source, &dest)?;
-    let meta = VersionMeta {
-        sha256,
-        size,
-        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        source: reg.source.display().to_string(),
-        description: reg.description.clone(),
-        tags: reg.tags.clone(),
-        hook: hook.map(|h| h.file.clone()),
-        hook_sha256: hook.map(|h| h.sha256.clone()),
-    };
+    let meta = reg.meta(sha256, size, hook);
     let meta_path = tmp.join(META_FILE);
     fsutil::atomic_write(&meta_path, meta.to_toml().as_bytes())
         .map_err(|e| RegistryError::io(&meta_path, e))?;
@@ -142,11 +179,7 @@ fn stage(
 fn prepare_hook(model_dir: &Path, path: &Path) -> Result<HookInstall, RegistryError> {
     let bytes = fs::read(path).map_err(|e| RegistryError::io(path, e))?;
     let config = ModelConfig::load(&model_dir.join(CONFIG_FILE))?;
-    Ok(HookInstall {
-        sha256: hex::encode(Sha256::digest(&bytes)),
-        file: config.hook.unwrap_or_else(|| DEFAULT_HOOK_FILE.to_string()),
-        bytes,
-    })
+    Ok(HookInstall::new(bytes, &config))
 }
 
 /// Writes the hook into the model folder and, when `config.toml` names no hook, names it
@@ -160,9 +193,8 @@ fn install_hook(model_dir: &Path, hook: &HookInstall) -> Result<(), RegistryErro
         Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(RegistryError::io(&config_path, e)),
     };
-    if ModelConfig::parse(&text, &config_path)?.hook.is_none() {
-        // Top-level keys must precede every table: the first line is always a valid place.
-        let text = format!("hook = \"{}\"\n{text}", hook.file);
+    let config = ModelConfig::parse(&text, &config_path)?;
+    if let Some(text) = hook.naming_config(&text, &config) {
         fsutil::atomic_write(&config_path, text.as_bytes())
             .map_err(|e| RegistryError::io(&config_path, e))?;
     }

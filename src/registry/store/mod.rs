@@ -22,7 +22,7 @@ pub use url::{looks_like_url, Scheme, StoreUrl};
 
 use super::config::ModelConfig;
 use super::meta::META_FILE;
-use super::register::{Registration, DEFAULT_HOOK_FILE};
+use super::register::{HookInstall, Registration};
 use super::{name, RegistryError, VersionMeta, CONFIG_FILE, MODEL_FILE};
 use crate::fsutil;
 use futures_util::StreamExt;
@@ -626,27 +626,12 @@ impl Inner {
                     None => String::new(),
                 };
                 let config = ModelConfig::parse(&text, Path::new(&config_rel))?;
-                let file = config
-                    .hook
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_HOOK_FILE.to_string());
-                let new_config = config
-                    .hook
-                    .is_none()
-                    .then(|| format!("hook = \"{file}\"\n{text}"));
-                Some((file, hex::encode(Sha256::digest(&bytes)), bytes, new_config))
+                let install = HookInstall::new(bytes, &config);
+                let new_config = install.naming_config(&text, &config);
+                Some((install, new_config))
             }
         };
-        let meta = VersionMeta {
-            sha256,
-            size,
-            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            source: reg.source.display().to_string(),
-            description: reg.description.clone(),
-            tags: reg.tags.clone(),
-            hook: hook.as_ref().map(|h| h.0.clone()),
-            hook_sha256: hook.as_ref().map(|h| h.1.clone()),
-        };
+        let meta = reg.meta(sha256, size, hook.as_ref().map(|h| &h.0));
 
         // Claim a version number: a conditional create of a hidden marker, so two
         // registrations never write into one version. Claims stay (listings ignore them): a
@@ -684,9 +669,14 @@ impl Inner {
             }
         }
 
-        if let Some((file, _, bytes, new_config)) = &hook {
-            self.put(&format!("{name}/{file}"), bytes.clone(), PutMode::Overwrite)
-                .await?;
+        if let Some((install, new_config)) = &hook {
+            let file = &install.file;
+            self.put(
+                &format!("{name}/{file}"),
+                install.bytes.clone(),
+                PutMode::Overwrite,
+            )
+            .await?;
             if let Some(text) = new_config {
                 self.put(
                     &format!("{name}/{CONFIG_FILE}"),
