@@ -83,10 +83,6 @@ impl Cost {
     }
 }
 
-fn elements(inputs: &[Tensor]) -> u64 {
-    inputs.iter().map(|t| t.data().len() as u64).sum()
-}
-
 impl Direct {
     pub fn new(engines: Arc<Vec<Box<dyn Engine>>>) -> Direct {
         Direct {
@@ -101,6 +97,15 @@ impl Direct {
     }
 }
 
+/// One submitted request.
+struct Request {
+    inputs: Vec<Tensor>,
+    /// Input elements, the measure of its cost.
+    elements: u64,
+    rows: usize,
+    submitted: Instant,
+}
+
 impl Scheduler for Direct {
     fn submit(
         &self,
@@ -109,20 +114,24 @@ impl Scheduler for Direct {
         caller: Caller,
         _options: &RequestOptions,
     ) -> Result<Ticket, SchedulerError> {
-        let submitted = Instant::now();
+        let req = Request {
+            elements: inputs.iter().map(|t| t.data().len() as u64).sum(),
+            inputs,
+            rows,
+            submitted: Instant::now(),
+        };
         self.inner.waiting.fetch_add(1, Ordering::Relaxed);
-        match caller {
-            Caller::Blocking => Ok(Ticket::ready(self.inner.run(inputs, rows, submitted))),
-            Caller::Async if self.inner.cost.fits_inline(elements(&inputs)) => {
-                match self.inner.idle_instance() {
-                    Some((engine, busy)) => Ok(Ticket::ready(
-                        self.inner.run_on(engine, busy, inputs, rows, submitted),
-                    )),
-                    None => Ok(self.inner.hand_off(inputs, rows, submitted)),
-                }
+        let inline = match caller {
+            Caller::Blocking => return Ok(Ticket::ready(self.inner.run(req))),
+            Caller::Async if self.inner.cost.fits_inline(req.elements) => {
+                self.inner.idle_instance()
             }
-            Caller::Async => Ok(self.inner.hand_off(inputs, rows, submitted)),
-        }
+            Caller::Async => None,
+        };
+        Ok(match inline {
+            Some((engine, busy)) => Ticket::ready(self.inner.run_on(engine, busy, req)),
+            None => self.inner.hand_off(req),
+        })
     }
 
     fn queued(&self) -> usize {
@@ -132,7 +141,7 @@ impl Scheduler for Direct {
 
 impl Inner {
     /// Runs the request on tokio's blocking pool.
-    fn hand_off(self: &Arc<Self>, inputs: Vec<Tensor>, rows: usize, submitted: Instant) -> Ticket {
+    fn hand_off(self: &Arc<Self>, req: Request) -> Ticket {
         let (reply, rx) = oneshot::channel();
         let inner = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
@@ -141,20 +150,15 @@ impl Inner {
                 inner.waiting.fetch_sub(1, Ordering::Relaxed);
                 return;
             }
-            let _ = reply.send(inner.run(inputs, rows, submitted));
+            let _ = reply.send(inner.run(req));
         });
         Ticket::waiting(rx)
     }
 
     /// Runs the request on the calling thread, waiting for an instance if need be.
-    fn run(
-        &self,
-        inputs: Vec<Tensor>,
-        rows: usize,
-        submitted: Instant,
-    ) -> Result<BatchResult, SchedulerError> {
+    fn run(&self, req: Request) -> Result<BatchResult, SchedulerError> {
         let (engine, busy) = self.instance();
-        self.run_on(engine, busy, inputs, rows, submitted)
+        self.run_on(engine, busy, req)
     }
 
     /// Runs the request on `engine` (held by `_busy` if it runs one request at a time) and
@@ -163,21 +167,18 @@ impl Inner {
         &self,
         engine: &dyn Engine,
         _busy: Option<MutexGuard<'_, ()>>,
-        inputs: Vec<Tensor>,
-        rows: usize,
-        submitted: Instant,
+        req: Request,
     ) -> Result<BatchResult, SchedulerError> {
         self.waiting.fetch_sub(1, Ordering::Relaxed);
-        let elements = elements(&inputs);
         let started = Instant::now();
-        let outputs = engine.run(inputs)?;
+        let outputs = engine.run(req.inputs)?;
         let compute = started.elapsed();
-        self.cost.record(elements, compute);
+        self.cost.record(req.elements, compute);
         Ok(BatchResult {
             outputs,
-            queue: started - submitted,
+            queue: started - req.submitted,
             compute,
-            batch_rows: rows,
+            batch_rows: req.rows,
             first: true,
         })
     }

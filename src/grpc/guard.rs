@@ -21,12 +21,17 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 use tonic::Status;
 
-/// The role a call needs: `None` for the health checks (liveness, readiness and
-/// `grpc.health.v1`), `Some(Score)` for inference, metadata, configuration and statistics,
-/// `Some(Admin)` for the repository calls and anything not listed here (closed by default,
-/// as on the HTTP routes).
-pub fn required_role(path: &str) -> Option<Role> {
-    let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
+/// A call's `(service, method)` from its request path.
+fn call_of(path: &str) -> Option<(&str, &str)> {
+    path.strip_prefix('/').and_then(|p| p.split_once('/'))
+}
+
+/// The role a call (see [`call_of`]) needs: `None` for the health checks (liveness,
+/// readiness and `grpc.health.v1`), `Some(Score)` for inference, metadata, configuration
+/// and statistics, `Some(Admin)` for the repository calls and anything not listed here
+/// (closed by default, as on the HTTP routes).
+fn role_of(call: Option<(&str, &str)>) -> Option<Role> {
+    let Some((service, method)) = call else {
         return Some(Role::Admin);
     };
     match (service, method) {
@@ -73,7 +78,8 @@ impl Guard {
     /// What the call holds while it runs, or the status answered instead of running it.
     fn admit(&self, req: &Request<Body>) -> Result<Option<Held>, Status> {
         let path = req.uri().path();
-        let Some(required) = required_role(path) else {
+        let call = call_of(path);
+        let Some(required) = role_of(call) else {
             return Ok(None);
         };
         if let Some(keys) = &self.keys {
@@ -93,9 +99,7 @@ impl Guard {
                 }
             }
         }
-        let unary_infer = path.strip_prefix('/').and_then(|p| p.split_once('/'))
-            == Some((INFERENCE, "ModelInfer"));
-        let admitted = if unary_infer {
+        let admitted = if call == Some((INFERENCE, "ModelInfer")) {
             self.inflight.admit().map_err(|refused| {
                 tracing::debug!("gRPC UNAVAILABLE for {path}: {refused}");
                 Status::unavailable(refused.to_string())
@@ -305,7 +309,7 @@ mod tests {
             m("ServerLive"),
             m("ServerReady"),
         ] {
-            assert_eq!(required_role(&open), None, "{open}");
+            assert_eq!(role_of(call_of(&open)), None, "{open}");
         }
         for score in [
             "ModelInfer",
@@ -313,7 +317,7 @@ mod tests {
             "ModelMetadata",
             "ModelConfig",
         ] {
-            assert_eq!(required_role(&m(score)), Some(Role::Score), "{score}");
+            assert_eq!(role_of(call_of(&m(score))), Some(Role::Score), "{score}");
         }
         for admin in [
             m("RepositoryIndex"),
@@ -325,7 +329,7 @@ mod tests {
             "/".into(),
             "".into(),
         ] {
-            assert_eq!(required_role(&admin), Some(Role::Admin), "{admin}");
+            assert_eq!(role_of(call_of(&admin)), Some(Role::Admin), "{admin}");
         }
     }
 
