@@ -1,31 +1,24 @@
 //! The scheduler of models without dynamic batching: each request runs on its own.
 
+use super::cost::{threads_for, Cost};
+use super::pool::Pool;
 use super::{BatchResult, Caller, RequestOptions, Scheduler, SchedulerError, Ticket};
 use crate::engine::Engine;
 use crate::tensor::Tensor;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
-/// Work estimated to take at most this long runs on the async caller's own thread instead of
-/// being handed to the blocking pool: the handoff (two thread wake-ups) costs more than such
-/// a run, and tokio's guideline for time between awaits is 10–100 µs.
-pub const INLINE_BUDGET: Duration = Duration::from_micros(50);
-
-/// Runs measured before any request may run inline: the first runs (plans optimised lazily,
-/// cold caches) do not predict the later ones.
-const INLINE_AFTER_RUNS: u64 = 32;
-
 /// Runs each request alone on one of the version's engine instances: for an async caller on
-/// tokio's blocking pool, for a blocking caller on its own thread. Instances are taken in
+/// one of the version's own threads (at most [`threads_for`] the instances), for a blocking
+/// caller on its own thread. Instances are taken in
 /// turn; one that runs a request at a time ([`Engine::concurrent`] is false) is held for the
 /// run, and an idle one is preferred. Time spent waiting for an instance is queue time.
 ///
 /// An async caller's request runs on its own thread, without the handoff, when the version's
-/// measured cost says it fits [`INLINE_BUDGET`] — never before [`INLINE_AFTER_RUNS`] runs
-/// are measured, never for a request larger (in input elements) than the largest measured,
-/// and never when it would wait for an instance.
+/// measured cost says it fits [`super::INLINE_BUDGET`] (see [`Cost::fits_inline`]) and an
+/// instance is idle.
 #[derive(Clone)]
 pub struct Direct {
     inner: Arc<Inner>,
@@ -40,53 +33,16 @@ struct Inner {
     /// Requests submitted that have not yet got an instance.
     waiting: AtomicUsize,
     cost: Cost,
-}
-
-/// What runs have cost, per input element: the basis of the inline decision.
-#[derive(Default)]
-struct Cost {
-    runs: AtomicU64,
-    /// Moving average (weight 1/8) of compute nanoseconds per input element, in 1/1024 ns.
-    per_element: AtomicU64,
-    /// The most input elements of a measured run.
-    max_elements: AtomicU64,
-}
-
-impl Cost {
-    fn record(&self, elements: u64, compute: Duration) {
-        let elements = elements.max(1);
-        let sample = u64::try_from(compute.as_nanos().saturating_mul(1024) / u128::from(elements))
-            .unwrap_or(u64::MAX);
-        let runs = self.runs.fetch_add(1, Ordering::Relaxed);
-        // Racing updates may lose a sample; the average stays an average.
-        let old = self.per_element.load(Ordering::Relaxed);
-        let new = if runs == 0 {
-            sample
-        } else {
-            old - old / 8 + sample / 8
-        };
-        self.per_element.store(new, Ordering::Relaxed);
-        self.max_elements.fetch_max(elements, Ordering::Relaxed);
-    }
-
-    /// Whether a request of `elements` input elements is expected to run within the budget.
-    fn fits_inline(&self, elements: u64) -> bool {
-        if self.runs.load(Ordering::Relaxed) < INLINE_AFTER_RUNS
-            || elements > self.max_elements.load(Ordering::Relaxed)
-        {
-            return false;
-        }
-        let estimate_ns = u128::from(self.per_element.load(Ordering::Relaxed))
-            * u128::from(elements.max(1))
-            / 1024;
-        estimate_ns <= INLINE_BUDGET.as_nanos()
-    }
+    /// The threads async callers' requests run on.
+    pool: Pool,
 }
 
 impl Direct {
-    pub fn new(engines: Arc<Vec<Box<dyn Engine>>>) -> Direct {
+    /// Runs requests on `engines`; `name` names its threads.
+    pub fn new(name: &str, engines: Arc<Vec<Box<dyn Engine>>>) -> Direct {
         Direct {
             inner: Arc::new(Inner {
+                pool: Pool::new(&format!("infer-{name}"), threads_for(&engines)),
                 busy: (0..engines.len()).map(|_| Mutex::new(())).collect(),
                 engines,
                 next: AtomicUsize::new(0),
@@ -128,10 +84,10 @@ impl Scheduler for Direct {
             }
             Caller::Async => None,
         };
-        Ok(match inline {
-            Some((engine, busy)) => Ticket::ready(self.inner.run_on(engine, busy, req)),
+        match inline {
+            Some((engine, busy)) => Ok(Ticket::ready(self.inner.run_on(engine, busy, req))),
             None => self.inner.hand_off(req),
-        })
+        }
     }
 
     fn queued(&self) -> usize {
@@ -140,19 +96,24 @@ impl Scheduler for Direct {
 }
 
 impl Inner {
-    /// Runs the request on tokio's blocking pool.
-    fn hand_off(self: &Arc<Self>, req: Request) -> Ticket {
+    /// Runs the request on one of the version's threads.
+    fn hand_off(self: &Arc<Self>, req: Request) -> Result<Ticket, SchedulerError> {
         let (reply, rx) = oneshot::channel();
         let inner = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            if reply.is_closed() {
-                // The caller went away while the request waited for a thread.
-                inner.waiting.fetch_sub(1, Ordering::Relaxed);
-                return;
-            }
-            let _ = reply.send(inner.run(req));
-        });
-        Ticket::waiting(rx)
+        self.pool
+            .execute(move || {
+                if reply.is_closed() {
+                    // The caller went away while the request waited for a thread.
+                    inner.waiting.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+                let _ = reply.send(inner.run(req));
+            })
+            .map_err(|e| {
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                SchedulerError::Internal(format!("cannot start an inference thread: {e}"))
+            })?;
+        Ok(Ticket::waiting(rx))
     }
 
     /// Runs the request on the calling thread, waiting for an instance if need be.

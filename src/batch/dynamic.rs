@@ -1,17 +1,26 @@
 //! The dynamic batcher (Triton's semantics).
 //!
 //! Requests (each already validated, each with its own batch dimension ≥ 1) wait in one
-//! queue. A worker thread per engine instance takes the oldest request, gathers more for at
-//! most `max_queue_delay` until the largest preferred batch size (or `max_batch_size`) is
-//! reached or the next request would not fit, concatenates along dimension 0, runs the
-//! engine once and splits the outputs back exactly. A full queue refuses at once; a request
+//! queue. Worker threads ([`threads_for`] the engine instances: one per instance, or one per
+//! core for engines that run requests concurrently) take the oldest request, gather more for
+//! at most `max_queue_delay` until the batch's goal is reached or the next request would not
+//! fit, concatenate along dimension 0, run the engine once and split the outputs back
+//! exactly. The goal is the largest preferred batch size (or `max_batch_size`) unless the
+//! batch sizes measured so far ([`BatchSizes`]) say a smaller batch costs less per row: then
+//! a worker takes fewer rows and leaves the rest to the others, so batching never runs
+//! slower than running each request alone would. A full queue refuses at once; a request
 //! whose caller went away is dropped before it runs.
+//!
+//! When the model is idle (nothing queued or running) and its measured cost fits
+//! [`super::INLINE_BUDGET`], an async caller's request runs on the caller's thread, as
+//! [`super::Direct`] does: at concurrency 1 there is nothing to batch it with.
 //!
 //! Queue policy (Triton's `default_queue_policy` and `priority_levels`): requests wait in one
 //! queue per priority level and are taken highest priority (level 1) first, oldest first
 //! within a level. A request past its timeout never reaches the engine: it is refused
 //! (`reject`) or moved behind every request still in time (`delay`).
 
+use super::cost::{threads_for, BatchSizes, Cost};
 use super::{
     BatchObserver, BatchResult, Caller, RequestOptions, Scheduler, SchedulerError, Ticket,
 };
@@ -19,6 +28,7 @@ use crate::engine::Engine;
 use crate::registry::config::{DynamicBatching, TimeoutAction};
 use crate::tensor::Tensor;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -37,6 +47,10 @@ struct Queue {
     /// whose timeout expired under the `delay` action.
     levels: Vec<VecDeque<Pending>>,
     closed: bool,
+    /// Whether a worker is gathering a batch: one at a time, so a request arriving within
+    /// `max_queue_delay` joins that batch rather than starting another on an idle worker.
+    gathering: bool,
+    sizes: BatchSizes,
 }
 
 impl Queue {
@@ -56,7 +70,10 @@ impl Queue {
 
 struct Shared {
     queue: Mutex<Queue>,
+    /// Wakes an idle worker to start a batch.
     wake: Condvar,
+    /// Wakes the gathering worker: more requests arrived.
+    more: Condvar,
     max_rows: usize,
     /// Rows worth waiting for.
     target_rows: usize,
@@ -70,6 +87,20 @@ struct Shared {
     timeout: Option<Duration>,
     allow_override: bool,
     action: TimeoutAction,
+    /// Engine runs in progress (batches and inline requests); changed from 0 only under the
+    /// queue's lock.
+    running: AtomicUsize,
+    /// Whether requests may run on the caller's thread: every instance runs requests
+    /// concurrently, so one may run there while workers run others.
+    inline: bool,
+    cost: Cost,
+    engines: Arc<Vec<Box<dyn Engine>>>,
+}
+
+/// What one engine run took: its rows and compute time.
+struct Ran {
+    rows: usize,
+    compute: Duration,
 }
 
 /// The queue and worker threads of one model version.
@@ -78,7 +109,7 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts one worker thread per engine in `engines`.
+    /// Starts [`threads_for`] `engines` worker threads, taking the engines in turn.
     pub fn start(
         name: &str,
         engines: Arc<Vec<Box<dyn Engine>>>,
@@ -93,8 +124,11 @@ impl Batcher {
                     .map(|_| VecDeque::new())
                     .collect(),
                 closed: false,
+                gathering: false,
+                sizes: BatchSizes::new(max_rows),
             }),
             wake: Condvar::new(),
+            more: Condvar::new(),
             max_rows,
             target_rows: config
                 .preferred_batch_size
@@ -109,26 +143,32 @@ impl Batcher {
                 .then(|| Duration::from_micros(config.queue_policy.default_timeout_us)),
             allow_override: config.queue_policy.allow_timeout_override,
             action: config.queue_policy.timeout_action,
+            running: AtomicUsize::new(0),
+            inline: engines.iter().all(|e| e.concurrent()),
+            cost: Cost::default(),
+            engines: Arc::clone(&engines),
         });
-        for i in 0..engines.len() {
-            let (shared, engines) = (Arc::clone(&shared), Arc::clone(&engines));
+        for i in 0..threads_for(&engines) {
+            let shared = Arc::clone(&shared);
+            let engine = i % engines.len().max(1);
             std::thread::Builder::new()
                 .name(format!("batch-{name}-{i}"))
-                .spawn(move || worker(&shared, engines[i].as_ref()))?;
+                .spawn(move || worker(&shared, engine))?;
         }
         Ok(Batcher { shared })
     }
 }
 
 impl Scheduler for Batcher {
-    /// Queues validated `inputs` (model order) holding `rows` rows for a worker, whoever the
-    /// caller is. Refuses at once with [`SchedulerError::QueueFull`] when `max_queue_size`
+    /// Queues validated `inputs` (model order) holding `rows` rows for a worker — or runs
+    /// them on an async caller's thread when the model is idle and they fit the inline
+    /// budget. Refuses at once with [`SchedulerError::QueueFull`] when `max_queue_size`
     /// requests already wait.
     fn submit(
         &self,
         inputs: Vec<Tensor>,
         rows: usize,
-        _caller: Caller,
+        caller: Caller,
         options: &RequestOptions,
     ) -> Result<Ticket, SchedulerError> {
         let shared = &self.shared;
@@ -149,8 +189,27 @@ impl Scheduler for Batcher {
         };
         let (reply, rx) = oneshot::channel();
         let enqueued = Instant::now();
+        let elements = inputs.iter().map(|t| t.data().len() as u64).sum();
+        let inline = caller == Caller::Async && shared.inline && shared.cost.fits_inline(elements);
         let mut q = lock(&shared.queue);
         let waiting = q.len();
+        if inline && waiting == 0 && !q.closed && shared.running.load(Ordering::Relaxed) == 0 {
+            shared.running.fetch_add(1, Ordering::Relaxed);
+            drop(q);
+            let pending = Pending {
+                inputs,
+                rows,
+                enqueued,
+                expires: None,
+                reply,
+            };
+            let ran = run_batch(shared, shared.engines[0].as_ref(), vec![pending]);
+            lock(&shared.queue).sizes.record(ran.rows, ran.compute);
+            if let Some(observe) = &shared.observer {
+                observe(ran.rows, 0);
+            }
+            return Ok(Ticket::waiting(rx));
+        }
         if shared.max_queue > 0 && waiting >= shared.max_queue {
             return Err(SchedulerError::QueueFull(format!(
                 "queue full: {waiting} requests are already waiting (max_queue_size {})",
@@ -164,8 +223,13 @@ impl Scheduler for Batcher {
             expires: timeout.map(|t| enqueued + t),
             reply,
         });
+        let gathering = q.gathering;
         drop(q);
-        self.shared.wake.notify_one();
+        if gathering {
+            self.shared.more.notify_one();
+        } else {
+            self.shared.wake.notify_one();
+        }
         Ok(Ticket::waiting(rx))
     }
 
@@ -178,6 +242,7 @@ impl Drop for Batcher {
     fn drop(&mut self) {
         lock(&self.shared.queue).closed = true;
         self.shared.wake.notify_all();
+        self.shared.more.notify_all();
     }
 }
 
@@ -186,70 +251,86 @@ fn lock(m: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn worker(shared: &Shared, engine: &dyn Engine) {
-    while let Some(batch) = next_batch(shared) {
-        run_batch(engine, batch);
+fn worker(shared: &Shared, engine: usize) {
+    let mut last = None;
+    while let Some(batch) = next_batch(shared, last.take()) {
+        last = Some(run_batch(shared, shared.engines[engine].as_ref(), batch));
     }
 }
 
-/// Waits for a request, then gathers more (highest priority first) until the target size,
-/// the next request does not fit, or the first one has waited `max_delay`. `None` once the
-/// batcher is dropped.
-fn next_batch(shared: &Shared) -> Option<Vec<Pending>> {
+/// Records the worker's `last` run, waits for a request, then gathers more (highest
+/// priority first) until the batch's goal, the next request does not fit, or the first one
+/// has waited `max_delay`. Counts the batch as running from its first request on (so no
+/// request runs inline beside a batch it could join). `None` once the batcher is dropped.
+fn next_batch(shared: &Shared, last: Option<Ran>) -> Option<Vec<Pending>> {
     let mut q = lock(&shared.queue);
+    if let Some(ran) = last {
+        q.sizes.record(ran.rows, ran.compute);
+    }
     loop {
         let next_expiry = expire(shared, &mut q);
+        if q.len() == 0 || q.gathering {
+            if q.closed {
+                return None;
+            }
+            q = match next_expiry {
+                Some(at) => {
+                    let wait = at.saturating_duration_since(Instant::now());
+                    shared
+                        .wake
+                        .wait_timeout(q, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                None => shared.wake.wait(q).unwrap_or_else(|p| p.into_inner()),
+            };
+            continue;
+        }
+        shared.running.fetch_add(1, Ordering::Relaxed);
+        q.gathering = true;
+        let deadline = q.front().map_or_else(Instant::now, |p| p.enqueued) + shared.max_delay;
+        let goal = q.sizes.goal(shared.target_rows);
+        let mut batch = Vec::new();
+        let mut rows = 0;
+        loop {
+            expire(shared, &mut q);
+            while let Some(next) = q.front() {
+                if !batch.is_empty() && rows + next.rows > shared.max_rows {
+                    break;
+                }
+                rows += next.rows;
+                batch.extend(q.pop_front());
+                if rows >= goal {
+                    break;
+                }
+            }
+            let full = rows >= goal || q.front().is_some_and(|n| rows + n.rows > shared.max_rows);
+            let now = Instant::now();
+            if full || now >= deadline || q.closed {
+                break;
+            }
+            q = shared
+                .more
+                .wait_timeout(q, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        q.gathering = false;
         if q.len() > 0 {
-            break;
+            shared.wake.notify_one();
         }
-        if q.closed {
-            return None;
+        if batch.is_empty() {
+            // Every request gathered expired or went away meanwhile.
+            shared.running.fetch_sub(1, Ordering::Relaxed);
+            continue;
         }
-        q = match next_expiry {
-            Some(at) => {
-                let wait = at.saturating_duration_since(Instant::now());
-                shared
-                    .wake
-                    .wait_timeout(q, wait)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0
-            }
-            None => shared.wake.wait(q).unwrap_or_else(|p| p.into_inner()),
-        };
+        let depth = q.len();
+        drop(q);
+        if let Some(observe) = &shared.observer {
+            observe(rows, depth);
+        }
+        return Some(batch);
     }
-    let deadline = q.front().map_or_else(Instant::now, |p| p.enqueued) + shared.max_delay;
-    let mut batch = Vec::new();
-    let mut rows = 0;
-    loop {
-        expire(shared, &mut q);
-        while let Some(next) = q.front() {
-            if !batch.is_empty() && rows + next.rows > shared.max_rows {
-                break;
-            }
-            rows += next.rows;
-            batch.extend(q.pop_front());
-            if rows >= shared.target_rows {
-                break;
-            }
-        }
-        let full = rows >= shared.target_rows
-            || q.front().is_some_and(|n| rows + n.rows > shared.max_rows);
-        let now = Instant::now();
-        if full || now >= deadline || q.closed {
-            break;
-        }
-        q = shared
-            .wake
-            .wait_timeout(q, deadline - now)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
-    }
-    let depth = q.len();
-    drop(q);
-    if let Some(observe) = &shared.observer {
-        observe(rows, depth);
-    }
-    Some(batch)
 }
 
 /// Drops requests whose caller went away, and applies the timeout action to those past
@@ -291,8 +372,11 @@ fn expire(shared: &Shared, q: &mut Queue) -> Option<Instant> {
         .min()
 }
 
-fn run_batch(engine: &dyn Engine, batch: Vec<Pending>) {
+/// Runs `batch` on `engine` as one engine run (counted in `running`, which it ends) and
+/// answers each request with its rows.
+fn run_batch(shared: &Shared, engine: &dyn Engine, batch: Vec<Pending>) -> Ran {
     let started = Instant::now();
+    let single = batch.len() == 1;
     let rows: Vec<usize> = batch.iter().map(|p| p.rows).collect();
     let total: usize = rows.iter().sum();
     let mut replies = Vec::with_capacity(batch.len());
@@ -306,6 +390,11 @@ fn run_batch(engine: &dyn Engine, batch: Vec<Pending>) {
         }
         replies.push((p.reply, started - p.enqueued));
     }
+    let elements = columns
+        .iter()
+        .flatten()
+        .map(|t| t.data().len() as u64)
+        .sum();
     let outcome = columns
         .into_iter()
         .map(Tensor::concat0)
@@ -313,7 +402,14 @@ fn run_batch(engine: &dyn Engine, batch: Vec<Pending>) {
         .map_err(|e| SchedulerError::Internal(format!("cannot form a batch: {e}")))
         .and_then(|inputs| engine.run(inputs).map_err(SchedulerError::from));
     let compute = started.elapsed();
+    // Ended before any answer, so a caller answered can find the model idle.
+    shared.running.fetch_sub(1, Ordering::Relaxed);
+    shared.cost.record(elements, compute);
     let split = outcome.and_then(|outputs| {
+        if single {
+            // One request's outputs are its own, whatever their first dimension.
+            return Ok(outputs.into_iter().map(|o| vec![o]).collect());
+        }
         outputs
             .into_iter()
             .map(|o| o.split0(&rows))
@@ -346,5 +442,9 @@ fn run_batch(engine: &dyn Engine, batch: Vec<Pending>) {
                 let _ = reply.send(Err(e.clone()));
             }
         }
+    }
+    Ran {
+        rows: total,
+        compute,
     }
 }

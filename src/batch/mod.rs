@@ -8,11 +8,14 @@
 //! Schedulers know nothing of models, hooks or front ends: they take tensors in model order
 //! and answer with every output of the model for the request's rows.
 
+mod cost;
 mod direct;
 mod dynamic;
+mod pool;
 #[cfg(test)]
 mod tests;
 
+pub use cost::{threads_for, INLINE_BUDGET};
 pub use direct::Direct;
 pub use dynamic::Batcher;
 

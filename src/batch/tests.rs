@@ -21,6 +21,9 @@ struct Doubler {
     /// The first input value of each run.
     firsts: Mutex<Vec<f32>>,
     delay: Duration,
+    /// Whether a run of n rows takes `delay` × n² (batching costs more per row) instead of
+    /// `delay`.
+    squared: bool,
     concurrent: bool,
     running: AtomicUsize,
     overlapped: AtomicUsize,
@@ -32,6 +35,14 @@ struct Doubler {
 struct Handle(Arc<Doubler>);
 
 fn doubler(delay: Duration, concurrent: bool) -> (Box<dyn Engine>, Arc<Doubler>) {
+    doubler_with(delay, false, concurrent)
+}
+
+fn doubler_with(
+    delay: Duration,
+    squared: bool,
+    concurrent: bool,
+) -> (Box<dyn Engine>, Arc<Doubler>) {
     let d = Arc::new(Doubler {
         specs: vec![TensorSpec {
             name: "x".into(),
@@ -41,6 +52,7 @@ fn doubler(delay: Duration, concurrent: bool) -> (Box<dyn Engine>, Arc<Doubler>)
         runs: Mutex::new(Vec::new()),
         firsts: Mutex::new(Vec::new()),
         delay,
+        squared,
         concurrent,
         running: AtomicUsize::new(0),
         overlapped: AtomicUsize::new(0),
@@ -85,7 +97,12 @@ impl Doubler {
         if self.running.fetch_add(1, Ordering::SeqCst) > 0 && !self.concurrent {
             self.overlapped.fetch_add(1, Ordering::SeqCst);
         }
-        std::thread::sleep(self.delay);
+        let n = inputs[0].shape()[0] as u32;
+        std::thread::sleep(if self.squared {
+            self.delay * n * n
+        } else {
+            self.delay
+        });
         self.threads
             .lock()
             .unwrap()
@@ -129,7 +146,7 @@ fn doubled(t: &Tensor) -> Vec<f32> {
 #[test]
 fn direct_runs_blocking_callers_on_their_own_thread() {
     let (engines, d) = engines([doubler(Duration::ZERO, true)]);
-    let direct = Direct::new(engines);
+    let direct = Direct::new("t", engines);
     let ticket = direct
         .submit(vec![rows(1.0, 2)], 2, Caller::Blocking, &NONE)
         .unwrap();
@@ -145,7 +162,7 @@ fn direct_runs_blocking_callers_on_their_own_thread() {
 async fn direct_keeps_async_callers_off_the_executor_and_prefers_idle_instances() {
     let delay = Duration::from_millis(50);
     let (engines, doublers) = engines([doubler(delay, false), doubler(delay, false)]);
-    let direct = Direct::new(engines);
+    let direct = Direct::new("t", engines);
     let started = Instant::now();
     let tickets: Vec<_> = (0..4)
         .map(|i| {
@@ -185,7 +202,7 @@ async fn direct_keeps_async_callers_off_the_executor_and_prefers_idle_instances(
 async fn direct_runs_small_measured_work_inline_and_the_rest_off_the_executor() {
     let here = std::thread::current().id();
     let (instances, d) = engines([doubler(Duration::ZERO, true)]);
-    let direct = Direct::new(instances);
+    let direct = Direct::new("t", instances);
     let call = |n: usize| {
         let direct = direct.clone();
         async move {
@@ -220,7 +237,7 @@ async fn direct_runs_small_measured_work_inline_and_the_rest_off_the_executor() 
     );
 
     let (instances, slow) = engines([doubler(Duration::from_micros(200), true)]);
-    let direct = Direct::new(instances);
+    let direct = Direct::new("t", instances);
     for _ in 0..40 {
         direct
             .submit(vec![rows(1.0, 1)], 1, Caller::Async, &NONE)
@@ -238,7 +255,7 @@ async fn direct_runs_small_measured_work_inline_and_the_rest_off_the_executor() 
 
 #[test]
 fn direct_engine_failures_are_internal() {
-    let direct = Direct::new(engines([doubler(Duration::ZERO, true)]).0);
+    let direct = Direct::new("t", engines([doubler(Duration::ZERO, true)]).0);
     let nan = Tensor::new(vec![1, 2], TensorData::F32(vec![f32::NAN, 1.0])).unwrap();
     let e = direct
         .submit(vec![nan], 1, Caller::Blocking, &NONE)
@@ -293,7 +310,7 @@ fn the_batcher_forms_batches_and_splits_them_back_exactly() {
 
 #[test]
 fn a_full_queue_refuses_at_once_as_unavailable() {
-    let (engines, _) = engines([doubler(Duration::from_millis(300), true)]);
+    let (engines, _) = engines([doubler(Duration::from_millis(300), false)]);
     let batcher = Batcher::start("t", engines, 1, &batching(0, 1), None).unwrap();
     let first = batcher
         .submit(vec![rows(0.0, 1)], 1, Caller::Async, &NONE)
@@ -325,7 +342,7 @@ fn one_at_a_time(
     priority_levels: u32,
     policy: QueuePolicy,
 ) -> (Batcher, Arc<Doubler>) {
-    let (engines, d) = engines([doubler(delay, true)]);
+    let (engines, d) = engines([doubler(delay, false)]);
     let config = DynamicBatching {
         priority_levels,
         default_priority_level: priority_levels,
@@ -427,4 +444,79 @@ fn delayed_requests_go_behind_those_in_time() {
         run_order(&d, vec![busy, hurried, patient]),
         vec![0.0, 20.0, 10.0]
     );
+}
+
+/// Submits `n` one-row requests at once to a batcher of `engine` (max batch 4), checks every answer is exactly its own rows doubled, and returns the rows of each
+/// engine run in order.
+fn batch_runs(engine: (Box<dyn Engine>, Arc<Doubler>), n: usize) -> Vec<usize> {
+    let (engines, d) = engines([engine]);
+    // The queue delay lets the first batch fill; later ones find the queue full enough.
+    let batcher = Batcher::start("t", engines, 4, &batching(50_000, 0), None).unwrap();
+    let tickets: Vec<_> = (0..n)
+        .map(|i| {
+            let start = 10.0 * i as f32;
+            let t = batcher.submit(vec![rows(start, 1)], 1, Caller::Blocking, &NONE);
+            (start, t.unwrap())
+        })
+        .collect();
+    for (start, t) in tickets {
+        let r = t.wait_blocking().unwrap();
+        assert_eq!(doubled(&r.outputs[0]), vec![2.0 * start, 2.0 * start + 2.0]);
+        assert_eq!(r.outputs[0].shape(), &[1, 2]);
+    }
+    let runs = d[0].runs();
+    assert_eq!(runs.iter().sum::<usize>(), n);
+    runs
+}
+
+/// An engine whose batched runs cost more per row than single ones (as tract's batched
+/// convolutions did): once measured, the batcher takes one row at a time.
+#[test]
+fn batches_that_cost_more_per_row_shrink_to_what_pays() {
+    let runs = batch_runs(doubler_with(Duration::from_millis(2), true, false), 48);
+    assert_eq!(runs[0], 4, "{runs:?}");
+    assert!(runs[runs.len() - 8..].iter().all(|&r| r == 1), "{runs:?}");
+}
+
+/// An engine whose runs cost the same whatever their rows: batches stay at the maximum.
+#[test]
+fn batches_that_pay_per_row_stay_full() {
+    let runs = batch_runs(doubler_with(Duration::from_millis(3), false, false), 48);
+    let full = runs.iter().filter(|&&r| r == 4).count();
+    assert!(full >= 9, "{runs:?}");
+}
+
+/// An idle batcher runs measured tiny work on the async caller's thread; queued work (or
+/// work beside a running batch) goes to its workers.
+#[tokio::test(flavor = "current_thread")]
+async fn an_idle_batcher_runs_small_measured_work_inline() {
+    let here = std::thread::current().id();
+    let (instances, d) = engines([doubler(Duration::ZERO, true)]);
+    let batcher = Batcher::start("t", instances, 4, &batching(0, 0), None).unwrap();
+    for i in 0..40 {
+        let r = batcher
+            .submit(vec![rows(i as f32, 1)], 1, Caller::Async, &NONE)
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert_eq!(
+            doubled(&r.outputs[0]),
+            vec![2.0 * i as f32, 2.0 * i as f32 + 2.0]
+        );
+    }
+    let threads = d[0].threads.lock().unwrap().clone();
+    assert!(
+        threads[..32].iter().all(|t| *t != here),
+        "unmeasured work ran inline"
+    );
+    assert_eq!(threads.last(), Some(&here), "measured small work is inline");
+    // A non-concurrent engine never runs inline (a worker may be running it).
+    let (instances, d) = engines([doubler(Duration::ZERO, false)]);
+    let batcher = Batcher::start("t", instances, 4, &batching(0, 0), None).unwrap();
+    for _ in 0..40 {
+        let t = batcher.submit(vec![rows(1.0, 1)], 1, Caller::Async, &NONE);
+        t.unwrap().wait().await.unwrap();
+    }
+    assert!(d[0].threads.lock().unwrap().iter().all(|t| *t != here));
 }

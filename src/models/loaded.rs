@@ -115,8 +115,9 @@ impl LoadedVersion {
             }
         }
         let engines = Arc::new(engines);
+        let name = format!("{}-{version}", dir.name);
         let scheduler: Box<dyn Scheduler> = match &config.dynamic_batching {
-            None => Box::new(Direct::new(Arc::clone(&engines))),
+            None => Box::new(Direct::new(&name, Arc::clone(&engines))),
             Some(batching) => {
                 let fixed = inputs
                     .iter()
@@ -129,7 +130,6 @@ impl LoadedVersion {
                         s.shape_string()
                     )));
                 }
-                let name = format!("{}-{version}", dir.name);
                 let max = config.max_batch_size;
                 Box::new(
                     Batcher::start(&name, Arc::clone(&engines), max, batching, observer)
