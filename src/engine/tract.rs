@@ -4,8 +4,10 @@
 //! the model declares one. Because tract optimizes a concrete shape much better than a
 //! symbolic one, plans specialised to one batch size are optimized too: batch 1 (the common
 //! request) always, and for models behind the dynamic batcher the sizes it forms (at load)
-//! and other sizes (on first use), up to [`MAX_SPECIALISED`] plans. Each plan holds its own
-//! packed weights (about the model's size), so models without batching keep batch 1 only.
+//! and other sizes (on first use). Each plan holds its own packed weights (about the model's
+//! size), so their number is bounded by bytes: [`PLAN_BYTES`] over the model's weight bytes
+//! (at most [`MAX_SPECIALISED`]); a model too large for one more plan runs its general plan
+//! only, and the unoptimized model is kept only while more plans may be made.
 //! Plans are immutable and shared: each run spawns its own state, so any number of threads
 //! can run them at once.
 
@@ -19,11 +21,33 @@ use tract_onnx::prelude::{
     DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, Symbol, TDim,
     TValue, Tensor as TractTensor, TractResult, TypedFact, TypedModel, TypedRunnableModel,
 };
+use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_hir::infer::Factoid;
 
-/// At most this many batch-size-specialised plans are kept per engine; other sizes run the
-/// general plan. Each plan holds its own packed weights, so the bound caps memory.
+/// At most this many batch-size-specialised plans are kept per engine, however small the
+/// model (each costs an optimisation on first use); other sizes run the general plan.
 pub const MAX_SPECIALISED: usize = 8;
+
+/// Bytes of weights the batch-size-specialised plans of one engine may hold together: each
+/// plan packs its own copy of the model's weights.
+pub const PLAN_BYTES: u64 = 192 << 20;
+
+/// How many specialised plans of a model with `weights` bytes of weights fit in `budget`.
+fn plans_within(weights: u64, budget: u64) -> usize {
+    usize::try_from(budget / weights.max(1))
+        .unwrap_or(usize::MAX)
+        .min(MAX_SPECIALISED)
+}
+
+/// The bytes of the model's constants (its weights).
+fn weight_bytes(model: &TypedModel) -> u64 {
+    model
+        .nodes()
+        .iter()
+        .filter_map(|n| n.op_as::<Const>())
+        .map(|c| (c.val().len() * c.val().datum_type().size_of()) as u64)
+        .sum()
+}
 
 /// A model optimized by tract, runnable concurrently.
 pub struct TractEngine {
@@ -37,31 +61,43 @@ pub struct TractEngine {
 
 /// Plans with the batch symbol fixed to one size each, and what it takes to make more.
 struct Specialised {
-    /// The typed model before optimization, from which plans are derived.
-    model: TypedModel,
+    /// The typed model before optimization, from which plans are derived; kept only while
+    /// sizes other than those prepared at load get a plan on first use (models behind the
+    /// dynamic batcher, whose batch sizes are bounded by `max_batch_size`) and `limit`
+    /// allows more.
+    model: Option<TypedModel>,
     symbol: Symbol,
     plans: RwLock<HashMap<usize, Arc<TypedRunnableModel>>>,
-    /// Whether sizes other than those prepared at load get a plan on first use (models
-    /// behind the dynamic batcher, whose batch sizes are bounded by `max_batch_size`).
-    lazy: bool,
+    /// The most plans kept (see [`plans_within`]).
+    limit: usize,
     /// Held while a plan is being optimized on first use, so one size is optimized once and
     /// other requests meanwhile run the general plan instead of waiting.
     building: Mutex<()>,
 }
 
 impl Specialised {
-    fn new(model: TypedModel, symbol: Symbol, eager: &[usize]) -> TractResult<Specialised> {
+    /// Plans for batch 1 and the `eager` sizes, at most `limit` (at least 1) of them.
+    fn new(
+        model: TypedModel,
+        symbol: Symbol,
+        eager: &[usize],
+        limit: usize,
+    ) -> TractResult<Specialised> {
         let mut plans = HashMap::new();
-        for &n in std::iter::once(&1).chain(eager).take(MAX_SPECIALISED) {
+        for &n in std::iter::once(&1).chain(eager) {
+            if plans.len() >= limit {
+                break;
+            }
             if let std::collections::hash_map::Entry::Vacant(e) = plans.entry(n) {
                 e.insert(specialise(&model, &symbol, n)?);
             }
         }
+        let lazy = !eager.is_empty() && plans.len() < limit;
         Ok(Specialised {
-            model,
+            model: lazy.then_some(model),
             symbol,
             plans: RwLock::new(plans),
-            lazy: !eager.is_empty(),
+            limit,
             building: Mutex::new(()),
         })
     }
@@ -74,7 +110,8 @@ impl Specialised {
         if let Some(plan) = plans.get(&n) {
             return Some(Arc::clone(plan));
         }
-        if !self.lazy || plans.len() >= MAX_SPECIALISED {
+        let model = self.model.as_ref()?;
+        if plans.len() >= self.limit {
             return None;
         }
         drop(plans);
@@ -87,7 +124,7 @@ impl Specialised {
         {
             return Some(Arc::clone(plan));
         }
-        match specialise(&self.model, &self.symbol, n) {
+        match specialise(model, &self.symbol, n) {
             Ok(plan) => {
                 let mut plans = self.plans.write().unwrap_or_else(PoisonError::into_inner);
                 plans.insert(n, Arc::clone(&plan));
@@ -118,10 +155,17 @@ impl TractEngine {
     pub fn load(path: &Path, options: &LoadOptions) -> Result<TractEngine, EngineError> {
         // tract's import is not hardened against every malformed model: a panic left in it
         // refuses the model rather than taking the server down.
-        import::contain("tract", || TractEngine::load_unguarded(path, options))
+        import::contain("tract", || {
+            TractEngine::load_unguarded(path, options, PLAN_BYTES)
+        })
     }
 
-    fn load_unguarded(path: &Path, options: &LoadOptions) -> Result<TractEngine, EngineError> {
+    /// As [`TractEngine::load`], specialised plans bounded by `plan_bytes`.
+    fn load_unguarded(
+        path: &Path,
+        options: &LoadOptions,
+        plan_bytes: u64,
+    ) -> Result<TractEngine, EngineError> {
         let load = |e: anyhow::Error| EngineError::Load(format!("{e:#}"));
         let onnx = tract_onnx::onnx();
         let proto = onnx.proto_model_for_path(path).map_err(load)?;
@@ -198,11 +242,13 @@ impl TractEngine {
                 Some(TDim::Sym(s)) => Some(s.clone()),
                 _ => None,
             });
+        let limit = plans_within(weight_bytes(&typed), plan_bytes);
         let specialised = match batch_symbol {
-            Some(symbol) => {
-                Some(Specialised::new(typed.clone(), symbol, &options.batch_sizes).map_err(load)?)
-            }
-            None => None,
+            Some(symbol) if limit > 0 => Some(
+                Specialised::new(typed.clone(), symbol, &options.batch_sizes, limit)
+                    .map_err(load)?,
+            ),
+            _ => None,
         };
         let plan = typed
             .into_optimized()

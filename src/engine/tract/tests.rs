@@ -95,3 +95,40 @@ fn without_batching_only_batch_1_is_specialised() {
     }
     assert_eq!(sizes(&engine), [1]);
 }
+
+#[test]
+fn plans_are_bounded_by_the_bytes_of_their_weights() {
+    const MIB: u64 = 1 << 20;
+    assert_eq!(
+        plans_within(300 * MIB, PLAN_BYTES),
+        0,
+        "a 300 MiB model gets no second plan"
+    );
+    assert_eq!(plans_within(64 * MIB, PLAN_BYTES), 3);
+    assert_eq!(plans_within(10_000, PLAN_BYTES), MAX_SPECIALISED);
+    assert_eq!(plans_within(0, PLAN_BYTES), MAX_SPECIALISED);
+
+    let onnx = tract_onnx::onnx();
+    let typed = onnx.model_for_path(digits()).unwrap().into_typed().unwrap();
+    let weights = weight_bytes(&typed);
+    // digits: a small MLP of FP32 weights and biases.
+    assert!(weights > 1000 && weights < 100_000, "{weights}");
+    let options = LoadOptions {
+        batch_sizes: vec![4, 8],
+        ..LoadOptions::default()
+    };
+    // Room for two plans: batch 1 and 4 at load, none on use, the typed model not kept.
+    let engine = TractEngine::load_unguarded(&digits(), &options, 2 * weights + 1).unwrap();
+    assert_eq!(sizes(&engine), [1, 4]);
+    assert!(engine.specialised.as_ref().unwrap().model.is_none());
+    let out = engine.run(vec![images(3, 0)]).unwrap();
+    assert_eq!(out[0].shape(), [3, 10]);
+    assert_eq!(sizes(&engine), [1, 4]);
+    // No room for one: the general plan alone answers every size.
+    let engine = TractEngine::load_unguarded(&digits(), &options, weights - 1).unwrap();
+    assert!(engine.specialised.is_none());
+    for rows in [1, 3] {
+        let out = engine.run(vec![images(rows, 0)]).unwrap();
+        assert_eq!(out[0].shape(), [rows, 10]);
+    }
+}
