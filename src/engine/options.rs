@@ -29,7 +29,8 @@ pub struct TensorOverride {
     pub dims: Option<Vec<i64>>,
 }
 
-/// `[ort]`: ONNX Runtime session options. Unset keys keep ONNX Runtime's defaults.
+/// `[ort]`: ONNX Runtime session options. Unset keys keep ONNX Runtime's defaults, except
+/// `allow_spinning`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrtConfig {
     /// Threads that split the work of one operator (default: one per physical core).
@@ -38,6 +39,10 @@ pub struct OrtConfig {
     /// parallel execution mode.
     pub inter_op_threads: Option<u32>,
     pub graph_optimization_level: Option<GraphOptimizationLevel>,
+    /// Whether ONNX Runtime's thread pools spin waiting for work (its `allow_spinning`).
+    /// Unset means off, unlike ONNX Runtime's default: spinning threads burn the cores the
+    /// server's own threads (HTTP, other models) need between runs.
+    pub allow_spinning: Option<bool>,
 }
 
 /// ONNX Runtime's graph optimization levels (its default is `all`).

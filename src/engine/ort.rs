@@ -102,6 +102,11 @@ fn configure(mut b: SessionBuilder, config: &OrtConfig) -> Result<SessionBuilder
             .with_parallel_execution(n > 1)
             .map_err(|e| bad("inter_op_threads", e))?;
     }
+    let spinning = config.allow_spinning.unwrap_or(false);
+    b = b
+        .with_intra_op_spinning(spinning)
+        .and_then(|b| b.with_inter_op_spinning(spinning))
+        .map_err(|e| bad("allow_spinning", e))?;
     if let Some(level) = config.graph_optimization_level {
         b = b
             .with_optimization_level(optimization_level(level))

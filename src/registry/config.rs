@@ -542,6 +542,7 @@ struct RawOrt {
     intra_op_threads: Option<u32>,
     inter_op_threads: Option<u32>,
     graph_optimization_level: Option<String>,
+    allow_spinning: Option<bool>,
 }
 
 /// Checks an `[ort]` table; the error is `(key, reason)`.
@@ -581,6 +582,7 @@ fn parse_ort(raw: RawOrt) -> Result<OrtConfig, (String, String)> {
         intra_op_threads: raw.intra_op_threads,
         inter_op_threads: raw.inter_op_threads,
         graph_optimization_level,
+        allow_spinning: raw.allow_spinning,
     })
 }
 

@@ -183,6 +183,7 @@ fn session_options_from_the_ort_table() {
                 intra_op_threads: Some(1),
                 inter_op_threads: Some(2),
                 graph_optimization_level: Some(level),
+                allow_spinning: Some(level == GraphOptimizationLevel::All),
             },
             ..LoadOptions::default()
         };

@@ -130,7 +130,7 @@ fn ort_table() {
     assert_eq!(parse("").unwrap().ort, OrtConfig::default());
     let c = parse(
         "backend = \"ort\"\n[ort]\nintra_op_threads = 4\ninter_op_threads = 2\n\
-         graph_optimization_level = \"extended\"\n",
+         graph_optimization_level = \"extended\"\nallow_spinning = true\n",
     )
     .unwrap();
     assert_eq!(c.backend, Some(Backend::Ort));
@@ -140,6 +140,7 @@ fn ort_table() {
             intra_op_threads: Some(4),
             inter_op_threads: Some(2),
             graph_optimization_level: Some(GraphOptimizationLevel::Extended),
+            allow_spinning: Some(true),
         }
     );
     for (name, level) in GraphOptimizationLevel::NAMES {
