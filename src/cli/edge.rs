@@ -180,12 +180,7 @@ pub fn run(global: &GlobalArgs, args: EdgeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--model '{name}' names no model in {}", dir.display()))?;
     }
     let mut settings = settings(global, &args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_stack_size(crate::hook::HOOK_THREAD_STACK_BYTES)
-        .thread_name("scoria-edge")
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = super::server_runtime("scoria-edge").context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         let metrics = Arc::new(crate::telemetry::Metrics::new());
         let models = ModelManager::with_observers(repo, args.backend, Arc::clone(&metrics) as _);

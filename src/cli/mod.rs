@@ -158,6 +158,20 @@ pub(crate) fn backend(s: &str) -> Result<Backend, String> {
     })
 }
 
+/// The async runtime of a server (`serve`, `edge`): tokio's default worker threads (one per
+/// core), with room for score hooks on each, and a blocking pool (hooks, large codecs,
+/// repository work) bounded by the cores rather than tokio's 512, so threads do not grow
+/// with the number of clients.
+pub(crate) fn server_runtime(name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(crate::hook::HOOK_THREAD_STACK_BYTES)
+        .thread_name(name)
+        .max_blocking_threads((4 * cores).max(16))
+        .build()
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> i32 {
     install_panic_hook();

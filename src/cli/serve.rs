@@ -111,12 +111,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Some(Arc::new(crate::auth::ApiKeys::load(path)?)),
         None => None,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_stack_size(crate::hook::HOOK_THREAD_STACK_BYTES)
-        .thread_name("scoria-http")
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = super::server_runtime("scoria-http").context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.http)
             .await

@@ -105,7 +105,8 @@ fn configure(mut b: SessionBuilder, config: &OrtConfig) -> Result<SessionBuilder
     let spinning = config.allow_spinning.unwrap_or(false);
     b = b
         .with_intra_op_spinning(spinning)
-        .and_then(|b| b.with_inter_op_spinning(spinning))
+        .map_err(|e| bad("allow_spinning", e))?
+        .with_inter_op_spinning(spinning)
         .map_err(|e| bad("allow_spinning", e))?;
     if let Some(level) = config.graph_optimization_level {
         b = b
