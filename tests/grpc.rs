@@ -246,6 +246,16 @@ fn every_call_answers_like_the_http_routes() {
             Value::from(config.max_batch_size),
             http_config["max_batch_size"]
         );
+        // digits sets no max_batch_size: auto-completed, as in Triton, with the batcher.
+        assert_eq!(config.max_batch_size, 4);
+        assert!(
+            matches!(
+                config.scheduling_choice,
+                Some(pb::model_config::SchedulingChoice::DynamicBatching(_))
+            ),
+            "{:?}",
+            config.scheduling_choice
+        );
         assert_eq!(config.input[0].data_type, pb::DataType::TypeFp32 as i32);
         assert_eq!(
             Value::from(config.input[0].dims.clone()),
