@@ -655,7 +655,16 @@ fn a_stream_answers_every_request_by_id() {
             match i % 4 {
                 0 | 1 => {
                     assert_eq!(error, "");
-                    assert_eq!(f32s(output(r, "probabilities").1), http_probs);
+                    // digits is auto-completed with the dynamic batcher: a request that ran
+                    // batched with others agrees to float rounding, not bit for bit.
+                    let probs = f32s(output(r, "probabilities").1);
+                    assert_eq!(probs.len(), http_probs.len());
+                    for (a, b) in probs.iter().zip(&http_probs) {
+                        assert!(
+                            (a - b).abs() <= 1e-6 + 1e-5 * b.abs(),
+                            "{probs:?} vs {http_probs:?}"
+                        );
+                    }
                 }
                 2 => assert!(error.contains("nope"), "{error}"),
                 _ => assert!(error.contains("unknown model 'missing'"), "{error}"),

@@ -65,7 +65,8 @@ pub fn complete(
             ..DynamicBatching::default()
         });
     }
-    tracing::info!(
+    // Debug, not info: one-shot commands (predict, model show) keep stderr to their errors.
+    tracing::debug!(
         "model '{model}' auto-completed: max_batch_size {default_max_batch_size}, dynamic batching"
     );
 }
