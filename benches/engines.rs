@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use scoria::engine::{Backend, Dim};
-use scoria::models::LoadedVersion;
+use scoria::models::{LoadDefaults, LoadedVersion};
 use scoria::registry::Repository;
 use scoria::tensor::NamedTensor;
 use scoria::tensor::{Tensor, TensorData};
@@ -21,7 +21,12 @@ fn load(name: &str, backend: Backend) -> LoadedVersion {
     if let Ok(config) = dir.config.as_mut() {
         config.backend = Some(backend);
     }
-    LoadedVersion::load(&dir, 1, backend).unwrap_or_else(|e| {
+    // The engine alone: no auto-completed batcher in front of it.
+    let defaults = LoadDefaults {
+        backend,
+        max_batch_size: 0,
+    };
+    LoadedVersion::load(&dir, 1, defaults).unwrap_or_else(|e| {
         panic!("{name} on {backend}: {e} (for ort, run scripts/fetch-onnxruntime)")
     })
 }

@@ -343,3 +343,72 @@ fn request_priority_and_timeout_reach_the_queue_policy() {
         "{config}"
     );
 }
+
+/// Triton's auto-complete: a model whose config.toml sets no max_batch_size and whose every
+/// input and output leads with a dynamic dimension is served with `--default-max-batch-size`
+/// (4) and the dynamic batcher, and `/config` says so (dims without the batch dimension, as
+/// perf_analyzer reads them); `max_batch_size = 0` keeps it off, an explicit size keeps its
+/// choice of no batcher, a model with a fixed first dimension is not batched (the log says
+/// why) and `--default-max-batch-size 0` turns it off.
+#[test]
+fn bare_models_are_auto_completed() {
+    let repo = repo_with(&["digits", "add_fixed"]);
+    for (name, config) in [("off", "max_batch_size = 0"), ("two", "max_batch_size = 2")] {
+        copy_dir(&model_source("digits"), &repo.path().join(name));
+        prepend_config(repo.path(), name, config);
+    }
+    let server = Server::start(repo, &[]);
+    let config = |model: &str| {
+        let (status, config) = server.get(&format!("/v2/models/{model}/config"));
+        assert_eq!(status, 200, "{config}");
+        config
+    };
+    let digits = config("digits");
+    assert_eq!(digits["max_batch_size"], 4, "{digits}");
+    assert_eq!(digits["input"][0]["dims"], json!([64]), "{digits}");
+    assert_eq!(digits["output"][0]["dims"], json!([10]), "{digits}");
+    let batching = &digits["dynamic_batching"];
+    assert_eq!(batching["max_queue_delay_microseconds"], 0, "{digits}");
+    assert_eq!(batching["preferred_batch_size"], json!([]), "{digits}");
+    // The completed limit holds, and requests are batched (as one or more executions).
+    server.infer_ok("digits", &request(&rows(1, 4)));
+    assert_error(
+        server.post("/v2/models/digits/infer", &request(&rows(1, 5)).to_string()),
+        400,
+        "batch size 5 exceeds the model's max_batch_size 4",
+    );
+
+    let off = config("off");
+    assert_eq!(off["max_batch_size"], 0, "{off}");
+    assert_eq!(off["input"][0]["dims"], json!([-1, 64]), "{off}");
+    assert!(off.get("dynamic_batching").is_none(), "{off}");
+    server.infer_ok("off", &request(&rows(1, 5)));
+
+    let two = config("two");
+    assert_eq!(two["max_batch_size"], 2, "{two}");
+    assert!(two.get("dynamic_batching").is_none(), "{two}");
+
+    let fixed = config("add_fixed");
+    assert_eq!(fixed["max_batch_size"], 0, "{fixed}");
+    assert_eq!(fixed["input"][0]["dims"], json!([2, 2]), "{fixed}");
+    assert!(fixed.get("dynamic_batching").is_none(), "{fixed}");
+    let log = server.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("model 'add_fixed' is not auto-batched")
+                && l.contains("input 'a'")
+                && l.contains("first dimension is fixed")),
+        "{log}"
+    );
+
+    let server = Server::start(repo_with(&["digits"]), &["--default-max-batch-size", "0"]);
+    let (_, digits) = server.get("/v2/models/digits/config");
+    assert_eq!(digits["max_batch_size"], 0, "{digits}");
+    assert!(digits.get("dynamic_batching").is_none(), "{digits}");
+    server.infer_ok("digits", &request(&rows(1, 5)));
+
+    let server = Server::start(repo_with(&["digits"]), &["--default-max-batch-size", "16"]);
+    let (_, digits) = server.get("/v2/models/digits/config");
+    assert_eq!(digits["max_batch_size"], 16, "{digits}");
+    server.infer_ok("digits", &request(&rows(1, 16)));
+}

@@ -596,6 +596,25 @@ fn show_prints_inputs_and_outputs() {
         json["outputs"][1],
         json!({"name": "label", "datatype": "INT64", "shape": [-1]})
     );
+    // The config as served: digits sets no max_batch_size and batches on dimension 0, so
+    // auto-complete gives it the default and the dynamic batcher.
+    assert_eq!(json["max_batch_size"], 4, "{json}");
+    assert_eq!(json["dynamic_batching"]["max_queue_delay_us"], 0, "{json}");
+    let text = ok(scoria_repo(repo.path(), &["model", "show", "digits"]));
+    assert!(text.contains("max batch:    4"), "{text}");
+    assert!(text.contains("batching:     dynamic"), "{text}");
+    let off = |extra: &[&str]| -> Value {
+        let mut args = vec!["model", "show", "digits", "--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&ok(scoria_repo(repo.path(), &args))).unwrap()
+    };
+    let json = off(&["--default-max-batch-size", "0"]);
+    assert_eq!(json["max_batch_size"], 0, "{json}");
+    assert_eq!(json["dynamic_batching"], Value::Null, "{json}");
+    assert_eq!(
+        off(&["--default-max-batch-size", "32"])["max_batch_size"],
+        32
+    );
 
     fails(
         scoria_repo(repo.path(), &["model", "show", "digits:9"]),
@@ -796,6 +815,37 @@ fn usage_errors_and_help() {
     usage_error(run_cli(p, &["--bogus", "model", "list"], &[]), "--bogus");
     usage_error(serve(&["--max-body-size", "lots"]), "not a size");
     usage_error(serve(&["--backend", "cuda"]), "unknown backend 'cuda'");
+    // --default-max-batch-size: 0 (auto-complete off) to 65536.
+    usage_error(
+        serve(&["--default-max-batch-size=-1"]),
+        "--default-max-batch-size",
+    );
+    usage_error(
+        serve(&["--default-max-batch-size", "65537"]),
+        "65537 is not in 0..=65536",
+    );
+    usage_error(
+        serve(&["--default-max-batch-size", "99999999999999999999"]),
+        "--default-max-batch-size",
+    );
+    usage_error(
+        serve(&["--default-max-batch-size", "four"]),
+        "--default-max-batch-size",
+    );
+    usage_error(
+        run_cli(
+            p,
+            &[
+                "model",
+                "show",
+                "digits",
+                "--default-max-batch-size",
+                "70000",
+            ],
+            &[],
+        ),
+        "70000 is not in 0..=65536",
+    );
     let none = run_cli(p, &[], &[]);
     assert_eq!(
         none.status.code(),

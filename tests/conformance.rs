@@ -16,7 +16,7 @@
 
 use scoria::engine::ort::LibrarySearch;
 use scoria::engine::Backend;
-use scoria::models::LoadedVersion;
+use scoria::models::{LoadDefaults, LoadedVersion};
 use scoria::registry::Repository;
 use scoria::tensor::NamedTensor;
 use scoria::tensor::{DataType, Tensor, TensorData};
@@ -55,7 +55,12 @@ fn load(backend: Backend, model: &str) -> LoadedVersion {
     let dir = Repository::open(&repo)
         .and_then(|r| r.model(model))
         .unwrap_or_else(|e| panic!("{model}: {e}"));
-    LoadedVersion::load(&dir, 1, backend)
+    // The engine alone: no auto-completed batcher in front of it.
+    let defaults = LoadDefaults {
+        backend,
+        max_batch_size: 0,
+    };
+    LoadedVersion::load(&dir, 1, defaults)
         .unwrap_or_else(|e| panic!("{backend}/{model}: failed to load: {e}"))
 }
 

@@ -300,12 +300,17 @@ async fn tick(shared: Arc<Shared>, plan: Plan, bar: ProgressBar) {
 mod tests {
     use super::*;
     use crate::engine::Backend;
-    use crate::models::Served;
+    use crate::models::{LoadDefaults, Served};
     use crate::registry::Repository;
 
     fn digits() -> Target {
         let repo = Repository::open(concat!(env!("CARGO_MANIFEST_DIR"), "/models")).unwrap();
-        let served = Served::load(&repo.model("digits").unwrap(), 1, Backend::Tract).unwrap();
+        let served = Served::load(
+            &repo.model("digits").unwrap(),
+            1,
+            LoadDefaults::new(Backend::Tract),
+        )
+        .unwrap();
         let inputs = super::super::inputs::synthetic(served.model.inputs(), 2).unwrap();
         Target::InProcess {
             model: served.model,

@@ -14,7 +14,7 @@ mod target;
 pub use http::Protocol;
 pub use load::Stop;
 
-use crate::engine::Backend;
+use crate::models::LoadDefaults;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -33,8 +33,8 @@ pub struct BenchOptions {
     pub url: Option<String>,
     pub api_key: Option<String>,
     pub protocol: Protocol,
-    /// Engine for an in-process model whose config names none.
-    pub backend: Backend,
+    /// Engine and auto-complete for an in-process model whose config leaves them out.
+    pub defaults: LoadDefaults,
     pub concurrency: usize,
     pub stop: Stop,
     pub warmup: Duration,

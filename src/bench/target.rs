@@ -41,7 +41,7 @@ pub(super) fn in_process(
             .with_context(|| format!("model '{name}' has no versions"))?,
     };
     let t = Instant::now();
-    let served = Served::load(&dir, version, opts.backend)?;
+    let served = Served::load(&dir, version, opts.defaults)?;
     let model = served.model;
     log.info(&format!(
         "loaded {name}:{version} ({}) in {} ms",

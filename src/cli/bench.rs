@@ -4,6 +4,8 @@
 use super::GlobalArgs;
 use crate::bench::{self, BenchOptions, Outcome, Protocol, Stop};
 use crate::engine::Backend;
+use crate::models::autocomplete::DEFAULT_MAX_BATCH_SIZE;
+use crate::models::LoadDefaults;
 use crate::registry::runs as record;
 use anyhow::Context;
 use clap::Args;
@@ -75,6 +77,12 @@ pub struct BenchArgs {
     #[arg(long, env = "SCORIA_BACKEND", default_value = "tract", value_parser = super::backend)]
     pub backend: Backend,
 
+    /// For an in-process model whose config.toml sets no max_batch_size: the one
+    /// auto-complete gives it when every input and output has a dynamic first dimension
+    /// (as `serve` does); 0 turns auto-complete off.
+    #[arg(long, env = "SCORIA_DEFAULT_MAX_BATCH_SIZE", default_value_t = DEFAULT_MAX_BATCH_SIZE, value_parser = super::default_max_batch_size(), value_name = "N")]
+    pub default_max_batch_size: u32,
+
     /// With --url, a request with no response within this time counts as failed.
     #[arg(long, env = "SCORIA_BENCH_TIMEOUT", default_value = "30s",
           value_parser = super::positive_duration, value_name = "DURATION")]
@@ -110,7 +118,10 @@ pub fn run(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
         url: args.url,
         api_key: args.api_key,
         protocol: args.protocol,
-        backend: args.backend,
+        defaults: LoadDefaults {
+            backend: args.backend,
+            max_batch_size: args.default_max_batch_size,
+        },
         concurrency: args.concurrency as usize,
         stop,
         warmup: args.warmup,

@@ -6,7 +6,8 @@ use crate::edge::link::{LinkOptions, Protocol, Security};
 use crate::edge::topics::Topics;
 use crate::edge::{self, outbox, EdgeSettings};
 use crate::engine::Backend;
-use crate::models::ModelManager;
+use crate::models::autocomplete::DEFAULT_MAX_BATCH_SIZE;
+use crate::models::{LoadDefaults, ModelManager};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -143,6 +144,12 @@ pub struct EdgeArgs {
     #[arg(long, env = "SCORIA_BACKEND", default_value = "tract", value_parser = super::backend)]
     pub backend: Backend,
 
+    /// `max_batch_size` of a model whose config.toml sets none and whose every input and
+    /// output has a dynamic first dimension (Triton's auto-complete, which also turns on the
+    /// dynamic batcher); 0 turns auto-complete off.
+    #[arg(long, env = "SCORIA_DEFAULT_MAX_BATCH_SIZE", default_value_t = DEFAULT_MAX_BATCH_SIZE, value_parser = super::default_max_batch_size(), value_name = "N")]
+    pub default_max_batch_size: u32,
+
     /// Topic and credential preset: `iothub` for Azure IoT Hub / IoT Edge.
     #[arg(long, env = "SCORIA_EDGE_PRESET", value_enum)]
     pub preset: Option<Preset>,
@@ -183,7 +190,11 @@ pub fn run(global: &GlobalArgs, args: EdgeArgs) -> anyhow::Result<()> {
     let runtime = super::server_runtime("scoria-edge").context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         let metrics = Arc::new(crate::telemetry::Metrics::new());
-        let models = ModelManager::with_observers(repo, args.backend, Arc::clone(&metrics) as _);
+        let defaults = LoadDefaults {
+            backend: args.backend,
+            max_batch_size: args.default_max_batch_size,
+        };
+        let models = ModelManager::with_observers(repo, defaults, Arc::clone(&metrics) as _);
         // Only the models this module serves are loaded (not the whole repository). A model
         // that cannot be served fails alone, as under `scoria serve`: the others are served
         // and its requests get error results saying why.

@@ -12,6 +12,7 @@ mod serve;
 mod store;
 
 use crate::engine::Backend;
+use crate::models::autocomplete::MAX_DEFAULT_MAX_BATCH_SIZE;
 use crate::registry::name;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -146,6 +147,12 @@ pub(crate) fn server_url(s: &str) -> Result<String, String> {
         return crate::bench::grpc::GrpcEndpoint::parse(s, None).map(|_| s.to_string());
     }
     crate::bench::http::Endpoint::parse(s, None).map(|_| s.to_string())
+}
+
+/// The value parser of `--default-max-batch-size`: 0 (auto-complete off) up to
+/// [`MAX_DEFAULT_MAX_BATCH_SIZE`]; anything else is a usage error.
+pub(crate) fn default_max_batch_size() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(0..=i64::from(MAX_DEFAULT_MAX_BATCH_SIZE))
 }
 
 /// Parses a backend name for clap.

@@ -2,7 +2,8 @@
 
 use super::GlobalArgs;
 use crate::engine::{self, Backend, TensorSpec};
-use crate::models::LoadedVersion;
+use crate::models::autocomplete::DEFAULT_MAX_BATCH_SIZE;
+use crate::models::{LoadDefaults, LoadedVersion};
 use crate::registry::{self, Registration, Repository, VersionMeta, MODEL_FILE};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -67,6 +68,10 @@ pub struct ShowArgs {
     /// opencl the placement of nodes on device and CPU is shown.
     #[arg(long, value_enum, env = "SCORIA_BACKEND")]
     pub backend: Option<Backend>,
+    /// Show the config as `serve --default-max-batch-size N` completes it (see there); 0:
+    /// as config.toml sets it.
+    #[arg(long, env = "SCORIA_DEFAULT_MAX_BATCH_SIZE", default_value_t = DEFAULT_MAX_BATCH_SIZE, value_parser = super::default_max_batch_size(), value_name = "N")]
+    pub default_max_batch_size: u32,
 }
 
 #[derive(Debug, Args)]
@@ -252,7 +257,11 @@ fn show(repo: &Repository, args: ShowArgs) -> anyhow::Result<()> {
             .with_context(|| format!("model '{name}' has no versions"))?,
     };
     let meta = VersionMeta::load(&dir.version_path(version))?;
-    let loaded = LoadedVersion::load(&dir, version, args.backend.unwrap_or_default())?;
+    let defaults = LoadDefaults {
+        backend: args.backend.unwrap_or_default(),
+        max_batch_size: args.default_max_batch_size,
+    };
+    let loaded = LoadedVersion::load(&dir, version, defaults)?;
     let config = loaded.config();
     if args.json {
         let specs = |s: &[TensorSpec]| -> Vec<_> {
@@ -266,7 +275,12 @@ fn show(repo: &Repository, args: ShowArgs) -> anyhow::Result<()> {
             "versions": dir.versions,
             "path": dir.version_path(version).join(MODEL_FILE),
             "backend": loaded.backend().name(),
-            "max_batch_size": config.max_batch_size,
+            "max_batch_size": config.max_batch_size.unwrap_or(0),
+            "dynamic_batching": config.dynamic_batching.as_ref().map(|b| json!({
+                "max_queue_delay_us": b.max_queue_delay_us,
+                "preferred_batch_size": b.preferred_batch_size,
+                "max_queue_size": b.max_queue_size,
+            })),
             "hook": config.hook,
             "description": config.description,
             "tags": config.tags,
@@ -307,8 +321,19 @@ fn show(repo: &Repository, args: ShowArgs) -> anyhow::Result<()> {
         );
         println!("cpu backend:  {}", p.cpu_backend);
     }
-    if config.max_batch_size > 0 {
-        println!("max batch:    {}", config.max_batch_size);
+    if let Some(max) = config.max_batch_size.filter(|&n| n > 0) {
+        println!("max batch:    {max}");
+    }
+    if let Some(b) = &config.dynamic_batching {
+        println!(
+            "batching:     dynamic, queue delay {} µs{}",
+            b.max_queue_delay_us,
+            if b.preferred_batch_size.is_empty() {
+                String::new()
+            } else {
+                format!(", preferred {:?}", b.preferred_batch_size)
+            }
+        );
     }
     if let Some(h) = &config.hook {
         println!("hook:         {h}");

@@ -2,7 +2,8 @@
 
 use super::GlobalArgs;
 use crate::engine::Backend;
-use crate::models::{score, Served};
+use crate::models::autocomplete::DEFAULT_MAX_BATCH_SIZE;
+use crate::models::{score, LoadDefaults, Served};
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
@@ -21,6 +22,12 @@ pub struct PredictArgs {
     /// Engine, when the model's config.toml names none.
     #[arg(long, env = "SCORIA_BACKEND", default_value = "tract", value_parser = super::backend)]
     pub backend: Backend,
+
+    /// `max_batch_size` of a model whose config.toml sets none and whose every input and
+    /// output has a dynamic first dimension (Triton's auto-complete, which also turns on the
+    /// dynamic batcher); 0 turns auto-complete off.
+    #[arg(long, env = "SCORIA_DEFAULT_MAX_BATCH_SIZE", default_value_t = DEFAULT_MAX_BATCH_SIZE, value_parser = super::default_max_batch_size(), value_name = "N")]
+    pub default_max_batch_size: u32,
 }
 
 pub fn run(global: &GlobalArgs, args: PredictArgs) -> anyhow::Result<()> {
@@ -51,7 +58,11 @@ pub fn run(global: &GlobalArgs, args: PredictArgs) -> anyhow::Result<()> {
     if !dir.versions.contains(&version) {
         anyhow::bail!("model '{name}' has no version {version}");
     }
-    let served = Served::load(&dir, version, args.backend)?;
+    let defaults = LoadDefaults {
+        backend: args.backend,
+        max_batch_size: args.default_max_batch_size,
+    };
+    let served = Served::load(&dir, version, defaults)?;
     // On a thread with the stack a score hook may need.
     let result = std::thread::Builder::new()
         .name("scoria-predict".into())

@@ -4,7 +4,8 @@ use super::GlobalArgs;
 use crate::engine::Backend;
 use crate::grpc::{self, GrpcConfig};
 use crate::http::{self, HttpConfig};
-use crate::models::{InflightLimit, ModelManager};
+use crate::models::autocomplete::DEFAULT_MAX_BATCH_SIZE;
+use crate::models::{InflightLimit, LoadDefaults, ModelManager};
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
@@ -42,6 +43,12 @@ pub struct ServeArgs {
     /// Engine for models whose config.toml names none.
     #[arg(long, env = "SCORIA_BACKEND", default_value = "tract", value_parser = super::backend)]
     pub backend: Backend,
+
+    /// `max_batch_size` of a model whose config.toml sets none and whose every input and
+    /// output has a dynamic first dimension (Triton's auto-complete, which also turns on the
+    /// dynamic batcher); 0 turns auto-complete off.
+    #[arg(long, env = "SCORIA_DEFAULT_MAX_BATCH_SIZE", default_value_t = DEFAULT_MAX_BATCH_SIZE, value_parser = super::default_max_batch_size(), value_name = "N")]
+    pub default_max_batch_size: u32,
 
     /// Largest accepted request body (bytes, or with a KiB/MiB/GiB suffix); larger requests
     /// are answered 413.
@@ -133,7 +140,11 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
             }
         };
         let metrics = Arc::new(crate::telemetry::Metrics::new());
-        let models = ModelManager::with_observers(repo, args.backend, Arc::clone(&metrics) as _);
+        let defaults = LoadDefaults {
+            backend: args.backend,
+            max_batch_size: args.default_max_batch_size,
+        };
+        let models = ModelManager::with_observers(repo, defaults, Arc::clone(&metrics) as _);
         if let Some(store) = store {
             models.set_store(store);
         }

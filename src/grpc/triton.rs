@@ -44,7 +44,8 @@ fn config_dims(spec: &TensorSpec, batched: bool) -> Vec<i64> {
 pub fn model_config(loaded: &LoadedVersion) -> pb::ModelConfig {
     let config = loaded.config();
     // Only a model whose every tensor leads with a dynamic dimension can batch.
-    let batched = config.max_batch_size > 0
+    let max_batch_size = config.max_batch_size.unwrap_or(0);
+    let batched = max_batch_size > 0
         && loaded
             .inputs()
             .iter()
@@ -71,11 +72,7 @@ pub fn model_config(loaded: &LoadedVersion) -> pb::ModelConfig {
         version_policy: Some(pb::ModelVersionPolicy {
             policy_choice: Some(policy),
         }),
-        max_batch_size: if batched {
-            clamp(config.max_batch_size)
-        } else {
-            0
-        },
+        max_batch_size: if batched { clamp(max_batch_size) } else { 0 },
         input: loaded
             .inputs()
             .iter()

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::engine::Backend;
-use crate::models::{LoadedVersion, Served};
+use crate::models::{LoadDefaults, LoadedVersion, Served};
 use crate::registry::Repository;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ pub(super) fn models_dir() -> PathBuf {
 
 fn load_model(name: &str) -> Arc<LoadedVersion> {
     let dir = Repository::open(models_dir()).unwrap().model(name).unwrap();
-    Arc::new(LoadedVersion::load(&dir, 1, Backend::Tract).unwrap())
+    Arc::new(LoadedVersion::load(&dir, 1, LoadDefaults::new(Backend::Tract)).unwrap())
 }
 
 /// The digits model, loaded once for every test.
@@ -33,7 +33,7 @@ pub(super) fn digits() -> Arc<LoadedVersion> {
 /// The hook of sample model `name`, as model loading sets it up.
 fn sample_hook(name: &str) -> Arc<Hook> {
     let dir = Repository::open(models_dir()).unwrap().model(name).unwrap();
-    Served::load(&dir, 1, Backend::Tract)
+    Served::load(&dir, 1, LoadDefaults::new(Backend::Tract))
         .unwrap()
         .hook
         .expect("the sample model's config.toml names a hook")

@@ -2,7 +2,7 @@
 
 use super::{router, HttpConfig};
 use crate::engine::Backend;
-use crate::models::ModelManager;
+use crate::models::{LoadDefaults, ModelManager};
 use crate::registry::Repository;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -14,7 +14,10 @@ use tower::ServiceExt;
 
 fn fixture_router(max_body_bytes: usize) -> axum::Router {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
-    let models = ModelManager::new(Repository::open(root).unwrap(), Backend::Tract);
+    let models = ModelManager::new(
+        Repository::open(root).unwrap(),
+        LoadDefaults::new(Backend::Tract),
+    );
     models.start_loading().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !models.is_ready() {

@@ -2,7 +2,7 @@
 //! and the one inference route: validate → submit → wait → select outputs.
 
 use super::stats::{Stats, Timings};
-use super::{validate, LoadError, ModelError};
+use super::{autocomplete, validate, LoadError, ModelError};
 use crate::batch::{
     BatchObserver, BatchResult, Batcher, Caller, Direct, RequestOptions, Scheduler, SchedulerError,
 };
@@ -15,6 +15,33 @@ use crate::tensor::{NamedTensor, Tensor};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// What the server chooses for settings a model's `config.toml` leaves out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadDefaults {
+    /// The engine of models whose config names none (`--backend`).
+    pub backend: Backend,
+    /// The `max_batch_size` that auto-complete gives a batchable model whose config sets
+    /// none (`--default-max-batch-size`); 0 turns auto-complete off.
+    pub max_batch_size: u32,
+}
+
+impl LoadDefaults {
+    /// `backend`, with auto-complete at [`autocomplete::DEFAULT_MAX_BATCH_SIZE`].
+    pub fn new(backend: Backend) -> LoadDefaults {
+        LoadDefaults {
+            backend,
+            max_batch_size: autocomplete::DEFAULT_MAX_BATCH_SIZE,
+        }
+    }
+}
+
+impl Default for LoadDefaults {
+    /// tract, with auto-complete at [`autocomplete::DEFAULT_MAX_BATCH_SIZE`].
+    fn default() -> Self {
+        LoadDefaults::new(Backend::default())
+    }
+}
 
 /// The outputs of one request and where its time went.
 #[derive(Debug)]
@@ -63,23 +90,24 @@ struct Prepared {
 
 impl LoadedVersion {
     /// Loads `version` of the model in `dir` with the backend its config names, else
-    /// `default_backend`.
+    /// `defaults.backend`, and its config auto-completed with `defaults.max_batch_size` (see
+    /// [`autocomplete::complete`]; [`LoadedVersion::config`] is the completed config).
     pub fn load(
         dir: &ModelDir,
         version: u64,
-        default_backend: Backend,
+        defaults: LoadDefaults,
     ) -> Result<LoadedVersion, LoadError> {
-        LoadedVersion::load_with(dir, version, default_backend, None)
+        LoadedVersion::load_with(dir, version, defaults, None)
     }
 
     /// [`LoadedVersion::load`], reporting each formed batch to `observer` (metrics).
     pub fn load_with(
         dir: &ModelDir,
         version: u64,
-        default_backend: Backend,
+        defaults: LoadDefaults,
         observer: Option<BatchObserver>,
     ) -> Result<LoadedVersion, LoadError> {
-        let config = dir
+        let mut config = dir
             .config
             .as_ref()
             .map_err(|e| LoadError::Config(e.to_string()))?
@@ -88,10 +116,12 @@ impl LoadedVersion {
         if !path.is_file() {
             return Err(LoadError::MissingModel(path));
         }
-        let backend = config.backend.unwrap_or(default_backend);
+        let backend = config.backend.unwrap_or(defaults.backend);
         let options = LoadOptions {
             inputs: config.inputs.clone(),
             ort: config.ort.clone(),
+            // An auto-completed batcher's sizes are only known once the model's specs are:
+            // the engine prepares those on first use.
             batch_sizes: batch_sizes(&config),
             opencl: config.opencl.clone(),
         };
@@ -106,7 +136,15 @@ impl LoadedVersion {
         let inputs = engines[0].inputs().to_vec();
         let outputs = apply_output_overrides(engines[0].outputs(), &config.outputs)
             .map_err(LoadError::Invalid)?;
-        if config.max_batch_size > 0 {
+        autocomplete::complete(
+            &mut config,
+            &dir.name,
+            &inputs,
+            &outputs,
+            defaults.max_batch_size,
+        );
+        let max_batch_size = config.max_batch_size.unwrap_or(0);
+        if max_batch_size > 0 {
             if let Some(s) = inputs.iter().find(|s| s.shape.is_empty()) {
                 return Err(LoadError::Invalid(format!(
                     "max_batch_size is set but input '{}' is a scalar with no batch dimension",
@@ -130,10 +168,15 @@ impl LoadedVersion {
                         s.shape_string()
                     )));
                 }
-                let max = config.max_batch_size;
                 Box::new(
-                    Batcher::start(&name, Arc::clone(&engines), max, batching, observer)
-                        .map_err(LoadError::Threads)?,
+                    Batcher::start(
+                        &name,
+                        Arc::clone(&engines),
+                        max_batch_size,
+                        batching,
+                        observer,
+                    )
+                    .map_err(LoadError::Threads)?,
                 )
             }
         };
@@ -158,6 +201,8 @@ impl LoadedVersion {
         self.version
     }
 
+    /// The model's config as served: `config.toml` auto-completed (its `max_batch_size` is
+    /// always `Some`).
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }
@@ -259,7 +304,8 @@ impl LoadedVersion {
         started: Instant,
     ) -> Result<(Prepared, crate::batch::Ticket), ModelError> {
         let selected = validate::outputs(&self.outputs, outputs)?;
-        let ordered = validate::inputs(&self.inputs, self.config.max_batch_size, inputs)?;
+        let max_batch_size = self.config.max_batch_size.unwrap_or(0);
+        let ordered = validate::inputs(&self.inputs, max_batch_size, inputs)?;
         let rows = ordered
             .first()
             .and_then(|t| t.shape().first().copied())
@@ -388,7 +434,7 @@ fn batch_sizes(config: &ModelConfig) -> Vec<usize> {
         .preferred_batch_size
         .iter()
         .map(|&p| p as usize)
-        .chain((config.max_batch_size > 0).then_some(config.max_batch_size as usize))
+        .chain(config.max_batch_size.map(|n| n as usize))
         .filter(|&n| n > 1)
         .collect();
     sizes.sort_unstable();

@@ -2,6 +2,7 @@
 //! which every front end runs inference ([`LoadedVersion::infer`]).
 
 mod admission;
+pub mod autocomplete;
 mod loaded;
 pub mod poll;
 mod repository;
@@ -12,11 +13,11 @@ mod tests;
 mod validate;
 
 pub use admission::{Admitted, AtLimit, InflightLimit};
-pub use loaded::{Inference, LoadedVersion};
+pub use loaded::{Inference, LoadDefaults, LoadedVersion};
 pub use repository::{IndexEntry, IndexState};
 
 use crate::batch::{BatchObservers, SchedulerError};
-use crate::engine::{Backend, EngineError};
+use crate::engine::EngineError;
 use crate::hook::{self, Hook, HookError, Predictor};
 use crate::registry::{name, ModelDir, RegistryError, Repository};
 use crate::tensor::ErrorKind;
@@ -96,30 +97,21 @@ pub struct Served {
 }
 
 impl Served {
-    /// Loads `version` of the model in `dir` and then the hook its config names (with the
-    /// model folder's labels, running the hook's `init`).
-    pub fn load(
-        dir: &ModelDir,
-        version: u64,
-        default_backend: Backend,
-    ) -> Result<Served, LoadError> {
-        Served::load_with(dir, version, default_backend, None)
+    /// Loads `version` of the model in `dir` (see [`LoadedVersion::load`]) and then the hook
+    /// its config names (with the model folder's labels, running the hook's `init`).
+    pub fn load(dir: &ModelDir, version: u64, defaults: LoadDefaults) -> Result<Served, LoadError> {
+        Served::load_with(dir, version, defaults, None)
     }
 
     /// [`Served::load`] with the batcher reporting to `observers`.
     pub fn load_with(
         dir: &ModelDir,
         version: u64,
-        default_backend: Backend,
+        defaults: LoadDefaults,
         observers: Option<&dyn BatchObservers>,
     ) -> Result<Served, LoadError> {
         let observer = observers.map(|o| o.observer(&dir.name, version));
-        let model = Arc::new(LoadedVersion::load_with(
-            dir,
-            version,
-            default_backend,
-            observer,
-        )?);
+        let model = Arc::new(LoadedVersion::load_with(dir, version, defaults, observer)?);
         let hook = match &model.config().hook {
             None => None,
             Some(file) => {
@@ -188,7 +180,7 @@ impl ModelStatus {
 /// Every model of a repository and the state of each served version.
 pub struct ModelManager {
     repo: Repository,
-    default_backend: Backend,
+    defaults: LoadDefaults,
     models: RwLock<BTreeMap<String, ModelStatus>>,
     loading: AtomicUsize,
     /// Serializes repository load/unload requests.
@@ -201,29 +193,30 @@ pub struct ModelManager {
 }
 
 impl ModelManager {
-    /// A manager for `repo`; models whose config names no backend use `default_backend`.
-    /// Nothing is loaded until [`ModelManager::start_loading`].
-    pub fn new(repo: Repository, default_backend: Backend) -> Arc<ModelManager> {
-        ModelManager::build(repo, default_backend, None)
+    /// A manager for `repo`; what a model's config leaves out comes from `defaults` (its
+    /// engine, auto-completed batching). Nothing is loaded until
+    /// [`ModelManager::start_loading`].
+    pub fn new(repo: Repository, defaults: LoadDefaults) -> Arc<ModelManager> {
+        ModelManager::build(repo, defaults, None)
     }
 
     /// [`ModelManager::new`] whose batchers report to `observers` (the process's metrics).
     pub fn with_observers(
         repo: Repository,
-        default_backend: Backend,
+        defaults: LoadDefaults,
         observers: Arc<dyn BatchObservers>,
     ) -> Arc<ModelManager> {
-        ModelManager::build(repo, default_backend, Some(observers))
+        ModelManager::build(repo, defaults, Some(observers))
     }
 
     fn build(
         repo: Repository,
-        default_backend: Backend,
+        defaults: LoadDefaults,
         observers: Option<Arc<dyn BatchObservers>>,
     ) -> Arc<ModelManager> {
         Arc::new(ModelManager {
             repo,
-            default_backend,
+            defaults,
             models: RwLock::new(BTreeMap::new()),
             loading: AtomicUsize::new(0),
             ops: std::sync::Mutex::new(()),
@@ -247,12 +240,7 @@ impl ModelManager {
         if let Some(why) = dir.version_error(version) {
             return Err(LoadError::Invalid(why));
         }
-        Served::load_with(
-            dir,
-            version,
-            self.default_backend,
-            self.observers.as_deref(),
-        )
+        Served::load_with(dir, version, self.defaults, self.observers.as_deref())
     }
 
     pub fn repository(&self) -> &Repository {

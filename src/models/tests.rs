@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::batch::BatchObserver;
+use crate::engine::Backend;
 use crate::tensor::{NamedTensor, Tensor, TensorData};
 use std::path::Path;
 use std::sync::Mutex;
@@ -52,7 +53,8 @@ fn batchers_report_to_the_observers_the_manager_was_given() {
     let (_root, repo) = repository("batched", config);
     let recorder = Recorder::default();
     let seen = Arc::clone(&recorder.0);
-    let models = ModelManager::with_observers(repo, Backend::Tract, Arc::new(recorder));
+    let models =
+        ModelManager::with_observers(repo, LoadDefaults::new(Backend::Tract), Arc::new(recorder));
     models.start_loading().unwrap();
     wait_loaded(&models);
     let model = models.get("batched", None).unwrap();
@@ -65,7 +67,7 @@ fn batchers_report_to_the_observers_the_manager_was_given() {
 #[test]
 fn errors_say_their_kind() {
     let (_root, repo) = repository("plain", "");
-    let models = ModelManager::new(repo, Backend::Tract);
+    let models = ModelManager::new(repo, LoadDefaults::new(Backend::Tract));
     models.start_loading().unwrap();
     wait_loaded(&models);
     let kind = |r: Result<Arc<LoadedVersion>, ModelError>| r.err().map(|e| e.kind());
@@ -85,4 +87,67 @@ fn errors_say_their_kind() {
         kind(models.get("plain", None)),
         Some(ErrorKind::Unavailable)
     );
+}
+
+/// Loads every version of `repo` with auto-complete at `default_max_batch_size`.
+fn manager(repo: Repository, default_max_batch_size: u32) -> Arc<ModelManager> {
+    let defaults = LoadDefaults {
+        backend: Backend::Tract,
+        max_batch_size: default_max_batch_size,
+    };
+    let models = ModelManager::new(repo, defaults);
+    models.start_loading().unwrap();
+    wait_loaded(&models);
+    models
+}
+
+#[test]
+fn a_bare_batchable_model_is_auto_completed() {
+    let (_root, repo) = repository("bare", "description = \"no batching settings\"\n");
+    let model = manager(repo, 4).get("bare", None).unwrap();
+    assert_eq!(model.config().max_batch_size, Some(4));
+    let batching = model.config().dynamic_batching.as_ref().expect("batcher");
+    assert_eq!(batching.max_queue_delay_us, 0);
+    model.infer_blocking(zeros(4), None).unwrap();
+    let e = model.infer_blocking(zeros(5), None).unwrap_err();
+    assert!(e.to_string().contains("max_batch_size 4"), "{e}");
+
+    let (_root, repo) = repository("bare", "");
+    let model = manager(repo, 16).get("bare", None).unwrap();
+    assert_eq!(model.config().max_batch_size, Some(16));
+    model.infer_blocking(zeros(16), None).unwrap();
+}
+
+#[test]
+fn explicit_settings_and_default_zero_keep_auto_complete_off() {
+    let (_root, repo) = repository("off", "max_batch_size = 0\n");
+    let model = manager(repo, 4).get("off", None).unwrap();
+    assert_eq!(model.config().max_batch_size, Some(0));
+    assert!(model.config().dynamic_batching.is_none());
+    model.infer_blocking(zeros(64), None).unwrap();
+
+    // max_batch_size without [dynamic_batching]: its choice, no batcher added.
+    let (_root, repo) = repository("plain", "max_batch_size = 2\n");
+    let model = manager(repo, 4).get("plain", None).unwrap();
+    assert_eq!(model.config().max_batch_size, Some(2));
+    assert!(model.config().dynamic_batching.is_none());
+
+    let (_root, repo) = repository("bare", "");
+    let model = manager(repo, 0).get("bare", None).unwrap();
+    assert_eq!(model.config().max_batch_size, Some(0));
+    assert!(model.config().dynamic_batching.is_none());
+    model.infer_blocking(zeros(64), None).unwrap();
+}
+
+#[test]
+fn a_model_with_a_fixed_first_dimension_is_not_auto_batched() {
+    let root = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/add_fixed");
+    let version = root.path().join("add_fixed").join("1");
+    std::fs::create_dir_all(&version).unwrap();
+    std::fs::copy(fixture.join("1/model.onnx"), version.join("model.onnx")).unwrap();
+    let models = manager(Repository::open(root.path()).unwrap(), 4);
+    let model = models.get("add_fixed", None).unwrap();
+    assert_eq!(model.config().max_batch_size, Some(0));
+    assert!(model.config().dynamic_batching.is_none());
 }

@@ -17,6 +17,8 @@ pub const MAX_INSTANCES: u32 = 256;
 pub const MAX_QUEUE_DELAY_US: u64 = 10_000_000;
 /// Most ONNX Runtime threads per pool.
 pub const MAX_THREADS: u32 = 1024;
+/// `max_queue_delay_us` when `[dynamic_batching]` leaves it out.
+pub const DEFAULT_QUEUE_DELAY_US: u64 = 100;
 /// Upper bound of `dynamic_batching.priority_levels`.
 pub const MAX_PRIORITY_LEVELS: u32 = 1000;
 /// Upper bound of a queue policy's `default_timeout_us`: an hour.
@@ -27,8 +29,11 @@ pub const MAX_QUEUE_TIMEOUT_US: u64 = 3_600_000_000;
 pub struct ModelConfig {
     /// The engine; `None` means the server's default (`--backend`, else tract).
     pub backend: Option<Backend>,
-    /// When > 0, dimension 0 of every input is a batch dimension of at most this size.
-    pub max_batch_size: u32,
+    /// When > 0, dimension 0 of every input is a batch dimension of at most this size; 0
+    /// turns batching off. `None` when `config.toml` does not set it: loading a version then
+    /// auto-completes it (see `models::autocomplete`), and the loaded version's config holds
+    /// the result.
+    pub max_batch_size: Option<u32>,
     pub version_policy: VersionPolicy,
     /// Type/shape overrides for model inputs.
     pub inputs: Vec<TensorOverride>,
@@ -53,7 +58,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
             backend: None,
-            max_batch_size: 0,
+            max_batch_size: None,
             version_policy: VersionPolicy::default(),
             inputs: Vec::new(),
             outputs: Vec::new(),
@@ -84,6 +89,21 @@ pub struct DynamicBatching {
     pub default_priority_level: u32,
     /// `[dynamic_batching.default_queue_policy]`.
     pub queue_policy: QueuePolicy,
+}
+
+impl Default for DynamicBatching {
+    /// What an empty `[dynamic_batching]` table sets: a 100 µs queue delay, no preferred
+    /// sizes, an unbounded queue, one priority level, no queue timeout.
+    fn default() -> Self {
+        DynamicBatching {
+            max_queue_delay_us: DEFAULT_QUEUE_DELAY_US,
+            preferred_batch_size: Vec::new(),
+            max_queue_size: 0,
+            priority_levels: 0,
+            default_priority_level: 0,
+            queue_policy: QueuePolicy::default(),
+        }
+    }
 }
 
 /// Triton's `ModelQueuePolicy`: how long a request may wait in the queue and what happens
@@ -417,7 +437,7 @@ impl ModelConfig {
                     (a, b) => a.or(b).unwrap_or(0),
                 };
                 Some(DynamicBatching {
-                    max_queue_delay_us: d.max_queue_delay_us.unwrap_or(100),
+                    max_queue_delay_us: d.max_queue_delay_us.unwrap_or(DEFAULT_QUEUE_DELAY_US),
                     preferred_batch_size: preferred,
                     max_queue_size,
                     priority_levels: levels,
@@ -432,7 +452,7 @@ impl ModelConfig {
         };
         Ok(ModelConfig {
             backend,
-            max_batch_size,
+            max_batch_size: raw.max_batch_size,
             version_policy,
             inputs: tensors("input", raw.input)?,
             outputs: tensors("output", raw.output)?,

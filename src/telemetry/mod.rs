@@ -279,7 +279,10 @@ mod tests {
             response_bytes: 200,
         });
         let repo = crate::registry::Repository::open(std::env::temp_dir()).unwrap();
-        let text = m.render(&ModelManager::new(repo, crate::engine::Backend::Tract));
+        let text = m.render(&ModelManager::new(
+            repo,
+            crate::models::LoadDefaults::default(),
+        ));
         assert!(text.contains(r#"scoria_requests_total{model="digits",outcome="success",route="/v2/models/{model}/infer",version="1"} 1"#), "{text}");
         assert!(text.contains("scoria_request_queue_seconds_bucket"));
         assert!(text.contains(r#"scoria_request_bytes_total{model="digits",route="/v2/models/{model}/infer",version="1"} 300"#));

@@ -79,6 +79,10 @@ class ScoriaServer:
         self.out_path = self.logdir / "stdout.log"
         self.err_path = self.logdir / "stderr.log"
         extra_args = [str(a) for a in extra_args]
+        # The bare sample models are auto-completed (max_batch_size = this flag, default 4,
+        # with dynamic batching); these tests send batches of up to 64 rows.
+        if not any(a.startswith("--default-max-batch-size") for a in extra_args):
+            extra_args = [*extra_args, "--default-max-batch-size", "64"]
         # Each server gets its own gRPC port rather than the default 8001 (or the one given).
         if not any(a.startswith("--grpc") for a in extra_args):
             self.grpc_addr = f"127.0.0.1:{_free_port()}"

@@ -6,9 +6,11 @@ Debian's libb64.so.0d (scripts/install-system-deps). Before measuring it reads
 `GET /v2/models/M`, `GET /v2/models/M/config` and `GET /v2`; then it posts binary-extension
 infer requests.
 
-The sample models have a dynamic batch dimension and max_batch_size 0, so runs against them
-give explicit shapes with `--shape`; one run uses a copy of digits configured with
-max_batch_size 8, where perf_analyzer takes the shapes from the config and batches (`-b`). Runs are short (a few 500 ms windows per concurrency) and
+The sample models set no max_batch_size and have a dynamic batch dimension, so the server
+auto-completes their config as Triton does (max_batch_size = --default-max-batch-size, 4 by
+default, and dynamic batching): perf_analyzer takes the shapes from the config and runs on
+them unmodified, without `--shape`; one run uses a copy of digits configured with
+max_batch_size 8 and batches (`-b`). Runs are short (a few 500 ms windows per concurrency) and
 accept any stability (`--stability-percentage 999`): the machine is shared with compiles,
 so throughput varies, and the assertions are only that every request succeeded and the
 throughput is positive.
@@ -84,9 +86,11 @@ def assert_no_failures(output):
     assert bad is None, f"perf_analyzer reported: {bad.group(0)!r}\n{output[-6000:]}"
 
 
-def test_perf_analyzer_digits(server, tmp_path):
-    output, report = run_perf_analyzer(server, tmp_path, "digits", [
-        "--concurrency-range", "1:2", "--shape", "input:1,64"])
+def test_perf_analyzer_digits(start_server, tmp_path):
+    # The server's own default: the auto-completed max_batch_size 4.
+    srv = start_server(models=["digits"], args=["--default-max-batch-size", "4"])
+    output, report = run_perf_analyzer(srv.addr, tmp_path, "digits", [
+        "--concurrency-range", "1:2"])
     assert_no_failures(output)
     tput = throughputs(output)
     assert sorted(tput) == [1, 2], output[-6000:]
@@ -102,7 +106,7 @@ def test_perf_analyzer_digits(server, tmp_path):
 @pytest.mark.parametrize("input_data", ["zero", "random"])
 def test_perf_analyzer_lenet(server, tmp_path, input_data):
     output, report = run_perf_analyzer(server, tmp_path, "lenet", [
-        "--concurrency-range", "1", "--shape", "input:1,1,28,28", "--input-data", input_data])
+        "--concurrency-range", "1", "--input-data", input_data])
     assert_no_failures(output)
     tput = throughputs(output)
     assert list(tput) == [1] and tput[1] > 0, output[-6000:]

@@ -60,8 +60,13 @@ class ScoriaServer:
         self.grpc = f"127.0.0.1:{free_port()}"
         self.logdir = Path(tempfile.mkdtemp(prefix="scoria-grpc-log-"))
         self.err_path = self.logdir / "stderr.log"
+        extra_args = [str(a) for a in extra_args]
+        # The bare sample models are auto-completed (max_batch_size = this flag, default 4,
+        # with dynamic batching); these tests send batches of up to 64 rows.
+        if not any(a.startswith("--default-max-batch-size") for a in extra_args):
+            extra_args = [*extra_args, "--default-max-batch-size", "64"]
         self.cmd = [str(scoria_binary()), "serve", "--models", str(model_repo),
-                    "--http", self.http, "--grpc", self.grpc, *map(str, extra_args)]
+                    "--http", self.http, "--grpc", self.grpc, *extra_args]
         with open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=err)

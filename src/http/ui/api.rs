@@ -154,6 +154,7 @@ fn config_json(c: &ModelConfig) -> Value {
     };
     json!({
         "backend": c.backend.map(|b| b.name()),
+        // null for a config not loaded yet that leaves it to auto-complete.
         "max_batch_size": c.max_batch_size,
         "instances": c.instances,
         "dynamic_batching": c.dynamic_batching.as_ref().map(|d| json!({

@@ -4,7 +4,7 @@
 use super::assets::{ASSETS, INDEX};
 use crate::engine::Backend;
 use crate::http::{auth::ApiKeys, router, HttpConfig};
-use crate::models::ModelManager;
+use crate::models::{LoadDefaults, ModelManager};
 use crate::registry::runs::{Run, RUNS_DIR};
 use crate::registry::Repository;
 use axum::body::Body;
@@ -21,7 +21,10 @@ const SCORER: &str = "studio-score-key-0123456789";
 
 fn manager() -> Arc<ModelManager> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
-    let models = ModelManager::new(Repository::open(root).unwrap(), Backend::Tract);
+    let models = ModelManager::new(
+        Repository::open(root).unwrap(),
+        LoadDefaults::new(Backend::Tract),
+    );
     models.start_loading().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !models.is_ready() {

@@ -53,7 +53,7 @@ pub async fn config(State(st): State<AppState>, r: ModelRef) -> Result<Response,
 
 fn model_config(loaded: &LoadedVersion) -> Value {
     let config = loaded.config();
-    let max_batch_size = config.max_batch_size;
+    let max_batch_size = config.max_batch_size.unwrap_or(0);
     // Only a model whose every tensor leads with a dynamic dimension can batch.
     let batched = max_batch_size > 0
         && loaded

@@ -28,7 +28,7 @@ fn full_config() {
     )
     .unwrap();
     assert_eq!(c.backend, Some(Backend::Tract));
-    assert_eq!(c.max_batch_size, 8);
+    assert_eq!(c.max_batch_size, Some(8));
     assert_eq!(c.version_policy, VersionPolicy::Latest(2));
     assert_eq!(c.tags["team"], "ml");
     assert_eq!(c.inputs[0].datatype, Some(DataType::F32));
@@ -328,4 +328,23 @@ fn queue_policy_and_priorities() {
         let e = parse(&format!("max_batch_size = 4\n[dynamic_batching]\n{text}\n")).unwrap_err();
         assert!(e.contains(key), "{text}: {e}");
     }
+}
+
+#[test]
+fn unset_max_batch_size_differs_from_zero() {
+    // Unset is left to auto-complete; an explicit 0 turns batching (and auto-complete) off.
+    assert_eq!(parse("").unwrap().max_batch_size, None);
+    assert_eq!(
+        parse("max_batch_size = 0\n").unwrap().max_batch_size,
+        Some(0)
+    );
+    assert!(parse("max_batch_size = 0\n[dynamic_batching]\n")
+        .unwrap_err()
+        .contains("needs max_batch_size"));
+}
+
+#[test]
+fn empty_dynamic_batching_is_the_default() {
+    let c = parse("max_batch_size = 4\n[dynamic_batching]\n").unwrap();
+    assert_eq!(c.dynamic_batching, Some(DynamicBatching::default()));
 }

@@ -273,6 +273,8 @@
         (d.preferred_batch_size && d.preferred_batch_size.length ? ', preferred ' + d.preferred_batch_size.join('/') : '') +
         ', delay ' + d.max_queue_delay_us + ' µs';
     }
+    // null: config.toml leaves it to auto-complete, which runs when a version loads.
+    if (c.max_batch_size === null || c.max_batch_size === undefined) return 'auto';
     return c.max_batch_size > 0 ? 'max batch ' + c.max_batch_size + ', no queue' : 'off';
   }
 
