@@ -16,6 +16,10 @@ pub struct LoadOptions {
     /// (its preferred sizes and `max_batch_size`). Engines that specialise plans per batch
     /// size (tract) prepare these eagerly; others ignore them.
     pub batch_sizes: Vec<usize>,
+    /// Whether the model may be batched at other sizes too (it has a dynamic batcher, or may
+    /// get one by auto-complete, which knows its sizes only after load): engines that
+    /// specialise plans per batch size may then make more on first use.
+    pub specialise_on_use: bool,
     /// `[opencl]` device selection and partitioning (used by the opencl engine only).
     pub opencl: opencl::OpenclConfig,
 }

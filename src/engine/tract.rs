@@ -4,7 +4,7 @@
 //! the model declares one. Because tract optimizes a concrete shape much better than a
 //! symbolic one, plans specialised to one batch size are optimized too: batch 1 (the common
 //! request) always, and for models behind the dynamic batcher the sizes it forms (at load)
-//! and other sizes (on first use). Each plan holds its own packed weights (about the model's
+//! and other sizes (on first use, when [`LoadOptions::specialise_on_use`]). Each plan holds its own packed weights (about the model's
 //! size), so their number is bounded by bytes: [`PLAN_BYTES`] over the model's weight bytes
 //! (at most [`MAX_SPECIALISED`]); a model too large for one more plan runs its general plan
 //! only, and the unoptimized model is kept only while more plans may be made.
@@ -30,7 +30,7 @@ pub const MAX_SPECIALISED: usize = 8;
 
 /// Bytes of weights the batch-size-specialised plans of one engine may hold together: each
 /// plan packs its own copy of the model's weights.
-pub const PLAN_BYTES: u64 = 192 << 20;
+pub const PLAN_BYTES: u64 = 16 << 20;
 
 /// How many specialised plans of a model with `weights` bytes of weights fit in `budget`.
 fn plans_within(weights: u64, budget: u64) -> usize {
@@ -76,11 +76,13 @@ struct Specialised {
 }
 
 impl Specialised {
-    /// Plans for batch 1 and the `eager` sizes, at most `limit` (at least 1) of them.
+    /// Plans for batch 1 and the `eager` sizes, at most `limit` (at least 1) of them; more
+    /// on first use if `on_use`.
     fn new(
         model: TypedModel,
         symbol: Symbol,
         eager: &[usize],
+        on_use: bool,
         limit: usize,
     ) -> TractResult<Specialised> {
         let mut plans = HashMap::new();
@@ -92,7 +94,7 @@ impl Specialised {
                 e.insert(specialise(&model, &symbol, n)?);
             }
         }
-        let lazy = !eager.is_empty() && plans.len() < limit;
+        let lazy = on_use && plans.len() < limit;
         Ok(Specialised {
             model: lazy.then_some(model),
             symbol,
@@ -245,8 +247,14 @@ impl TractEngine {
         let limit = plans_within(weight_bytes(&typed), plan_bytes);
         let specialised = match batch_symbol {
             Some(symbol) if limit > 0 => Some(
-                Specialised::new(typed.clone(), symbol, &options.batch_sizes, limit)
-                    .map_err(load)?,
+                Specialised::new(
+                    typed.clone(),
+                    symbol,
+                    &options.batch_sizes,
+                    options.specialise_on_use,
+                    limit,
+                )
+                .map_err(load)?,
             ),
             _ => None,
         };

@@ -120,9 +120,11 @@ impl LoadedVersion {
         let options = LoadOptions {
             inputs: config.inputs.clone(),
             ort: config.ort.clone(),
+            batch_sizes: batch_sizes(&config),
             // An auto-completed batcher's sizes are only known once the model's specs are:
             // the engine prepares those on first use.
-            batch_sizes: batch_sizes(&config),
+            specialise_on_use: config.dynamic_batching.is_some()
+                || (config.max_batch_size.is_none() && defaults.max_batch_size > 0),
             opencl: config.opencl.clone(),
         };
         let engines = (0..config.instances.max(1))

@@ -37,6 +37,7 @@ fn probabilities(outputs: &[Tensor]) -> Vec<f32> {
 fn batcher_sizes_are_prepared_at_load_and_others_on_first_use() {
     let options = LoadOptions {
         batch_sizes: vec![4, 8],
+        specialise_on_use: true,
         ..LoadOptions::default()
     };
     let engine = TractEngine::load(&digits(), &options).unwrap();
@@ -50,6 +51,7 @@ fn batcher_sizes_are_prepared_at_load_and_others_on_first_use() {
 fn specialised_plans_answer_as_the_general_plan_does() {
     let options = LoadOptions {
         batch_sizes: vec![2],
+        specialise_on_use: true,
         ..LoadOptions::default()
     };
     let engine = TractEngine::load(&digits(), &options).unwrap();
@@ -76,6 +78,7 @@ fn specialised_plans_answer_as_the_general_plan_does() {
 fn the_number_of_plans_is_bounded() {
     let options = LoadOptions {
         batch_sizes: vec![4],
+        specialise_on_use: true,
         ..LoadOptions::default()
     };
     let engine = TractEngine::load(&digits(), &options).unwrap();
@@ -94,6 +97,20 @@ fn without_batching_only_batch_1_is_specialised() {
         assert_eq!(out[0].shape(), [rows, 10]);
     }
     assert_eq!(sizes(&engine), [1]);
+    assert!(engine.specialised.as_ref().unwrap().model.is_none());
+}
+
+/// An auto-completed batcher's sizes are unknown at load: they are specialised on use.
+#[test]
+fn sizes_unknown_at_load_are_specialised_on_use() {
+    let options = LoadOptions {
+        specialise_on_use: true,
+        ..LoadOptions::default()
+    };
+    let engine = TractEngine::load(&digits(), &options).unwrap();
+    assert_eq!(sizes(&engine), [1]);
+    engine.run(vec![images(3, 0)]).unwrap();
+    assert_eq!(sizes(&engine), [1, 3]);
 }
 
 #[test]
@@ -104,7 +121,12 @@ fn plans_are_bounded_by_the_bytes_of_their_weights() {
         0,
         "a 300 MiB model gets no second plan"
     );
-    assert_eq!(plans_within(64 * MIB, PLAN_BYTES), 3);
+    assert_eq!(
+        plans_within(12 * MIB, PLAN_BYTES),
+        1,
+        "resnet-size: batch 1 only"
+    );
+    assert_eq!(plans_within(5 * MIB, PLAN_BYTES), 3);
     assert_eq!(plans_within(10_000, PLAN_BYTES), MAX_SPECIALISED);
     assert_eq!(plans_within(0, PLAN_BYTES), MAX_SPECIALISED);
 
@@ -115,6 +137,7 @@ fn plans_are_bounded_by_the_bytes_of_their_weights() {
     assert!(weights > 1000 && weights < 100_000, "{weights}");
     let options = LoadOptions {
         batch_sizes: vec![4, 8],
+        specialise_on_use: true,
         ..LoadOptions::default()
     };
     // Room for two plans: batch 1 and 4 at load, none on use, the typed model not kept.
