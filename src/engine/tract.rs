@@ -245,23 +245,31 @@ impl TractEngine {
                 _ => None,
             });
         let limit = plans_within(weight_bytes(&typed), plan_bytes);
-        let specialised = match batch_symbol {
-            Some(symbol) if limit > 0 => Some(
-                Specialised::new(
-                    typed.clone(),
-                    symbol,
-                    &options.batch_sizes,
-                    options.specialise_on_use,
-                    limit,
-                )
-                .map_err(load)?,
-            ),
-            _ => None,
-        };
-        let plan = typed
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(load)?;
+        // The specialised plans and the general one are optimized at once, on two threads:
+        // optimization is most of a load.
+        let (specialised, plan) = std::thread::scope(|scope| {
+            let specialised = match batch_symbol {
+                Some(symbol) if limit > 0 => Some(scope.spawn(|| {
+                    Specialised::new(
+                        typed.clone(),
+                        symbol,
+                        &options.batch_sizes,
+                        options.specialise_on_use,
+                        limit,
+                    )
+                })),
+                _ => None,
+            };
+            let plan = typed
+                .clone()
+                .into_optimized()
+                .and_then(|m| m.into_runnable());
+            let specialised = specialised
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .transpose();
+            (specialised, plan)
+        });
+        let (specialised, plan) = (specialised.map_err(load)?, plan.map_err(load)?);
         Ok(TractEngine {
             plan,
             specialised,
