@@ -11,9 +11,11 @@
 //! slower than running each request alone would. A full queue refuses at once; a request
 //! whose caller went away is dropped before it runs.
 //!
-//! When the model is idle (nothing queued or running) and its measured cost fits
-//! [`super::INLINE_BUDGET`], an async caller's request runs on the caller's thread, as
-//! [`super::Direct`] does: at concurrency 1 there is nothing to batch it with.
+//! When nothing is queued or being gathered, an instance is free (an engine that runs
+//! requests concurrently always is; one that runs a request at a time must be idle, the
+//! model running nothing) and the request's measured cost fits [`super::INLINE_BUDGET`], an
+//! async caller's request runs on the caller's thread, as [`super::Direct`] does: there is
+//! nothing queued to batch it with, and the handoff would cost more than the run.
 //!
 //! Queue policy (Triton's `default_queue_policy` and `priority_levels`): requests wait in one
 //! queue per priority level and are taken highest priority (level 1) first, oldest first
@@ -90,9 +92,11 @@ struct Shared {
     /// Engine runs in progress (batches and inline requests); changed from 0 only under the
     /// queue's lock.
     running: AtomicUsize,
-    /// Whether requests may run on the caller's thread: every instance runs requests
-    /// concurrently, so one may run there while workers run others.
-    inline: bool,
+    /// Whether every instance runs requests concurrently (else each is held by `busy`).
+    concurrent: bool,
+    /// One per engine instance, held for each run when the engines are not concurrent, so a
+    /// request run inline and a worker's batch never share one.
+    busy: Vec<Mutex<()>>,
     cost: Cost,
     engines: Arc<Vec<Box<dyn Engine>>>,
 }
@@ -144,7 +148,8 @@ impl Batcher {
             allow_override: config.queue_policy.allow_timeout_override,
             action: config.queue_policy.timeout_action,
             running: AtomicUsize::new(0),
-            inline: engines.iter().all(|e| e.concurrent()),
+            concurrent: engines.iter().all(|e| e.concurrent()),
+            busy: engines.iter().map(|_| Mutex::new(())).collect(),
             cost: Cost::default(),
             engines: Arc::clone(&engines),
         });
@@ -190,10 +195,15 @@ impl Scheduler for Batcher {
         let (reply, rx) = oneshot::channel();
         let enqueued = Instant::now();
         let elements = inputs.iter().map(|t| t.data().len() as u64).sum();
-        let inline = caller == Caller::Async && shared.inline && shared.cost.fits_inline(elements);
+        let inline = caller == Caller::Async && shared.cost.fits_inline(elements);
         let mut q = lock(&shared.queue);
         let waiting = q.len();
-        if inline && waiting == 0 && !q.closed && shared.running.load(Ordering::Relaxed) == 0 {
+        let instance = if inline && waiting == 0 && !q.gathering && !q.closed {
+            shared.free_instance()
+        } else {
+            None
+        };
+        if let Some((engine, _busy)) = instance {
             shared.running.fetch_add(1, Ordering::Relaxed);
             drop(q);
             let pending = Pending {
@@ -203,7 +213,7 @@ impl Scheduler for Batcher {
                 expires: None,
                 reply,
             };
-            let ran = run_batch(shared, shared.engines[0].as_ref(), vec![pending]);
+            let ran = run_batch(shared, engine, vec![pending]);
             lock(&shared.queue).sizes.record(ran.rows, ran.compute);
             if let Some(observe) = &shared.observer {
                 observe(ran.rows, 0);
@@ -251,9 +261,32 @@ fn lock(m: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+impl Shared {
+    /// An instance a request may run on now, held if need be: the first engine when they run
+    /// requests concurrently; else, when the model runs nothing, an idle one. Called under
+    /// the queue's lock.
+    fn free_instance(&self) -> Option<(&dyn Engine, Option<std::sync::MutexGuard<'_, ()>>)> {
+        if self.concurrent {
+            return Some((self.engines.first()?.as_ref(), None));
+        }
+        if self.running.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        self.engines
+            .iter()
+            .zip(&self.busy)
+            .find_map(|(e, busy)| Some((e.as_ref(), Some(busy.try_lock().ok()?))))
+    }
+}
+
 fn worker(shared: &Shared, engine: usize) {
     let mut last = None;
     while let Some(batch) = next_batch(shared, last.take()) {
+        let _busy = (!shared.concurrent).then(|| {
+            shared.busy[engine]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        });
         last = Some(run_batch(shared, shared.engines[engine].as_ref(), batch));
     }
 }
@@ -261,7 +294,8 @@ fn worker(shared: &Shared, engine: usize) {
 /// Records the worker's `last` run, waits for a request, then gathers more (highest
 /// priority first) until the batch's goal, the next request does not fit, or the first one
 /// has waited `max_delay`. Counts the batch as running from its first request on (so no
-/// request runs inline beside a batch it could join). `None` once the batcher is dropped.
+/// request runs inline on an instance a batch is about to take). `None` once the batcher is
+/// dropped.
 fn next_batch(shared: &Shared, last: Option<Ran>) -> Option<Vec<Pending>> {
     let mut q = lock(&shared.queue);
     if let Some(ran) = last {
