@@ -7,7 +7,9 @@
 //! and other sizes (on first use, when [`LoadOptions::specialise_on_use`]). Each plan holds its own packed weights (about the model's
 //! size), so their number is bounded by bytes: [`PLAN_BYTES`] over the model's weight bytes
 //! (at most [`MAX_SPECIALISED`]); a model too large for one more plan runs its general plan
-//! only, and the unoptimized model is kept only while more plans may be made.
+//! only, and the unoptimized model is kept only while more plans may be made. Where
+//! specialised plans exist, the general plan is optimized on first use (a request of
+//! another size), not at load.
 //! Plans are immutable and shared: each run spawns its own state, so any number of threads
 //! can run them at once.
 
@@ -16,7 +18,7 @@ use crate::tensor::{DataType, Tensor, TensorData};
 use crate::with_tensor_data;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use tract_onnx::prelude::{
     DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, Symbol, TDim,
     TValue, Tensor as TractTensor, TractResult, TypedFact, TypedModel, TypedRunnableModel,
@@ -52,11 +54,53 @@ fn weight_bytes(model: &TypedModel) -> u64 {
 /// A model optimized by tract, runnable concurrently.
 pub struct TractEngine {
     /// The general plan: symbolic batch dimension where the model has one.
-    plan: Arc<TypedRunnableModel>,
+    general: General,
     /// Plans with the batch symbol fixed, when the model has a symbolic batch.
     specialised: Option<Specialised>,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
+}
+
+/// The general plan: optimized at load when it is the only plan; on first use when
+/// specialised plans answer the common sizes, so a model that only ever gets those never pays
+/// for it (optimizing and packing weights is most of a load).
+struct General {
+    plan: OnceLock<Arc<TypedRunnableModel>>,
+    /// The typed model to optimize it from, until it is.
+    model: Mutex<Option<TypedModel>>,
+}
+
+impl General {
+    fn ready(plan: Arc<TypedRunnableModel>) -> General {
+        General {
+            plan: OnceLock::from(plan),
+            model: Mutex::new(None),
+        }
+    }
+
+    fn on_use(model: TypedModel) -> General {
+        General {
+            plan: OnceLock::new(),
+            model: Mutex::new(Some(model)),
+        }
+    }
+
+    /// The plan, optimized now if it is not yet (callers meanwhile wait for it).
+    fn get(&self) -> TractResult<Arc<TypedRunnableModel>> {
+        if let Some(plan) = self.plan.get() {
+            return Ok(Arc::clone(plan));
+        }
+        let mut model = self.model.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(plan) = self.plan.get() {
+            return Ok(Arc::clone(plan));
+        }
+        let Some(typed) = model.as_ref() else {
+            anyhow::bail!("the general plan failed to optimize earlier");
+        };
+        let plan = typed.clone().into_optimized()?.into_runnable()?;
+        *model = None;
+        Ok(Arc::clone(self.plan.get_or_init(|| plan)))
+    }
 }
 
 /// Plans with the batch symbol fixed to one size each, and what it takes to make more.
@@ -245,33 +289,30 @@ impl TractEngine {
                 _ => None,
             });
         let limit = plans_within(weight_bytes(&typed), plan_bytes);
-        // The specialised plans and the general one are optimized at once, on two threads:
-        // optimization is most of a load.
-        let (specialised, plan) = std::thread::scope(|scope| {
-            let specialised = match batch_symbol {
-                Some(symbol) if limit > 0 => Some(scope.spawn(|| {
-                    Specialised::new(
-                        typed.clone(),
-                        symbol,
-                        &options.batch_sizes,
-                        options.specialise_on_use,
-                        limit,
-                    )
-                })),
-                _ => None,
-            };
-            let plan = typed
-                .clone()
-                .into_optimized()
-                .and_then(|m| m.into_runnable());
-            let specialised = specialised
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .transpose();
-            (specialised, plan)
-        });
-        let (specialised, plan) = (specialised.map_err(load)?, plan.map_err(load)?);
+        let specialised = match batch_symbol {
+            Some(symbol) if limit > 0 => Some(
+                Specialised::new(
+                    typed.clone(),
+                    symbol,
+                    &options.batch_sizes,
+                    options.specialise_on_use,
+                    limit,
+                )
+                .map_err(load)?,
+            ),
+            _ => None,
+        };
+        let general = match specialised {
+            Some(_) => General::on_use(typed),
+            None => General::ready(
+                typed
+                    .into_optimized()
+                    .and_then(|m| m.into_runnable())
+                    .map_err(load)?,
+            ),
+        };
         Ok(TractEngine {
-            plan,
+            general,
             specialised,
             inputs,
             outputs,
@@ -341,9 +382,13 @@ impl Engine for TractEngine {
             // should a model also use it elsewhere, the general plan still answers.
             Some(plan) => plan
                 .run(values.clone())
-                .or_else(|_| self.plan.run(values))
+                .or_else(|_| self.general.get()?.run(values))
                 .map_err(run)?,
-            None => self.plan.run(values).map_err(run)?,
+            None => self
+                .general
+                .get()
+                .and_then(|p| p.run(values))
+                .map_err(run)?,
         };
         outputs.iter().map(|v| from_tract(v).map_err(run)).collect()
     }

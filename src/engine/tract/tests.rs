@@ -59,7 +59,9 @@ fn specialised_plans_answer_as_the_general_plan_does() {
         let batched = probabilities(&engine.run(vec![images(rows, rows)]).unwrap());
         let general = probabilities(
             &engine
-                .plan
+                .general
+                .get()
+                .unwrap()
                 .run(tvec![to_tract(images(rows, rows)).unwrap().into_tvalue()])
                 .unwrap()
                 .iter()
@@ -92,12 +94,19 @@ fn the_number_of_plans_is_bounded() {
 #[test]
 fn without_batching_only_batch_1_is_specialised() {
     let engine = TractEngine::load(&digits(), &LoadOptions::default()).unwrap();
+    // Batch 1 runs its own plan; the general one is optimized for the first other size.
+    engine.run(vec![images(1, 2)]).unwrap();
+    assert!(
+        engine.general.plan.get().is_none(),
+        "general plan made at load"
+    );
     for rows in [1, 3, 7] {
         let out = engine.run(vec![images(rows, 2)]).unwrap();
         assert_eq!(out[0].shape(), [rows, 10]);
     }
     assert_eq!(sizes(&engine), [1]);
     assert!(engine.specialised.as_ref().unwrap().model.is_none());
+    assert!(engine.general.plan.get().is_some());
 }
 
 /// An auto-completed batcher's sizes are unknown at load: they are specialised on use.
