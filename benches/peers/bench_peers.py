@@ -884,7 +884,8 @@ def main():
 
         def scoria_cmd(backend):
             return lambda port: [args.scoria, "serve", "--models", repo, "--workspace", workspace,
-                                 "--http", f"127.0.0.1:{port}", "--backend", backend]
+                                 "--http", f"127.0.0.1:{port}", "--grpc", "none",
+                                 "--backend", backend]
 
         servers = [Server("tract", "scoria tract", scoria_cmd("tract"), env=env)]
         if args.no_ort:

@@ -11,7 +11,7 @@
 //! slower than running each request alone would. A full queue refuses at once; a request
 //! whose caller went away is dropped before it runs.
 //!
-//! When nothing is queued or being gathered, an instance is free (an engine that runs
+//! Without a queue delay, when nothing is queued or being gathered, an instance is free (an engine that runs
 //! requests concurrently always is; one that runs a request at a time must be idle, the
 //! model running nothing) and the request's measured cost fits [`super::INLINE_BUDGET`], an
 //! async caller's request runs on the caller's thread, as [`super::Direct`] does: there is
@@ -195,7 +195,10 @@ impl Scheduler for Batcher {
         let (reply, rx) = oneshot::channel();
         let enqueued = Instant::now();
         let elements = inputs.iter().map(|t| t.data().len() as u64).sum();
-        let inline = caller == Caller::Async && shared.cost.fits_inline(elements);
+        // A queue delay asks for requests to wait for company: never inline then.
+        let inline = caller == Caller::Async
+            && shared.max_delay.is_zero()
+            && shared.cost.fits_inline(elements);
         let mut q = lock(&shared.queue);
         let waiting = q.len();
         let instance = if inline && waiting == 0 && !q.gathering && !q.closed {

@@ -521,4 +521,12 @@ async fn an_idle_batcher_runs_small_measured_work_inline() {
     }
     assert_eq!(d[0].threads.lock().unwrap().last(), Some(&here));
     assert_eq!(d[0].overlapped.load(Ordering::SeqCst), 0);
+    // A queue delay asks requests to wait for company: none runs inline.
+    let (instances, d) = engines([doubler(Duration::ZERO, true)]);
+    let batcher = Batcher::start("t", instances, 4, &batching(200, 0), None).unwrap();
+    for _ in 0..40 {
+        let t = batcher.submit(vec![rows(1.0, 1)], 1, Caller::Async, &NONE);
+        t.unwrap().wait().await.unwrap();
+    }
+    assert!(d[0].threads.lock().unwrap().iter().all(|t| *t != here));
 }
