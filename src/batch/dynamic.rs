@@ -11,11 +11,12 @@
 //! slower than running each request alone would. A full queue refuses at once; a request
 //! whose caller went away is dropped before it runs.
 //!
-//! Without a queue delay, when nothing is queued or being gathered, an instance is free (an engine that runs
-//! requests concurrently always is; one that runs a request at a time must be idle, the
-//! model running nothing) and the request's measured cost fits [`super::INLINE_BUDGET`], an
-//! async caller's request runs on the caller's thread, as [`super::Direct`] does: there is
-//! nothing queued to batch it with, and the handoff would cost more than the run.
+//! Without a queue delay, when nothing is queued or being gathered, an instance is free (an
+//! engine that runs requests concurrently always is; one that runs a request at a time must
+//! be idle, the model running nothing) and the request's measured cost fits
+//! [`super::INLINE_BUDGET`], an async caller's request runs on the caller's thread, as
+//! [`super::Direct`] does: there is nothing queued to batch it with, and the handoff would
+//! cost more than the run.
 //!
 //! Queue policy (Triton's `default_queue_policy` and `priority_levels`): requests wait in one
 //! queue per priority level and are taken highest priority (level 1) first, oldest first
@@ -166,8 +167,8 @@ impl Batcher {
 
 impl Scheduler for Batcher {
     /// Queues validated `inputs` (model order) holding `rows` rows for a worker — or runs
-    /// them on an async caller's thread when the model is idle and they fit the inline
-    /// budget. Refuses at once with [`SchedulerError::QueueFull`] when `max_queue_size`
+    /// them on an async caller's thread when nothing is queued and they fit the inline
+    /// budget (see the module's documentation). Refuses at once with [`SchedulerError::QueueFull`] when `max_queue_size`
     /// requests already wait.
     fn submit(
         &self,
@@ -206,7 +207,7 @@ impl Scheduler for Batcher {
         } else {
             None
         };
-        if let Some((engine, _busy)) = instance {
+        if let Some((engine, busy)) = instance {
             shared.running.fetch_add(1, Ordering::Relaxed);
             drop(q);
             let pending = Pending {
@@ -216,7 +217,7 @@ impl Scheduler for Batcher {
                 expires: None,
                 reply,
             };
-            let ran = run_batch(shared, engine, vec![pending]);
+            let ran = run_batch(shared, engine, busy, vec![pending]);
             lock(&shared.queue).sizes.record(ran.rows, ran.compute);
             if let Some(observe) = &shared.observer {
                 observe(ran.rows, 0);
@@ -285,12 +286,17 @@ impl Shared {
 fn worker(shared: &Shared, engine: usize) {
     let mut last = None;
     while let Some(batch) = next_batch(shared, last.take()) {
-        let _busy = (!shared.concurrent).then(|| {
+        let busy = (!shared.concurrent).then(|| {
             shared.busy[engine]
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
         });
-        last = Some(run_batch(shared, shared.engines[engine].as_ref(), batch));
+        last = Some(run_batch(
+            shared,
+            shared.engines[engine].as_ref(),
+            busy,
+            batch,
+        ));
     }
 }
 
@@ -409,9 +415,14 @@ fn expire(shared: &Shared, q: &mut Queue) -> Option<Instant> {
         .min()
 }
 
-/// Runs `batch` on `engine` as one engine run (counted in `running`, which it ends) and
-/// answers each request with its rows.
-fn run_batch(shared: &Shared, engine: &dyn Engine, batch: Vec<Pending>) -> Ran {
+/// Runs `batch` on `engine` (held by `busy` if need be) as one engine run (counted in
+/// `running`, which it ends) and answers each request with its rows.
+fn run_batch(
+    shared: &Shared,
+    engine: &dyn Engine,
+    busy: Option<std::sync::MutexGuard<'_, ()>>,
+    batch: Vec<Pending>,
+) -> Ran {
     let started = Instant::now();
     let single = batch.len() == 1;
     let rows: Vec<usize> = batch.iter().map(|p| p.rows).collect();
@@ -439,7 +450,9 @@ fn run_batch(shared: &Shared, engine: &dyn Engine, batch: Vec<Pending>) -> Ran {
         .map_err(|e| SchedulerError::Internal(format!("cannot form a batch: {e}")))
         .and_then(|inputs| engine.run(inputs).map_err(SchedulerError::from));
     let compute = started.elapsed();
-    // Ended before any answer, so a caller answered can find the model idle.
+    // Ended (and the instance let go) before any answer, so a caller answered can find the
+    // model idle.
+    drop(busy);
     shared.running.fetch_sub(1, Ordering::Relaxed);
     shared.cost.record(elements, compute);
     let split = outcome.and_then(|outputs| {
