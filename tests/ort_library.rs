@@ -197,7 +197,12 @@ fn onnx_runtime_caches_inside_the_workspace() {
 fn waiting_for_a_busy_session_is_queue_time() {
     let lib = library();
     let repo = repo_with(&["resnet"]);
-    prepend_config(repo.path(), "resnet", "backend = \"ort\"\ninstances = 1");
+    // Unbatched (auto-complete would batch the 4 requests into one run).
+    prepend_config(
+        repo.path(),
+        "resnet",
+        "backend = \"ort\"\ninstances = 1\nmax_batch_size = 0",
+    );
     append_config(repo.path(), "resnet", "[ort]\nintra_op_threads = 1");
     let lib = lib.to_string_lossy();
     let server = Server::start_at_with_env(repo.path(), &[], &[("ORT_DYLIB_PATH", &lib)]);
