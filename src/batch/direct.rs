@@ -1,12 +1,13 @@
 //! The scheduler of models without dynamic batching: each request runs on its own.
 
 use super::cost::{threads_for, Cost};
+use super::instances::{Held, Instances};
 use super::pool::Pool;
 use super::{BatchResult, Caller, RequestOptions, Scheduler, SchedulerError, Ticket};
 use crate::engine::Engine;
 use crate::tensor::Tensor;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
 
@@ -25,11 +26,9 @@ pub struct Direct {
 }
 
 struct Inner {
-    engines: Arc<Vec<Box<dyn Engine>>>,
-    /// Round-robin cursor over `engines`.
+    instances: Instances,
+    /// Round-robin cursor over the instances.
     next: AtomicUsize,
-    /// One per engine, held while a request runs on an engine that is not concurrent.
-    busy: Vec<Mutex<()>>,
     /// Requests submitted that have not yet got an instance.
     waiting: AtomicUsize,
     cost: Cost,
@@ -43,8 +42,7 @@ impl Direct {
         Direct {
             inner: Arc::new(Inner {
                 pool: Pool::new(&format!("infer-{name}"), threads_for(&engines)),
-                busy: (0..engines.len()).map(|_| Mutex::new(())).collect(),
-                engines,
+                instances: Instances::new(engines),
                 next: AtomicUsize::new(0),
                 waiting: AtomicUsize::new(0),
                 cost: Cost::default(),
@@ -127,7 +125,7 @@ impl Inner {
     fn run_on(
         &self,
         engine: &dyn Engine,
-        _busy: Option<MutexGuard<'_, ()>>,
+        _busy: Held<'_>,
         req: Request,
     ) -> Result<BatchResult, SchedulerError> {
         self.waiting.fetch_sub(1, Ordering::Relaxed);
@@ -145,38 +143,22 @@ impl Inner {
     }
 
     /// The engine a request runs on, taken in turn. Engines that run one request at a time
-    /// are held (the guard) for the run: an idle one is preferred, else the caller waits for
-    /// the one whose turn it is.
-    fn instance(&self) -> (&dyn Engine, Option<MutexGuard<'_, ()>>) {
-        let first = self.next.fetch_add(1, Ordering::Relaxed) % self.engines.len();
-        if let Some(idle) = self.idle_from(first) {
-            return idle;
-        }
-        let guard = self.busy[first]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        (self.engines[first].as_ref(), Some(guard))
+    /// are held for the run: an idle one is preferred, else the caller waits for the one
+    /// whose turn it is.
+    fn instance(&self) -> (&dyn Engine, Held<'_>) {
+        let first = self.next_in_turn();
+        self.instances
+            .idle_from(first)
+            .unwrap_or_else(|| self.instances.hold(first))
     }
 
-    /// The next engine in turn if it runs requests concurrently, else an idle one (held by
-    /// the guard); `None` when every instance is busy.
-    fn idle_instance(&self) -> Option<(&dyn Engine, Option<MutexGuard<'_, ()>>)> {
-        let first = self.next.fetch_add(1, Ordering::Relaxed) % self.engines.len();
-        self.idle_from(first)
+    /// The next engine in turn if it runs requests concurrently, else an idle one (held);
+    /// `None` when every instance is busy.
+    fn idle_instance(&self) -> Option<(&dyn Engine, Held<'_>)> {
+        self.instances.idle_from(self.next_in_turn())
     }
 
-    /// Engine `first` if it runs requests concurrently, else the first idle one from
-    /// `first` on (held by the guard).
-    fn idle_from(&self, first: usize) -> Option<(&dyn Engine, Option<MutexGuard<'_, ()>>)> {
-        if self.engines[first].concurrent() {
-            return Some((self.engines[first].as_ref(), None));
-        }
-        let n = self.engines.len();
-        (first..n).chain(0..first).find_map(|i| {
-            Some((
-                self.engines[i].as_ref(),
-                Some(self.busy[i].try_lock().ok()?),
-            ))
-        })
+    fn next_in_turn(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.instances.engines().len()
     }
 }

@@ -24,6 +24,7 @@
 //! (`reject`) or moved behind every request still in time (`delay`).
 
 use super::cost::{threads_for, BatchSizes, Cost};
+use super::instances::{Held, Instances};
 use super::{
     BatchObserver, BatchResult, Caller, RequestOptions, Scheduler, SchedulerError, Ticket,
 };
@@ -93,13 +94,10 @@ struct Shared {
     /// Engine runs in progress (batches and inline requests); changed from 0 only under the
     /// queue's lock.
     running: AtomicUsize,
-    /// Whether every instance runs requests concurrently (else each is held by `busy`).
-    concurrent: bool,
-    /// One per engine instance, held for each run when the engines are not concurrent, so a
-    /// request run inline and a worker's batch never share one.
-    busy: Vec<Mutex<()>>,
     cost: Cost,
-    engines: Arc<Vec<Box<dyn Engine>>>,
+    /// Held for each run when they run one request at a time, so a request run inline and a
+    /// worker's batch never share one.
+    instances: Instances,
 }
 
 /// What one engine run took: its rows and compute time.
@@ -149,10 +147,8 @@ impl Batcher {
             allow_override: config.queue_policy.allow_timeout_override,
             action: config.queue_policy.timeout_action,
             running: AtomicUsize::new(0),
-            concurrent: engines.iter().all(|e| e.concurrent()),
-            busy: engines.iter().map(|_| Mutex::new(())).collect(),
             cost: Cost::default(),
-            engines: Arc::clone(&engines),
+            instances: Instances::new(Arc::clone(&engines)),
         });
         for i in 0..threads_for(&engines) {
             let shared = Arc::clone(&shared);
@@ -269,34 +265,19 @@ impl Shared {
     /// An instance a request may run on now, held if need be: the first engine when they run
     /// requests concurrently; else, when the model runs nothing, an idle one. Called under
     /// the queue's lock.
-    fn free_instance(&self) -> Option<(&dyn Engine, Option<std::sync::MutexGuard<'_, ()>>)> {
-        if self.concurrent {
-            return Some((self.engines.first()?.as_ref(), None));
-        }
-        if self.running.load(Ordering::Relaxed) > 0 {
+    fn free_instance(&self) -> Option<(&dyn Engine, Held<'_>)> {
+        if !self.instances.concurrent() && self.running.load(Ordering::Relaxed) > 0 {
             return None;
         }
-        self.engines
-            .iter()
-            .zip(&self.busy)
-            .find_map(|(e, busy)| Some((e.as_ref(), Some(busy.try_lock().ok()?))))
+        self.instances.idle_from(0)
     }
 }
 
 fn worker(shared: &Shared, engine: usize) {
     let mut last = None;
     while let Some(batch) = next_batch(shared, last.take()) {
-        let busy = (!shared.concurrent).then(|| {
-            shared.busy[engine]
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        });
-        last = Some(run_batch(
-            shared,
-            shared.engines[engine].as_ref(),
-            busy,
-            batch,
-        ));
+        let (engine, held) = shared.instances.hold(engine);
+        last = Some(run_batch(shared, engine, held, batch));
     }
 }
 
@@ -417,12 +398,7 @@ fn expire(shared: &Shared, q: &mut Queue) -> Option<Instant> {
 
 /// Runs `batch` on `engine` (held by `busy` if need be) as one engine run (counted in
 /// `running`, which it ends) and answers each request with its rows.
-fn run_batch(
-    shared: &Shared,
-    engine: &dyn Engine,
-    busy: Option<std::sync::MutexGuard<'_, ()>>,
-    batch: Vec<Pending>,
-) -> Ran {
+fn run_batch(shared: &Shared, engine: &dyn Engine, busy: Held<'_>, batch: Vec<Pending>) -> Ran {
     let started = Instant::now();
     let single = batch.len() == 1;
     let rows: Vec<usize> = batch.iter().map(|p| p.rows).collect();

@@ -11,6 +11,7 @@
 mod cost;
 mod direct;
 mod dynamic;
+mod instances;
 mod pool;
 #[cfg(test)]
 mod tests;
