@@ -11,12 +11,14 @@
 //! slower than running each request alone would. A full queue refuses at once; a request
 //! whose caller went away is dropped before it runs.
 //!
-//! Without a queue delay, when nothing is queued or being gathered, an instance is free (an
-//! engine that runs requests concurrently always is; one that runs a request at a time must
-//! be idle, the model running nothing) and the request's measured cost fits
+//! Without a queue delay, when no batch is being gathered, an instance is free (an engine
+//! that runs requests concurrently always is; one that runs a request at a time must be
+//! idle, the model running nothing) and the request's measured cost fits
 //! [`super::INLINE_BUDGET`], an async caller's request runs on the caller's thread, as
-//! [`super::Direct`] does: there is nothing queued to batch it with, and the handoff would
-//! cost more than the run.
+//! [`super::Direct`] does, since the handoff would cost more than the run — together with
+//! every request still queued when they all fit one batch of the size that pays within that
+//! budget (the caller batches for the workers; all or none, so no queued request is
+//! overtaken).
 //!
 //! Queue policy (Triton's `default_queue_policy` and `priority_levels`): requests wait in one
 //! queue per priority level and are taken highest priority (level 1) first, oldest first
@@ -40,11 +42,15 @@ use tokio::sync::oneshot;
 struct Pending {
     inputs: Vec<Tensor>,
     rows: usize,
+    /// Input elements, the measure of its cost.
+    elements: u64,
     enqueued: Instant,
     /// When the request times out in the queue, if it has a timeout.
     expires: Option<Instant>,
-    reply: oneshot::Sender<Result<BatchResult, SchedulerError>>,
+    reply: Reply,
 }
+
+type Reply = oneshot::Sender<Result<BatchResult, SchedulerError>>;
 
 struct Queue {
     /// One queue per priority level, highest priority (level 1) first; then the requests
@@ -197,29 +203,34 @@ impl Scheduler for Batcher {
             && shared.max_delay.is_zero()
             && shared.cost.fits_inline(elements);
         let mut q = lock(&shared.queue);
-        let waiting = q.len();
-        let instance = if inline && waiting == 0 && !q.gathering && !q.closed {
+        let instance = if inline && !q.gathering && !q.closed {
             shared.free_instance()
         } else {
             None
         };
-        if let Some((engine, busy)) = instance {
+        let queued = match instance {
+            Some(_) => shared.take_all_inline(&mut q, rows, elements),
+            None => None,
+        };
+        if let (Some((engine, busy)), Some(mut batch)) = (instance, queued) {
             shared.running.fetch_add(1, Ordering::Relaxed);
             drop(q);
-            let pending = Pending {
+            batch.push(Pending {
                 inputs,
                 rows,
+                elements,
                 enqueued,
                 expires: None,
                 reply,
-            };
-            let ran = run_batch(shared, engine, busy, vec![pending]);
+            });
+            let ran = run_batch(shared, engine, busy, batch);
             lock(&shared.queue).sizes.record(ran.rows, ran.compute);
             if let Some(observe) = &shared.observer {
                 observe(ran.rows, 0);
             }
             return Ok(Ticket::waiting(rx));
         }
+        let waiting = q.len();
         if shared.max_queue > 0 && waiting >= shared.max_queue {
             return Err(SchedulerError::QueueFull(format!(
                 "queue full: {waiting} requests are already waiting (max_queue_size {})",
@@ -229,6 +240,7 @@ impl Scheduler for Batcher {
         q.levels[level as usize - 1].push_back(Pending {
             inputs,
             rows,
+            elements,
             enqueued,
             expires: timeout.map(|t| enqueued + t),
             reply,
@@ -270,6 +282,33 @@ impl Shared {
             return None;
         }
         self.instances.idle_from(0)
+    }
+}
+
+impl Shared {
+    /// Every request still queued, taken (oldest of the highest priority first) to run in
+    /// one batch with a new request of `rows` rows and `elements` input elements on the
+    /// async caller's thread — when they all fit one batch of the size that pays
+    /// ([`BatchSizes::goal`]) within [`super::INLINE_BUDGET`]; else `None`, and the queue is
+    /// left to the workers. Taking all or none means no queued request is overtaken.
+    /// Called under the queue's lock, with an instance free.
+    fn take_all_inline(&self, q: &mut Queue, rows: usize, elements: u64) -> Option<Vec<Pending>> {
+        expire(self, q);
+        if q.len() == 0 {
+            return Some(Vec::new());
+        }
+        let (total_rows, total_elements) = q
+            .levels
+            .iter()
+            .flatten()
+            .fold((rows, elements), |(r, e), p| (r + p.rows, e + p.elements));
+        if total_rows > self.max_rows
+            || total_rows > q.sizes.goal(self.target_rows)
+            || !self.cost.fits_inline(total_elements)
+        {
+            return None;
+        }
+        Some(std::iter::from_fn(|| q.pop_front()).collect())
     }
 }
 
@@ -402,43 +441,76 @@ fn run_batch(shared: &Shared, engine: &dyn Engine, busy: Held<'_>, batch: Vec<Pe
     let started = Instant::now();
     let single = batch.len() == 1;
     let rows: Vec<usize> = batch.iter().map(|p| p.rows).collect();
-    let total: usize = rows.iter().sum();
+    let elements = batch.iter().map(|p| p.elements).sum();
     let mut replies = Vec::with_capacity(batch.len());
-    let mut columns: Vec<Vec<Tensor>> = Vec::new();
-    for p in batch {
-        for (i, t) in p.inputs.into_iter().enumerate() {
-            if columns.len() <= i {
-                columns.push(Vec::with_capacity(rows.len()));
+    let inputs = if single {
+        batch.into_iter().next().map_or_else(Vec::new, |p| {
+            replies.push((p.reply, started - p.enqueued));
+            p.inputs
+        })
+    } else {
+        let mut columns: Vec<Vec<Tensor>> = Vec::new();
+        for p in batch {
+            for (i, t) in p.inputs.into_iter().enumerate() {
+                if columns.len() <= i {
+                    columns.push(Vec::with_capacity(rows.len()));
+                }
+                columns[i].push(t);
             }
-            columns[i].push(t);
+            replies.push((p.reply, started - p.enqueued));
         }
-        replies.push((p.reply, started - p.enqueued));
-    }
-    let elements = columns
-        .iter()
-        .flatten()
-        .map(|t| t.data().len() as u64)
-        .sum();
-    let outcome = columns
-        .into_iter()
-        .map(Tensor::concat0)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| SchedulerError::Internal(format!("cannot form a batch: {e}")))
-        .and_then(|inputs| engine.run(inputs).map_err(SchedulerError::from));
+        match columns.into_iter().map(Tensor::concat0).collect() {
+            Ok(inputs) => inputs,
+            Err(e) => {
+                let e = SchedulerError::Internal(format!("cannot form a batch: {e}"));
+                return end_run(shared, busy, replies, Err(e), &rows, started, elements);
+            }
+        }
+    };
+    let outcome = engine.run(inputs).map_err(SchedulerError::from);
+    end_run(shared, busy, replies, outcome, &rows, started, elements)
+}
+
+/// Ends the run that `started` (letting its instance go) and answers each request of
+/// `replies` with its `rows` of `outcome`.
+fn end_run(
+    shared: &Shared,
+    busy: Held<'_>,
+    replies: Vec<(Reply, Duration)>,
+    outcome: Result<Vec<Tensor>, SchedulerError>,
+    rows: &[usize],
+    started: Instant,
+    elements: u64,
+) -> Ran {
+    let single = replies.len() == 1;
+    let total: usize = rows.iter().sum();
     let compute = started.elapsed();
     // Ended (and the instance let go) before any answer, so a caller answered can find the
     // model idle.
     drop(busy);
     shared.running.fetch_sub(1, Ordering::Relaxed);
     shared.cost.record(elements, compute);
-    let split = outcome.and_then(|outputs| {
-        if single {
-            // One request's outputs are its own, whatever their first dimension.
-            return Ok(outputs.into_iter().map(|o| vec![o]).collect());
+    let ran = Ran {
+        rows: total,
+        compute,
+    };
+    if single {
+        // One request's outputs are its own, whatever their first dimension.
+        if let Some((reply, queue)) = replies.into_iter().next() {
+            let _ = reply.send(outcome.map(|outputs| BatchResult {
+                outputs,
+                queue,
+                compute,
+                batch_rows: total,
+                first: true,
+            }));
         }
+        return ran;
+    }
+    let split = outcome.and_then(|outputs| {
         outputs
             .into_iter()
-            .map(|o| o.split0(&rows))
+            .map(|o| o.split0(rows))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| SchedulerError::Internal(format!("cannot split the batch's outputs: {e}")))
     });
@@ -469,8 +541,5 @@ fn run_batch(shared: &Shared, engine: &dyn Engine, busy: Held<'_>, batch: Vec<Pe
             }
         }
     }
-    Ran {
-        rows: total,
-        compute,
-    }
+    ran
 }

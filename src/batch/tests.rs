@@ -29,6 +29,8 @@ struct Doubler {
     overlapped: AtomicUsize,
     /// The thread of each run.
     threads: Mutex<Vec<std::thread::ThreadId>>,
+    /// Runs whose first input value is negative wait while a test holds this for writing.
+    gate: std::sync::RwLock<()>,
 }
 
 /// The engine as a scheduler holds it, sharing the [`Doubler`] with the test.
@@ -57,6 +59,7 @@ fn doubler_with(
         running: AtomicUsize::new(0),
         overlapped: AtomicUsize::new(0),
         threads: Mutex::new(Vec::new()),
+        gate: std::sync::RwLock::new(()),
     });
     (Box::new(Handle(Arc::clone(&d))), d)
 }
@@ -96,6 +99,11 @@ impl Doubler {
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
         if self.running.fetch_add(1, Ordering::SeqCst) > 0 && !self.concurrent {
             self.overlapped.fetch_add(1, Ordering::SeqCst);
+        }
+        if let TensorData::F32(v) = inputs[0].data() {
+            if v.first().is_some_and(|v| *v < 0.0) {
+                drop(self.gate.read());
+            }
         }
         let n = inputs[0].shape()[0] as u32;
         std::thread::sleep(if self.squared {
@@ -529,4 +537,78 @@ async fn an_idle_batcher_runs_small_measured_work_inline() {
         t.unwrap().wait().await.unwrap();
     }
     assert!(d[0].threads.lock().unwrap().iter().all(|t| *t != here));
+}
+
+/// An async caller that finds requests queued (every worker busy) and an instance free takes
+/// them all into one batch with its own and runs it on its thread, when they fit the inline
+/// budget; each answer is still exactly its own rows.
+#[tokio::test(flavor = "current_thread")]
+async fn an_async_caller_takes_queued_small_work_into_its_inline_batch() {
+    let here = std::thread::current().id();
+    let (instances, d) = engines([doubler(Duration::ZERO, true)]);
+    let workers = threads_for(&instances);
+    let batcher = Batcher::start("t", instances, 4, &batching(0, 0), None).unwrap();
+    // Requests of 3 rows measured: 3 rows fit the inline budget, and the largest batch (4
+    // rows) is never measured, so it is always worth gathering.
+    for _ in 0..40 {
+        let t = batcher.submit(vec![rows(1.0, 3)], 3, Caller::Async, &NONE);
+        t.unwrap().wait().await.unwrap();
+    }
+    let gate = d[0].gate.write().unwrap();
+    // Every worker takes one request that waits at the gate.
+    let mut held = Vec::new();
+    for n in 1..=workers {
+        held.push(batcher.submit(vec![rows(-1.0, 1)], 1, Caller::Blocking, &NONE));
+        while d[0].running.load(Ordering::SeqCst) < n {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let queued: Vec<_> = (0..2)
+        .map(|i| {
+            let start = 100.0 * (i + 1) as f32;
+            let t = batcher.submit(vec![rows(start, 1)], 1, Caller::Blocking, &NONE);
+            (start, t.unwrap())
+        })
+        .collect();
+    assert_eq!(batcher.queued(), 2);
+    let own = batcher.submit(vec![rows(7.0, 1)], 1, Caller::Async, &NONE);
+    assert_eq!(
+        batcher.queued(),
+        0,
+        "the queued requests joined the inline batch"
+    );
+    let r = own.unwrap().wait().await.unwrap();
+    assert_eq!(doubled(&r.outputs[0]), vec![14.0, 16.0]);
+    assert_eq!(r.batch_rows, 3);
+    assert_eq!(d[0].threads.lock().unwrap().last(), Some(&here));
+    assert_eq!(d[0].runs().last(), Some(&3));
+    for (start, t) in queued {
+        let r = t.wait().await.unwrap();
+        assert_eq!(doubled(&r.outputs[0]), vec![2.0 * start, 2.0 * start + 2.0]);
+        assert_eq!(r.outputs[0].shape(), &[1, 2]);
+    }
+    drop(gate);
+    for t in held {
+        t.unwrap().wait().await.unwrap();
+    }
+    // More queued than one batch takes (the maximum is 4 rows): the caller leaves them to
+    // the workers and queues its own behind them.
+    let gate = d[0].gate.write().unwrap();
+    let mut held = Vec::new();
+    for n in 1..=workers {
+        held.push(batcher.submit(vec![rows(-1.0, 1)], 1, Caller::Blocking, &NONE));
+        while d[0].running.load(Ordering::SeqCst) < n {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let queued: Vec<_> = (0..4)
+        .map(|_| batcher.submit(vec![rows(1.0, 1)], 1, Caller::Blocking, &NONE))
+        .collect();
+    let own = batcher.submit(vec![rows(7.0, 1)], 1, Caller::Async, &NONE);
+    assert_eq!(batcher.queued(), 5);
+    drop(gate);
+    own.unwrap().wait().await.unwrap();
+    for t in held.into_iter().chain(queued) {
+        t.unwrap().wait().await.unwrap();
+    }
 }
