@@ -5,6 +5,7 @@
 //! never from the async executor's workers.
 
 pub mod import;
+pub mod onnx_file;
 pub mod opencl;
 mod options;
 pub mod ort;

@@ -13,15 +13,15 @@
 //! Plans are immutable and shared: each run spawns its own state, so any number of threads
 //! can run them at once.
 
-use super::{import, Backend, Dim, Engine, EngineError, LoadOptions, TensorSpec};
+use super::{import, onnx_file, Backend, Dim, Engine, EngineError, LoadOptions, TensorSpec};
 use crate::tensor::{DataType, Tensor, TensorData};
 use crate::with_tensor_data;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use tract_onnx::prelude::{
-    DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, Symbol, TDim,
-    TValue, Tensor as TractTensor, TractResult, TypedFact, TypedModel, TypedRunnableModel,
+    DatumType, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, Symbol, TDim, TValue,
+    Tensor as TractTensor, TractResult, TypedFact, TypedModel, TypedRunnableModel,
 };
 use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_hir::infer::Factoid;
@@ -213,12 +213,13 @@ impl TractEngine {
         plan_bytes: u64,
     ) -> Result<TractEngine, EngineError> {
         let load = |e: anyhow::Error| EngineError::Load(format!("{e:#}"));
-        let onnx = tract_onnx::onnx();
-        let proto = onnx.proto_model_for_path(path).map_err(load)?;
+        let onnx = onnx();
+        let proto = onnx_file::read(path).map_err(load)?;
         import::check_graph(&proto).map_err(EngineError::Load)?;
         // As `model_for_path`: external data next to the model file.
         let dir = path.parent().and_then(Path::to_str);
         let parsed = onnx.parse(&proto, dir).map_err(load)?;
+        drop(proto);
         if !parsed.unresolved_inputs.is_empty() {
             return Err(EngineError::Load(format!(
                 "the graph reads values nothing defines: {}",
@@ -490,9 +491,7 @@ pub fn check_onnx(path: &Path) -> Result<(), EngineError> {
 fn check_onnx_unguarded(path: &Path) -> Result<(), EngineError> {
     let bad =
         |why: String| EngineError::Load(format!("{} is not an ONNX model: {why}", path.display()));
-    let proto = tract_onnx::onnx()
-        .proto_model_for_path(path)
-        .map_err(|e| bad(format!("{e:#}")))?;
+    let proto = onnx_file::read(path).map_err(|e| bad(format!("{e:#}")))?;
     import::check_graph(&proto).map_err(bad)?;
     if proto.ir_version <= 0 {
         return Err(bad("no IR version".into()));
@@ -501,10 +500,24 @@ fn check_onnx_unguarded(path: &Path) -> Result<(), EngineError> {
     if graph.output.is_empty() {
         return Err(bad("the graph has no outputs".into()));
     }
-    tract_onnx::onnx()
-        .model_for_proto_model(&proto)
+    let parsed = onnx()
+        .parse(&proto, path.parent().and_then(Path::to_str))
         .map_err(|e| bad(format!("{e:#}")))?;
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(bad(format!(
+            "the graph reads values nothing defines: {}",
+            parsed.unresolved_inputs.join(", ")
+        )));
+    }
     Ok(())
+}
+
+/// tract's ONNX importer, reading external data (see [`onnx_file`]) through a buffered read
+/// rather than a map of the whole file per tensor.
+fn onnx() -> tract_onnx::Onnx {
+    let mut onnx = tract_onnx::onnx();
+    onnx.provider = Arc::new(tract_onnx::data_resolver::FopenDataResolver);
+    onnx
 }
 
 #[cfg(test)]
