@@ -168,13 +168,18 @@ impl Repository {
     }
 }
 
-/// `(file name, is directory)` of each UTF-8-named entry of `dir`.
+/// `(file name, is directory)` of each UTF-8-named entry of `dir`; a link to a directory
+/// counts as one (as in Triton's repositories, whose model folders are often links).
 fn read_dir(dir: &Path) -> Result<Vec<(String, bool)>, RegistryError> {
     let entries = fs::read_dir(dir).map_err(|e| RegistryError::io(dir, e))?;
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| RegistryError::io(dir, e))?;
-        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let is_dir = match entry.file_type() {
+            Ok(t) if t.is_symlink() => entry.path().is_dir(),
+            Ok(t) => t.is_dir(),
+            Err(_) => false,
+        };
         if let Ok(name) = entry.file_name().into_string() {
             out.push((name, is_dir));
         }
@@ -215,6 +220,18 @@ mod tests {
             repo.model("../a"),
             Err(RegistryError::InvalidName { .. })
         ));
+        // Links to folders are folders: a linked model and a linked version are served; a
+        // link to a file or to nothing is not.
+        let elsewhere = tempfile::tempdir().unwrap();
+        fs::create_dir_all(elsewhere.path().join("linked/2")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path().join("linked"), dir.path().join("c")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path().join("linked/2"), dir.path().join("a/4"))
+            .unwrap();
+        std::os::unix::fs::symlink(dir.path().join("file.txt"), dir.path().join("d")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("nothing"), dir.path().join("e")).unwrap();
+        assert_eq!(repo.model_names().unwrap(), vec!["a", "b", "c"]);
+        assert_eq!(repo.model("c").unwrap().versions, vec![2]);
+        assert_eq!(repo.model("a").unwrap().versions, vec![1, 3, 4]);
     }
 
     #[test]
