@@ -17,8 +17,9 @@
 //! [`super::INLINE_BUDGET`], an async caller's request runs on the caller's thread, as
 //! [`super::Direct`] does, since the handoff would cost more than the run — together with
 //! every request still queued when they all fit one batch of the size that pays within that
-//! budget (the caller batches for the workers; all or none, so no queued request is
-//! overtaken).
+//! budget (the caller batches for the workers). When they do not, it runs alone if that
+//! delays none of them (instances that run concurrently, one priority level: the workers
+//! run the queued ones meanwhile), else it is queued behind them.
 //!
 //! Queue policy (Triton's `default_queue_policy` and `priority_levels`): requests wait in one
 //! queue per priority level and are taken highest priority (level 1) first, oldest first
@@ -289,8 +290,9 @@ impl Shared {
     /// Every request still queued, taken (oldest of the highest priority first) to run in
     /// one batch with a new request of `rows` rows and `elements` input elements on the
     /// async caller's thread — when they all fit one batch of the size that pays
-    /// ([`BatchSizes::goal`]) within [`super::INLINE_BUDGET`]; else `None`, and the queue is
-    /// left to the workers. Taking all or none means no queued request is overtaken.
+    /// ([`BatchSizes::goal`]) within [`super::INLINE_BUDGET`]. Else the queue is left to the
+    /// workers: the new request runs alone (none taken) where that delays no queued one
+    /// (instances that run concurrently, one priority level), or is queued too (`None`).
     /// Called under the queue's lock, with an instance free.
     fn take_all_inline(&self, q: &mut Queue, rows: usize, elements: u64) -> Option<Vec<Pending>> {
         expire(self, q);
@@ -302,13 +304,16 @@ impl Shared {
             .iter()
             .flatten()
             .fold((rows, elements), |(r, e), p| (r + p.rows, e + p.elements));
-        if total_rows > self.max_rows
-            || total_rows > q.sizes.goal(self.target_rows)
-            || !self.cost.fits_inline(total_elements)
+        if total_rows <= self.max_rows
+            && total_rows <= q.sizes.goal(self.target_rows)
+            && self.cost.fits_inline(total_elements)
         {
-            return None;
+            return Some(std::iter::from_fn(|| q.pop_front()).collect());
         }
-        Some(std::iter::from_fn(|| q.pop_front()).collect())
+        // Where instances run requests concurrently and there is one priority, a request run
+        // alone here takes nothing from the queued ones (the workers run them meanwhile):
+        // it overtakes them rather than queueing behind a queue that would never drain.
+        (self.instances.concurrent() && self.levels == 1).then(Vec::new)
     }
 }
 

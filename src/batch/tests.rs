@@ -539,30 +539,49 @@ async fn an_idle_batcher_runs_small_measured_work_inline() {
     assert!(d[0].threads.lock().unwrap().iter().all(|t| *t != here));
 }
 
-/// An async caller that finds requests queued (every worker busy) and an instance free takes
-/// them all into one batch with its own and runs it on its thread, when they fit the inline
-/// budget; each answer is still exactly its own rows.
-#[tokio::test(flavor = "current_thread")]
-async fn an_async_caller_takes_queued_small_work_into_its_inline_batch() {
-    let here = std::thread::current().id();
+/// A batcher of a concurrent doubler (max batch 4) whose measurements let requests of up to
+/// 3 rows run inline (the largest batch, 4 rows, is never measured, so it always pays).
+async fn warm_batcher(config: &DynamicBatching) -> (Batcher, Arc<Doubler>, usize) {
     let (instances, d) = engines([doubler(Duration::ZERO, true)]);
     let workers = threads_for(&instances);
-    let batcher = Batcher::start("t", instances, 4, &batching(0, 0), None).unwrap();
-    // Requests of 3 rows measured: 3 rows fit the inline budget, and the largest batch (4
-    // rows) is never measured, so it is always worth gathering.
+    let batcher = Batcher::start("t", instances, 4, config, None).unwrap();
     for _ in 0..40 {
         let t = batcher.submit(vec![rows(1.0, 3)], 3, Caller::Async, &NONE);
         t.unwrap().wait().await.unwrap();
     }
-    let gate = d[0].gate.write().unwrap();
-    // Every worker takes one request that waits at the gate.
-    let mut held = Vec::new();
-    for n in 1..=workers {
-        held.push(batcher.submit(vec![rows(-1.0, 1)], 1, Caller::Blocking, &NONE));
-        while d[0].running.load(Ordering::SeqCst) < n {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+    (batcher, d.into_iter().next().unwrap(), workers)
+}
+
+/// Makes every worker take one request that waits at `d`'s gate (held by the caller).
+fn occupy_workers(batcher: &Batcher, d: &Doubler, workers: usize) -> Vec<Ticket> {
+    (1..=workers)
+        .map(|n| {
+            let t = batcher.submit(vec![rows(-1.0, 1)], 1, Caller::Blocking, &NONE);
+            while d.running.load(Ordering::SeqCst) < n {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            t.unwrap()
+        })
+        .collect()
+}
+
+async fn answered(tickets: Vec<Ticket>) {
+    for t in tickets {
+        t.wait().await.unwrap();
     }
+}
+
+/// An async caller that finds requests queued (every worker busy) and an instance free takes
+/// them all into one batch with its own and runs it on its thread, when they fit the inline
+/// budget; each answer is still exactly its own rows. When they do not fit, it runs its own
+/// alone where instances run concurrently, but queues behind them where priorities order the
+/// queue.
+#[tokio::test(flavor = "current_thread")]
+async fn an_async_caller_takes_queued_small_work_into_its_inline_batch() {
+    let here = std::thread::current().id();
+    let (batcher, d, workers) = warm_batcher(&batching(0, 0)).await;
+    let gate = d.gate.write().unwrap();
+    let held = occupy_workers(&batcher, &d, workers);
     let queued: Vec<_> = (0..2)
         .map(|i| {
             let start = 100.0 * (i + 1) as f32;
@@ -580,35 +599,59 @@ async fn an_async_caller_takes_queued_small_work_into_its_inline_batch() {
     let r = own.unwrap().wait().await.unwrap();
     assert_eq!(doubled(&r.outputs[0]), vec![14.0, 16.0]);
     assert_eq!(r.batch_rows, 3);
-    assert_eq!(d[0].threads.lock().unwrap().last(), Some(&here));
-    assert_eq!(d[0].runs().last(), Some(&3));
+    assert_eq!(d.threads.lock().unwrap().last(), Some(&here));
+    assert_eq!(d.runs().last(), Some(&3));
     for (start, t) in queued {
         let r = t.wait().await.unwrap();
         assert_eq!(doubled(&r.outputs[0]), vec![2.0 * start, 2.0 * start + 2.0]);
         assert_eq!(r.outputs[0].shape(), &[1, 2]);
     }
     drop(gate);
-    for t in held {
-        t.unwrap().wait().await.unwrap();
-    }
-    // More queued than one batch takes (the maximum is 4 rows): the caller leaves them to
-    // the workers and queues its own behind them.
-    let gate = d[0].gate.write().unwrap();
-    let mut held = Vec::new();
-    for n in 1..=workers {
-        held.push(batcher.submit(vec![rows(-1.0, 1)], 1, Caller::Blocking, &NONE));
-        while d[0].running.load(Ordering::SeqCst) < n {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
+    answered(held).await;
+
+    // More queued than one batch takes (the maximum is 4 rows): the caller's request runs
+    // alone, overtaking them — the workers are free to run them. (A fresh batcher: the
+    // gated runs above count as slow ones.)
+    let (batcher, d, workers) = warm_batcher(&batching(0, 0)).await;
+    let gate = d.gate.write().unwrap();
+    let held = occupy_workers(&batcher, &d, workers);
     let queued: Vec<_> = (0..4)
-        .map(|_| batcher.submit(vec![rows(1.0, 1)], 1, Caller::Blocking, &NONE))
+        .map(|_| {
+            batcher
+                .submit(vec![rows(1.0, 1)], 1, Caller::Blocking, &NONE)
+                .unwrap()
+        })
+        .collect();
+    let own = batcher.submit(vec![rows(7.0, 1)], 1, Caller::Async, &NONE);
+    assert_eq!(batcher.queued(), 4);
+    let r = own.unwrap().wait().await.unwrap();
+    assert_eq!(
+        (r.batch_rows, doubled(&r.outputs[0])),
+        (1, vec![14.0, 16.0])
+    );
+    assert_eq!(d.threads.lock().unwrap().last(), Some(&here));
+    drop(gate);
+    answered(held).await;
+    answered(queued).await;
+
+    // With priority levels, running it would overtake requests of a higher priority: it is
+    // queued behind them instead.
+    let mut config = batching(0, 0);
+    config.priority_levels = 2;
+    let (batcher, d, workers) = warm_batcher(&config).await;
+    let gate = d.gate.write().unwrap();
+    let held = occupy_workers(&batcher, &d, workers);
+    let queued: Vec<_> = (0..4)
+        .map(|_| {
+            batcher
+                .submit(vec![rows(1.0, 1)], 1, Caller::Blocking, &NONE)
+                .unwrap()
+        })
         .collect();
     let own = batcher.submit(vec![rows(7.0, 1)], 1, Caller::Async, &NONE);
     assert_eq!(batcher.queued(), 5);
     drop(gate);
     own.unwrap().wait().await.unwrap();
-    for t in held.into_iter().chain(queued) {
-        t.unwrap().wait().await.unwrap();
-    }
+    answered(held).await;
+    answered(queued).await;
 }
