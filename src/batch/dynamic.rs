@@ -101,6 +101,8 @@ struct Shared {
     /// Engine runs in progress (batches and inline requests); changed from 0 only under the
     /// queue's lock.
     running: AtomicUsize,
+    /// Worker threads ([`threads_for`] the instances).
+    workers: usize,
     cost: Cost,
     /// Held for each run when they run one request at a time, so a request run inline and a
     /// worker's batch never share one.
@@ -154,10 +156,11 @@ impl Batcher {
             allow_override: config.queue_policy.allow_timeout_override,
             action: config.queue_policy.timeout_action,
             running: AtomicUsize::new(0),
+            workers: threads_for(&engines),
             cost: Cost::default(),
             instances: Instances::new(Arc::clone(&engines)),
         });
-        for i in 0..threads_for(&engines) {
+        for i in 0..shared.workers {
             let shared = Arc::clone(&shared);
             let engine = i % engines.len().max(1);
             std::thread::Builder::new()
@@ -284,9 +287,7 @@ impl Shared {
         }
         self.instances.idle_from(0)
     }
-}
 
-impl Shared {
     /// Every request still queued, taken (oldest of the highest priority first) to run in
     /// one batch with a new request of `rows` rows and `elements` input elements on the
     /// async caller's thread — when they all fit one batch of the size that pays
@@ -314,6 +315,21 @@ impl Shared {
         // alone here takes nothing from the queued ones (the workers run them meanwhile):
         // it overtakes them rather than queueing behind a queue that would never drain.
         (self.instances.concurrent() && self.levels == 1).then(Vec::new)
+    }
+
+    /// The most rows a batch starting now should take so that it leaves work to the other
+    /// workers: with instances that run concurrently and no queue delay, the queued rows
+    /// shared among the workers not running a batch, this one included — one worker taking
+    /// them all would run them on one core while others idle. Otherwise no bound. Called
+    /// under the queue's lock, with this batch counted in `running`.
+    fn share(&self, q: &Queue) -> usize {
+        if !self.max_delay.is_zero() || !self.instances.concurrent() {
+            return usize::MAX;
+        }
+        let others = self.running.load(Ordering::Relaxed).saturating_sub(1);
+        let free = self.workers.saturating_sub(others).max(1);
+        let rows: usize = q.levels.iter().flatten().map(|p| p.rows).sum();
+        rows.div_ceil(free).max(1)
     }
 }
 
@@ -357,7 +373,7 @@ fn next_batch(shared: &Shared, last: Option<Ran>) -> Option<Vec<Pending>> {
         shared.running.fetch_add(1, Ordering::Relaxed);
         q.gathering = true;
         let deadline = q.front().map_or_else(Instant::now, |p| p.enqueued) + shared.max_delay;
-        let goal = q.sizes.goal(shared.target_rows);
+        let goal = q.sizes.goal(shared.target_rows).min(shared.share(&q));
         let mut batch = Vec::new();
         let mut rows = 0;
         loop {
@@ -547,4 +563,87 @@ fn end_run(
         }
     }
     ran
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Backend, TensorSpec};
+    use crate::registry::config::QueuePolicy;
+
+    struct Concurrent;
+
+    impl Engine for Concurrent {
+        fn backend(&self) -> crate::engine::Backend {
+            Backend::Tract
+        }
+        fn inputs(&self) -> &[TensorSpec] {
+            &[]
+        }
+        fn outputs(&self) -> &[TensorSpec] {
+            &[]
+        }
+        fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, crate::engine::EngineError> {
+            Ok(inputs)
+        }
+        fn concurrent(&self) -> bool {
+            true
+        }
+    }
+
+    fn batcher(delay_us: u64) -> Batcher {
+        let config = DynamicBatching {
+            max_queue_delay_us: delay_us,
+            preferred_batch_size: vec![],
+            max_queue_size: 0,
+            priority_levels: 0,
+            default_priority_level: 0,
+            queue_policy: QueuePolicy::default(),
+        };
+        let engines: Arc<Vec<Box<dyn Engine>>> = Arc::new(vec![Box::new(Concurrent)]);
+        Batcher::start("t", engines, 8, &config, None).unwrap()
+    }
+
+    fn queue_rows(q: &mut Queue, rows: &[usize]) {
+        for &rows in rows {
+            q.levels[0].push_back(Pending {
+                inputs: vec![],
+                rows,
+                elements: 0,
+                enqueued: Instant::now(),
+                expires: None,
+                reply: oneshot::channel().0,
+            });
+        }
+    }
+
+    /// Without a queue delay, a batch of a concurrent engine takes its share of the queued
+    /// rows among the workers not running one (rounded up); all of them when the others are
+    /// busy; and any number under a queue delay (which asks for batches).
+    #[test]
+    fn a_batch_leaves_their_share_of_the_queue_to_idle_workers() {
+        let b = batcher(0);
+        let shared = &b.shared;
+        let workers = shared.workers;
+        let mut q = lock(&shared.queue);
+        queue_rows(&mut q, &[1, 1, 2, 1, 3]);
+        shared.running.store(1, Ordering::Relaxed);
+        assert_eq!(shared.share(&q), 8usize.div_ceil(workers));
+        shared.running.store(workers, Ordering::Relaxed);
+        assert_eq!(shared.share(&q), 8);
+        shared.running.store(workers + 3, Ordering::Relaxed);
+        assert_eq!(shared.share(&q), 8);
+        q.levels[0].clear();
+        assert_eq!(shared.share(&q), 1);
+        shared.running.store(0, Ordering::Relaxed);
+        drop(q);
+
+        let b = batcher(100);
+        let mut q = lock(&b.shared.queue);
+        queue_rows(&mut q, &[1, 1]);
+        b.shared.running.store(1, Ordering::Relaxed);
+        assert_eq!(b.shared.share(&q), usize::MAX);
+        q.levels[0].clear();
+        b.shared.running.store(0, Ordering::Relaxed);
+    }
 }
