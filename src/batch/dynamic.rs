@@ -8,7 +8,10 @@
 //! exactly. The goal is the largest preferred batch size (or `max_batch_size`) unless the
 //! batch sizes measured so far ([`BatchSizes`]) say a smaller batch costs less per row: then
 //! a worker takes fewer rows and leaves the rest to the others, so batching never runs
-//! slower than running each request alone would. A full queue refuses at once; a request
+//! slower than running each request alone would. Without a queue delay, where instances run
+//! requests concurrently, the goal is also bounded by the batch's share of the queued rows
+//! among the idle workers, so that one worker does not run on one core what others could
+//! run beside it. A full queue refuses at once; a request
 //! whose caller went away is dropped before it runs.
 //!
 //! Without a queue delay, when no batch is being gathered, an instance is free (an engine
@@ -373,7 +376,8 @@ fn next_batch(shared: &Shared, last: Option<Ran>) -> Option<Vec<Pending>> {
         shared.running.fetch_add(1, Ordering::Relaxed);
         q.gathering = true;
         let deadline = q.front().map_or_else(Instant::now, |p| p.enqueued) + shared.max_delay;
-        let goal = q.sizes.goal(shared.target_rows).min(shared.share(&q));
+        let target = shared.target_rows.min(shared.share(&q));
+        let goal = q.sizes.goal(target);
         let mut batch = Vec::new();
         let mut rows = 0;
         loop {
