@@ -29,8 +29,8 @@ struct Doubler {
     overlapped: AtomicUsize,
     /// The thread of each run.
     threads: Mutex<Vec<std::thread::ThreadId>>,
-    /// Runs whose first input value is negative wait while a test holds this for writing.
-    gate: std::sync::RwLock<()>,
+    /// Runs whose first input value is negative wait while a test holds this.
+    gate: Mutex<()>,
 }
 
 /// The engine as a scheduler holds it, sharing the [`Doubler`] with the test.
@@ -59,7 +59,7 @@ fn doubler_with(
         running: AtomicUsize::new(0),
         overlapped: AtomicUsize::new(0),
         threads: Mutex::new(Vec::new()),
-        gate: std::sync::RwLock::new(()),
+        gate: Mutex::new(()),
     });
     (Box::new(Handle(Arc::clone(&d))), d)
 }
@@ -102,7 +102,7 @@ impl Doubler {
         }
         if let TensorData::F32(v) = inputs[0].data() {
             if v.first().is_some_and(|v| *v < 0.0) {
-                drop(self.gate.read());
+                drop(self.gate.lock());
             }
         }
         let n = inputs[0].shape()[0] as u32;
@@ -577,10 +577,12 @@ async fn answered(tickets: Vec<Ticket>) {
 /// alone where instances run concurrently, but queues behind them where priorities order the
 /// queue.
 #[tokio::test(flavor = "current_thread")]
+// The gate is held across awaits on purpose: the runs awaited meanwhile never take it.
+#[allow(clippy::await_holding_lock)]
 async fn an_async_caller_takes_queued_small_work_into_its_inline_batch() {
     let here = std::thread::current().id();
     let (batcher, d, workers) = warm_batcher(&batching(0, 0)).await;
-    let gate = d.gate.write().unwrap();
+    let gate = d.gate.lock().unwrap();
     let held = occupy_workers(&batcher, &d, workers);
     let queued: Vec<_> = (0..2)
         .map(|i| {
@@ -613,7 +615,7 @@ async fn an_async_caller_takes_queued_small_work_into_its_inline_batch() {
     // alone, overtaking them — the workers are free to run them. (A fresh batcher: the
     // gated runs above count as slow ones.)
     let (batcher, d, workers) = warm_batcher(&batching(0, 0)).await;
-    let gate = d.gate.write().unwrap();
+    let gate = d.gate.lock().unwrap();
     let held = occupy_workers(&batcher, &d, workers);
     let queued: Vec<_> = (0..4)
         .map(|_| {
@@ -639,7 +641,7 @@ async fn an_async_caller_takes_queued_small_work_into_its_inline_batch() {
     let mut config = batching(0, 0);
     config.priority_levels = 2;
     let (batcher, d, workers) = warm_batcher(&config).await;
-    let gate = d.gate.write().unwrap();
+    let gate = d.gate.lock().unwrap();
     let held = occupy_workers(&batcher, &d, workers);
     let queued: Vec<_> = (0..4)
         .map(|_| {
