@@ -5,7 +5,7 @@ Runs `scoria bench` (in process: the serving core without HTTP) on two copies of
 repository made here: one as shipped with auto-complete turned off (`--default-max-batch-size
 0`: batching off), one with `max_batch_size = 4` and `[dynamic_batching] max_queue_delay_us =
 0` in each config.toml (batching on, as Triton's auto-complete sets it). Prints a Markdown
-table of throughput on and off and their ratio, with p99 latencies.
+table of throughput on and off and their ratio, with p99 latencies (medians of --repeat runs).
 """
 import argparse
 import json
@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from statistics import median
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,6 +52,8 @@ def main() -> int:
     p.add_argument("--backends", default="tract,ort")
     p.add_argument("--concurrency", default="1,4,8,16")
     p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--repeat", type=int, default=1,
+                   help="runs of each point, off and on alternating; the table shows medians")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="scoria-batching-") as tmp:
@@ -58,10 +61,15 @@ def main() -> int:
         for backend in args.backends.split(","):
             for model in args.models.split(","):
                 for c in [int(c) for c in args.concurrency.split(",")]:
-                    r = {b: bench(args.scoria, wss[b], model, backend, c, args.seconds, b)
-                         for b in (False, True)}
-                    off, on = (r[b]["throughput"]["inferences_per_s"] for b in (False, True))
-                    p99 = [r[b]["latency_ms"]["p99"] for b in (False, True)]
+                    # Off and on alternate, so that the machine's drift touches both alike.
+                    runs = {False: [], True: []}
+                    for _ in range(args.repeat):
+                        for b in (False, True):
+                            runs[b].append(bench(args.scoria, wss[b], model, backend, c,
+                                                 args.seconds, b))
+                    off, on = (median(r["throughput"]["inferences_per_s"] for r in runs[b])
+                               for b in (False, True))
+                    p99 = [median(r["latency_ms"]["p99"] for r in runs[b]) for b in (False, True)]
                     row = (f"| {model} | {backend} | {c} | {off:,.0f} | {on:,.0f} | "
                            f"{on / off:.2f}× | {p99[0]:.2f} / {p99[1]:.2f} |")
                     print(row, file=sys.stderr)
