@@ -101,9 +101,16 @@ struct Shared {
     timeout: Option<Duration>,
     allow_override: bool,
     action: TimeoutAction,
-    /// Engine runs in progress (batches and inline requests); changed from 0 only under the
-    /// queue's lock.
+    /// Engine runs in progress (batches and inline requests); for instances that run one
+    /// request at a time, changed from 0 only under the queue's lock.
     running: AtomicUsize,
+    /// The queue's length, stored under its lock whenever it changes: read without the lock
+    /// by the inline path of `lock_free` batchers.
+    waiting: AtomicUsize,
+    /// Whether a request may run inline without the queue's lock when nothing is queued:
+    /// instances that run concurrently (nothing to hold) and one priority level (nothing
+    /// to overtake).
+    lock_free: bool,
     /// Worker threads ([`threads_for`] the instances).
     workers: usize,
     cost: Cost,
@@ -159,6 +166,8 @@ impl Batcher {
             allow_override: config.queue_policy.allow_timeout_override,
             action: config.queue_policy.timeout_action,
             running: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            lock_free: engines.iter().all(|e| e.concurrent()) && config.priority_levels <= 1,
             workers: threads_for(&engines),
             cost: Cost::default(),
             instances: Instances::new(Arc::clone(&engines)),
@@ -209,6 +218,22 @@ impl Scheduler for Batcher {
         let inline = caller == Caller::Async
             && shared.max_delay.is_zero()
             && shared.cost.fits_inline(elements);
+        if inline && shared.lock_free && shared.waiting.load(Ordering::Relaxed) == 0 {
+            // Nothing queued to batch with: run it as Direct would, without the lock.
+            if let Some((engine, busy)) = shared.instances.idle_from(0) {
+                shared.running.fetch_add(1, Ordering::Relaxed);
+                let pending = Pending {
+                    inputs,
+                    rows,
+                    elements,
+                    enqueued,
+                    expires: None,
+                    reply,
+                };
+                shared.ran_inline(run_batch(shared, engine, busy, vec![pending]));
+                return Ok(Ticket::waiting(rx));
+            }
+        }
         let mut q = lock(&shared.queue);
         let instance = if inline && !q.gathering && !q.closed {
             shared.free_instance()
@@ -230,11 +255,7 @@ impl Scheduler for Batcher {
                 expires: None,
                 reply,
             });
-            let ran = run_batch(shared, engine, busy, batch);
-            lock(&shared.queue).sizes.record(ran.rows, ran.compute);
-            if let Some(observe) = &shared.observer {
-                observe(ran.rows, 0);
-            }
+            shared.ran_inline(run_batch(shared, engine, busy, batch));
             return Ok(Ticket::waiting(rx));
         }
         let waiting = q.len();
@@ -252,6 +273,7 @@ impl Scheduler for Batcher {
             expires: timeout.map(|t| enqueued + t),
             reply,
         });
+        shared.publish(&q);
         let gathering = q.gathering;
         drop(q);
         if gathering {
@@ -281,6 +303,22 @@ fn lock(m: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
 }
 
 impl Shared {
+    /// Stores the queue's length for the lock-free inline path.
+    fn publish(&self, q: &Queue) {
+        self.waiting.store(q.len(), Ordering::Relaxed);
+    }
+
+    /// Records a run made on a caller's thread: its batch size's cost when the queue's lock
+    /// is free (a sample lost under contention costs less than waiting), and the observer.
+    fn ran_inline(&self, ran: Ran) {
+        if let Ok(mut q) = self.queue.try_lock() {
+            q.sizes.record(ran.rows, ran.compute);
+        }
+        if let Some(observe) = &self.observer {
+            observe(ran.rows, 0);
+        }
+    }
+
     /// An instance a request may run on now, held if need be: the first engine when they run
     /// requests concurrently; else, when the model runs nothing, an idle one. Called under
     /// the queue's lock.
@@ -312,7 +350,9 @@ impl Shared {
             && total_rows <= q.sizes.goal(self.target_rows)
             && self.cost.fits_inline(total_elements)
         {
-            return Some(std::iter::from_fn(|| q.pop_front()).collect());
+            let all = std::iter::from_fn(|| q.pop_front()).collect();
+            self.publish(q);
+            return Some(all);
         }
         // Where instances run requests concurrently and there is one priority, a request run
         // alone here takes nothing from the queued ones (the workers run them meanwhile):
@@ -404,6 +444,7 @@ fn next_batch(shared: &Shared, last: Option<Ran>) -> Option<Vec<Pending>> {
                 .0;
         }
         q.gathering = false;
+        shared.publish(&q);
         if q.len() > 0 {
             shared.wake.notify_one();
         }
@@ -454,6 +495,7 @@ fn expire(shared: &Shared, q: &mut Queue) -> Option<Instant> {
             }
         }
     }
+    shared.publish(q);
     q.levels[..delayed]
         .iter()
         .flat_map(|l| l.iter().filter_map(|p| p.expires))
