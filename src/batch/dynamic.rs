@@ -218,19 +218,19 @@ impl Scheduler for Batcher {
         let inline = caller == Caller::Async
             && shared.max_delay.is_zero()
             && shared.cost.fits_inline(elements);
+        let mut own = Pending {
+            inputs,
+            rows,
+            elements,
+            enqueued,
+            expires: None,
+            reply,
+        };
         if inline && shared.lock_free && shared.waiting.load(Ordering::Relaxed) == 0 {
             // Nothing queued to batch with: run it as Direct would, without the lock.
             if let Some((engine, busy)) = shared.instances.idle_from(0) {
                 shared.running.fetch_add(1, Ordering::Relaxed);
-                let pending = Pending {
-                    inputs,
-                    rows,
-                    elements,
-                    enqueued,
-                    expires: None,
-                    reply,
-                };
-                shared.ran_inline(run_batch(shared, engine, busy, vec![pending]));
+                shared.ran_inline(run_batch(shared, engine, busy, vec![own]));
                 return Ok(Ticket::waiting(rx));
             }
         }
@@ -247,14 +247,7 @@ impl Scheduler for Batcher {
         if let (Some((engine, busy)), Some(mut batch)) = (instance, queued) {
             shared.running.fetch_add(1, Ordering::Relaxed);
             drop(q);
-            batch.push(Pending {
-                inputs,
-                rows,
-                elements,
-                enqueued,
-                expires: None,
-                reply,
-            });
+            batch.push(own);
             shared.ran_inline(run_batch(shared, engine, busy, batch));
             return Ok(Ticket::waiting(rx));
         }
@@ -265,14 +258,8 @@ impl Scheduler for Batcher {
                 shared.max_queue
             )));
         }
-        q.levels[level as usize - 1].push_back(Pending {
-            inputs,
-            rows,
-            elements,
-            enqueued,
-            expires: timeout.map(|t| enqueued + t),
-            reply,
-        });
+        own.expires = timeout.map(|t| enqueued + t);
+        q.levels[level as usize - 1].push_back(own);
         shared.publish(&q);
         let gathering = q.gathering;
         drop(q);

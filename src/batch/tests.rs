@@ -565,6 +565,17 @@ fn occupy_workers(batcher: &Batcher, d: &Doubler, workers: usize) -> Vec<Ticket>
         .collect()
 }
 
+/// Queues `n` one-row requests from a blocking caller.
+fn queue_ones(batcher: &Batcher, n: usize) -> Vec<Ticket> {
+    (0..n)
+        .map(|_| {
+            batcher
+                .submit(vec![rows(1.0, 1)], 1, Caller::Blocking, &NONE)
+                .unwrap()
+        })
+        .collect()
+}
+
 async fn answered(tickets: Vec<Ticket>) {
     for t in tickets {
         t.wait().await.unwrap();
@@ -617,13 +628,7 @@ async fn an_async_caller_takes_queued_small_work_into_its_inline_batch() {
     let (batcher, d, workers) = warm_batcher(&batching(0, 0)).await;
     let gate = d.gate.lock().unwrap();
     let held = occupy_workers(&batcher, &d, workers);
-    let queued: Vec<_> = (0..4)
-        .map(|_| {
-            batcher
-                .submit(vec![rows(1.0, 1)], 1, Caller::Blocking, &NONE)
-                .unwrap()
-        })
-        .collect();
+    let queued = queue_ones(&batcher, 4);
     let own = batcher.submit(vec![rows(7.0, 1)], 1, Caller::Async, &NONE);
     assert_eq!(batcher.queued(), 4);
     let r = own.unwrap().wait().await.unwrap();
@@ -643,13 +648,7 @@ async fn an_async_caller_takes_queued_small_work_into_its_inline_batch() {
     let (batcher, d, workers) = warm_batcher(&config).await;
     let gate = d.gate.lock().unwrap();
     let held = occupy_workers(&batcher, &d, workers);
-    let queued: Vec<_> = (0..4)
-        .map(|_| {
-            batcher
-                .submit(vec![rows(1.0, 1)], 1, Caller::Blocking, &NONE)
-                .unwrap()
-        })
-        .collect();
+    let queued = queue_ones(&batcher, 4);
     let own = batcher.submit(vec![rows(7.0, 1)], 1, Caller::Async, &NONE);
     assert_eq!(batcher.queued(), 5);
     drop(gate);
