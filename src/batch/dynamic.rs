@@ -105,12 +105,8 @@ struct Shared {
     /// request at a time, changed from 0 only under the queue's lock.
     running: AtomicUsize,
     /// The queue's length, stored under its lock whenever it changes: read without the lock
-    /// by the inline path of `lock_free` batchers.
+    /// by the inline path where requests [`Shared::may_overtake`].
     waiting: AtomicUsize,
-    /// Whether a request may run inline without the queue's lock when nothing is queued:
-    /// instances that run concurrently (nothing to hold) and one priority level (nothing
-    /// to overtake).
-    lock_free: bool,
     /// Worker threads ([`threads_for`] the instances).
     workers: usize,
     cost: Cost,
@@ -167,7 +163,6 @@ impl Batcher {
             action: config.queue_policy.timeout_action,
             running: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
-            lock_free: engines.iter().all(|e| e.concurrent()) && config.priority_levels <= 1,
             workers: threads_for(&engines),
             cost: Cost::default(),
             instances: Instances::new(Arc::clone(&engines)),
@@ -226,7 +221,7 @@ impl Scheduler for Batcher {
             expires: None,
             reply,
         };
-        if inline && shared.lock_free && shared.waiting.load(Ordering::Relaxed) == 0 {
+        if inline && shared.may_overtake() && shared.waiting.load(Ordering::Relaxed) == 0 {
             // Nothing queued to batch with: run it as Direct would, without the lock.
             if let Some((engine, busy)) = shared.instances.idle_from(0) {
                 shared.running.fetch_add(1, Ordering::Relaxed);
@@ -341,10 +336,15 @@ impl Shared {
             self.publish(q);
             return Some(all);
         }
-        // Where instances run requests concurrently and there is one priority, a request run
-        // alone here takes nothing from the queued ones (the workers run them meanwhile):
-        // it overtakes them rather than queueing behind a queue that would never drain.
-        (self.instances.concurrent() && self.levels == 1).then(Vec::new)
+        // Rather than queueing behind a queue that would never drain.
+        self.may_overtake().then(Vec::new)
+    }
+
+    /// Whether a request may run on the caller's thread ahead of queued ones: when instances
+    /// run concurrently (it takes nothing from them: the workers run them meanwhile) and
+    /// there is one priority level (it passes none of a higher one).
+    fn may_overtake(&self) -> bool {
+        self.instances.concurrent() && self.levels == 1
     }
 
     /// The most rows a batch starting now should take so that it leaves work to the other
@@ -601,41 +601,7 @@ fn end_run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Backend, TensorSpec};
-    use crate::registry::config::QueuePolicy;
-
-    struct Concurrent;
-
-    impl Engine for Concurrent {
-        fn backend(&self) -> crate::engine::Backend {
-            Backend::Tract
-        }
-        fn inputs(&self) -> &[TensorSpec] {
-            &[]
-        }
-        fn outputs(&self) -> &[TensorSpec] {
-            &[]
-        }
-        fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, crate::engine::EngineError> {
-            Ok(inputs)
-        }
-        fn concurrent(&self) -> bool {
-            true
-        }
-    }
-
-    fn batcher(delay_us: u64) -> Batcher {
-        let config = DynamicBatching {
-            max_queue_delay_us: delay_us,
-            preferred_batch_size: vec![],
-            max_queue_size: 0,
-            priority_levels: 0,
-            default_priority_level: 0,
-            queue_policy: QueuePolicy::default(),
-        };
-        let engines: Arc<Vec<Box<dyn Engine>>> = Arc::new(vec![Box::new(Concurrent)]);
-        Batcher::start("t", engines, 8, &config, None).unwrap()
-    }
+    use crate::batch::tests::{batching, doubler, engines};
 
     fn queue_rows(q: &mut Queue, rows: &[usize]) {
         for &rows in rows {
@@ -655,7 +621,11 @@ mod tests {
     /// busy; and any number under a queue delay (which asks for batches).
     #[test]
     fn a_batch_leaves_their_share_of_the_queue_to_idle_workers() {
-        let b = batcher(0);
+        let start = |delay_us| {
+            let (instances, _) = engines([doubler(Duration::ZERO, true)]);
+            Batcher::start("t", instances, 8, &batching(delay_us, 0), None).unwrap()
+        };
+        let b = start(0);
         let shared = &b.shared;
         let workers = shared.workers;
         let mut q = lock(&shared.queue);
@@ -671,7 +641,7 @@ mod tests {
         shared.running.store(0, Ordering::Relaxed);
         drop(q);
 
-        let b = batcher(100);
+        let b = start(100);
         let mut q = lock(&b.shared.queue);
         queue_rows(&mut q, &[1, 1]);
         b.shared.running.store(1, Ordering::Relaxed);

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 /// Doubles its one FP32 input; records the rows of each run; takes `delay` per run; runs one
 /// request at a time when not `concurrent` (and then counts overlapping runs).
-struct Doubler {
+pub(super) struct Doubler {
     specs: Vec<TensorSpec>,
     runs: Mutex<Vec<usize>>,
     /// The first input value of each run.
@@ -36,7 +36,7 @@ struct Doubler {
 /// The engine as a scheduler holds it, sharing the [`Doubler`] with the test.
 struct Handle(Arc<Doubler>);
 
-fn doubler(delay: Duration, concurrent: bool) -> (Box<dyn Engine>, Arc<Doubler>) {
+pub(super) fn doubler(delay: Duration, concurrent: bool) -> (Box<dyn Engine>, Arc<Doubler>) {
     doubler_with(delay, false, concurrent)
 }
 
@@ -64,9 +64,9 @@ fn doubler_with(
     (Box::new(Handle(Arc::clone(&d))), d)
 }
 
-type Instances = Arc<Vec<Box<dyn Engine>>>;
+pub(super) type Instances = Arc<Vec<Box<dyn Engine>>>;
 
-fn engines(
+pub(super) fn engines(
     list: impl IntoIterator<Item = (Box<dyn Engine>, Arc<Doubler>)>,
 ) -> (Instances, Vec<Arc<Doubler>>) {
     let (engines, doublers): (Vec<_>, Vec<_>) = list.into_iter().unzip();
@@ -274,7 +274,7 @@ fn direct_engine_failures_are_internal() {
     assert_eq!(e.to_string(), "inference failed: NaN refused");
 }
 
-fn batching(delay_us: u64, max_queue_size: u32) -> DynamicBatching {
+pub(super) fn batching(delay_us: u64, max_queue_size: u32) -> DynamicBatching {
     DynamicBatching {
         max_queue_delay_us: delay_us,
         preferred_batch_size: vec![],

@@ -19,9 +19,10 @@ use crate::with_tensor_data;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::{
-    DatumType, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, Symbol, TDim, TValue,
-    Tensor as TractTensor, TractResult, TypedFact, TypedModel, TypedRunnableModel,
+    DatumType, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable, IntoTValue, Symbol,
+    TDim, TValue, Tensor as TractTensor, TractResult, TypedFact, TypedModel, TypedRunnableModel,
 };
 use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_hir::infer::Factoid;
@@ -213,20 +214,10 @@ impl TractEngine {
         plan_bytes: u64,
     ) -> Result<TractEngine, EngineError> {
         let load = |e: anyhow::Error| EngineError::Load(format!("{e:#}"));
-        let onnx = onnx();
         let proto = onnx_file::read(path).map_err(load)?;
         import::check_graph(&proto).map_err(EngineError::Load)?;
-        // As `model_for_path`: external data next to the model file.
-        let dir = path.parent().and_then(Path::to_str);
-        let parsed = onnx.parse(&proto, dir).map_err(load)?;
+        let mut model = parse(&proto, path).map_err(load)?;
         drop(proto);
-        if !parsed.unresolved_inputs.is_empty() {
-            return Err(EngineError::Load(format!(
-                "the graph reads values nothing defines: {}",
-                parsed.unresolved_inputs.join(", ")
-            )));
-        }
-        let mut model = parsed.model;
 
         let input_names: Vec<String> = model
             .input_outlets()
@@ -500,24 +491,25 @@ fn check_onnx_unguarded(path: &Path) -> Result<(), EngineError> {
     if graph.output.is_empty() {
         return Err(bad("the graph has no outputs".into()));
     }
-    let parsed = onnx()
-        .parse(&proto, path.parent().and_then(Path::to_str))
-        .map_err(|e| bad(format!("{e:#}")))?;
-    if !parsed.unresolved_inputs.is_empty() {
-        return Err(bad(format!(
-            "the graph reads values nothing defines: {}",
-            parsed.unresolved_inputs.join(", ")
-        )));
-    }
+    parse(&proto, path).map_err(|e| bad(format!("{e:#}")))?;
     Ok(())
 }
 
-/// tract's ONNX importer, reading external data (see [`onnx_file`]) through a buffered read
-/// rather than a map of the whole file per tensor.
-fn onnx() -> tract_onnx::Onnx {
+/// The graph of `proto`, read from the model file at `path`, whose external data (see
+/// [`onnx_file`]) lies in its directory, as `model_for_path` reads it — through a buffered
+/// read rather than a map of the whole file per tensor. Refuses a graph that reads values
+/// nothing defines.
+fn parse(proto: &ModelProto, path: &Path) -> anyhow::Result<InferenceModel> {
     let mut onnx = tract_onnx::onnx();
     onnx.provider = Arc::new(tract_onnx::data_resolver::FopenDataResolver);
-    onnx
+    let parsed = onnx.parse(proto, path.parent().and_then(Path::to_str))?;
+    if !parsed.unresolved_inputs.is_empty() {
+        anyhow::bail!(
+            "the graph reads values nothing defines: {}",
+            parsed.unresolved_inputs.join(", ")
+        );
+    }
+    Ok(parsed.model)
 }
 
 #[cfg(test)]
