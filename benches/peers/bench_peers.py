@@ -5,7 +5,7 @@ Run it through `scripts/bench-peers`, which builds what it needs and sets up the
 first; this file uses the standard library only, so any Python 3.9+ runs it:
 
     python3 benches/peers/bench_peers.py --scoria target/release/scoria \
-        --floor target/release/examples/floor --kserve-python .venv-peers/bin/python \
+        --floor target/floor/release/floor --kserve-python .venv-peers/bin/python \
         --perf-python .venv/bin/python [--models digits,lenet,resnet] \
         [--concurrency 1,4,16] [--seconds 6] [--out benches/peers/RESULTS.md]
 
@@ -16,7 +16,7 @@ What it does, in order:
    process start to the first `GET /v2/health/ready` 200 (the last start stays up): scoria
    with tract, scoria with ort (skipped with a note when the build has no `ort` backend or
    ONNX Runtime's library is missing), KServe (benches/peers/kserve_server.py)
-   and the floor (benches/peers/floor.rs), whose responses are the exact bytes scoria gave to
+   and the floor (benches/peers/floor/), whose responses are the exact bytes scoria gave to
    the same binary request;
 3. per model, per concurrency, per server in turn: a short warm-up, then perf_analyzer
    (binary tensors, zero-filled batch-1 inputs via --shape, 3 windows of --seconds/3 each;
@@ -582,7 +582,7 @@ def report(ctx):
     L.append(f"- KServe: {ctx['kserve_version']} (`benches/peers/kserve_server.py`: one uvicorn "
              "worker, a synchronous `predict` over an `onnxruntime.InferenceSession`, "
              "ONNX Runtime's default threads like scoria's ort engine, per-request logs off).")
-    L.append("- floor: `benches/peers/floor.rs`, axum answering each infer with the exact bytes "
+    L.append("- floor: `benches/peers/floor/`, axum answering each infer with the exact bytes "
              "scoria answered to the same request, no inference.")
     L.append(f"- load: perf_analyzer ({ctx['pa_version']}) over HTTP with the binary tensor "
              f"extension, zero-filled batch-1 inputs, one point = 3 windows of "
@@ -924,7 +924,8 @@ def main():
         floor = Server("floor", "floor", kind="floor", env=env, make_cmd=None)
         if not args.floor.is_file():
             floor.error = (f"floor: not built ({args.floor} is missing; "
-                           "cargo build --release --example floor)")
+                           "cargo build --release --manifest-path benches/peers/floor/Cargo.toml "
+                           "--target-dir target/floor)")
         else:
             try:
                 spec = floor_spec(tract.url, list(metadata), logdir / "floor")

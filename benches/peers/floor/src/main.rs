@@ -4,7 +4,8 @@
 //! cost of HTTP alone on this machine, the floor under scoria's serving overhead.
 //!
 //! ```sh
-//! cargo run --release --example floor -- --http 127.0.0.1:9000 --spec floor.json
+//! cargo run --release --manifest-path benches/peers/floor/Cargo.toml --target-dir target/floor \
+//!     -- --http 127.0.0.1:9000 --spec floor.json
 //! ```
 //!
 //! The spec file (written by `benches/peers/bench_peers.py` from a running scoria) holds the
