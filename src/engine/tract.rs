@@ -9,7 +9,9 @@
 //! (at most [`MAX_SPECIALISED`]); a model too large for one more plan runs its general plan
 //! only, and the unoptimized model is kept only while more plans may be made. Where
 //! specialised plans exist, the general plan is optimized on first use (a request of
-//! another size), not at load.
+//! another size), not at load; when no more specialised plans may be made, the typed model is
+//! not kept for it either (it is about the weights' size again): the general plan's first use
+//! reads the model file anew, refusing a file that changed since load.
 //! Plans are immutable and shared: each run spawns its own state, so any number of threads
 //! can run them at once.
 
@@ -17,8 +19,9 @@ use super::{import, onnx_file, Backend, Dim, Engine, EngineError, LoadOptions, T
 use crate::tensor::{DataType, Tensor, TensorData};
 use crate::with_tensor_data;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::SystemTime;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::{
     DatumType, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable, IntoTValue, Symbol,
@@ -67,39 +70,88 @@ pub struct TractEngine {
 /// for it (optimizing and packing weights is most of a load).
 struct General {
     plan: OnceLock<Arc<TypedRunnableModel>>,
-    /// The typed model to optimize it from, until it is.
-    model: Mutex<Option<TypedModel>>,
+    /// What to optimize it from, until it is.
+    source: Mutex<Option<Source>>,
+}
+
+/// Where the general plan comes from on first use.
+enum Source {
+    /// The typed model, kept anyway (its weights are shared with the specialised plans'
+    /// source).
+    Typed(TypedModel),
+    /// The model file, read and typed again: nothing of the model is held until then.
+    File(ModelFile),
+}
+
+/// A model file as it was at load, to be read again.
+struct ModelFile {
+    path: PathBuf,
+    options: LoadOptions,
+    stamp: Stamp,
+}
+
+/// What tells a changed file from the one that was loaded: its length and modification time.
+#[derive(PartialEq, Eq, Debug)]
+struct Stamp(u64, Option<SystemTime>);
+
+impl Stamp {
+    fn of(path: &Path) -> std::io::Result<Stamp> {
+        let meta = std::fs::metadata(path)?;
+        Ok(Stamp(meta.len(), meta.modified().ok()))
+    }
+}
+
+impl ModelFile {
+    /// The typed model, read from the file if it is still the one that was loaded.
+    fn typed(&self) -> anyhow::Result<TypedModel> {
+        let changed = || {
+            anyhow::anyhow!(
+                "{} changed on disk since the model was loaded, so its general plan (for this \
+                 batch size) cannot be made; reload the model",
+                self.path.display()
+            )
+        };
+        if Stamp::of(&self.path).map_err(|_| changed())? != self.stamp {
+            return Err(changed());
+        }
+        Ok(read_typed(&self.path, &self.options)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .model)
+    }
 }
 
 impl General {
     fn ready(plan: Arc<TypedRunnableModel>) -> General {
         General {
             plan: OnceLock::from(plan),
-            model: Mutex::new(None),
+            source: Mutex::new(None),
         }
     }
 
-    fn on_use(model: TypedModel) -> General {
+    fn on_use(source: Source) -> General {
         General {
             plan: OnceLock::new(),
-            model: Mutex::new(Some(model)),
+            source: Mutex::new(Some(source)),
         }
     }
 
-    /// The plan, optimized now if it is not yet (callers meanwhile wait for it).
+    /// The plan, optimized now if it is not yet (callers meanwhile wait for it). A source
+    /// that fails stays, so that a file restored in place serves again.
     fn get(&self) -> TractResult<Arc<TypedRunnableModel>> {
         if let Some(plan) = self.plan.get() {
             return Ok(Arc::clone(plan));
         }
-        let mut model = self.model.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut source = self.source.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(plan) = self.plan.get() {
             return Ok(Arc::clone(plan));
         }
-        let Some(typed) = model.as_ref() else {
-            anyhow::bail!("the general plan failed to optimize earlier");
+        let typed = match source.as_ref() {
+            Some(Source::Typed(typed)) => typed.clone(),
+            Some(Source::File(file)) => file.typed()?,
+            None => anyhow::bail!("the general plan failed to optimize earlier"),
         };
-        let plan = typed.clone().into_optimized()?.into_runnable()?;
-        *model = None;
+        let plan = typed.into_optimized()?.into_runnable()?;
+        *source = None;
         Ok(Arc::clone(self.plan.get_or_init(|| plan)))
     }
 }
@@ -214,59 +266,13 @@ impl TractEngine {
         plan_bytes: u64,
     ) -> Result<TractEngine, EngineError> {
         let load = |e: anyhow::Error| EngineError::Load(format!("{e:#}"));
-        let proto = onnx_file::read(path).map_err(load)?;
-        import::check_graph(&proto).map_err(EngineError::Load)?;
-        let mut model = parse(&proto, path).map_err(load)?;
-        drop(proto);
-
-        let input_names: Vec<String> = model
-            .input_outlets()
-            .map_err(load)?
-            .iter()
-            .map(|o| model.node(o.node).name.clone())
-            .collect();
-        for ov in &options.inputs {
-            let ix = input_names
-                .iter()
-                .position(|n| *n == ov.name)
-                .ok_or_else(|| {
-                    EngineError::Load(format!(
-                        "config.toml [[input]] names '{}', which is not a model input (inputs: {})",
-                        ov.name,
-                        input_names.join(", ")
-                    ))
-                })?;
-            let mut fact = model.input_fact(ix).map_err(load)?.clone();
-            if let Some(dtype) = ov.datatype {
-                fact = fact.with_datum_type(datum_type(dtype));
-            }
-            if let Some(dims) = &ov.dims {
-                let shape: Vec<TDim> = dims
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &d)| match Dim::from_i64(d) {
-                        Dim::Fixed(n) => TDim::from(n),
-                        Dim::Dynamic => model.symbols.sym(&format!("{}_{i}", ov.name)).into(),
-                    })
-                    .collect();
-                let dt = fact.datum_type.concretize().unwrap_or(DatumType::F32);
-                fact = InferenceFact::dt_shape(dt, shape);
-            }
-            model.set_input_fact(ix, fact).map_err(load)?;
-        }
-
-        let output_names: Vec<String> = model
-            .output_outlets()
-            .map_err(load)?
-            .iter()
-            .map(|&o| {
-                model
-                    .outlet_label(o)
-                    .map_or_else(|| model.node(o.node).name.clone(), str::to_string)
-            })
-            .collect();
-
-        let typed = model.into_typed().map_err(load)?;
+        // Before the read: a change after it then shows as a different stamp.
+        let stamp = Stamp::of(path).map_err(|e| load(e.into()))?;
+        let Typed {
+            model: typed,
+            input_names,
+            output_names,
+        } = read_typed(path, options)?;
         let inputs = specs(&input_names, |i| typed.input_fact(i).cloned().map_err(load))?;
         let outputs = specs(&output_names, |i| {
             typed.output_fact(i).cloned().map_err(load)
@@ -294,8 +300,13 @@ impl TractEngine {
             ),
             _ => None,
         };
-        let general = match specialised {
-            Some(_) => General::on_use(typed),
+        let general = match &specialised {
+            Some(s) if s.model.is_some() => General::on_use(Source::Typed(typed)),
+            Some(_) => General::on_use(Source::File(ModelFile {
+                path: path.to_path_buf(),
+                options: options.clone(),
+                stamp,
+            })),
             None => General::ready(
                 typed
                     .into_optimized()
@@ -310,6 +321,75 @@ impl TractEngine {
             outputs,
         })
     }
+}
+
+/// A model read and typed, with its inputs' and outputs' names.
+struct Typed {
+    model: TypedModel,
+    input_names: Vec<String>,
+    output_names: Vec<String>,
+}
+
+/// Parses and types the model at `path`, applying `options.inputs` overrides.
+fn read_typed(path: &Path, options: &LoadOptions) -> Result<Typed, EngineError> {
+    let load = |e: anyhow::Error| EngineError::Load(format!("{e:#}"));
+    let proto = onnx_file::read(path).map_err(load)?;
+    import::check_graph(&proto).map_err(EngineError::Load)?;
+    let mut model = parse(&proto, path).map_err(load)?;
+    drop(proto);
+
+    let input_names: Vec<String> = model
+        .input_outlets()
+        .map_err(load)?
+        .iter()
+        .map(|o| model.node(o.node).name.clone())
+        .collect();
+    for ov in &options.inputs {
+        let ix = input_names
+            .iter()
+            .position(|n| *n == ov.name)
+            .ok_or_else(|| {
+                EngineError::Load(format!(
+                    "config.toml [[input]] names '{}', which is not a model input (inputs: {})",
+                    ov.name,
+                    input_names.join(", ")
+                ))
+            })?;
+        let mut fact = model.input_fact(ix).map_err(load)?.clone();
+        if let Some(dtype) = ov.datatype {
+            fact = fact.with_datum_type(datum_type(dtype));
+        }
+        if let Some(dims) = &ov.dims {
+            let shape: Vec<TDim> = dims
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| match Dim::from_i64(d) {
+                    Dim::Fixed(n) => TDim::from(n),
+                    Dim::Dynamic => model.symbols.sym(&format!("{}_{i}", ov.name)).into(),
+                })
+                .collect();
+            let dt = fact.datum_type.concretize().unwrap_or(DatumType::F32);
+            fact = InferenceFact::dt_shape(dt, shape);
+        }
+        model.set_input_fact(ix, fact).map_err(load)?;
+    }
+
+    let output_names: Vec<String> = model
+        .output_outlets()
+        .map_err(load)?
+        .iter()
+        .map(|&o| {
+            model
+                .outlet_label(o)
+                .map_or_else(|| model.node(o.node).name.clone(), str::to_string)
+        })
+        .collect();
+
+    Ok(Typed {
+        model: model.into_typed().map_err(load)?,
+        input_names,
+        output_names,
+    })
 }
 
 fn specs(

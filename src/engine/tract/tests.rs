@@ -219,3 +219,47 @@ fn weights_read_from_the_file_answer_as_decoded_ones() {
     assert_eq!(external(&link), 0);
     assert!(TractEngine::load(&link, &LoadOptions::default()).is_ok());
 }
+
+/// Where no plan but batch 1's may be made, the typed model is not kept for the general plan:
+/// its first use reads the file again, and answers as a model that kept it; a file changed
+/// since load is refused with a clear error while batch 1 keeps answering.
+#[test]
+fn the_general_plan_reads_the_file_again_when_no_more_plans_may_be_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.onnx");
+    std::fs::copy(digits(), &path).unwrap();
+    let onnx = tract_onnx::onnx();
+    let typed = onnx.model_for_path(&path).unwrap().into_typed().unwrap();
+    let weights = weight_bytes(&typed);
+    let options = LoadOptions {
+        batch_sizes: vec![4],
+        specialise_on_use: true,
+        ..LoadOptions::default()
+    };
+    let kept = TractEngine::load_unguarded(&digits(), &options, u64::MAX).unwrap();
+    assert!(matches!(
+        kept.general.source.lock().unwrap().as_ref(),
+        Some(Source::Typed(_))
+    ));
+
+    let engine = TractEngine::load_unguarded(&path, &options, weights + 1).unwrap();
+    assert_eq!(sizes(&engine), [1]);
+    assert!(matches!(
+        engine.general.source.lock().unwrap().as_ref(),
+        Some(Source::File(_))
+    ));
+    let out = engine.run(vec![images(3, 1)]).unwrap();
+    assert_eq!(
+        probabilities(&out),
+        probabilities(&kept.run(vec![images(3, 1)]).unwrap())
+    );
+    assert!(engine.general.source.lock().unwrap().is_none());
+
+    let engine = TractEngine::load_unguarded(&path, &options, weights + 1).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(&[0; 8]);
+    std::fs::write(&path, bytes).unwrap();
+    let err = engine.run(vec![images(3, 1)]).unwrap_err().to_string();
+    assert!(err.contains("changed on disk since the model was loaded"), "{err}");
+    assert_eq!(engine.run(vec![images(1, 1)]).unwrap()[0].shape(), [1, 10]);
+}
