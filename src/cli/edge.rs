@@ -195,6 +195,7 @@ pub fn run(global: &GlobalArgs, args: EdgeArgs) -> anyhow::Result<()> {
             max_batch_size: args.default_max_batch_size,
         };
         let models = ModelManager::with_observers(repo, defaults, Arc::clone(&metrics) as _);
+        crate::models::idle::spawn_trim(&models).context("cannot start the idle-memory thread")?;
         // Only the models this module serves are loaded (not the whole repository). A model
         // that cannot be served fails alone, as under `scoria serve`: the others are served
         // and its requests get error results saying why.

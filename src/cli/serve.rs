@@ -155,6 +155,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
             crate::models::poll::spawn(&models, every)
                 .context("cannot start the repository poll")?;
         }
+        crate::models::idle::spawn_trim(&models).context("cannot start the idle-memory thread")?;
         let inflight = InflightLimit::new(args.max_inflight.map(|n| n as usize));
         let router = http::router(
             Arc::clone(&models),

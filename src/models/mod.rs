@@ -3,6 +3,7 @@
 
 mod admission;
 pub mod autocomplete;
+pub mod idle;
 mod loaded;
 pub mod poll;
 mod repository;

@@ -92,6 +92,12 @@ impl Stats {
         self.last_inference_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// When a request last succeeded or failed, in milliseconds since the Unix epoch (0 if
+    /// none has).
+    pub fn last_inference_ms(&self) -> u64 {
+        self.last_inference_ms.load(Ordering::Relaxed)
+    }
+
     /// The counters now, in Triton's `inference_stats` JSON shape.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {

@@ -151,3 +151,25 @@ fn a_model_with_a_fixed_first_dimension_is_not_auto_batched() {
     assert_eq!(model.config().max_batch_size, Some(0));
     assert!(model.config().dynamic_batching.is_none());
 }
+
+/// What the idle-memory thread watches: when any served version last answered.
+#[test]
+fn the_manager_knows_when_a_request_was_last_answered() {
+    let (_root, repo) = repository("plain", "");
+    let models = Arc::new(ModelManager::new(repo, LoadDefaults::new(Backend::Tract)));
+    models.start_loading().unwrap();
+    wait_loaded(&models);
+    assert_eq!(models.last_inference_ms(), 0, "nothing answered yet");
+    idle::spawn_trim(&models).unwrap();
+    let ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    };
+    let before = ms();
+    let model = models.get("plain", None).unwrap();
+    model.infer_blocking(zeros(1), None).unwrap();
+    let last = models.last_inference_ms();
+    assert!(before <= last && last <= ms(), "{before} <= {last}");
+}

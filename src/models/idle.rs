@@ -1,0 +1,58 @@
+//! Returning memory freed by a burst of requests to the operating system once the server is
+//! idle again. glibc's allocator keeps what the request threads free (bodies, decoded
+//! tensors, the engines' intermediate values) in per-thread arenas for reuse, so a process's
+//! RSS stays at its busiest moment's for good; allocators that purge on their own (jemalloc's
+//! decay) do what this does.
+
+use super::ModelManager;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long the server must have answered nothing before freed memory is returned.
+pub const IDLE_AFTER: Duration = Duration::from_secs(2);
+
+/// Watches `models` on a background thread, for as long as the manager lives: once no
+/// version has answered (or failed) a request for [`IDLE_AFTER`] since requests were last
+/// answered, freed heap memory is returned to the operating system, once per such burst.
+pub fn spawn_trim(models: &Arc<ModelManager>) -> std::io::Result<()> {
+    let weak = Arc::downgrade(models);
+    std::thread::Builder::new()
+        .name("idle-trim".into())
+        .spawn(move || {
+            let mut trimmed_at = 0;
+            loop {
+                std::thread::sleep(IDLE_AFTER / 2);
+                let Some(models) = weak.upgrade() else { return };
+                let last = models.last_inference_ms();
+                if last > trimmed_at && now_ms().saturating_sub(last) >= IDLE_AFTER.as_millis() {
+                    super::release_freed_memory();
+                    trimmed_at = last;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+impl ModelManager {
+    /// When a served version last answered or failed a request, in milliseconds since the
+    /// Unix epoch (0 if none has).
+    pub fn last_inference_ms(&self) -> u128 {
+        self.read()
+            .values()
+            .flat_map(|m| m.versions.values())
+            .filter_map(|v| match v {
+                super::VersionState::Ready(served) => {
+                    Some(u128::from(served.model.stats().last_inference_ms()))
+                }
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
