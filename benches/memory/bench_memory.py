@@ -555,7 +555,11 @@ def measure_samples(args, root: Path, table: Table, engine: str) -> None:
                 print(f"  {case} [{engine}] bench {n} c16: {bench_summary(res)}", flush=True)
                 table.add(case, engine, f"RSS after {n} c16 {args.samples_duration}",
                           mib(st.get("VmRSS")), SAMPLES_AFTER_MIB, split=st)
+            # scoria returns freed memory to the system once idle for 2 s (models::idle).
+            time.sleep(3)
             st = srv.proc.status()
+            table.add(case, engine, "RSS idle 3 s after the runs", mib(st.get("VmRSS")),
+                      SAMPLES_AFTER_MIB, split=st)
             table.add(case, engine, "peak (VmHWM) after the runs", mib(st.get("VmHWM")),
                       SAMPLES_AFTER_MIB)
         finally:
