@@ -260,6 +260,9 @@ fn the_general_plan_reads_the_file_again_when_no_more_plans_may_be_made() {
     bytes.extend_from_slice(&[0; 8]);
     std::fs::write(&path, bytes).unwrap();
     let err = engine.run(vec![images(3, 1)]).unwrap_err().to_string();
-    assert!(err.contains("changed on disk since the model was loaded"), "{err}");
+    assert!(
+        err.contains("changed on disk since the model was loaded"),
+        "{err}"
+    );
     assert_eq!(engine.run(vec![images(1, 1)]).unwrap()[0].shape(), [1, 10]);
 }
