@@ -248,11 +248,7 @@ async fn serve_metrics(
     let bound = listener
         .local_addr()
         .context("cannot read the metrics address")?;
-    let state = crate::http::AppState {
-        models,
-        metrics,
-        config: Arc::new(crate::http::HttpConfig::default()),
-    };
+    let state = crate::http::AppState::new(models, metrics, crate::http::HttpConfig::default());
     let app = axum::Router::new()
         .route(
             "/metrics",
