@@ -228,6 +228,18 @@ pub fn load(
     }
 }
 
+/// How many instances of the model at `path` to load when its `config.toml` sets none: for
+/// ort, [`ort::small_model_instances`] on a small model whose `[ort]` leaves the threads to
+/// scoria; otherwise 1 (tract's plans and OpenCL queues need no more to serve concurrency).
+pub fn default_instances(backend: Backend, path: &Path, options: &LoadOptions) -> u32 {
+    match backend {
+        Backend::Ort if self::ort::runs_small(path, &options.ort) => {
+            self::ort::small_model_instances()
+        }
+        _ => 1,
+    }
+}
+
 /// Checks that `path` holds a parseable ONNX model with a graph, without preparing it to run.
 /// Used by registration and listing, which must stay fast for large models.
 pub fn check_onnx(path: &Path) -> Result<(), EngineError> {

@@ -96,7 +96,7 @@ pub fn model_config(loaded: &LoadedVersion) -> pb::ModelConfig {
         instance_group: vec![pb::ModelInstanceGroup {
             name: format!("{}_0", loaded.name()),
             kind: pb::model_instance_group::Kind::Cpu as i32,
-            count: clamp(config.instances),
+            count: clamp(config.instances.unwrap_or(1)),
             ..Default::default()
         }],
         scheduling_choice: config.dynamic_batching.as_ref().map(|b| {

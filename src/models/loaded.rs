@@ -127,7 +127,10 @@ impl LoadedVersion {
                 || (config.max_batch_size.is_none() && defaults.max_batch_size > 0),
             opencl: config.opencl.clone(),
         };
-        let engines = (0..config.instances.max(1))
+        let instances = *config
+            .instances
+            .get_or_insert_with(|| engine::default_instances(backend, &path, &options));
+        let engines = (0..instances.max(1))
             .map(|_| {
                 engine::load(backend, &path, &options).map_err(|cause| LoadError::Engine {
                     path: path.clone(),

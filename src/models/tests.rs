@@ -173,3 +173,17 @@ fn the_manager_knows_when_a_request_was_last_answered() {
     let last = models.last_inference_ms();
     assert!(before <= last && last <= ms(), "{before} <= {last}");
 }
+
+/// An unset `instances` is the engine's default, which the loaded config reports.
+#[test]
+fn the_loaded_config_reports_the_instances_chosen() {
+    let (_root, repo) = repository("plain", "");
+    let (_root2, repo2) = repository("two", "instances = 2\n");
+    for (repo, name, want) in [(repo, "plain", 1), (repo2, "two", 2)] {
+        let models = ModelManager::new(repo, LoadDefaults::new(Backend::Tract));
+        models.start_loading().unwrap();
+        wait_loaded(&models);
+        let model = models.get(name, None).unwrap();
+        assert_eq!(model.config().instances, Some(want), "{name}");
+    }
+}

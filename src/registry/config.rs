@@ -43,8 +43,9 @@ pub struct ModelConfig {
     pub tags: BTreeMap<String, String>,
     /// The score hook: a `.rhai` file name inside the model folder (see [`crate::hook`]).
     pub hook: Option<String>,
-    /// Engine instances run in parallel (at least 1).
-    pub instances: u32,
+    /// Engine instances run in parallel (at least 1); unset: the engine's default for the
+    /// model ([`crate::engine::default_instances`]), which a loaded version's config reports.
+    pub instances: Option<u32>,
     /// Server-side batching of concurrent requests (needs `max_batch_size > 0`).
     pub dynamic_batching: Option<DynamicBatching>,
     /// `[ort]`: ONNX Runtime session options (used when the model runs on ort).
@@ -65,7 +66,7 @@ impl Default for ModelConfig {
             description: None,
             tags: BTreeMap::new(),
             hook: None,
-            instances: 1,
+            instances: None,
             dynamic_batching: None,
             ort: OrtConfig::default(),
             opencl: OpenclConfig::default(),
@@ -459,7 +460,7 @@ impl ModelConfig {
             description: raw.description,
             tags: raw.tags,
             hook: raw.hook,
-            instances: raw.instances.unwrap_or(1),
+            instances: raw.instances,
             dynamic_batching,
             ort: raw
                 .ort

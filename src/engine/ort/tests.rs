@@ -294,3 +294,59 @@ fn missing_library_fails_the_model_not_the_process() {
         assert!(!e.to_string().contains('\n'), "{e}");
     }
 }
+
+#[test]
+fn small_models_run_one_thread_per_session_and_an_instance_per_core() {
+    let (digits, resnet) = (model("digits"), model("resnet"));
+    let unset = OrtConfig::default();
+    assert!(runs_small(&digits, &unset));
+    assert!(!runs_small(&resnet, &unset), "12 MB is not small");
+    assert!(!runs_small(&root().join("no-such.onnx"), &unset));
+    for set in [
+        OrtConfig {
+            intra_op_threads: Some(2),
+            ..OrtConfig::default()
+        },
+        OrtConfig {
+            inter_op_threads: Some(1),
+            ..OrtConfig::default()
+        },
+    ] {
+        assert!(
+            !runs_small(&digits, &set),
+            "{set:?} leaves threads to the user"
+        );
+    }
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(small_model_instances() as usize, cores.min(4));
+    let options = LoadOptions::default();
+    assert_eq!(
+        engine::default_instances(Backend::Ort, &digits, &options),
+        small_model_instances()
+    );
+    assert_eq!(
+        engine::default_instances(Backend::Ort, &resnet, &options),
+        1
+    );
+    assert_eq!(
+        engine::default_instances(Backend::Tract, &digits, &options),
+        1
+    );
+    // The session answers as one with ONNX Runtime's default threads.
+    let input = || vec![tensor(&[1, 64], TensorData::F32(vec![3.0; 64]))];
+    let threads = OrtConfig {
+        intra_op_threads: Some(2),
+        ..OrtConfig::default()
+    };
+    let reference = load_with(
+        "digits",
+        &LoadOptions {
+            ort: threads,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap()
+    .run(input())
+    .unwrap();
+    assert_eq!(load("digits").run(input()).unwrap()[1], reference[1]);
+}

@@ -156,6 +156,7 @@ fn config_json(c: &ModelConfig) -> Value {
         "backend": c.backend.map(|b| b.name()),
         // null for a config not loaded yet that leaves it to auto-complete.
         "max_batch_size": c.max_batch_size,
+        // null for a config not loaded yet that leaves it to the engine.
         "instances": c.instances,
         "dynamic_batching": c.dynamic_batching.as_ref().map(|d| json!({
             "max_queue_delay_us": d.max_queue_delay_us,

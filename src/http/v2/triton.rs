@@ -74,7 +74,7 @@ fn model_config(loaded: &LoadedVersion) -> Value {
         "max_batch_size": if batched { max_batch_size } else { 0 },
         "input": loaded.inputs().iter().map(|s| config_tensor(s, batched)).collect::<Vec<_>>(),
         "output": loaded.outputs().iter().map(|s| config_tensor(s, batched)).collect::<Vec<_>>(),
-        "instance_group": [{ "name": format!("{}_0", loaded.name()), "kind": "KIND_CPU", "count": config.instances }],
+        "instance_group": [{ "name": format!("{}_0", loaded.name()), "kind": "KIND_CPU", "count": config.instances.unwrap_or(1) }],
         "parameters": {},
     });
     if let Some(b) = &config.dynamic_batching {

@@ -85,7 +85,7 @@ fn hook_is_a_plain_rhai_file_name() {
 #[test]
 fn batching_and_instances() {
     let c = parse("max_batch_size = 8\ninstances = 2\n[dynamic_batching]\nmax_queue_delay_us = 500\npreferred_batch_size = [8, 4]\nmax_queue_size = 16\n").unwrap();
-    assert_eq!(c.instances, 2);
+    assert_eq!(c.instances, Some(2));
     let d = c.dynamic_batching.unwrap();
     assert_eq!(
         (
@@ -104,9 +104,9 @@ fn batching_and_instances() {
             .contains("preferred_batch_size")
     );
     assert!(parse("instances = 0\n").unwrap_err().contains("instances"));
-    assert_eq!(parse("").unwrap().instances, 1);
+    assert_eq!(parse("").unwrap().instances, None);
     // Upper limits: values that would take the machine down are refused at load.
-    assert_eq!(parse("instances = 256\n").unwrap().instances, 256);
+    assert_eq!(parse("instances = 256\n").unwrap().instances, Some(256));
     let e = parse("instances = 100000\n").unwrap_err();
     assert!(
         e.contains("instances") && e.contains("over the limit of 256"),
