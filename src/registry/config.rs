@@ -25,7 +25,7 @@ pub const MAX_PRIORITY_LEVELS: u32 = 1000;
 pub const MAX_QUEUE_TIMEOUT_US: u64 = 3_600_000_000;
 
 /// A model's settings; every field has a default when `config.toml` is absent.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModelConfig {
     /// The engine; `None` means the server's default (`--backend`, else tract).
     pub backend: Option<Backend>,
@@ -53,25 +53,6 @@ pub struct ModelConfig {
     /// `[opencl]`: device selection, CPU fallback and its engine, prebuilt binary (backend
     /// opencl).
     pub opencl: OpenclConfig,
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        ModelConfig {
-            backend: None,
-            max_batch_size: None,
-            version_policy: VersionPolicy::default(),
-            inputs: Vec::new(),
-            outputs: Vec::new(),
-            description: None,
-            tags: BTreeMap::new(),
-            hook: None,
-            instances: None,
-            dynamic_batching: None,
-            ort: OrtConfig::default(),
-            opencl: OpenclConfig::default(),
-        }
-    }
 }
 
 /// Triton's `dynamic_batching`: requests queue for at most `max_queue_delay`, are merged
