@@ -581,7 +581,9 @@ def report(ctx):
              + ", ".join(s.label for s in scorias) + ".")
     L.append(f"- KServe: {ctx['kserve_version']} (`benches/peers/kserve_server.py`: one uvicorn "
              "worker, a synchronous `predict` over an `onnxruntime.InferenceSession`, "
-             "ONNX Runtime's default threads like scoria's ort engine, per-request logs off).")
+             "ONNX Runtime's default threads, per-request logs off); scoria's ort engine runs "
+             "models ≤ 1 MiB on one intra-op thread per session with a session per core, "
+             "larger ones on ONNX Runtime's default threads.")
     L.append("- floor: `benches/peers/floor/`, axum answering each infer with the exact bytes "
              "scoria answered to the same request, no inference.")
     L.append(f"- load: perf_analyzer ({ctx['pa_version']}) over HTTP with the binary tensor "
