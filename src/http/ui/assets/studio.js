@@ -265,6 +265,12 @@
     return Object.keys(tags || {}).map(function (k) { return el('span', { class: 'tag', text: k + '=' + tags[k] }); });
   }
 
+  // A config not loaded yet that sets no instances leaves the count to the engine.
+  function instancesText(c) {
+    if (!c) return '-';
+    return c.instances === null || c.instances === undefined ? 'auto' : String(c.instances);
+  }
+
   function batchingText(c) {
     if (!c) return '-';
     if (c.dynamic_batching) {
@@ -317,7 +323,7 @@
         el('td', null, versions.length ? versions : '-'),
         el('td', { text: backendOf(m) }),
         el('td', { text: batchingText(m.config) }),
-        el('td', { class: 'num', text: m.config ? m.config.instances : '-' }),
+        el('td', { class: 'num', text: instancesText(m.config) }),
         el('td', null, tagChips(m.tags)),
         el('td', { class: 'actions' }, adminButtons(m)));
       frag.appendChild(row);
@@ -351,7 +357,7 @@
           ['tags', tagChips(m.tags)],
           ['backend', c ? (c.backend || 'server default') : null],
           ['batching', batchingText(c)],
-          ['instances', c ? String(c.instances) : null],
+          ['instances', c ? instancesText(c) : null],
           ['version policy', c ? JSON.stringify(c.version_policy) : null],
           ['versions on disk', (m.on_disk || []).join(', ')],
           ['score hook', m.hook ? m.hook.file : 'none'],
