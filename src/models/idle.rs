@@ -4,9 +4,10 @@
 //! RSS stays at its busiest moment's for good; allocators that purge on their own (jemalloc's
 //! decay) do what this does.
 
+use super::stats::now_ms;
 use super::ModelManager;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How long the server must have answered nothing before freed memory is returned.
 pub const IDLE_AFTER: Duration = Duration::from_secs(2);
@@ -24,7 +25,8 @@ pub fn spawn_trim(models: &Arc<ModelManager>) -> std::io::Result<()> {
                 std::thread::sleep(IDLE_AFTER / 2);
                 let Some(models) = weak.upgrade() else { return };
                 let last = models.last_inference_ms();
-                if last > trimmed_at && now_ms().saturating_sub(last) >= IDLE_AFTER.as_millis() {
+                let idle_ms = now_ms().saturating_sub(last);
+                if last > trimmed_at && u128::from(idle_ms) >= IDLE_AFTER.as_millis() {
                     super::release_freed_memory();
                     trimmed_at = last;
                 }
@@ -33,22 +35,16 @@ pub fn spawn_trim(models: &Arc<ModelManager>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn now_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
-}
-
 impl ModelManager {
     /// When a served version last answered or failed a request, in milliseconds since the
     /// Unix epoch (0 if none has).
-    pub fn last_inference_ms(&self) -> u128 {
+    pub fn last_inference_ms(&self) -> u64 {
         self.read()
             .values()
             .flat_map(|m| m.versions.values())
             .filter_map(|v| match v {
                 super::VersionState::Ready(served) => {
-                    Some(u128::from(served.model.stats().last_inference_ms()))
+                    Some(served.model.stats().last_inference_ms())
                 }
                 _ => None,
             })

@@ -48,6 +48,14 @@ impl Timings {
     }
 }
 
+/// Milliseconds since the Unix epoch (0 for a clock before it): the clock of
+/// [`Stats::last_inference_ms`].
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Lock-free counters updated by every request to one model version.
 #[derive(Default)]
 pub struct Stats {
@@ -86,10 +94,7 @@ impl Stats {
     }
 
     fn touch(&self) {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        self.last_inference_ms.store(ms, Ordering::Relaxed);
+        self.last_inference_ms.store(now_ms(), Ordering::Relaxed);
     }
 
     /// When a request last succeeded or failed, in milliseconds since the Unix epoch (0 if

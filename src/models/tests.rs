@@ -161,17 +161,14 @@ fn the_manager_knows_when_a_request_was_last_answered() {
     wait_loaded(&models);
     assert_eq!(models.last_inference_ms(), 0, "nothing answered yet");
     idle::spawn_trim(&models).unwrap();
-    let ms = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    };
-    let before = ms();
+    let before = stats::now_ms();
     let model = models.get("plain", None).unwrap();
     model.infer_blocking(zeros(1), None).unwrap();
     let last = models.last_inference_ms();
-    assert!(before <= last && last <= ms(), "{before} <= {last}");
+    assert!(
+        before <= last && last <= stats::now_ms(),
+        "{before} <= {last}"
+    );
 }
 
 /// An unset `instances` is the engine's default, which the loaded config reports.
