@@ -5,8 +5,8 @@
 //! symbolic one, plans specialised to one batch size are optimized too: batch 1 (the common
 //! request) always, and for models behind the dynamic batcher the sizes it forms (at load)
 //! and other sizes (on first use, when [`LoadOptions::specialise_on_use`]). Each plan holds its own packed weights (about the model's
-//! size), so their number is bounded by bytes: [`PLAN_BYTES`] over the model's weight bytes
-//! (at most [`MAX_SPECIALISED`]); a model too large for one more plan runs its general plan
+//! size), so their number is bounded by bytes: [`PLAN_BYTES`](plans::PLAN_BYTES) over the model's weight bytes
+//! (at most [`MAX_SPECIALISED`](plans::MAX_SPECIALISED)); a model too large for one more plan runs its general plan
 //! only, and the unoptimized model is kept only while more plans may be made. Where
 //! specialised plans exist, the general plan is optimized on first use (a request of
 //! another size), not at load; when no more specialised plans may be made, the typed model is
@@ -18,42 +18,17 @@
 use super::{import, onnx_file, Backend, Dim, Engine, EngineError, LoadOptions, TensorSpec};
 use crate::tensor::{DataType, Tensor, TensorData};
 use crate::with_tensor_data;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
-use std::time::SystemTime;
+use plans::{
+    plans_within, weight_bytes, General, ModelFile, Source, Specialised, Stamp, PLAN_BYTES,
+};
+use std::path::Path;
+use std::sync::Arc;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::{
-    DatumType, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable, IntoTValue, Symbol,
-    TDim, TValue, Tensor as TractTensor, TractResult, TypedFact, TypedModel, TypedRunnableModel,
+    DatumType, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable, IntoTValue, TDim,
+    TValue, Tensor as TractTensor, TypedFact, TypedModel,
 };
-use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_hir::infer::Factoid;
-
-/// At most this many batch-size-specialised plans are kept per engine, however small the
-/// model (each costs an optimisation on first use); other sizes run the general plan.
-pub const MAX_SPECIALISED: usize = 8;
-
-/// Bytes of weights the batch-size-specialised plans of one engine may hold together: each
-/// plan packs its own copy of the model's weights.
-pub const PLAN_BYTES: u64 = 16 << 20;
-
-/// How many specialised plans of a model with `weights` bytes of weights fit in `budget`.
-fn plans_within(weights: u64, budget: u64) -> usize {
-    usize::try_from(budget / weights.max(1))
-        .unwrap_or(usize::MAX)
-        .min(MAX_SPECIALISED)
-}
-
-/// The bytes of the model's constants (its weights).
-fn weight_bytes(model: &TypedModel) -> u64 {
-    model
-        .nodes()
-        .iter()
-        .filter_map(|n| n.op_as::<Const>())
-        .map(|c| (c.val().len() * c.val().datum_type().size_of()) as u64)
-        .sum()
-}
 
 /// A model optimized by tract, runnable concurrently.
 pub struct TractEngine {
@@ -63,190 +38,6 @@ pub struct TractEngine {
     specialised: Option<Specialised>,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
-}
-
-/// The general plan: optimized at load when it is the only plan; on first use when
-/// specialised plans answer the common sizes, so a model that only ever gets those never pays
-/// for it (optimizing and packing weights is most of a load).
-struct General {
-    plan: OnceLock<Arc<TypedRunnableModel>>,
-    /// What to optimize it from, until it is.
-    source: Mutex<Option<Source>>,
-}
-
-/// Where the general plan comes from on first use.
-enum Source {
-    /// The typed model, kept anyway (its weights are shared with the specialised plans'
-    /// source).
-    Typed(TypedModel),
-    /// The model file, read and typed again: nothing of the model is held until then.
-    File(ModelFile),
-}
-
-/// A model file as it was at load, to be read again.
-struct ModelFile {
-    path: PathBuf,
-    options: LoadOptions,
-    stamp: Stamp,
-}
-
-/// What tells a changed file from the one that was loaded: its length and modification time.
-#[derive(PartialEq, Eq, Debug)]
-struct Stamp(u64, Option<SystemTime>);
-
-impl Stamp {
-    fn of(path: &Path) -> std::io::Result<Stamp> {
-        let meta = std::fs::metadata(path)?;
-        Ok(Stamp(meta.len(), meta.modified().ok()))
-    }
-}
-
-impl ModelFile {
-    /// The typed model, read from the file if it is still the one that was loaded.
-    fn typed(&self) -> anyhow::Result<TypedModel> {
-        let changed = || {
-            anyhow::anyhow!(
-                "{} changed on disk since the model was loaded, so its general plan (for this \
-                 batch size) cannot be made; reload the model",
-                self.path.display()
-            )
-        };
-        if Stamp::of(&self.path).map_err(|_| changed())? != self.stamp {
-            return Err(changed());
-        }
-        Ok(read_typed(&self.path, &self.options)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .model)
-    }
-}
-
-impl General {
-    fn ready(plan: Arc<TypedRunnableModel>) -> General {
-        General {
-            plan: OnceLock::from(plan),
-            source: Mutex::new(None),
-        }
-    }
-
-    fn on_use(source: Source) -> General {
-        General {
-            plan: OnceLock::new(),
-            source: Mutex::new(Some(source)),
-        }
-    }
-
-    /// The plan, optimized now if it is not yet (callers meanwhile wait for it). A source
-    /// that fails stays, so that a file restored in place serves again.
-    fn get(&self) -> TractResult<Arc<TypedRunnableModel>> {
-        if let Some(plan) = self.plan.get() {
-            return Ok(Arc::clone(plan));
-        }
-        let mut source = self.source.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(plan) = self.plan.get() {
-            return Ok(Arc::clone(plan));
-        }
-        let typed = match source.as_ref() {
-            Some(Source::Typed(typed)) => typed.clone(),
-            Some(Source::File(file)) => file.typed()?,
-            None => anyhow::bail!("the general plan failed to optimize earlier"),
-        };
-        let plan = typed.into_optimized()?.into_runnable()?;
-        *source = None;
-        Ok(Arc::clone(self.plan.get_or_init(|| plan)))
-    }
-}
-
-/// Plans with the batch symbol fixed to one size each, and what it takes to make more.
-struct Specialised {
-    /// The typed model before optimization, from which plans are derived; kept only while
-    /// sizes other than those prepared at load get a plan on first use (models behind the
-    /// dynamic batcher, whose batch sizes are bounded by `max_batch_size`) and `limit`
-    /// allows more.
-    model: Option<TypedModel>,
-    symbol: Symbol,
-    plans: RwLock<HashMap<usize, Arc<TypedRunnableModel>>>,
-    /// The most plans kept (see [`plans_within`]).
-    limit: usize,
-    /// Held while a plan is being optimized on first use, so one size is optimized once and
-    /// other requests meanwhile run the general plan instead of waiting.
-    building: Mutex<()>,
-}
-
-impl Specialised {
-    /// Plans for batch 1 and the `eager` sizes, at most `limit` (at least 1) of them; more
-    /// on first use if `on_use`.
-    fn new(
-        model: TypedModel,
-        symbol: Symbol,
-        eager: &[usize],
-        on_use: bool,
-        limit: usize,
-    ) -> TractResult<Specialised> {
-        let mut plans = HashMap::new();
-        for &n in std::iter::once(&1).chain(eager) {
-            if plans.len() >= limit {
-                break;
-            }
-            if let std::collections::hash_map::Entry::Vacant(e) = plans.entry(n) {
-                e.insert(specialise(&model, &symbol, n)?);
-            }
-        }
-        let lazy = on_use && plans.len() < limit;
-        Ok(Specialised {
-            model: lazy.then_some(model),
-            symbol,
-            plans: RwLock::new(plans),
-            limit,
-            building: Mutex::new(()),
-        })
-    }
-
-    /// The plan for batch size `n`: prepared, optimized now, or `None` (use the general
-    /// plan) when sizes are not specialised on use, another size is being optimized, the
-    /// bound is reached or optimizing fails.
-    fn plan(&self, n: usize) -> Option<Arc<TypedRunnableModel>> {
-        let plans = self.plans.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(plan) = plans.get(&n) {
-            return Some(Arc::clone(plan));
-        }
-        let model = self.model.as_ref()?;
-        if plans.len() >= self.limit {
-            return None;
-        }
-        drop(plans);
-        let _building = self.building.try_lock().ok()?;
-        if let Some(plan) = self
-            .plans
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&n)
-        {
-            return Some(Arc::clone(plan));
-        }
-        match specialise(model, &self.symbol, n) {
-            Ok(plan) => {
-                let mut plans = self.plans.write().unwrap_or_else(PoisonError::into_inner);
-                plans.insert(n, Arc::clone(&plan));
-                Some(plan)
-            }
-            Err(e) => {
-                tracing::debug!("no plan specialised to batch {n}: {e:#}");
-                None
-            }
-        }
-    }
-}
-
-fn specialise(
-    model: &TypedModel,
-    symbol: &Symbol,
-    n: usize,
-) -> TractResult<Arc<TypedRunnableModel>> {
-    let subs = HashMap::from([(symbol.clone(), TDim::Val(n as i64))]);
-    model
-        .set_symbols(&subs)
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
 }
 
 impl TractEngine {
@@ -592,5 +383,6 @@ fn parse(proto: &ModelProto, path: &Path) -> anyhow::Result<InferenceModel> {
     Ok(parsed.model)
 }
 
+mod plans;
 #[cfg(test)]
 mod tests;

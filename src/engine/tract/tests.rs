@@ -1,5 +1,6 @@
 //! Unit tests of the tract engine's batch-size-specialised plans.
 
+use super::plans::MAX_SPECIALISED;
 use super::*;
 use std::path::PathBuf;
 use tract_onnx::prelude::tvec;
