@@ -11,8 +11,9 @@
 //! slower than running each request alone would. Without a queue delay, where instances run
 //! requests concurrently, the goal is also bounded by the batch's share of the queued rows
 //! among the idle workers, so that one worker does not run on one core what others could
-//! run beside it. A full queue refuses at once; a request
-//! whose caller went away is dropped before it runs.
+//! run beside it. Batches never gather more rows than the engine runs well
+//! ([`Engine::rows_per_run`]). A full queue refuses at once; a request whose caller went away
+//! is dropped before it runs.
 //!
 //! Without a queue delay, when no batch is being gathered, an instance is free (an engine
 //! that runs requests concurrently always is; one that runs a request at a time must be
@@ -135,7 +136,19 @@ impl Batcher {
         config: &DynamicBatching,
         observer: Option<BatchObserver>,
     ) -> std::io::Result<Batcher> {
-        let max_rows = max_batch_size.max(1) as usize;
+        // Rows beyond what every instance runs well (Engine::rows_per_run) are not gathered.
+        let max_rows = engines
+            .iter()
+            .filter_map(|e| e.rows_per_run())
+            .fold(max_batch_size.max(1) as usize, usize::min)
+            .max(1);
+        if max_rows < max_batch_size as usize {
+            tracing::info!(
+                "{name}: dynamic batches gather at most {max_rows} rows (max_batch_size \
+                 {max_batch_size}): larger runs would cost the engine another copy of the \
+                 model; a request of more rows still runs whole"
+            );
+        }
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 levels: (0..=config.priority_levels.max(1))
@@ -151,7 +164,8 @@ impl Batcher {
             target_rows: config
                 .preferred_batch_size
                 .last()
-                .map_or(max_rows, |&p| p as usize),
+                .map_or(max_rows, |&p| p as usize)
+                .min(max_rows),
             max_delay: Duration::from_micros(config.max_queue_delay_us),
             max_queue: config.max_queue_size as usize,
             observer,

@@ -25,6 +25,8 @@ pub(super) struct Doubler {
     /// `delay`.
     squared: bool,
     concurrent: bool,
+    /// What [`Engine::rows_per_run`] answers.
+    rows_per_run: Option<usize>,
     running: AtomicUsize,
     overlapped: AtomicUsize,
     /// The thread of each run.
@@ -56,6 +58,7 @@ fn doubler_with(
         delay,
         squared,
         concurrent,
+        rows_per_run: None,
         running: AtomicUsize::new(0),
         overlapped: AtomicUsize::new(0),
         threads: Mutex::new(Vec::new()),
@@ -92,6 +95,10 @@ impl Engine for Handle {
 
     fn concurrent(&self) -> bool {
         self.0.concurrent
+    }
+
+    fn rows_per_run(&self) -> Option<usize> {
+        self.0.rows_per_run
     }
 }
 
@@ -314,6 +321,35 @@ fn the_batcher_forms_batches_and_splits_them_back_exactly() {
     assert_eq!(firsts, 1);
     assert_eq!(d[0].runs(), vec![6]);
     assert_eq!(*seen.lock().unwrap(), vec![(6, 0)]);
+}
+
+/// An engine that runs at most 2 rows well (tract where larger sizes have no plan): batches
+/// gather no more, whatever `max_batch_size` and the queue delay allow; a request of more
+/// rows still runs, whole.
+#[test]
+fn batches_gather_no_more_rows_than_the_engine_runs_well() {
+    // One instance that runs a request at a time: one worker, runs in order.
+    let (engine, d) = doubler(Duration::ZERO, false);
+    drop(engine);
+    let d = Arc::new(Doubler {
+        rows_per_run: Some(2),
+        ..Arc::into_inner(d).unwrap()
+    });
+    let engines: Instances = Arc::new(vec![Box::new(Handle(Arc::clone(&d)))]);
+    let batcher = Batcher::start("t", engines, 8, &batching(100_000, 0), None).unwrap();
+    let tickets: Vec<_> = [(0.0, 1), (10.0, 1), (20.0, 1), (30.0, 3), (100.0, 1)]
+        .into_iter()
+        .map(|(start, n)| {
+            let t = batcher.submit(vec![rows(start, n)], n, Caller::Blocking, &NONE);
+            (start, n, t.unwrap())
+        })
+        .collect();
+    for (start, n, t) in tickets {
+        let r = t.wait_blocking().unwrap();
+        let want: Vec<f32> = (0..n * 2).map(|i| 2.0 * (start + i as f32)).collect();
+        assert_eq!(doubled(&r.outputs[0]), want);
+    }
+    assert_eq!(d.runs(), vec![2, 1, 3, 1]);
 }
 
 #[test]

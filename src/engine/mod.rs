@@ -213,6 +213,15 @@ pub trait Engine: Send + Sync {
     fn concurrent(&self) -> bool {
         true
     }
+
+    /// The most rows worth running at once where the caller may split its rows among runs
+    /// (the dynamic batcher): a run of more would cost the engine memory out of proportion to
+    /// its rows (tract: a plan of its own, the model's weights again, made where only smaller
+    /// sizes have plans). `None`: no bound but the model's `max_batch_size`. A request of more
+    /// rows than this still runs, whole.
+    fn rows_per_run(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Loads `path` with `backend`.

@@ -36,6 +36,10 @@ pub struct TractEngine {
     general: General,
     /// Plans with the batch symbol fixed, when the model has a symbolic batch.
     specialised: Option<Specialised>,
+    /// Where no more specialised plans may be made and the general plan would read the
+    /// model again: the sizes up to which every size has its plan (see
+    /// [`Engine::rows_per_run`]).
+    rows_per_run: Option<usize>,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
 }
@@ -91,13 +95,17 @@ impl TractEngine {
             ),
             _ => None,
         };
+        let mut rows_per_run = None;
         let general = match &specialised {
             Some(s) if s.model.is_some() => General::on_use(Source::Typed(typed)),
-            Some(_) => General::on_use(Source::File(ModelFile {
-                path: path.to_path_buf(),
-                options: options.clone(),
-                stamp,
-            })),
+            Some(s) => {
+                rows_per_run = Some(s.sizes_from_one());
+                General::on_use(Source::File(ModelFile {
+                    path: path.to_path_buf(),
+                    options: options.clone(),
+                    stamp,
+                }))
+            }
             None => General::ready(
                 typed
                     .into_optimized()
@@ -108,6 +116,7 @@ impl TractEngine {
         Ok(TractEngine {
             general,
             specialised,
+            rows_per_run,
             inputs,
             outputs,
         })
@@ -226,6 +235,10 @@ impl Engine for TractEngine {
 
     fn outputs(&self) -> &[TensorSpec] {
         &self.outputs
+    }
+
+    fn rows_per_run(&self) -> Option<usize> {
+        self.rows_per_run
     }
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {

@@ -173,6 +173,16 @@ impl Specialised {
         })
     }
 
+    /// The largest size up to which every batch size has its plan (at least 1: batch 1
+    /// always has one).
+    pub(super) fn sizes_from_one(&self) -> usize {
+        let plans = self.plans.read().unwrap_or_else(PoisonError::into_inner);
+        (1..)
+            .find(|n| !plans.contains_key(n))
+            .map_or(1, |n| n - 1)
+            .max(1)
+    }
+
     /// The plan for batch size `n`: prepared, optimized now, or `None` (use the general
     /// plan) when sizes are not specialised on use, another size is being optimized, the
     /// bound is reached or optimizing fails.

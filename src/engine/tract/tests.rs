@@ -242,6 +242,7 @@ fn the_general_plan_reads_the_file_again_when_no_more_plans_may_be_made() {
         kept.general.source.lock().unwrap().as_ref(),
         Some(Source::Typed(_))
     ));
+    assert_eq!(kept.rows_per_run(), None);
 
     let engine = TractEngine::load_unguarded(&path, &options, weights + 1).unwrap();
     assert_eq!(sizes(&engine), [1]);
@@ -249,6 +250,14 @@ fn the_general_plan_reads_the_file_again_when_no_more_plans_may_be_made() {
         engine.general.source.lock().unwrap().as_ref(),
         Some(Source::File(_))
     ));
+    // The batcher is told to gather no more rows than plans exist for, from 1 on.
+    assert_eq!(engine.rows_per_run(), Some(1));
+    let two = LoadOptions {
+        batch_sizes: vec![2],
+        ..options.clone()
+    };
+    let pair = TractEngine::load_unguarded(&path, &two, 2 * weights + 1).unwrap();
+    assert_eq!(pair.rows_per_run(), Some(2));
     let out = engine.run(vec![images(3, 1)]).unwrap();
     assert_eq!(
         probabilities(&out),
