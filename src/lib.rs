@@ -2,9 +2,11 @@
 //!
 //! Layers, from the outside in: [`cli`] → front ends ([`http`], [`grpc`], [`edge`], [`bench`])
 //! → [`auth`] (API keys, shared by the front ends) → [`telemetry`] → serving core ([`models`] → [`batch`] → [`hook`]) → [`registry`] →
-//! [`engine`]s → [`tensor`] (the engine-neutral data, and the one error kind) → [`fsutil`].
+//! [`engine`]s → [`tensor`] (the engine-neutral data, and the one error kind) → [`fsutil`];
+//! [`alloc`] (the allocator) beneath them all.
 //! No layer uses one above it; ARCHITECTURE.md says where front ends and engines plug in.
 
+pub mod alloc;
 pub mod auth;
 pub mod batch;
 pub mod bench;

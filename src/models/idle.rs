@@ -27,7 +27,7 @@ pub fn spawn_trim(models: &Arc<ModelManager>) -> std::io::Result<()> {
                 let last = models.last_inference_ms();
                 let idle_ms = now_ms().saturating_sub(last);
                 if last > trimmed_at && u128::from(idle_ms) >= IDLE_AFTER.as_millis() {
-                    super::release_freed_memory();
+                    crate::alloc::release_freed_memory();
                     trimmed_at = last;
                 }
             }

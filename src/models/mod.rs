@@ -311,7 +311,7 @@ impl ModelManager {
             status.versions.insert(version, state);
         }
         // Loading (parsing, typing, optimizing) frees far more than it keeps.
-        release_freed_memory();
+        crate::alloc::release_freed_memory();
         self.loading.fetch_sub(1, Ordering::SeqCst);
     }
 
@@ -422,19 +422,6 @@ impl ModelManager {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ModelStatus>> {
         self.models.write().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Returns the heap memory freed so far to the operating system. glibc's allocator keeps
-/// freed memory in each thread's arena for reuse; a model's load frees several times the
-/// model's size (parsed protobuf, unoptimized graphs), which would otherwise stay in the
-/// process's RSS for good.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel; it has no
-    // preconditions and is thread-safe.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

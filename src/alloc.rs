@@ -1,0 +1,95 @@
+//! The process's allocator, and returning the memory it frees to the operating system.
+//!
+//! Rust allocations go to jemalloc: per-thread caches make the small allocations of every
+//! request (bodies, tensors, tract's per-run state) cheaper than glibc's arenas, which also
+//! contend when one thread frees what another allocated. A background thread gives pages
+//! unused for a second back to the operating system, so memory used under load does not stay
+//! in the process's RSS once the load is gone. C libraries (ONNX Runtime, OpenCL drivers)
+//! still allocate through glibc.
+//!
+//! Under `cargo fuzz` (`cfg(fuzzing)`) the system allocator stays, for the sanitizers.
+
+use std::ffi::CStr;
+
+// Fuzzing builds keep the system allocator, which their sanitizers instrument.
+#[cfg(not(fuzzing))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, in `MALLOC_CONF` syntax (the `_RJEM_MALLOC_CONF` environment variable
+/// overrides them): one background thread purges pages freed for a second (`dirty_decay_ms`),
+/// returning them at once rather than as lazily-freed pages the RSS still counts
+/// (`muzzy_decay_ms:0`).
+// jemalloc reads this symbol at its initialisation; it lies beside the allocator so that the
+// object file defining the allocator (always linked) defines it too.
+#[used]
+#[export_name = "_rjem_malloc_conf"]
+static MALLOC_CONF: &[u8; 85] =
+    b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
+/// Returns the heap memory freed so far to the operating system, at once: jemalloc's freed
+/// pages (else returned a second later) and glibc's (ONNX Runtime's and other C libraries'
+/// allocations, which glibc otherwise keeps in each thread's arena for good). A model's load
+/// frees several times the model's size (parsed protobuf, unoptimized graphs).
+pub fn release_freed_memory() {
+    purge(c"arena.4096.purge");
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it has no
+    // preconditions and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Runs a jemalloc control that takes and returns nothing (`arena.<i>.purge`; 4096 is
+/// `MALLCTL_ARENAS_ALL`); returns its error code (0: done).
+fn purge(name: &CStr) -> i32 {
+    // SAFETY: a void control: no value read or written, so null pointers and a zero length
+    // are what it takes; an unknown name only returns an error code.
+    let rc = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            name.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!("jemalloc {name:?}: error {rc}");
+    }
+    rc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads a `size_t`-sized or `bool` jemalloc option.
+    fn read<T: Default>(name: &CStr) -> T {
+        let mut value = T::default();
+        let mut len = std::mem::size_of::<T>();
+        // SAFETY: `value` is a T of `len` bytes, as the named control writes.
+        let rc = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                name.as_ptr(),
+                (&mut value as *mut T).cast(),
+                &mut len,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "{name:?}");
+        value
+    }
+
+    #[test]
+    fn jemalloc_runs_with_the_options_set_here_and_purges() {
+        assert!(read::<bool>(c"opt.background_thread"));
+        assert_eq!(read::<isize>(c"opt.dirty_decay_ms"), 1000);
+        assert_eq!(read::<isize>(c"opt.muzzy_decay_ms"), 0);
+        drop(vec![7u8; 1 << 20]);
+        assert_eq!(purge(c"arena.4096.purge"), 0);
+        assert_ne!(purge(c"arena.4096.no-such-control"), 0);
+    }
+}
