@@ -11,7 +11,6 @@
 
 use std::ffi::CStr;
 
-// Fuzzing builds keep the system allocator, which their sanitizers instrument.
 #[cfg(not(fuzzing))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

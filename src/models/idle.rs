@@ -1,8 +1,7 @@
 //! Returning memory freed by a burst of requests to the operating system once the server is
-//! idle again. glibc's allocator keeps what the request threads free (bodies, decoded
-//! tensors, the engines' intermediate values) in per-thread arenas for reuse, so a process's
-//! RSS stays at its busiest moment's for good; allocators that purge on their own (jemalloc's
-//! decay) do what this does.
+//! idle again ([`crate::alloc::release_freed_memory`]): jemalloc would return its pages a
+//! second later anyway, but glibc, through which ONNX Runtime and other C libraries allocate,
+//! keeps what their threads free in per-thread arenas for good.
 
 use super::stats::now_ms;
 use super::ModelManager;
