@@ -1,12 +1,14 @@
 //! `--max-inflight` on the HTTP routes: inference requests beyond the server-wide bound
 //! ([`crate::models::InflightLimit`]) are refused at once.
 
-use super::{ApiError, AppState};
-use axum::extract::{MatchedPath, Request, State};
+use super::ApiError;
+use crate::models::InflightLimit;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a refused request's body is read (and dropped) before the answer.
@@ -17,9 +19,9 @@ const DRAIN_REFUSED: Duration = Duration::from_secs(1);
 /// body, instead of queueing without bound; health, metadata and metrics are never refused.
 /// The refused body is read and dropped as it streams in (for at most a second), so a client
 /// that sends its whole body before reading gets the 503 on a connection that stays usable
-/// rather than a reset.
-pub async fn admit(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    if st.config.inflight.limit().is_none() {
+/// rather than a reset. Part of [`super::front`], the one middleware of every route.
+pub(super) async fn admit(inflight: &Arc<InflightLimit>, req: Request, next: Next) -> Response {
+    if inflight.limit().is_none() {
         return next.run(req).await;
     }
     let inference = req.method() == Method::POST
@@ -30,7 +32,7 @@ pub async fn admit(State(st): State<AppState>, req: Request, next: Next) -> Resp
     if !inference {
         return next.run(req).await;
     }
-    match st.config.inflight.admit() {
+    match inflight.admit() {
         Ok(admitted) => {
             let response = next.run(req).await;
             drop(admitted);

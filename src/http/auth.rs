@@ -50,21 +50,32 @@ fn is_model_route(segments: &[&str]) -> bool {
 }
 
 /// Axum middleware: lets open routes through, and otherwise requires a key whose role
-/// allows the route (401 with `WWW-Authenticate: Bearer` without a valid key, 403 for a
-/// `score` key on an admin route). The caller's [`Role`] is added to the request's
-/// extensions. Apply with `axum::middleware::from_fn_with_state(keys, require_key)`.
+/// allows the route, as [`authorize`] says. Apply with
+/// `axum::middleware::from_fn_with_state(keys, require_key)`; scoria's own router calls
+/// [`authorize`] from its one middleware instead.
 pub async fn require_key(
     State(keys): State<Arc<ApiKeys>>,
     mut req: Request,
     next: Next,
 ) -> Response {
+    match authorize(&keys, &mut req) {
+        Ok(()) => next.run(req).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Lets open routes through, and otherwise requires a key whose role allows the route: the
+/// error to answer instead is 401 with `WWW-Authenticate: Bearer` without a valid key, 403
+/// for a `score` key on an admin route. The caller's [`Role`] is added to the request's
+/// extensions.
+pub fn authorize(keys: &ApiKeys, req: &mut Request) -> Result<(), ApiError> {
     let Some(required) = required_role(req.method(), req.uri().path()) else {
-        return next.run(req).await;
+        return Ok(());
     };
     match keys.check(req.headers().get(header::AUTHORIZATION)) {
         Ok(role) if role.allows(required) => {
             req.extensions_mut().insert(role);
-            next.run(req).await
+            Ok(())
         }
         Ok(role) => {
             tracing::debug!(
@@ -72,14 +83,13 @@ pub async fn require_key(
                 req.method(),
                 req.uri().path()
             );
-            ApiError::Forbidden(format!(
+            Err(ApiError::Forbidden(format!(
                 "this route needs an {required} key; the key given has role {role}"
-            ))
-            .into_response()
+            )))
         }
         Err(e) => {
             tracing::debug!("401 for {} {}: {e}", req.method(), req.uri().path());
-            ApiError::Unauthorized(e.to_string()).into_response()
+            Err(ApiError::Unauthorized(e.to_string()))
         }
     }
 }

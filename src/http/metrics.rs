@@ -1,15 +1,15 @@
 //! Request instrumentation and the `/metrics` route.
 //!
-//! Handlers that serve a model attach a [`ServedBy`] to their response; one middleware turns
-//! every response into a [`RequestRecord`], so counting happens in exactly one place.
+//! Handlers that serve a model attach a [`ServedBy`] to their response; [`Tracker`], in the
+//! one middleware of every route, turns every response into a [`RequestRecord`], so counting
+//! happens in exactly one place.
 
 use super::AppState;
 use crate::models::stats::Timings;
-use crate::telemetry::RequestRecord;
+use crate::telemetry::{InFlight, Metrics, RequestRecord};
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,45 +58,53 @@ pub struct ServedBy {
     pub timings: Option<Timings>,
 }
 
-/// Middleware: records every request in the metrics registry.
-pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let _in_flight = st.metrics.in_flight();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let read = Arc::new(AtomicU64::new(0));
-    let counted = Arc::clone(&read);
-    let req = req.map(|inner| {
-        Body::new(Counted {
-            inner,
-            read: counted,
-        })
-    });
-    let response = next.run(req).await;
-    // What the handler read; a body it never read counts as nothing received.
-    let request_bytes = read.load(Ordering::Relaxed);
-    let status = response.status();
-    let outcome = if status.is_server_error() {
-        "server_error"
-    } else if status.is_client_error() {
-        "client_error"
-    } else {
-        "success"
-    };
-    let served = response.extensions().get::<ServedBy>();
-    st.metrics.record(&RequestRecord {
-        model: served.map_or("", |s| &s.model),
-        version: served.map_or("", |s| &s.version),
-        route: &route,
-        outcome,
-        total: started.elapsed(),
-        timings: served.and_then(|s| s.timings),
-        request_bytes,
-        response_bytes: response.body().size_hint().exact().unwrap_or(0),
-    });
-    response
+/// One request being counted, from its arrival ([`Tracker::start`]) to its response
+/// ([`Tracker::finish`]); part of [`super::front`], the one middleware of every route.
+pub(super) struct Tracker {
+    started: Instant,
+    _in_flight: InFlight,
+    route: Option<MatchedPath>,
+    read: Arc<AtomicU64>,
+}
+
+impl Tracker {
+    /// Counts `req` as in flight and its body's bytes as the handler reads them.
+    pub(super) fn start(metrics: &Metrics, req: Request) -> (Tracker, Request) {
+        let read = Arc::new(AtomicU64::new(0));
+        let tracker = Tracker {
+            started: Instant::now(),
+            _in_flight: metrics.in_flight(),
+            route: req.extensions().get::<MatchedPath>().cloned(),
+            read: Arc::clone(&read),
+        };
+        let req = req.map(|inner| Body::new(Counted { inner, read }));
+        (tracker, req)
+    }
+
+    /// Records the request in `metrics` with its `response`.
+    pub(super) fn finish(self, metrics: &Metrics, response: &Response) {
+        // What the handler read; a body it never read counts as nothing received.
+        let request_bytes = self.read.load(Ordering::Relaxed);
+        let status = response.status();
+        let outcome = if status.is_server_error() {
+            "server_error"
+        } else if status.is_client_error() {
+            "client_error"
+        } else {
+            "success"
+        };
+        let served = response.extensions().get::<ServedBy>();
+        metrics.record(&RequestRecord {
+            model: served.map_or("", |s| &s.model),
+            version: served.map_or("", |s| &s.version),
+            route: self.route.as_ref().map_or("unmatched", MatchedPath::as_str),
+            outcome,
+            total: self.started.elapsed(),
+            timings: served.and_then(|s| s.timings),
+            request_bytes,
+            response_bytes: response.body().size_hint().exact().unwrap_or(0),
+        });
+    }
 }
 
 /// `GET /metrics`: the Prometheus text exposition.

@@ -7,6 +7,7 @@ mod admission;
 pub mod auth;
 pub(crate) mod body;
 mod error;
+mod front;
 pub mod metrics;
 mod openapi;
 mod score;
@@ -27,6 +28,7 @@ use axum::Router;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
+use tower::Layer;
 
 /// Default request body limit: 64 MiB.
 pub const DEFAULT_MAX_BODY: usize = 64 << 20;
@@ -98,12 +100,12 @@ impl std::ops::Deref for AppState {
 }
 
 /// The complete router, without a socket (tests drive it with `oneshot`).
-/// With API keys configured, authentication wraps everything, fallbacks included, so unknown
-/// paths reveal nothing to unauthenticated callers and no body is read before the check.
+/// Every route, fallbacks included, goes through [`front::front`]: with API keys configured,
+/// authentication comes first, so unknown paths reveal nothing to unauthenticated callers
+/// and no body is read before the check.
 pub fn router(models: Arc<ModelManager>, metrics: Arc<Metrics>, config: HttpConfig) -> Router {
-    let keys = config.api_keys.clone();
     let state = AppState::new(models, metrics, config);
-    let app = v2::routes()
+    v2::routes()
         .route("/metrics", get(metrics::metrics))
         .route("/", get(score::healthy))
         .route("/swagger.json", get(openapi::swagger))
@@ -114,21 +116,9 @@ pub fn router(models: Arc<ModelManager>, metrics: Arc<Metrics>, config: HttpConf
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            admission::admit,
+            front::front,
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
-        .with_state(state);
-    let app = match keys {
-        Some(keys) => app.layer(axum::middleware::from_fn_with_state(
-            keys,
-            auth::require_key,
-        )),
-        None => app,
-    };
-    app.layer(axum::middleware::from_fn(ui::security_headers))
+        .with_state(state)
 }
 
 async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
@@ -159,11 +149,9 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(client_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    // The studio's server page shows where the server listens.
-    let router = match listener.local_addr() {
-        Ok(addr) => router.layer(axum::Extension(ui::ListenAddr(addr))),
-        Err(_) => router,
-    };
+    // The studio's server page shows where the server listens. Added once in front of the
+    // router rather than with `Router::layer`, which would wrap (and box) every route.
+    let listen = ui::ListenAddr(listener.local_addr().ok());
     tokio::pin!(shutdown);
     loop {
         let (tcp, _peer) = tokio::select! {
@@ -182,7 +170,9 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!("could not set TCP_NODELAY: {e}");
         }
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let service = hyper_util::service::TowerToHyperService::new(
+            axum::Extension(listen).layer(router.clone()),
+        );
         let connection = http.serve_connection(TokioIo::new(tcp), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

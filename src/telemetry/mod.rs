@@ -7,9 +7,12 @@ use crate::batch::{BatchObserver, BatchObservers};
 use crate::models::stats::Timings;
 use crate::models::{ModelManager, VersionState};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 pub mod edge;
@@ -50,7 +53,70 @@ pub struct Metrics {
     queue_depth: IntGaugeVec,
     pending: IntGaugeVec,
     inflight: IntGauge,
+    /// The series of each (model, version, route) requests were recorded for.
+    series: RwLock<HashMap<SeriesKey, Series>>,
 }
+
+/// The series one (model, version, route) records into, resolved on its first request:
+/// each `with_label_values` hashes its labels, takes its vector's lock and clones a handle,
+/// which six times a request showed in the profile. A series appears in `/metrics` when
+/// first recorded, as before (hence the cells).
+struct Series {
+    /// `requests_total` by outcome, in [`OUTCOMES`]' order.
+    requests: [OnceLock<IntCounter>; 3],
+    duration: Histogram,
+    request_bytes: IntCounter,
+    response_bytes: IntCounter,
+    queue: OnceLock<Histogram>,
+    compute: OnceLock<Histogram>,
+}
+
+/// The outcomes [`RequestRecord::outcome`] names.
+const OUTCOMES: [&str; 3] = ["success", "client_error", "server_error"];
+
+/// (model, version, route), owned.
+#[derive(PartialEq, Eq, Hash)]
+struct SeriesKey(String, String, String);
+
+/// (model, version, route), as a request names them: the map is searched with borrowed
+/// labels through `Borrow<dyn Labels>`, so a lookup allocates nothing.
+trait Labels {
+    fn labels(&self) -> (&str, &str, &str);
+}
+
+impl Labels for SeriesKey {
+    fn labels(&self) -> (&str, &str, &str) {
+        (&self.0, &self.1, &self.2)
+    }
+}
+
+impl Labels for (&str, &str, &str) {
+    fn labels(&self) -> (&str, &str, &str) {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn Labels + 'a> for SeriesKey {
+    fn borrow(&self) -> &(dyn Labels + 'a) {
+        self
+    }
+}
+
+// Hashes and compares as `SeriesKey`'s derived impls do (a tuple of three `str`s), which
+// `Borrow` requires.
+impl Hash for dyn Labels + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.labels().hash(state);
+    }
+}
+
+impl PartialEq for dyn Labels + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.labels() == other.labels()
+    }
+}
+
+impl Eq for dyn Labels + '_ {}
 
 /// Counts one request as in flight until dropped (see [`Metrics::in_flight`]).
 pub struct InFlight(IntGauge);
@@ -134,6 +200,7 @@ impl Metrics {
                     "inflight_requests",
                     "Requests the server is handling now, on every route",
                 )?,
+                series: RwLock::default(),
                 registry,
             };
             m.registry.register(Box::new(m.pending.clone()))?;
@@ -163,25 +230,51 @@ impl Metrics {
 
     /// Records one served request.
     pub fn record(&self, r: &RequestRecord) {
+        let key = (r.model, r.version, r.route);
+        {
+            let series = self.series.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = series.get(&key as &dyn Labels) {
+                return self.record_in(s, r);
+            }
+        }
         let labels = [r.model, r.version, r.route];
-        self.requests
-            .with_label_values(&[r.model, r.version, r.route, r.outcome])
-            .inc();
-        self.duration
-            .with_label_values(&labels)
-            .observe(r.total.as_secs_f64());
-        self.request_bytes
-            .with_label_values(&labels)
-            .inc_by(r.request_bytes);
-        self.response_bytes
-            .with_label_values(&labels)
-            .inc_by(r.response_bytes);
+        let s = Series {
+            requests: Default::default(),
+            duration: self.duration.with_label_values(&labels),
+            request_bytes: self.request_bytes.with_label_values(&labels),
+            response_bytes: self.response_bytes.with_label_values(&labels),
+            queue: OnceLock::new(),
+            compute: OnceLock::new(),
+        };
+        self.record_in(&s, r);
+        let key = SeriesKey(r.model.into(), r.version.into(), r.route.into());
+        let mut series = self.series.write().unwrap_or_else(|e| e.into_inner());
+        series.entry(key).or_insert(s);
+    }
+
+    fn record_in(&self, s: &Series, r: &RequestRecord) {
+        match OUTCOMES.iter().position(|o| *o == r.outcome) {
+            Some(i) => s.requests[i]
+                .get_or_init(|| {
+                    self.requests
+                        .with_label_values(&[r.model, r.version, r.route, OUTCOMES[i]])
+                })
+                .inc(),
+            None => self
+                .requests
+                .with_label_values(&[r.model, r.version, r.route, r.outcome])
+                .inc(),
+        }
+        s.duration.observe(r.total.as_secs_f64());
+        s.request_bytes.inc_by(r.request_bytes);
+        s.response_bytes.inc_by(r.response_bytes);
         if let Some(t) = &r.timings {
-            self.queue
-                .with_label_values(&[r.model, r.version])
+            let model = [r.model, r.version];
+            s.queue
+                .get_or_init(|| self.queue.with_label_values(&model))
                 .observe(t.queue.as_secs_f64());
-            self.compute
-                .with_label_values(&[r.model, r.version])
+            s.compute
+                .get_or_init(|| self.compute.with_label_values(&model))
                 .observe(t.compute().as_secs_f64());
         }
     }
@@ -289,6 +382,67 @@ mod tests {
         #[cfg(target_os = "linux")]
         assert!(
             text.contains("scoria_process_resident_memory_bytes"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn series_resolved_once_count_every_request_under_its_own_labels() {
+        let m = Metrics::new();
+        let record = |model, route, outcome, timings| {
+            m.record(&RequestRecord {
+                model,
+                version: "1",
+                route,
+                outcome,
+                total: Duration::from_millis(1),
+                timings,
+                request_bytes: 10,
+                response_bytes: 5,
+            })
+        };
+        let timed = Some(Timings::default());
+        for _ in 0..3 {
+            record("digits", "/v2/models/{model}/infer", "success", timed);
+        }
+        record("digits", "/v2/models/{model}/infer", "client_error", None);
+        record("lenet", "/v2/models/{model}/infer", "success", timed);
+        record("digits", "/score", "success", None);
+        record("digits", "/score", "unexpected", None);
+        let repo = crate::registry::Repository::open(std::env::temp_dir()).unwrap();
+        let text = m.render(&ModelManager::new(
+            repo,
+            crate::models::LoadDefaults::default(),
+        ));
+        let has = |line: &str| assert!(text.contains(line), "{line} missing from\n{text}");
+        has(
+            r#"scoria_requests_total{model="digits",outcome="success",route="/v2/models/{model}/infer",version="1"} 3"#,
+        );
+        has(
+            r#"scoria_requests_total{model="digits",outcome="client_error",route="/v2/models/{model}/infer",version="1"} 1"#,
+        );
+        has(
+            r#"scoria_requests_total{model="lenet",outcome="success",route="/v2/models/{model}/infer",version="1"} 1"#,
+        );
+        has(
+            r#"scoria_requests_total{model="digits",outcome="success",route="/score",version="1"} 1"#,
+        );
+        has(
+            r#"scoria_requests_total{model="digits",outcome="unexpected",route="/score",version="1"} 1"#,
+        );
+        has(
+            r#"scoria_request_bytes_total{model="digits",route="/v2/models/{model}/infer",version="1"} 40"#,
+        );
+        has(
+            r#"scoria_request_duration_seconds_count{model="digits",route="/score",version="1"} 2"#,
+        );
+        has(r#"scoria_request_queue_seconds_count{model="digits",version="1"} 3"#);
+        has(r#"scoria_request_compute_seconds_count{model="lenet",version="1"} 1"#);
+        // No outcome or timing that never happened shows as a series.
+        assert!(!text.contains(r#"outcome="server_error""#), "{text}");
+        assert_eq!(
+            text.matches("scoria_request_queue_seconds_count").count(),
+            2,
             "{text}"
         );
     }

@@ -19,9 +19,10 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
 
-/// The address the HTTP server listens on, added to every request by `http::serve`.
+/// The address the HTTP server listens on (`None` where the socket could not say), added to
+/// every request by `http::serve`.
 #[derive(Debug, Clone, Copy)]
-pub struct ListenAddr(pub SocketAddr);
+pub struct ListenAddr(pub Option<SocketAddr>);
 
 /// Largest hook source the models page shows.
 const MAX_HOOK_BYTES: u64 = 256 << 10;
@@ -81,7 +82,7 @@ pub(super) async fn server(
         "version": env!("CARGO_PKG_VERSION"),
         "started": humantime::format_rfc3339_seconds(started_at).to_string(),
         "uptime_s": since.elapsed().as_secs_f64(),
-        "listen": listen.map(|Extension(ListenAddr(a))| vec![format!("http://{a}")]).unwrap_or_default(),
+        "listen": listen.and_then(|Extension(ListenAddr(a))| a).map(|a| vec![format!("http://{a}")]).unwrap_or_default(),
         "auth": {
             "keys": keys,
             "role": role.name(),

@@ -18,9 +18,7 @@ mod assets;
 pub(super) use api::ListenAddr;
 
 use super::AppState;
-use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -46,31 +44,26 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/ui/api/runs/{id}", get(api::run))
 }
 
-/// Middleware for the whole router: adds the studio's security headers to every response
-/// under `/ui` (errors, 401s and 404s included).
-pub(super) async fn security_headers(req: Request, next: Next) -> Response {
-    let studio = is_studio_path(req.uri().path());
-    let mut response = next.run(req).await;
-    if studio {
-        let h = response.headers_mut();
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP),
-        );
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        h.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        );
-        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    }
-    response
+/// Adds the studio's security headers (see [`CSP`]) to a response.
+pub(super) fn add_security_headers(h: &mut HeaderMap) {
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
-fn is_studio_path(path: &str) -> bool {
+/// True for the paths whose responses (errors, 401s and 404s included) carry the studio's
+/// security headers.
+pub(super) fn is_studio_path(path: &str) -> bool {
     path == PATH || path.starts_with("/ui/")
 }
 

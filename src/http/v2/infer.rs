@@ -8,8 +8,10 @@ use crate::http::{ApiError, AppState};
 use crate::models::stats::Timings;
 use crate::models::LoadedVersion;
 use axum::body::Bytes;
+use axum::extract::FromRequestParts;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
@@ -27,7 +29,7 @@ const OFFLOAD_ELEMENTS: usize = 16 << 10;
 pub async fn infer(
     State(st): State<AppState>,
     r: ModelRef,
-    headers: HeaderMap,
+    HeaderLength(header_length): HeaderLength,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let loaded = st.models.get(&r.model, r.version.as_deref())?;
@@ -36,7 +38,7 @@ pub async fn infer(
         version: loaded.version().to_string(),
         timings: None,
     };
-    let mut response = match run(&loaded, &headers, &body).await {
+    let mut response = match run(&loaded, header_length.as_ref(), &body).await {
         Ok((response, timings)) => {
             served.timings = Some(timings);
             response
@@ -49,10 +51,10 @@ pub async fn infer(
 
 async fn run(
     loaded: &Arc<LoadedVersion>,
-    headers: &HeaderMap,
+    header_length: Option<&HeaderValue>,
     body: &Bytes,
 ) -> Result<(Response, Timings), ApiError> {
-    let header_length = headers.get(HEADER_LENGTH).map(HeaderValue::as_bytes);
+    let header_length = header_length.map(HeaderValue::as_bytes);
     let json_bytes = header_length
         .and_then(|h| std::str::from_utf8(h).ok()?.trim().parse::<usize>().ok())
         .map_or(body.len(), |n| n.min(body.len()));
@@ -96,6 +98,18 @@ async fn run(
         h.insert(HEADER_LENGTH, HeaderValue::from(n));
     }
     Ok((response, timings))
+}
+
+/// The request's `Inference-Header-Content-Length`, if any: the one header the handler reads,
+/// taken alone rather than by copying the whole header map.
+pub struct HeaderLength(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for HeaderLength {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(HeaderLength(parts.headers.get(HEADER_LENGTH).cloned()))
+    }
 }
 
 /// Runs `work` on a blocking-pool thread.
