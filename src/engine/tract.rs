@@ -19,7 +19,7 @@ use super::{import, onnx_file, Backend, Dim, Engine, EngineError, LoadOptions, T
 use crate::tensor::{DataType, Tensor, TensorData};
 use crate::with_tensor_data;
 use plans::{
-    plans_within, weight_bytes, General, ModelFile, Source, Specialised, Stamp, PLAN_BYTES,
+    plans_within, weight_bytes, General, ModelFile, Plan, Source, Specialised, Stamp, PLAN_BYTES,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -110,6 +110,7 @@ impl TractEngine {
                 typed
                     .into_optimized()
                     .and_then(|m| m.into_runnable())
+                    .and_then(Plan::new)
                     .map_err(load)?,
             ),
         };

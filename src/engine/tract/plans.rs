@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::SystemTime;
 use tract_onnx::prelude::{
-    IntoRunnable, Symbol, TDim, TractResult, TypedModel, TypedRunnableModel,
+    IntoRunnable, Symbol, TDim, TValue, TVec, TractResult, TypedModel, TypedRunnableModel,
+    TypedSimpleState,
 };
 use tract_onnx::tract_core::ops::konst::Const;
 
@@ -37,11 +38,64 @@ pub(super) fn weight_bytes(model: &TypedModel) -> u64 {
         .sum()
 }
 
+/// Run states a plan keeps for reuse, at most: one per thread that may run it at once.
+const IDLE_STATES: usize = 16;
+
+/// A runnable plan and the run states it has made and got back. `SimplePlan::run` makes a
+/// state (a value slot per node, each op's state, a session) and drops it again on every
+/// run, which the profile showed as a few percent of a small model's request; tract resets
+/// a state's values after each successful run, so a state whose ops keep nothing between
+/// runs (every op of the usual ONNX model) serves the next run as a new one would.
+pub(super) struct Plan {
+    pub(super) runnable: Arc<TypedRunnableModel>,
+    /// States back from successful runs; empty and unused when `reuse` is false.
+    pub(super) idle: Mutex<Vec<TypedSimpleState>>,
+    /// No op of the plan has a state of its own.
+    reuse: bool,
+}
+
+impl Plan {
+    pub(super) fn new(runnable: Arc<TypedRunnableModel>) -> TractResult<Arc<Plan>> {
+        let state = runnable.spawn()?;
+        let reuse = state.op_states.iter().all(Option::is_none);
+        let idle = if reuse { vec![state] } else { Vec::new() };
+        Ok(Arc::new(Plan {
+            runnable,
+            idle: Mutex::new(idle),
+            reuse,
+        }))
+    }
+
+    /// Runs the plan on `inputs`. A state that failed is dropped, not reused.
+    pub(super) fn run(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        if !self.reuse {
+            return self.runnable.run(inputs);
+        }
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let mut state = match idle {
+            Some(state) => state,
+            None => self.runnable.spawn()?,
+        };
+        let outputs = state.run(inputs)?;
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < IDLE_STATES {
+            idle.push(state);
+        }
+        Ok(outputs)
+    }
+
+    /// Whether run states are kept for reuse.
+    #[cfg(test)]
+    pub(super) fn reuses_states(&self) -> bool {
+        self.reuse
+    }
+}
+
 /// The general plan: optimized at load when it is the only plan; on first use when
 /// specialised plans answer the common sizes, so a model that only ever gets those never pays
 /// for it (optimizing and packing weights is most of a load).
 pub(super) struct General {
-    pub(super) plan: OnceLock<Arc<TypedRunnableModel>>,
+    pub(super) plan: OnceLock<Arc<Plan>>,
     /// What to optimize it from, until it is.
     pub(super) source: Mutex<Option<Source>>,
 }
@@ -93,7 +147,7 @@ impl ModelFile {
 }
 
 impl General {
-    pub(super) fn ready(plan: Arc<TypedRunnableModel>) -> General {
+    pub(super) fn ready(plan: Arc<Plan>) -> General {
         General {
             plan: OnceLock::from(plan),
             source: Mutex::new(None),
@@ -109,7 +163,7 @@ impl General {
 
     /// The plan, optimized now if it is not yet (callers meanwhile wait for it). A source
     /// that fails stays, so that a file restored in place serves again.
-    pub(super) fn get(&self) -> TractResult<Arc<TypedRunnableModel>> {
+    pub(super) fn get(&self) -> TractResult<Arc<Plan>> {
         if let Some(plan) = self.plan.get() {
             return Ok(Arc::clone(plan));
         }
@@ -122,7 +176,7 @@ impl General {
             Some(Source::File(file)) => file.typed()?,
             None => anyhow::bail!("the general plan failed to optimize earlier"),
         };
-        let plan = typed.into_optimized()?.into_runnable()?;
+        let plan = Plan::new(typed.into_optimized()?.into_runnable()?)?;
         *source = None;
         Ok(Arc::clone(self.plan.get_or_init(|| plan)))
     }
@@ -136,7 +190,7 @@ pub(super) struct Specialised {
     /// allows more.
     pub(super) model: Option<TypedModel>,
     symbol: Symbol,
-    pub(super) plans: RwLock<HashMap<usize, Arc<TypedRunnableModel>>>,
+    pub(super) plans: RwLock<HashMap<usize, Arc<Plan>>>,
     /// The most plans kept (see [`plans_within`]).
     limit: usize,
     /// Held while a plan is being optimized on first use, so one size is optimized once and
@@ -186,7 +240,7 @@ impl Specialised {
     /// The plan for batch size `n`: prepared, optimized now, or `None` (use the general
     /// plan) when sizes are not specialised on use, another size is being optimized, the
     /// bound is reached or optimizing fails.
-    pub(super) fn plan(&self, n: usize) -> Option<Arc<TypedRunnableModel>> {
+    pub(super) fn plan(&self, n: usize) -> Option<Arc<Plan>> {
         let plans = self.plans.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(plan) = plans.get(&n) {
             return Some(Arc::clone(plan));
@@ -223,10 +277,11 @@ fn specialise(
     model: &TypedModel,
     symbol: &Symbol,
     n: usize,
-) -> TractResult<Arc<TypedRunnableModel>> {
+) -> TractResult<Arc<Plan>> {
     let subs = HashMap::from([(symbol.clone(), TDim::Val(n as i64))]);
     model
         .set_symbols(&subs)
         .and_then(|m| m.into_optimized())
         .and_then(|m| m.into_runnable())
+        .and_then(Plan::new)
 }

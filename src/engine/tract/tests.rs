@@ -3,7 +3,7 @@
 use super::plans::MAX_SPECIALISED;
 use super::*;
 use std::path::PathBuf;
-use tract_onnx::prelude::tvec;
+use tract_onnx::prelude::{tvec, TVec, TractResult};
 use tract_onnx::prelude::Framework;
 
 fn digits() -> PathBuf {
@@ -275,4 +275,36 @@ fn the_general_plan_reads_the_file_again_when_no_more_plans_may_be_made() {
         "{err}"
     );
     assert_eq!(engine.run(vec![images(1, 1)]).unwrap()[0].shape(), [1, 10]);
+}
+
+#[test]
+fn reused_run_states_answer_as_new_ones_across_threads_and_after_errors() {
+    let engine = TractEngine::load(&digits(), &LoadOptions::default()).unwrap();
+    let plan = engine.specialised.as_ref().unwrap().plan(1).unwrap();
+    assert!(plan.reuses_states(), "digits' ops keep no state between runs");
+    let run = |run: &dyn Fn(TVec<TValue>) -> TractResult<TVec<TValue>>, seed| {
+        let outputs = run(tvec![to_tract(images(1, seed)).unwrap().into_tvalue()]).unwrap();
+        probabilities(&outputs.iter().map(|v| from_tract(v).unwrap()).collect::<Vec<_>>())
+    };
+    // What a state made for the run alone (tract's own `SimplePlan::run`) answers.
+    let expected: Vec<Vec<f32>> = (0..8)
+        .map(|seed| run(&|i| plan.runnable.run(i), seed))
+        .collect();
+    let wrong = Tensor::new(vec![1, 3], TensorData::F32(vec![0.0; 3])).unwrap();
+    assert!(plan
+        .run(tvec![to_tract(wrong).unwrap().into_tvalue()])
+        .is_err());
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (plan, expected) = (&plan, &expected);
+            s.spawn(move || {
+                for i in 0..100 {
+                    let seed = (t + i) % expected.len();
+                    assert_eq!(run(&|x| plan.run(x), seed), expected[seed], "run {i}");
+                }
+            });
+        }
+    });
+    let idle = plan.idle.lock().unwrap().len();
+    assert!((1..=4).contains(&idle), "{idle} states kept for 4 threads");
 }
