@@ -71,7 +71,11 @@ impl Plan {
         if !self.reuse {
             return self.runnable.run(inputs);
         }
-        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         let mut state = match idle {
             Some(state) => state,
             None => self.runnable.spawn()?,
@@ -273,11 +277,7 @@ impl Specialised {
     }
 }
 
-fn specialise(
-    model: &TypedModel,
-    symbol: &Symbol,
-    n: usize,
-) -> TractResult<Arc<Plan>> {
+fn specialise(model: &TypedModel, symbol: &Symbol, n: usize) -> TractResult<Arc<Plan>> {
     let subs = HashMap::from([(symbol.clone(), TDim::Val(n as i64))]);
     model
         .set_symbols(&subs)

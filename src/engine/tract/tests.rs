@@ -3,8 +3,8 @@
 use super::plans::MAX_SPECIALISED;
 use super::*;
 use std::path::PathBuf;
-use tract_onnx::prelude::{tvec, TVec, TractResult};
 use tract_onnx::prelude::Framework;
+use tract_onnx::prelude::{tvec, TVec, TractResult};
 
 fn digits() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/digits/1/model.onnx")
@@ -281,10 +281,18 @@ fn the_general_plan_reads_the_file_again_when_no_more_plans_may_be_made() {
 fn reused_run_states_answer_as_new_ones_across_threads_and_after_errors() {
     let engine = TractEngine::load(&digits(), &LoadOptions::default()).unwrap();
     let plan = engine.specialised.as_ref().unwrap().plan(1).unwrap();
-    assert!(plan.reuses_states(), "digits' ops keep no state between runs");
+    assert!(
+        plan.reuses_states(),
+        "digits' ops keep no state between runs"
+    );
     let run = |run: &dyn Fn(TVec<TValue>) -> TractResult<TVec<TValue>>, seed| {
         let outputs = run(tvec![to_tract(images(1, seed)).unwrap().into_tvalue()]).unwrap();
-        probabilities(&outputs.iter().map(|v| from_tract(v).unwrap()).collect::<Vec<_>>())
+        probabilities(
+            &outputs
+                .iter()
+                .map(|v| from_tract(v).unwrap())
+                .collect::<Vec<_>>(),
+        )
     };
     // What a state made for the run alone (tract's own `SimplePlan::run`) answers.
     let expected: Vec<Vec<f32>> = (0..8)
