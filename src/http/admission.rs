@@ -7,17 +7,12 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// How long a refused request's body is read (and dropped) before the answer.
-const DRAIN_REFUSED: Duration = Duration::from_secs(1);
 
 /// Inference and scoring requests (`POST …/infer`, `…/score`) beyond the server's
 /// in-flight limit are answered 503 with `Retry-After: 1` at once, without decoding their
 /// body, instead of queueing without bound; health, metadata and metrics are never refused.
-/// The refused body is read and dropped as it streams in (for at most a second), so a client
+/// The refused body is read and dropped as it streams in ([`super::body::discard`]), so a client
 /// that sends its whole body before reading gets the 503 on a connection that stays usable
 /// rather than a reset. Part of [`super::front`], the one middleware of every route.
 pub(super) async fn admit(inflight: &Arc<InflightLimit>, req: Request, next: Next) -> Response {
@@ -39,9 +34,7 @@ pub(super) async fn admit(inflight: &Arc<InflightLimit>, req: Request, next: Nex
             response
         }
         Err(refused) => {
-            let mut body = req.into_body();
-            let discard = async { while let Some(Ok(_)) = body.frame().await {} };
-            let _ = tokio::time::timeout(DRAIN_REFUSED, discard).await;
+            super::body::discard(req.into_body()).await;
             let mut response =
                 ApiError::from_kind(refused.kind(), refused.to_string()).into_response();
             response

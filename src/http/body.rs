@@ -1,14 +1,16 @@
 //! The request-body extractor: buffers up to the configured limit, gives up on a client that
 //! stops sending, decodes `Content-Encoding: gzip | deflate` (tritonclient's request
 //! compression) within the same limit, and answers violations with the API's own error body
-//! (413 oversized, 408 stalled, 415 unknown encoding).
+//! (413 oversized, 408 stalled, 415 unknown encoding). An oversized body's rest is read and
+//! dropped ([`discard`]) before the 413, so the client gets it rather than a reset.
 
 use super::{ApiError, AppState};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use std::io::Read;
+use std::time::Duration;
 
 /// Compressed bodies larger than this are decompressed on a blocking thread.
 const INLINE_DECODE_BYTES: usize = 64 << 10;
@@ -43,10 +45,12 @@ impl FromRequest<AppState> for Body {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
+            discard(req.into_body()).await;
             return Err(too_large());
         }
-        let mut body = Limited::new(req.into_body(), limit);
+        let mut body = req.into_body();
         let mut chunks: Vec<Bytes> = Vec::new();
+        let mut received = 0usize;
         loop {
             let frame = match tokio::time::timeout(idle, body.frame()).await {
                 Err(_) => {
@@ -57,9 +61,6 @@ impl FromRequest<AppState> for Body {
                 }
                 Ok(None) => break,
                 Ok(Some(Ok(frame))) => frame,
-                Ok(Some(Err(e))) if e.is::<http_body_util::LengthLimitError>() => {
-                    return Err(too_large())
-                }
                 Ok(Some(Err(e))) => {
                     return Err(ApiError::BadRequest(format!(
                         "could not read the request body: {e}"
@@ -67,6 +68,11 @@ impl FromRequest<AppState> for Body {
                 }
             };
             if let Ok(data) = frame.into_data() {
+                received = received.saturating_add(data.len());
+                if received > limit {
+                    discard(body).await;
+                    return Err(too_large());
+                }
                 chunks.push(data);
             }
         }
@@ -87,6 +93,18 @@ impl FromRequest<AppState> for Body {
         };
         decoded.map(|b| Body(Bytes::from(b)))
     }
+}
+
+/// How long a refused request's body is read (and dropped) before the answer.
+const DISCARD_REFUSED: Duration = Duration::from_secs(1);
+
+/// Reads and drops what is left of a refused request's body as it streams in, for at most
+/// [`DISCARD_REFUSED`], so that a client that sends its whole body before reading gets the
+/// answer on a connection that stays usable: a socket closed with unread data is reset, and
+/// the reset can discard the answer before the client reads it.
+pub(super) async fn discard(mut body: axum::body::Body) {
+    let rest = async { while let Some(Ok(_)) = body.frame().await {} };
+    let _ = tokio::time::timeout(DISCARD_REFUSED, rest).await;
 }
 
 /// The body's encoding; one this server cannot decode is a 415 that names it.
