@@ -5,11 +5,8 @@
 pub use crate::auth::{ApiKeys, AuthError, Role, MIN_KEY_LEN};
 
 use super::ApiError;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, Method};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use std::sync::Arc;
 
 /// The role a request needs: `None` for the open routes (liveness, readiness, metrics),
 /// `Some(Score)` for inference, scoring, metadata and statistics, and `Some(Admin)` for the
@@ -46,21 +43,6 @@ fn is_model_route(segments: &[&str]) -> bool {
             _ => false,
         },
         _ => false,
-    }
-}
-
-/// Axum middleware: lets open routes through, and otherwise requires a key whose role
-/// allows the route, as [`authorize`] says. Apply with
-/// `axum::middleware::from_fn_with_state(keys, require_key)`; scoria's own router calls
-/// [`authorize`] from its one middleware instead.
-pub async fn require_key(
-    State(keys): State<Arc<ApiKeys>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    match authorize(&keys, &mut req) {
-        Ok(()) => next.run(req).await,
-        Err(refused) => refused.into_response(),
     }
 }
 

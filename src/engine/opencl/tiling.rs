@@ -178,7 +178,6 @@ pub fn autotune(ctx: &mut Ctx, max_wg: usize, budget: Duration) -> Result<[usize
     let c = ctx.alloc(vec![m, n])?;
     let saved = ctx.tiling;
     let mut best: Option<([usize; 2], Duration)> = None;
-    let mut timed = 0;
     let mut last_err = None;
     for wg in CANDIDATES.into_iter().filter(|[x, y]| x * y <= max_wg) {
         if started.elapsed() > budget {
@@ -214,11 +213,8 @@ pub fn autotune(ctx: &mut Ctx, max_wg: usize, budget: Duration) -> Result<[usize
         };
         // One warm-up launch, then the best of two.
         match run(ctx, 1).and_then(|_| Ok(run(ctx, 1)?.min(run(ctx, 1)?))) {
-            Ok(t) if best.is_none_or(|(_, b)| t < b) => {
-                timed += 1;
-                best = Some((wg, t));
-            }
-            Ok(_) => timed += 1,
+            Ok(t) if best.is_none_or(|(_, b)| t < b) => best = Some((wg, t)),
+            Ok(_) => {}
             Err(e) => last_err = Some(format!("{}x{}: {e}", wg[0], wg[1])),
         }
     }
@@ -227,8 +223,8 @@ pub fn autotune(ctx: &mut Ctx, max_wg: usize, budget: Duration) -> Result<[usize
         Some((wg, _)) => {
             if started.elapsed() > budget {
                 tracing::debug!(
-                    "opencl: work-group autotune ran out of its {} ms after {timed} size(s); \
-                     keeping the fastest of those",
+                    "opencl: work-group autotune ran out of its {} ms; keeping the fastest \
+                     of the sizes it timed",
                     budget.as_millis()
                 );
             }

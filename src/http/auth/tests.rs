@@ -1,10 +1,12 @@
 use super::*;
 use axum::body::Body;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::BodyExt;
 use std::path::Path;
+use std::sync::Arc;
 use tower::ServiceExt;
 
 const PRIMARY: &str = "primary-key-0123456789abcdef";
@@ -62,6 +64,18 @@ fn routes_are_classified() {
     // Only reads are open.
     assert_eq!(required_role(&post, "/"), Some(Role::Admin));
     assert_eq!(required_role(&post, "/metrics"), Some(Role::Admin));
+}
+
+/// [`authorize`] as a middleware of its own, as scoria's router applies it (in `front`).
+async fn require_key(
+    axum::extract::State(keys): axum::extract::State<Arc<ApiKeys>>,
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match authorize(&keys, &mut req) {
+        Ok(()) => next.run(req).await,
+        Err(refused) => refused.into_response(),
+    }
 }
 
 fn app() -> Router {
