@@ -31,10 +31,15 @@ def scoria_binary():
     return binary
 
 
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_port(exclude=()):
+    """A port free on 127.0.0.1 now, other than those in `exclude` (the kernel may hand the
+    same ephemeral port to two binds in a row once the first socket is closed)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in exclude:
+            return port
 
 
 def copy_models(src, dst, names=None):
@@ -85,7 +90,7 @@ class ScoriaServer:
             extra_args = [*extra_args, "--default-max-batch-size", "64"]
         # Each server gets its own gRPC port rather than the default 8001 (or the one given).
         if not any(a.startswith("--grpc") for a in extra_args):
-            self.grpc_addr = f"127.0.0.1:{_free_port()}"
+            self.grpc_addr = f"127.0.0.1:{_free_port(exclude={self.port})}"
             extra_args = ["--grpc", self.grpc_addr, *extra_args]
         else:
             self.grpc_addr = None

@@ -33,10 +33,15 @@ def scoria_binary():
     return binary
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(exclude=()):
+    """A port free on 127.0.0.1 now, other than those in `exclude` (the kernel may hand the
+    same ephemeral port to two binds in a row once the first socket is closed)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in exclude:
+            return port
 
 
 def make_repo(parent, names=None):
@@ -56,8 +61,9 @@ class ScoriaServer:
 
     def __init__(self, model_repo, extra_args=()):
         self.model_repo = Path(model_repo)
-        self.http = f"127.0.0.1:{free_port()}"
-        self.grpc = f"127.0.0.1:{free_port()}"
+        http_port = free_port()
+        self.http = f"127.0.0.1:{http_port}"
+        self.grpc = f"127.0.0.1:{free_port(exclude={http_port})}"
         self.logdir = Path(tempfile.mkdtemp(prefix="scoria-grpc-log-"))
         self.err_path = self.logdir / "stderr.log"
         extra_args = [str(a) for a in extra_args]
