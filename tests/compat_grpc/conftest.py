@@ -7,10 +7,10 @@ tritonclient 2.51's gRPC client pins protobuf < 5. The server binary is $SCORIA_
 state or need other flags start their own with `start_server`.
 """
 
+import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -33,15 +33,11 @@ def scoria_binary():
     return binary
 
 
-def free_port(exclude=()):
-    """A port free on 127.0.0.1 now, other than those in `exclude` (the kernel may hand the
-    same ephemeral port to two binds in a row once the first socket is closed)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in exclude:
-            return port
+_spec = importlib.util.spec_from_file_location(
+    "scoria_compat_conftest", Path(__file__).resolve().parents[1] / "compat" / "conftest.py")
+_compat = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_compat)
+free_port = _compat._free_port
 
 
 def make_repo(parent, names=None):
