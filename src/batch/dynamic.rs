@@ -16,9 +16,9 @@
 //! is dropped before it runs.
 //!
 //! Without a queue delay, when no batch is being gathered, an instance is free (an engine
-//! that runs requests concurrently always is; one that runs a request at a time must be
-//! idle, the model running nothing) and the request's measured cost fits
-//! [`super::INLINE_BUDGET`], an async caller's request runs on the caller's thread, as
+//! that runs requests concurrently always is; of those that run a request at a time, one
+//! must be idle, with fewer runs in progress than instances) and the request's measured
+//! cost fits [`super::INLINE_BUDGET`], an async caller's request runs on the caller's thread, as
 //! [`super::Direct`] does, since the handoff would cost more than the run — together with
 //! every request still queued when they all fit one batch of the size that pays within that
 //! budget (the caller batches for the workers). When they do not, it runs alone if that
@@ -103,7 +103,7 @@ struct Shared {
     allow_override: bool,
     action: TimeoutAction,
     /// Engine runs in progress (batches and inline requests); for instances that run one
-    /// request at a time, changed from 0 only under the queue's lock.
+    /// request at a time, raised only under the queue's lock.
     running: AtomicUsize,
     /// The queue's length, stored under its lock whenever it changes: read without the lock
     /// by the inline path where requests [`Shared::may_overtake`].
@@ -316,10 +316,13 @@ impl Shared {
     }
 
     /// An instance a request may run on now, held if need be: the first engine when they run
-    /// requests concurrently; else, when the model runs nothing, an idle one. Called under
-    /// the queue's lock.
+    /// requests concurrently; else an idle one, when fewer runs are in progress (batches
+    /// being gathered included) than there are instances, so that no batch about to run is
+    /// left waiting for one. Called under the queue's lock.
     fn free_instance(&self) -> Option<(&dyn Engine, Held<'_>)> {
-        if !self.instances.concurrent() && self.running.load(Ordering::Relaxed) > 0 {
+        if !self.instances.concurrent()
+            && self.running.load(Ordering::Relaxed) >= self.instances.engines().len()
+        {
             return None;
         }
         self.instances.idle_from(0)
@@ -380,7 +383,11 @@ impl Shared {
 fn worker(shared: &Shared, engine: usize) {
     let mut last = None;
     while let Some(batch) = next_batch(shared, last.take()) {
-        let (engine, held) = shared.instances.hold(engine);
+        // Its own instance may be running a request inline while another is idle.
+        let (engine, held) = shared
+            .instances
+            .idle_from(engine)
+            .unwrap_or_else(|| shared.instances.hold(engine));
         last = Some(run_batch(shared, engine, held, batch));
     }
 }

@@ -575,6 +575,87 @@ async fn an_idle_batcher_runs_small_measured_work_inline() {
     assert!(d[0].threads.lock().unwrap().iter().all(|t| *t != here));
 }
 
+/// Instances that run one request at a time: while a worker's run holds one, a measured
+/// small request runs inline on another that is idle (never on the busy one); with every
+/// instance busy it goes to the workers.
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_runs_inline_on_an_idle_instance_beside_a_workers_run() {
+    let here = std::thread::current().id();
+    let (instances, d) = engines([
+        doubler(Duration::ZERO, false),
+        doubler(Duration::ZERO, false),
+    ]);
+    let batcher = Batcher::start("t", instances, 4, &batching(0, 0), None).unwrap();
+    for _ in 0..40 {
+        let t = batcher.submit(vec![rows(1.0, 1)], 1, Caller::Async, &NONE);
+        t.unwrap().wait().await.unwrap();
+    }
+    let gates: Vec<_> = d.iter().map(|d| d.gate.lock().unwrap()).collect();
+    let held = batcher
+        .submit(vec![rows(-1.0, 1)], 1, Caller::Blocking, &NONE)
+        .unwrap();
+    while d
+        .iter()
+        .map(|d| d.running.load(Ordering::SeqCst))
+        .sum::<usize>()
+        < 1
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let inline = |d: &[Arc<Doubler>]| {
+        d.iter()
+            .flat_map(|d| d.threads.lock().unwrap().clone())
+            .filter(|t| *t == here)
+            .count()
+    };
+    let before: usize = d.iter().map(|d| d.threads.lock().unwrap().len()).sum();
+    let inline_before = inline(&d);
+    let r = batcher
+        .submit(vec![rows(3.0, 1)], 1, Caller::Async, &NONE)
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(doubled(&r.outputs[0]), vec![6.0, 8.0]);
+    let ran: Vec<_> = d
+        .iter()
+        .flat_map(|d| d.threads.lock().unwrap().clone())
+        .collect();
+    assert_eq!(ran.len(), before + 1);
+    assert!(
+        d.iter()
+            .any(|d| d.threads.lock().unwrap().last() == Some(&here)),
+        "ran inline on the idle instance"
+    );
+    // Both busy: the next one waits for a worker.
+    let second = batcher
+        .submit(vec![rows(-2.0, 1)], 1, Caller::Blocking, &NONE)
+        .unwrap();
+    while d
+        .iter()
+        .map(|d| d.running.load(Ordering::SeqCst))
+        .sum::<usize>()
+        < 2
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let queued = batcher
+        .submit(vec![rows(5.0, 1)], 1, Caller::Async, &NONE)
+        .unwrap();
+    drop(gates);
+    let r = queued.wait().await.unwrap();
+    assert_eq!(doubled(&r.outputs[0]), vec![10.0, 12.0]);
+    for t in [held, second] {
+        t.wait().await.unwrap();
+    }
+    assert!(d.iter().all(|d| d.overlapped.load(Ordering::SeqCst) == 0));
+    assert_eq!(
+        inline(&d),
+        inline_before + 1,
+        "only the one with an idle instance"
+    );
+}
+
 /// A batcher of a concurrent doubler (max batch 4) whose measurements let requests of up to
 /// 3 rows run inline (the largest batch, 4 rows, is never measured, so it always pays).
 async fn warm_batcher(config: &DynamicBatching) -> (Batcher, Arc<Doubler>, usize) {
