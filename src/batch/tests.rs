@@ -591,17 +591,20 @@ async fn a_request_runs_inline_on_an_idle_instance_beside_a_workers_run() {
         t.unwrap().wait().await.unwrap();
     }
     let gates: Vec<_> = d.iter().map(|d| d.gate.lock().unwrap()).collect();
-    let held = batcher
-        .submit(vec![rows(-1.0, 1)], 1, Caller::Blocking, &NONE)
-        .unwrap();
-    while d
-        .iter()
-        .map(|d| d.running.load(Ordering::SeqCst))
-        .sum::<usize>()
-        < 1
-    {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    // A blocking request that waits at the gate, once `n` runs are in progress with it.
+    let gated = |value: f32, n: usize| {
+        let t = batcher.submit(vec![rows(value, 1)], 1, Caller::Blocking, &NONE);
+        while d
+            .iter()
+            .map(|d| d.running.load(Ordering::SeqCst))
+            .sum::<usize>()
+            < n
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        t.unwrap()
+    };
+    let held = gated(-1.0, 1);
     let inline = |d: &[Arc<Doubler>]| {
         d.iter()
             .flat_map(|d| d.threads.lock().unwrap().clone())
@@ -628,17 +631,7 @@ async fn a_request_runs_inline_on_an_idle_instance_beside_a_workers_run() {
         "ran inline on the idle instance"
     );
     // Both busy: the next one waits for a worker.
-    let second = batcher
-        .submit(vec![rows(-2.0, 1)], 1, Caller::Blocking, &NONE)
-        .unwrap();
-    while d
-        .iter()
-        .map(|d| d.running.load(Ordering::SeqCst))
-        .sum::<usize>()
-        < 2
-    {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let second = gated(-2.0, 2);
     let queued = batcher
         .submit(vec![rows(5.0, 1)], 1, Caller::Async, &NONE)
         .unwrap();

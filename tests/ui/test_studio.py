@@ -281,9 +281,9 @@ def test_first_paint_and_transfer_sizes(server, browser, figures):
         d.get("about:blank")
         d.get(f"{server.url}/ui#/models")
         wait(d, "the models", lambda d: len(rows(d)) >= 5)
-        fcp = d.execute_script(
-            "const e = performance.getEntriesByName('first-contentful-paint')[0]; return e ? e.startTime : null")
-        assert fcp is not None
+        # Chromium may record the paint entry a little after the page is drawn, on a busy machine.
+        fcp = wait(d, "the first-contentful-paint entry", lambda d: d.execute_script(
+            "const e = performance.getEntriesByName('first-contentful-paint')[0]; return e ? e.startTime : null"))
         paints.append(round(fcp, 1))
     sizes = d.execute_script(
         "return performance.getEntriesByType('resource').filter(e => e.name.includes('/ui/assets/'))"
