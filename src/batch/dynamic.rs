@@ -220,27 +220,18 @@ impl Scheduler for Batcher {
             (None, Some(asked)) if shared.allow_override => Some(asked),
             (policy, _) => policy,
         };
-        let (reply, rx) = oneshot::channel();
         let enqueued = Instant::now();
         let elements = inputs.iter().map(|t| t.data().len() as u64).sum();
         // A queue delay asks for requests to wait for company: never inline then.
         let inline = caller == Caller::Async
             && shared.max_delay.is_zero()
             && shared.cost.fits_inline(elements);
-        let mut own = Pending {
-            inputs,
-            rows,
-            elements,
-            enqueued,
-            expires: None,
-            reply,
-        };
         if inline && shared.may_overtake() && shared.waiting.load(Ordering::Relaxed) == 0 {
             // Nothing queued to batch with: run it as Direct would, without the lock.
             if let Some((engine, busy)) = shared.instances.idle_from(0) {
                 shared.running.fetch_add(1, Ordering::Relaxed);
-                shared.ran_inline(run_batch(shared, engine, busy, vec![own]));
-                return Ok(Ticket::waiting(rx));
+                let result = run_alone(shared, engine, busy, inputs, rows, elements, enqueued);
+                return Ok(Ticket::ready(result));
             }
         }
         let mut q = lock(&shared.queue);
@@ -253,10 +244,28 @@ impl Scheduler for Batcher {
             Some(_) => shared.take_all_inline(&mut q, rows, elements),
             None => None,
         };
+        // The request as queued or batched, and where its answer comes.
+        let own = |inputs| {
+            let (reply, rx) = oneshot::channel();
+            let pending = Pending {
+                inputs,
+                rows,
+                elements,
+                enqueued,
+                expires: timeout.map(|t| enqueued + t),
+                reply,
+            };
+            (pending, rx)
+        };
         if let (Some((engine, busy)), Some(mut batch)) = (instance, queued) {
             shared.running.fetch_add(1, Ordering::Relaxed);
             drop(q);
-            batch.push(own);
+            if batch.is_empty() {
+                let result = run_alone(shared, engine, busy, inputs, rows, elements, enqueued);
+                return Ok(Ticket::ready(result));
+            }
+            let (pending, rx) = own(inputs);
+            batch.push(pending);
             shared.ran_inline(run_batch(shared, engine, busy, batch));
             return Ok(Ticket::waiting(rx));
         }
@@ -267,8 +276,8 @@ impl Scheduler for Batcher {
                 shared.max_queue
             )));
         }
-        own.expires = timeout.map(|t| enqueued + t);
-        q.levels[level as usize - 1].push_back(own);
+        let (pending, rx) = own(inputs);
+        q.levels[level as usize - 1].push_back(pending);
         shared.publish(&q);
         let gathering = q.gathering;
         drop(q);
@@ -546,6 +555,48 @@ fn run_batch(shared: &Shared, engine: &dyn Engine, busy: Held<'_>, batch: Vec<Pe
     end_run(shared, busy, replies, outcome, &rows, started, elements)
 }
 
+/// Runs one request on the caller's thread, on `engine` (held by `busy` if need be; the run
+/// counted in `running`, which it ends), and answers it: no batch to form, no reply channel.
+fn run_alone(
+    shared: &Shared,
+    engine: &dyn Engine,
+    busy: Held<'_>,
+    inputs: Vec<Tensor>,
+    rows: usize,
+    elements: u64,
+    enqueued: Instant,
+) -> Result<BatchResult, SchedulerError> {
+    let started = Instant::now();
+    let outcome = engine.run(inputs).map_err(SchedulerError::from);
+    let ran = end_of_run(shared, busy, started, elements, rows);
+    let compute = ran.compute;
+    shared.ran_inline(ran);
+    outcome.map(|outputs| BatchResult {
+        outputs,
+        queue: started - enqueued,
+        compute,
+        batch_rows: rows,
+        first: true,
+    })
+}
+
+/// Ends the run of `rows` rows and `elements` input elements that `started`: lets its
+/// instance go and counts it out of `running` — before any answer, so a caller answered can
+/// find the model idle — and records its cost.
+fn end_of_run(
+    shared: &Shared,
+    busy: Held<'_>,
+    started: Instant,
+    elements: u64,
+    rows: usize,
+) -> Ran {
+    let compute = started.elapsed();
+    drop(busy);
+    shared.running.fetch_sub(1, Ordering::Relaxed);
+    shared.cost.record(elements, compute);
+    Ran { rows, compute }
+}
+
 /// Ends the run that `started` (letting its instance go) and answers each request of
 /// `replies` with its `rows` of `outcome`.
 fn end_run(
@@ -559,16 +610,8 @@ fn end_run(
 ) -> Ran {
     let single = replies.len() == 1;
     let total: usize = rows.iter().sum();
-    let compute = started.elapsed();
-    // Ended (and the instance let go) before any answer, so a caller answered can find the
-    // model idle.
-    drop(busy);
-    shared.running.fetch_sub(1, Ordering::Relaxed);
-    shared.cost.record(elements, compute);
-    let ran = Ran {
-        rows: total,
-        compute,
-    };
+    let ran = end_of_run(shared, busy, started, elements, total);
+    let compute = ran.compute;
     if single {
         // One request's outputs are its own, whatever their first dimension.
         if let Some((reply, queue)) = replies.into_iter().next() {

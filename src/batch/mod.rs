@@ -136,7 +136,8 @@ impl Ticket {
 /// Runs validated requests on a model version's engine instances.
 pub trait Scheduler: Send + Sync {
     /// Takes `inputs` (validated, in model order) holding `rows` rows (their batch size).
-    /// Work for an [`Caller::Async`] caller never runs on the calling thread. Refuses at once
+    /// Work for an [`Caller::Async`] caller runs on the calling thread only when its measured
+    /// cost fits [`INLINE_BUDGET`] (the ticket is then ready at once). Refuses at once
     /// when the scheduler cannot take more. Schedulers without priorities or timeouts
     /// ignore `options`.
     fn submit(
