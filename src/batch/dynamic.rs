@@ -18,8 +18,9 @@
 //! Without a queue delay, when no batch is being gathered, an instance is free (an engine
 //! that runs requests concurrently always is; of those that run a request at a time, one
 //! must be idle, with fewer runs in progress than instances) and the request's measured
-//! cost fits [`super::INLINE_BUDGET`], an async caller's request runs on the caller's thread, as
-//! [`super::Direct`] does, since the handoff would cost more than the run — together with
+//! cost fits [`super::INLINE_BUDGET`], an async caller's request runs on the caller's
+//! thread, as [`super::Direct`] does, since the handoff would cost more than the run (run
+//! alone, it is answered at once, with no reply channel) — together with
 //! every request still queued when they all fit one batch of the size that pays within that
 //! budget (the caller batches for the workers). When they do not, it runs alone if that
 //! delays none of them (instances that run concurrently, one priority level: the workers
