@@ -38,7 +38,7 @@ pub async fn infer(
         version: loaded.version().to_string(),
         timings: None,
     };
-    let mut response = match run(&loaded, header_length.as_ref(), &body).await {
+    let mut response = match run(&loaded, header_length.as_ref(), body).await {
         Ok((response, timings)) => {
             served.timings = Some(timings);
             response
@@ -49,20 +49,24 @@ pub async fn infer(
     Ok(response)
 }
 
+/// Takes the body by value: it is dropped once decoded, so a request waiting for an instance
+/// holds its tensors but not also the bytes they came from.
 async fn run(
     loaded: &Arc<LoadedVersion>,
     header_length: Option<&HeaderValue>,
-    body: &Bytes,
+    body: Bytes,
 ) -> Result<(Response, Timings), ApiError> {
     let header_length = header_length.map(HeaderValue::as_bytes);
     let json_bytes = header_length
         .and_then(|h| std::str::from_utf8(h).ok()?.trim().parse::<usize>().ok())
         .map_or(body.len(), |n| n.min(body.len()));
     let request = if json_bytes > OFFLOAD_JSON_BYTES || body.len() > OFFLOAD_BODY_BYTES {
-        let (body, header_length) = (body.clone(), header_length.map(<[u8]>::to_vec));
+        let header_length = header_length.map(<[u8]>::to_vec);
         off_executor(move || codec::decode_request(&body, header_length.as_deref())).await?
     } else {
-        codec::decode_request(body, header_length)?
+        let request = codec::decode_request(&body, header_length)?;
+        drop(body);
+        request
     };
     let inference = loaded
         .infer_with(request.inputs, request.outputs, request.options)
