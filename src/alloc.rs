@@ -18,13 +18,17 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc's options, in `MALLOC_CONF` syntax (the `_RJEM_MALLOC_CONF` environment variable
 /// overrides them): one background thread purges pages freed for a second (`dirty_decay_ms`),
 /// returning them at once rather than as lazily-freed pages the RSS still counts
-/// (`muzzy_decay_ms:0`).
+/// (`muzzy_decay_ms:0`). One arena (`narenas:1`, where jemalloc's default is four per core):
+/// a request's tensors are allocated on an executor thread and freed on an inference thread,
+/// and a single arena reuses those pages for the next request whichever thread asks, where
+/// several each kept their own freed pages for that second (resnet at concurrency 16: peak
+/// RSS 12 MiB lower, throughput unchanged; small allocations stay in per-thread caches).
 // jemalloc reads this symbol at its initialisation; it lies beside the allocator so that the
 // object file defining the allocator (always linked) defines it too.
 #[used]
 #[export_name = "_rjem_malloc_conf"]
-static MALLOC_CONF: &[u8; 85] =
-    b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+static MALLOC_CONF: &[u8; 95] =
+    b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:1\0";
 
 /// Returns the heap memory freed so far to the operating system, at once: jemalloc's freed
 /// pages (else returned a second later) and glibc's (ONNX Runtime's and other C libraries'
@@ -87,6 +91,7 @@ mod tests {
         assert!(read::<bool>(c"opt.background_thread"));
         assert_eq!(read::<isize>(c"opt.dirty_decay_ms"), 1000);
         assert_eq!(read::<isize>(c"opt.muzzy_decay_ms"), 0);
+        assert_eq!(read::<u32>(c"opt.narenas"), 1);
         drop(vec![7u8; 1 << 20]);
         assert_eq!(purge(c"arena.4096.purge"), 0);
         assert_ne!(purge(c"arena.4096.no-such-control"), 0);
