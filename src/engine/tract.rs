@@ -25,8 +25,8 @@ use std::path::Path;
 use std::sync::Arc;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::{
-    DatumType, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable, IntoTValue, TDim,
-    TValue, Tensor as TractTensor, TypedFact, TypedModel,
+    DatumType, InferenceFact, InferenceModel, InferenceModelExt, IntoTValue, TDim, TValue,
+    Tensor as TractTensor, TractResult, TypedFact, TypedModel,
 };
 use tract_onnx::tract_hir::infer::Factoid;
 
@@ -106,13 +106,7 @@ impl TractEngine {
                     stamp,
                 }))
             }
-            None => General::ready(
-                typed
-                    .into_optimized()
-                    .and_then(|m| m.into_runnable())
-                    .and_then(Plan::new)
-                    .map_err(load)?,
-            ),
+            None => General::ready(Plan::optimized(typed).map_err(load)?),
         };
         Ok(TractEngine {
             general,
@@ -397,6 +391,15 @@ fn parse(proto: &ModelProto, path: &Path) -> anyhow::Result<InferenceModel> {
     Ok(parsed.model)
 }
 
+/// `model` optimized by tract for running, with scoria's own kernels in place of tract's
+/// where they are faster and answer alike (see [`pool`]).
+pub(crate) fn optimize(model: TypedModel) -> TractResult<TypedModel> {
+    let mut model = model.into_optimized()?;
+    pool::substitute(&mut model)?;
+    Ok(model)
+}
+
 mod plans;
+mod pool;
 #[cfg(test)]
 mod tests;

@@ -204,7 +204,8 @@ impl TractPlans {
         }
         tract_onnx::onnx()
             .model_for_proto_model(&proto)
-            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_typed())
+            .and_then(crate::engine::tract::optimize)
             .and_then(|m| m.into_runnable())
             .map_err(|e| format!("preparing a CPU segment: {e:#}"))
     }

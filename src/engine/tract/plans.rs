@@ -55,6 +55,11 @@ pub(super) struct Plan {
 }
 
 impl Plan {
+    /// The plan of `model`, optimized (with scoria's kernels, [`super::optimize`]).
+    pub(super) fn optimized(model: TypedModel) -> TractResult<Arc<Plan>> {
+        Plan::new(super::optimize(model)?.into_runnable()?)
+    }
+
     pub(super) fn new(runnable: Arc<TypedRunnableModel>) -> TractResult<Arc<Plan>> {
         let state = runnable.spawn()?;
         let reuse = state.op_states.iter().all(Option::is_none);
@@ -180,7 +185,7 @@ impl General {
             Some(Source::File(file)) => file.typed()?,
             None => anyhow::bail!("the general plan failed to optimize earlier"),
         };
-        let plan = Plan::new(typed.into_optimized()?.into_runnable()?)?;
+        let plan = Plan::optimized(typed)?;
         *source = None;
         Ok(Arc::clone(self.plan.get_or_init(|| plan)))
     }
@@ -279,9 +284,5 @@ impl Specialised {
 
 fn specialise(model: &TypedModel, symbol: &Symbol, n: usize) -> TractResult<Arc<Plan>> {
     let subs = HashMap::from([(symbol.clone(), TDim::Val(n as i64))]);
-    model
-        .set_symbols(&subs)
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
-        .and_then(Plan::new)
+    model.set_symbols(&subs).and_then(Plan::optimized)
 }

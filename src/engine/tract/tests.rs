@@ -3,8 +3,8 @@
 use super::plans::MAX_SPECIALISED;
 use super::*;
 use std::path::PathBuf;
-use tract_onnx::prelude::Framework;
 use tract_onnx::prelude::{tvec, TVec, TractResult};
+use tract_onnx::prelude::{Framework, IntoRunnable};
 
 fn digits() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/digits/1/model.onnx")
