@@ -132,6 +132,13 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 /// Default [`HttpConfig::client_timeout`]: 30 s.
 pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The most a connection's read buffer grows to (hyper's default is 400 KiB), which also
+/// bounds a request's header block. hyper keeps a connection's buffer at the largest size its
+/// reads needed, so with 16 clients sending 600 KB tensors the default held 6 MiB of buffers
+/// besides the requests themselves (resnet at concurrency 16: jemalloc's live bytes 36 → 27
+/// MiB, peak RSS 81 → 69 MiB, throughput unchanged). A larger body arrives in more reads.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and drains
 /// in-flight requests. A client that takes over `client_timeout` to send a request's headers
 /// (an idle keep-alive connection counts as a request not yet sent) is disconnected, so
@@ -147,7 +154,8 @@ pub async fn serve(
     use hyper_util::rt::{TokioIo, TokioTimer};
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(client_timeout);
+        .header_read_timeout(client_timeout)
+        .max_buf_size(READ_BUFFER_BYTES);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     // The studio's server page shows where the server listens. Added once in front of the
     // router rather than with `Router::layer`, which would wrap (and box) every route.
