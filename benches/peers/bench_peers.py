@@ -64,11 +64,17 @@ def log(msg):
 
 
 def spawn(cmd, logfile, env=None, cwd=REPO):
+    """Starts `cmd` in a process group of its own (`stop` signals the group), appending its
+    output to `logfile`. It stays in this run's session: with the kernel's scheduler
+    autogroups (one per session, on by default) a session of its own gave each server and
+    each perf_analyzer a fixed share of the CPUs, and perf_analyzer 2.51, whose 16 sending
+    threads then starved its own bookkeeping, stopped making progress after its first window
+    at concurrency 16 against every fast server here (digits: minutes of CPU, no result). In
+    one session they finish (21-38 s for three 2 s windows)."""
     out = open(logfile, "ab")
     try:
         p = subprocess.Popen([str(c) for c in cmd], stdin=subprocess.DEVNULL, stdout=out,
-                             stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                             start_new_session=True)
+                             stderr=subprocess.STDOUT, env=env, cwd=cwd, process_group=0)
     finally:
         out.close()
     CHILDREN.append(p)
