@@ -940,6 +940,53 @@ fn large_requests_do_not_hold_up_the_others() {
     });
 }
 
+#[test]
+fn a_body_is_read_only_when_its_model_has_room() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let s = Server::start(repo_with(&["digits", "lenet"]), &[]);
+    let path = "/v2/models/digits/infer";
+    // digits' room is the floor, 4 MiB (its rows are 256 bytes). A client declares a body
+    // that takes all of it and sends its first byte only: the server reads it (admitted),
+    // waiting for the rest.
+    let mut hog = std::net::TcpStream::connect(&s.addr).unwrap();
+    hog.write_all(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{{",
+            4 << 20
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::thread::scope(|scope| {
+        let small = scope.spawn(|| s.post(path, &digits_flat(1).to_string()));
+        std::thread::sleep(Duration::from_millis(1500));
+        if small.is_finished() {
+            panic!(
+                "a digits request was read and answered while another's body held all of digits' room: {:?}",
+                small.join().unwrap()
+            );
+        }
+        // Other models have rooms of their own, and the server keeps answering.
+        let lenet = json!({"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": vec![0.0; 784]}]});
+        let started = Instant::now();
+        s.infer_ok("lenet", &lenet);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(s.get("/v2/health/ready").0, 200);
+        // The client that held the room goes away: its room is given back, and the waiting
+        // request is read and answered.
+        drop(hog);
+        let started = Instant::now();
+        while !small.is_finished() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (status, body) = small.join().unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_all_zero(&body, 1);
+    });
+}
+
 /// Sends `raw` on a fresh connection and reads until the server closes it (or `wait`
 /// passes): what came back, and whether the server closed the connection.
 fn raw_exchange(addr: &str, raw: &[u8], wait: std::time::Duration) -> (String, bool) {

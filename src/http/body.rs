@@ -3,6 +3,8 @@
 //! compression) within the same limit, and answers violations with the API's own error body
 //! (413 oversized, 408 stalled, 415 unknown encoding). An oversized body's rest is read and
 //! dropped ([`discard`]) before the 413, so the client gets it rather than a reset.
+//! [`Incoming`] is the same in two steps, for inference routes, which read a body only once
+//! the model has room for it ([`crate::models::intake`]).
 
 use super::{ApiError, AppState};
 use axum::body::Bytes;
@@ -31,13 +33,27 @@ impl FromRequest<AppState> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        Incoming::start(req, state)
+            .await?
+            .read(state)
+            .await
+            .map(Body)
+    }
+}
+
+/// A request whose body is not read yet: its encoding is known and its declared length
+/// within the limit.
+pub(crate) struct Incoming {
+    body: axum::body::Body,
+    encoding: Encoding,
+    declared: Option<u64>,
+}
+
+impl Incoming {
+    /// Checks what the headers say about the body: an unknown `Content-Encoding` is a 415,
+    /// and a `Content-Length` over the limit a 413 (its body read and dropped first).
+    pub(crate) async fn start(req: Request, state: &AppState) -> Result<Incoming, ApiError> {
         let limit = state.config.max_body_bytes;
-        let idle = state.config.client_timeout;
-        let too_large = || {
-            ApiError::PayloadTooLarge(format!(
-                "request body exceeds the limit of {limit} bytes (--max-body-size)"
-            ))
-        };
         let encoding = encoding(req.headers())?;
         let declared = req
             .headers()
@@ -46,9 +62,35 @@ impl FromRequest<AppState> for Body {
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
             discard(req.into_body()).await;
-            return Err(too_large());
+            return Err(too_large(limit));
         }
-        let mut body = req.into_body();
+        Ok(Incoming {
+            body: req.into_body(),
+            encoding,
+            declared,
+        })
+    }
+
+    /// The bytes the body will take once read: its `Content-Length` when it is not
+    /// compressed; `None` when unknown.
+    pub(crate) fn size(&self) -> Option<u64> {
+        self.declared
+            .filter(|_| self.encoding == Encoding::Identity)
+    }
+
+    /// Reads and drops the body, for a request refused before its body was read.
+    pub(crate) async fn discard(self) {
+        discard(self.body).await;
+    }
+
+    /// Reads the whole body and decodes it: 408 when the client stops sending for
+    /// `--client-timeout`, 413 past the limit.
+    pub(crate) async fn read(self, state: &AppState) -> Result<Bytes, ApiError> {
+        let limit = state.config.max_body_bytes;
+        let idle = state.config.client_timeout;
+        let Incoming {
+            mut body, encoding, ..
+        } = self;
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut received = 0usize;
         loop {
@@ -71,7 +113,7 @@ impl FromRequest<AppState> for Body {
                 received = received.saturating_add(data.len());
                 if received > limit {
                     discard(body).await;
-                    return Err(too_large());
+                    return Err(too_large(limit));
                 }
                 chunks.push(data);
             }
@@ -82,7 +124,7 @@ impl FromRequest<AppState> for Body {
             _ => Bytes::from(chunks.concat()),
         };
         if encoding == Encoding::Identity {
-            return Ok(Body(raw));
+            return Ok(raw);
         }
         let decoded = if raw.len() > INLINE_DECODE_BYTES {
             tokio::task::spawn_blocking(move || decode(encoding, &raw, limit))
@@ -91,8 +133,14 @@ impl FromRequest<AppState> for Body {
         } else {
             decode(encoding, &raw, limit)
         };
-        decoded.map(|b| Body(Bytes::from(b)))
+        decoded.map(Bytes::from)
     }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::PayloadTooLarge(format!(
+        "request body exceeds the limit of {limit} bytes (--max-body-size)"
+    ))
 }
 
 /// How long a refused request's body is read (and dropped) before the answer.

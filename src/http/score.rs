@@ -1,10 +1,10 @@
 //! Azure-ML-style routes: `POST /score`, `POST /models/{m}/score` and `GET /` liveness.
 
-use super::body::Body;
+use super::body::Incoming;
 use super::metrics::ServedBy;
 use super::{json_response, ApiError, AppState};
 use crate::models::score::score_blocking;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -23,35 +23,45 @@ pub async fn healthy(headers: axum::http::HeaderMap) -> Response {
 pub async fn score_model(
     State(st): State<AppState>,
     r: crate::http::v2::ModelRef,
-    Body(body): Body,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    score(st, &r.model, body).await
+    let incoming = Incoming::start(req, &st).await?;
+    score(st, &r.model, incoming).await
 }
 
 /// `POST /score`: scores on the default model — `--default-model`, or the only model in the
 /// repository.
 #[utoipa::path(post, path = "/score", tag = "azure-ml", request_body(content = Object), responses((status = 200, description = "The hook's result, or outputs by name"), (status = 404, description = "No default model", body = crate::http::v2::wire::ErrorBody)))]
-pub async fn score_default(
-    State(st): State<AppState>,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
+pub async fn score_default(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let incoming = Incoming::start(req, &st).await?;
     let model = match &st.config.default_model {
         Some(m) => m.clone(),
         None => match st.models.statuses().as_slice() {
             [only] => only.name.clone(),
             all => {
+                let count = all.len();
+                incoming.discard().await;
                 return Err(ApiError::NotFound(format!(
-                    "POST /score needs a default model: {} models are served; use POST /models/{{model}}/score or start with --default-model",
-                    all.len()
-                )))
+                    "POST /score needs a default model: {count} models are served; use POST /models/{{model}}/score or start with --default-model"
+                )));
             }
         },
     };
-    score(st, &model, body).await
+    score(st, &model, incoming).await
 }
 
-async fn score(st: AppState, model: &str, body: axum::body::Bytes) -> Result<Response, ApiError> {
-    let served = st.models.get_served(model, None)?;
+/// Scores the body of `incoming` on `model`'s served version, reading it once the version
+/// has room for it ([`crate::models::intake`]).
+async fn score(st: AppState, model: &str, incoming: Incoming) -> Result<Response, ApiError> {
+    let served = match st.models.get_served(model, None) {
+        Ok(served) => served,
+        Err(e) => {
+            incoming.discard().await;
+            return Err(e.into());
+        }
+    };
+    let _room = served.model.intake().admit(incoming.size()).await;
+    let body = incoming.read(&st).await?;
     let label = ServedBy {
         model: served.model.name().to_string(),
         version: served.model.version().to_string(),

@@ -1,6 +1,7 @@
 //! A loaded model version: its engine instances, its effective tensor specs, its scheduler
 //! and the one inference route: validate → submit → wait → select outputs.
 
+use super::intake::{self, Intake};
 use super::stats::{Stats, Timings};
 use super::{autocomplete, validate, LoadError, ModelError};
 use crate::batch::{
@@ -63,6 +64,8 @@ pub struct LoadedVersion {
     stats: Stats,
     /// Requests between arrival and answer (queued or executing).
     pending: AtomicUsize,
+    /// Room for request bodies ([`intake`]).
+    intake: Intake,
 }
 
 /// Counts a request as pending until dropped, also when its caller goes away mid-request.
@@ -157,6 +160,12 @@ impl LoadedVersion {
                 )));
             }
         }
+        let room = intake::room_bytes(
+            &config,
+            &inputs,
+            crate::batch::threads_for(&engines),
+            engines.iter().filter_map(|e| e.rows_per_run()).min(),
+        );
         let engines = Arc::new(engines);
         let name = format!("{}-{version}", dir.name);
         let scheduler: Box<dyn Scheduler> = match &config.dynamic_batching {
@@ -195,6 +204,7 @@ impl LoadedVersion {
             outputs,
             stats: Stats::default(),
             pending: AtomicUsize::new(0),
+            intake: Intake::new(room),
         })
     }
 
@@ -240,6 +250,12 @@ impl LoadedVersion {
     /// instance).
     pub fn queue_depth(&self) -> usize {
         self.scheduler.queued()
+    }
+
+    /// Room for request bodies: a front end that reads bodies itself takes a request's room
+    /// ([`Intake::admit`]) before reading its body and holds it until the answer.
+    pub fn intake(&self) -> &Intake {
+        &self.intake
     }
 
     /// Requests queued or executing now, on every route.

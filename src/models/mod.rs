@@ -4,6 +4,7 @@
 mod admission;
 pub mod autocomplete;
 pub mod idle;
+pub mod intake;
 mod loaded;
 pub mod poll;
 mod repository;

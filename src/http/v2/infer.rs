@@ -2,14 +2,13 @@
 
 use super::codec::{self, HEADER_LENGTH};
 use super::ModelRef;
-use crate::http::body::Body;
+use crate::http::body::Incoming;
 use crate::http::metrics::ServedBy;
 use crate::http::{ApiError, AppState};
 use crate::models::stats::Timings;
 use crate::models::LoadedVersion;
 use axum::body::Bytes;
-use axum::extract::FromRequestParts;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,16 +22,26 @@ const OFFLOAD_JSON_BYTES: usize = 64 << 10;
 const OFFLOAD_BODY_BYTES: usize = 1 << 20;
 const OFFLOAD_ELEMENTS: usize = 16 << 10;
 
-/// Decodes the request, runs it through the serving core and encodes the outputs. The
+/// Decodes the request, runs it through the serving core and encodes the outputs. The body
+/// is read once the version has room for it, and the room held until the answer. The
 /// response, error or not, names the version that served it for the metrics.
 #[utoipa::path(post, path = "/v2/models/{model}/infer", tag = "v2", params(("model" = String, Path, description = "Model name")), request_body(content = crate::http::v2::wire::InferenceRequest, description = "JSON, or a JSON header of Inference-Header-Content-Length bytes followed by binary tensor data"), responses((status = 200, description = "Outputs", body = crate::http::v2::wire::InferenceResponse), (status = 400, description = "The request does not fit the model", body = crate::http::v2::wire::ErrorBody), (status = 413, description = "Body over the size limit", body = crate::http::v2::wire::ErrorBody), (status = 500, description = "Inference failed", body = crate::http::v2::wire::ErrorBody), (status = 404, description = "Unknown model or version", body = crate::http::v2::wire::ErrorBody), (status = 503, description = "The model cannot serve (loading, failed or unloaded)", body = crate::http::v2::wire::ErrorBody)))]
 pub async fn infer(
     State(st): State<AppState>,
     r: ModelRef,
     HeaderLength(header_length): HeaderLength,
-    Body(body): Body,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    let loaded = st.models.get(&r.model, r.version.as_deref())?;
+    let incoming = Incoming::start(req, &st).await?;
+    let loaded = match st.models.get(&r.model, r.version.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            incoming.discard().await;
+            return Err(e.into());
+        }
+    };
+    let _room = loaded.intake().admit(incoming.size()).await;
+    let body = incoming.read(&st).await?;
     let mut served = ServedBy {
         model: loaded.name().to_string(),
         version: loaded.version().to_string(),
