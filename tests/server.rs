@@ -959,13 +959,15 @@ fn a_body_is_read_only_when_its_model_has_room() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    // Bodies over 16 KiB take room (smaller ones go ahead): this one is padded.
+    let padded = format!("{}{}", digits_flat(1), " ".repeat(20 << 10));
     std::thread::scope(|scope| {
-        let small = scope.spawn(|| s.post(path, &digits_flat(1).to_string()));
+        let waiting = scope.spawn(|| s.post(path, &padded));
         std::thread::sleep(Duration::from_millis(1500));
-        if small.is_finished() {
+        if waiting.is_finished() {
             panic!(
                 "a digits request was read and answered while another's body held all of digits' room: {:?}",
-                small.join().unwrap()
+                waiting.join().unwrap()
             );
         }
         // Other models have rooms of their own, and the server keeps answering.
@@ -974,14 +976,16 @@ fn a_body_is_read_only_when_its_model_has_room() {
         s.infer_ok("lenet", &lenet);
         assert!(started.elapsed() < Duration::from_secs(1));
         assert_eq!(s.get("/v2/health/ready").0, 200);
+        // So does a small digits request.
+        assert_all_zero(&s.infer_ok("digits", &digits_flat(1)), 1);
         // The client that held the room goes away: its room is given back, and the waiting
         // request is read and answered.
         drop(hog);
         let started = Instant::now();
-        while !small.is_finished() && started.elapsed() < Duration::from_secs(10) {
+        while !waiting.is_finished() && started.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        let (status, body) = small.join().unwrap();
+        let (status, body) = waiting.join().unwrap();
         assert_eq!(status, 200, "{body}");
         assert_all_zero(&body, 1);
     });

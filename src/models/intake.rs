@@ -26,6 +26,11 @@ pub const MIN_ROOM_BYTES: usize = 4 << 20;
 /// dimensions besides the batch, or BYTES tensors).
 pub const UNKNOWN_ROOM_BYTES: usize = 64 << 20;
 
+/// Bodies of at most this many bytes take no room: a connection's own buffers (hyper's read
+/// buffer starts at 8 KiB and grows to 64 KiB) hold as much, so counting them bounds
+/// nothing, and it would cost every small request a lock.
+pub const SMALL_BODY_BYTES: u64 = 16 << 10;
+
 /// A version's room for request bodies, in bytes; unbounded where it has none.
 #[derive(Debug)]
 pub struct Intake {
@@ -55,11 +60,14 @@ impl Intake {
     /// Room for a body of `declared` bytes, waiting until bodies already admitted leave it
     /// (first come, first served). A body larger than the whole room waits for all of it
     /// and then runs alone; one of unknown length (chunked, or compressed) is counted as a
-    /// quarter of the room.
+    /// quarter of the room; one of at most [`SMALL_BODY_BYTES`] goes ahead at once.
     pub async fn admit(&self, declared: Option<u64>) -> Room {
         let Some((semaphore, room)) = &self.room else {
             return Room(None);
         };
+        if declared.is_some_and(|n| n <= SMALL_BODY_BYTES) {
+            return Room(None);
+        }
         let weight = declared
             .map_or(room / 4, |n| u32::try_from(n).unwrap_or(u32::MAX))
             .clamp(1, *room);
@@ -224,14 +232,18 @@ mod tests {
 
     #[tokio::test]
     async fn waits_for_room_first_come_first_served() {
-        let intake = Arc::new(Intake::new(Some(1000)));
-        assert_eq!(intake.bytes(), Some(1000));
-        let a = intake.admit(Some(600)).await;
-        let b = intake.admit(Some(400)).await;
+        const K: u64 = SMALL_BODY_BYTES;
+        let intake = Arc::new(Intake::new(Some(10 * K as usize)));
+        assert_eq!(intake.bytes(), Some(10 * K as usize));
+        let a = intake.admit(Some(6 * K)).await;
+        let b = intake.admit(Some(4 * K)).await;
+        // Small bodies take no room, even when it is full.
+        let small = tokio::time::timeout(Duration::from_secs(5), intake.admit(Some(K)));
+        drop(small.await.expect("a small body waited for room"));
         // Full: the next body waits until an admitted one is answered.
         let waiting = {
             let intake = Arc::clone(&intake);
-            tokio::spawn(async move { intake.admit(Some(300)).await })
+            tokio::spawn(async move { intake.admit(Some(3 * K)).await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "admitted beyond the room");
