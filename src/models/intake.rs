@@ -39,7 +39,25 @@ pub struct Intake {
 
 /// Room held for one request's body: given back when dropped, once the request is answered.
 #[derive(Debug)]
-pub struct Room(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+pub struct Room(Option<OwnedSemaphorePermit>);
+
+impl Room {
+    /// Gives back all but `bytes` of the room: what a request holds once its body is
+    /// decoded into tensors (a JSON body takes 2–3 times the bytes of its tensors).
+    pub fn shrink_to(&mut self, bytes: usize) {
+        if let Some(permit) = &mut self.0 {
+            let keep = bytes.max(1);
+            if permit.num_permits() > keep {
+                drop(permit.split(permit.num_permits() - keep));
+            }
+        }
+    }
+
+    /// The bytes of room held.
+    pub fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+}
 
 impl Intake {
     /// Room for `bytes` of bodies at once (at most 4 GiB); `None` admits everything.
@@ -281,6 +299,36 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_decoded_body_gives_back_the_rest() {
+        const K: u64 = SMALL_BODY_BYTES;
+        let intake = Arc::new(Intake::new(Some(10 * K as usize)));
+        let mut json = intake.admit(Some(10 * K)).await;
+        assert_eq!(json.bytes(), 10 * K as usize);
+        let waiting = {
+            let intake = Arc::clone(&intake);
+            tokio::spawn(async move { intake.admit(Some(6 * K)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        // Decoded into tensors of a third of its size: the rest is room for the next.
+        json.shrink_to(3 * K as usize);
+        assert_eq!(json.bytes(), 3 * K as usize);
+        let next = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("room given back by a shrink")
+            .unwrap();
+        assert_eq!(next.bytes(), 6 * K as usize);
+        // Growing is not shrinking.
+        json.shrink_to(usize::MAX);
+        assert_eq!(json.bytes(), 3 * K as usize);
+        // Unbounded and small rooms hold nothing.
+        let mut none = Intake::new(None).admit(Some(u64::MAX)).await;
+        none.shrink_to(1);
+        assert_eq!(none.bytes(), 0);
+        assert_eq!(intake.admit(Some(1)).await.bytes(), 0);
     }
 
     #[tokio::test]

@@ -161,6 +161,15 @@ impl TensorData {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The bytes the elements hold (for BYTES data, the elements' own lengths).
+    pub fn bytes(&self) -> usize {
+        with_tensor_data!(
+            self,
+            v => std::mem::size_of_val(v.as_slice()),
+            b => b.iter().map(Vec::len).sum()
+        )
+    }
 }
 
 /// A shape and element count that disagree.

@@ -5,6 +5,7 @@ use super::ModelRef;
 use crate::http::body::Incoming;
 use crate::http::metrics::ServedBy;
 use crate::http::{ApiError, AppState};
+use crate::models::intake::Room;
 use crate::models::stats::Timings;
 use crate::models::LoadedVersion;
 use axum::body::Bytes;
@@ -40,14 +41,14 @@ pub async fn infer(
             return Err(e.into());
         }
     };
-    let _room = loaded.intake().admit(incoming.size()).await;
+    let mut room = loaded.intake().admit(incoming.size()).await;
     let body = incoming.read(&st).await?;
     let mut served = ServedBy {
         model: loaded.name().to_string(),
         version: loaded.version().to_string(),
         timings: None,
     };
-    let mut response = match run(&loaded, header_length.as_ref(), body).await {
+    let mut response = match run(&loaded, header_length.as_ref(), body, &mut room).await {
         Ok((response, timings)) => {
             served.timings = Some(timings);
             response
@@ -59,11 +60,12 @@ pub async fn infer(
 }
 
 /// Takes the body by value: it is dropped once decoded, so a request waiting for an instance
-/// holds its tensors but not also the bytes they came from.
+/// holds its tensors but not also the bytes they came from, and its `room` shrinks to them.
 async fn run(
     loaded: &Arc<LoadedVersion>,
     header_length: Option<&HeaderValue>,
     body: Bytes,
+    room: &mut Room,
 ) -> Result<(Response, Timings), ApiError> {
     let header_length = header_length.map(HeaderValue::as_bytes);
     let json_bytes = header_length
@@ -77,6 +79,7 @@ async fn run(
         drop(body);
         request
     };
+    room.shrink_to(request.inputs.iter().map(|t| t.tensor.data().bytes()).sum());
     let inference = loaded
         .infer_with(request.inputs, request.outputs, request.options)
         .await?;
