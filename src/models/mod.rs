@@ -301,6 +301,12 @@ impl ModelManager {
                         .map_or(String::new(), |h| format!(", hook {}", h.file())),
                     started.elapsed().as_millis()
                 );
+                if let Some(room) = served.model.intake().bytes() {
+                    tracing::debug!(
+                        "{name}:{version} reads at most {:.1} MiB of request bodies at once",
+                        room as f64 / f64::from(1 << 20)
+                    );
+                }
                 VersionState::Ready(served)
             }
             Err(e) => {
