@@ -814,7 +814,7 @@ def parse_args():
     p.add_argument("--no-ort", action="store_true", help="leave out scoria's ort engine")
     p.add_argument("--scoria", type=Path, default=REPO / "target" / "release" / "scoria")
     p.add_argument("--floor", type=Path,
-                   default=REPO / "target" / "release" / "examples" / "floor")
+                   default=REPO / "target" / "floor" / "release" / "floor")
     p.add_argument("--kserve-python", type=Path, default=REPO / ".venv-peers" / "bin" / "python")
     p.add_argument("--perf-python", type=Path, default=REPO / ".venv" / "bin" / "python")
     p.add_argument("--logdir", type=Path, default=None,
