@@ -18,6 +18,16 @@ pub const INLINE_BUDGET: Duration = Duration::from_micros(100);
 /// cold caches) do not predict the later ones.
 const INLINE_AFTER_RUNS: u64 = 32;
 
+/// The most rows a dynamic batch of `engines` gathers: `max_batch_size` (at least 1), but no
+/// more than every instance runs well ([`Engine::rows_per_run`]).
+pub fn batch_rows(engines: &[Box<dyn Engine>], max_batch_size: u32) -> usize {
+    engines
+        .iter()
+        .filter_map(|e| e.rows_per_run())
+        .fold(max_batch_size.max(1) as usize, usize::min)
+        .max(1)
+}
+
 /// Threads that run a version's requests: one per instance for engines that run one request
 /// at a time; for engines that run any number at once, one per core (at least one per
 /// instance). More would only contend for the cores, and each thread an engine has run on

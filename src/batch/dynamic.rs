@@ -31,7 +31,7 @@
 //! within a level. A request past its timeout never reaches the engine: it is refused
 //! (`reject`) or moved behind every request still in time (`delay`).
 
-use super::cost::{threads_for, BatchSizes, Cost};
+use super::cost::{batch_rows, threads_for, BatchSizes, Cost};
 use super::instances::{Held, Instances};
 use super::{
     BatchObserver, BatchResult, Caller, RequestOptions, Scheduler, SchedulerError, Ticket,
@@ -138,11 +138,7 @@ impl Batcher {
         observer: Option<BatchObserver>,
     ) -> std::io::Result<Batcher> {
         // Rows beyond what every instance runs well (Engine::rows_per_run) are not gathered.
-        let max_rows = engines
-            .iter()
-            .filter_map(|e| e.rows_per_run())
-            .fold(max_batch_size.max(1) as usize, usize::min)
-            .max(1);
+        let max_rows = batch_rows(&engines, max_batch_size);
         if max_rows < max_batch_size as usize {
             tracing::info!(
                 "{name}: dynamic batches gather at most {max_rows} rows (max_batch_size \

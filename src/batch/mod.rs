@@ -16,7 +16,7 @@ mod pool;
 #[cfg(test)]
 mod tests;
 
-pub use cost::{threads_for, INLINE_BUDGET};
+pub use cost::{batch_rows, threads_for, INLINE_BUDGET};
 pub use direct::Direct;
 pub use dynamic::Batcher;
 

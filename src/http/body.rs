@@ -7,6 +7,7 @@
 //! the model has room for it ([`crate::models::intake`]).
 
 use super::{ApiError, AppState};
+use crate::models::intake::{Intake, Room};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap};
@@ -73,14 +74,27 @@ impl Incoming {
 
     /// The bytes the body will take once read: its `Content-Length` when it is not
     /// compressed; `None` when unknown.
-    pub(crate) fn size(&self) -> Option<u64> {
+    fn size(&self) -> Option<u64> {
         self.declared
             .filter(|_| self.encoding == Encoding::Identity)
     }
 
-    /// Reads and drops the body, for a request refused before its body was read.
-    pub(crate) async fn discard(self) {
+    /// Refuses the request before its body is read: the body is read and dropped first
+    /// ([`discard`]), and `e` is the answer.
+    pub(crate) async fn refuse(self, e: impl Into<ApiError>) -> ApiError {
         discard(self.body).await;
+        e.into()
+    }
+
+    /// [`Incoming::read`] once `intake` has room for the body ([`Intake::admit`]); the room
+    /// is held until the returned [`Room`] is dropped, when the request is answered.
+    pub(crate) async fn read_within(
+        self,
+        intake: &Intake,
+        state: &AppState,
+    ) -> Result<(Bytes, Room), ApiError> {
+        let room = intake.admit(self.size()).await;
+        Ok((self.read(state).await?, room))
     }
 
     /// Reads the whole body and decodes it: 408 when the client stops sending for

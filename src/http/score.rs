@@ -39,11 +39,11 @@ pub async fn score_default(State(st): State<AppState>, req: Request) -> Result<R
         None => match st.models.statuses().as_slice() {
             [only] => only.name.clone(),
             all => {
-                let count = all.len();
-                incoming.discard().await;
-                return Err(ApiError::NotFound(format!(
-                    "POST /score needs a default model: {count} models are served; use POST /models/{{model}}/score or start with --default-model"
-                )));
+                let e = ApiError::NotFound(format!(
+                    "POST /score needs a default model: {} models are served; use POST /models/{{model}}/score or start with --default-model",
+                    all.len()
+                ));
+                return Err(incoming.refuse(e).await);
             }
         },
     };
@@ -55,13 +55,9 @@ pub async fn score_default(State(st): State<AppState>, req: Request) -> Result<R
 async fn score(st: AppState, model: &str, incoming: Incoming) -> Result<Response, ApiError> {
     let served = match st.models.get_served(model, None) {
         Ok(served) => served,
-        Err(e) => {
-            incoming.discard().await;
-            return Err(e.into());
-        }
+        Err(e) => return Err(incoming.refuse(e).await),
     };
-    let _room = served.model.intake().admit(incoming.size()).await;
-    let body = incoming.read(&st).await?;
+    let (body, _room) = incoming.read_within(served.model.intake(), &st).await?;
     let label = ServedBy {
         model: served.model.name().to_string(),
         version: served.model.version().to_string(),

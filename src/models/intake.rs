@@ -89,9 +89,6 @@ impl Intake {
         let weight = declared
             .map_or(room / 4, |n| u32::try_from(n).unwrap_or(u32::MAX))
             .clamp(1, *room);
-        if let Ok(permit) = Arc::clone(semaphore).try_acquire_many_owned(weight) {
-            return Room(Some(permit));
-        }
         // The semaphore is never closed, so this only fails if that invariant breaks; the
         // request then goes ahead without room rather than failing.
         Room(Arc::clone(semaphore).acquire_many_owned(weight).await.ok())
@@ -99,14 +96,14 @@ impl Intake {
 }
 
 /// The room of a version with `config` (auto-completed), `inputs`, run on `threads` threads
-/// whose runs take at most `rows_per_run` rows ([`crate::engine::Engine::rows_per_run`]):
+/// whose dynamic batches take at most `batch_rows` rows ([`crate::batch::batch_rows`]):
 /// [`ROOM_PER_RUN`] times the inputs of the rows its threads run at once, at least
 /// [`MIN_ROOM_BYTES`]; `None` (unbounded) where the config shapes the queue.
 pub fn room_bytes(
     config: &ModelConfig,
     inputs: &[TensorSpec],
     threads: usize,
-    rows_per_run: Option<usize>,
+    batch_rows: usize,
 ) -> Option<usize> {
     let max_batch = config.max_batch_size.unwrap_or(0) as usize;
     let rows = match &config.dynamic_batching {
@@ -119,9 +116,7 @@ pub fn room_bytes(
             {
                 return None;
             }
-            max_batch
-                .max(1)
-                .min(rows_per_run.unwrap_or(usize::MAX).max(1))
+            batch_rows.max(1)
         }
         // One request per run; its own rows are counted by its body's size.
         None => 1,
@@ -185,19 +180,16 @@ mod tests {
         let row = 3 * 224 * 224 * 4;
         let config = batching(4);
         // Two threads, batches of up to 4 rows.
-        assert_eq!(
-            room_bytes(&config, &image(), 2, None),
-            Some(4 * 2 * 4 * row)
-        );
+        assert_eq!(room_bytes(&config, &image(), 2, 4), Some(4 * 2 * 4 * row));
         // Runs of at most one row (tract with only batch 1's plan).
-        assert_eq!(room_bytes(&config, &image(), 2, Some(1)), Some(4 * 2 * row));
+        assert_eq!(room_bytes(&config, &image(), 2, 1), Some(4 * 2 * row));
         // No batcher: one request per run, on each thread.
         let direct = ModelConfig {
             max_batch_size: Some(4),
             ..ModelConfig::default()
         };
-        assert_eq!(room_bytes(&direct, &image(), 1, None), Some(MIN_ROOM_BYTES));
-        assert_eq!(room_bytes(&direct, &image(), 3, None), Some(4 * 3 * row));
+        assert_eq!(room_bytes(&direct, &image(), 1, 4), Some(MIN_ROOM_BYTES));
+        assert_eq!(room_bytes(&direct, &image(), 3, 4), Some(4 * 3 * row));
         // Without a batch dimension every dimension is the row's.
         let fixed = vec![spec(DataType::F32, &[Dim::Fixed(8), Dim::Fixed(1 << 20)])];
         let unbatched = ModelConfig {
@@ -205,12 +197,12 @@ mod tests {
             ..ModelConfig::default()
         };
         assert_eq!(
-            room_bytes(&unbatched, &fixed, 1, None),
+            room_bytes(&unbatched, &fixed, 1, 1),
             Some(4 * 8 * (1 << 20) * 4)
         );
         // Small models get the floor.
         let digits = vec![spec(DataType::F32, &[Dim::Dynamic, Dim::Fixed(64)])];
-        assert_eq!(room_bytes(&config, &digits, 2, None), Some(MIN_ROOM_BYTES));
+        assert_eq!(room_bytes(&config, &digits, 2, 4), Some(MIN_ROOM_BYTES));
     }
 
     #[test]
@@ -221,14 +213,11 @@ mod tests {
             &[Dim::Dynamic, Dim::Fixed(3), Dim::Dynamic, Dim::Dynamic],
         )];
         assert_eq!(
-            room_bytes(&config, &any_image, 2, None),
+            room_bytes(&config, &any_image, 2, 4),
             Some(UNKNOWN_ROOM_BYTES)
         );
         let text = vec![spec(DataType::Bytes, &[Dim::Dynamic, Dim::Fixed(1)])];
-        assert_eq!(
-            room_bytes(&config, &text, 2, None),
-            Some(UNKNOWN_ROOM_BYTES)
-        );
+        assert_eq!(room_bytes(&config, &text, 2, 4), Some(UNKNOWN_ROOM_BYTES));
     }
 
     #[test]
@@ -236,7 +225,7 @@ mod tests {
         let shaped = |f: fn(&mut DynamicBatching)| {
             let mut config = batching(4);
             f(config.dynamic_batching.as_mut().unwrap());
-            room_bytes(&config, &image(), 2, None)
+            room_bytes(&config, &image(), 2, 4)
         };
         assert_eq!(shaped(|b| b.max_queue_size = 8), None);
         assert_eq!(shaped(|b| b.priority_levels = 2), None);

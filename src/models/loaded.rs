@@ -164,7 +164,7 @@ impl LoadedVersion {
             &config,
             &inputs,
             crate::batch::threads_for(&engines),
-            engines.iter().filter_map(|e| e.rows_per_run()).min(),
+            crate::batch::batch_rows(&engines, max_batch_size),
         );
         let engines = Arc::new(engines);
         let name = format!("{}-{version}", dir.name);

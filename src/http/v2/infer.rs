@@ -36,13 +36,9 @@ pub async fn infer(
     let incoming = Incoming::start(req, &st).await?;
     let loaded = match st.models.get(&r.model, r.version.as_deref()) {
         Ok(loaded) => loaded,
-        Err(e) => {
-            incoming.discard().await;
-            return Err(e.into());
-        }
+        Err(e) => return Err(incoming.refuse(e).await),
     };
-    let mut room = loaded.intake().admit(incoming.size()).await;
-    let body = incoming.read(&st).await?;
+    let (body, mut room) = incoming.read_within(loaded.intake(), &st).await?;
     let mut served = ServedBy {
         model: loaded.name().to_string(),
         version: loaded.version().to_string(),
