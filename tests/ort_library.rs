@@ -195,6 +195,7 @@ fn onnx_runtime_caches_inside_the_workspace() {
 /// ort model wait for it, and Triton's statistics count that wait as queue time, not compute.
 #[test]
 fn waiting_for_a_busy_session_is_queue_time() {
+    use std::io::{Read, Write};
     let lib = library();
     let repo = repo_with(&["resnet"]);
     // Unbatched (auto-complete would batch the 4 requests into one run).
@@ -212,38 +213,66 @@ fn waiting_for_a_busy_session_is_queue_time() {
     .to_string();
     let mut body = header.clone().into_bytes();
     body.extend(std::iter::repeat_n(0.5f32.to_le_bytes(), 3 * 224 * 224).flatten());
-    let client = reqwest::blocking::Client::new();
-    let infer = || {
-        let resp = client
-            .post(server.url("/v2/models/resnet/infer"))
-            .header("Inference-Header-Content-Length", header.len())
-            .body(body.clone())
-            .send()
-            .expect("infer");
-        assert_eq!(resp.status(), 200, "{:?}", resp.text());
+    let mut request = format!(
+        "POST /v2/models/resnet/infer HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+         Inference-Header-Content-Length: {}\r\nContent-Length: {}\r\n\r\n",
+        server.addr,
+        header.len(),
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let status_of = |mut conn: std::net::TcpStream| {
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).expect("read the answer");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     };
-    infer();
+    // Every request but its last byte is on the server before any is complete, so the
+    // requests reach the session together even on a loaded machine.
+    let together = |clients: usize| {
+        let (head, last) = request.split_at(request.len() - 1);
+        let conns: Vec<_> = (0..clients)
+            .map(|_| {
+                let mut conn = std::net::TcpStream::connect(&server.addr).expect("connect");
+                conn.write_all(head).expect("send");
+                conn
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::scope(|s| {
+            for mut conn in conns {
+                s.spawn(move || {
+                    conn.write_all(last).expect("send");
+                    status_of(conn);
+                });
+            }
+        });
+    };
+    together(1);
+    let stats = || {
+        let (status, stats) = server.get("/v2/models/resnet/stats");
+        assert_eq!(status, 200, "{stats}");
+        let inference = stats["model_stats"][0]["inference_stats"].clone();
+        let ns = |k: &str| inference[k]["ns"].as_u64().unwrap_or(0);
+        let count = inference["success"]["count"].as_u64().unwrap_or(0);
+        (count, ns("queue"), ns("compute_infer"), stats)
+    };
+    // Arriving together, 4 requests wait 0, 1, 2 and 3 runs: 1.5x their compute. Counting the
+    // wait as compute leaves the queue near 0 in every round; a loaded machine may spread one
+    // round's arrivals, so the best of three rounds decides.
     let clients = 4;
-    let start = std::sync::Barrier::new(clients);
-    std::thread::scope(|s| {
-        for _ in 0..clients {
-            s.spawn(|| {
-                start.wait();
-                infer();
-            });
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let (count0, queue0, compute0, _) = stats();
+        together(clients);
+        let (count, queue, compute, stats) = stats();
+        assert_eq!(count - count0, clients as u64, "{stats}");
+        let (queue, compute) = (queue - queue0, compute - compute0);
+        if queue * 4 >= compute {
+            return;
         }
-    });
-    let (status, stats) = server.get("/v2/models/resnet/stats");
-    assert_eq!(status, 200, "{stats}");
-    let inference = &stats["model_stats"][0]["inference_stats"];
-    let ns = |k: &str| inference[k]["ns"].as_u64().unwrap_or(0);
-    assert_eq!(inference["success"]["count"], clients + 1, "{stats}");
-    // Arriving together, the 4 requests wait 0, 1, 2 and 3 runs: 1.5x their compute (1.2x
-    // with the first, lone request's). Counting the wait as compute leaves the queue near 0.
-    assert!(
-        ns("queue") * 4 >= ns("compute_infer"),
-        "queue {} ns vs compute {} ns: {stats}",
-        ns("queue"),
-        ns("compute_infer")
-    );
+        rounds.push(format!("queue {queue} ns vs compute {compute} ns"));
+    }
+    panic!("waits were not counted as queue time: {rounds:?}");
 }
