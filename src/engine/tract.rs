@@ -392,13 +392,15 @@ fn parse(proto: &ModelProto, path: &Path) -> anyhow::Result<InferenceModel> {
 }
 
 /// `model` optimized by tract for running, with scoria's own kernels in place of tract's
-/// where they are faster and answer alike (see [`pool`]).
+/// where they are faster and answer alike (see [`pool`] and [`im2col`]).
 pub(crate) fn optimize(model: TypedModel) -> TractResult<TypedModel> {
     let mut model = model.into_optimized()?;
     pool::substitute(&mut model)?;
+    im2col::substitute(&mut model)?;
     Ok(model)
 }
 
+mod im2col;
 mod plans;
 mod pool;
 #[cfg(test)]

@@ -1,0 +1,653 @@
+//! Convolution patches packed by runs of contiguous input, put in place of tract's
+//! `LazyIm2col` once a model is optimized.
+//!
+//! tract lowers a batch-1 convolution to a matrix product whose right operand is the
+//! input's patches (im2col), packed one panel of `r` output positions at a time while the
+//! product runs. Its packer reads every element through two offset tables, one load and one
+//! store per element: on lenet that was 30 % of the model's CPU time and on resnet 27 %.
+//! Along an output row, a stride-1 convolution reads consecutive input elements, so a panel
+//! is one or a few runs of contiguous memory, copied here a run at a time.
+//!
+//! tract's op is not public, so its tables are read back by packing a probe input whose
+//! every element holds its own index; [`Patches`] keeps them as runs, and is only used when
+//! it packs that probe exactly as tract does, panel for panel.
+
+use std::alloc::Layout;
+use std::fmt;
+use std::sync::Arc;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::tract_linalg::mmm::{
+    EagerPackedInput, MMMInputFormat, MMMInputValue, PackedMatrixStorage,
+};
+
+/// The name tract's lazy im2col op reports.
+const LAZY_IM2COL: &str = "LazyIm2col";
+
+/// A probe holds indices as f32, exact up to 2^24.
+const MAX_PROBE_LEN: usize = 1 << 24;
+
+/// `len` elements of a panel row, read from `start + t * step` (in elements, relative to
+/// the row's input offset) into columns `column..column + len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Run {
+    column: usize,
+    start: isize,
+    step: isize,
+    len: usize,
+}
+
+/// Where one convolution's patches come from: the input offset of each row of the packed
+/// operand (`k`) and the runs of each panel of `r` columns (`mn`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Patches {
+    r: usize,
+    mn: usize,
+    k_offsets: Vec<isize>,
+    /// Panel `i`'s runs are `runs[panels[i]..panels[i + 1]]`.
+    panels: Vec<usize>,
+    runs: Vec<Run>,
+    /// One past the largest element a panel reads: the input must be at least this long.
+    span: usize,
+    format: Box<dyn MMMInputFormat>,
+    layout: Layout,
+}
+
+impl Patches {
+    /// The tables of `original`, a packed f32 operand of `k` rows and `mn` columns whose
+    /// input was `probe` (element `i` holding `i`), when it is separable into row and column
+    /// offsets as tract's im2col is.
+    fn read_back(original: &dyn MMMInputValue, probe_len: usize) -> TractResult<Patches> {
+        let (k, mn, r) = (original.k(), original.mn(), original.format().r());
+        let layout = original
+            .scratch_panel_buffer_layout()
+            .context("an im2col operand packs into a scratch panel")?;
+        ensure!(
+            k > 0 && mn > 0 && r > 0 && layout.size() >= k * r * 4,
+            "unexpected panel geometry k={k} mn={mn} r={r} {layout:?}"
+        );
+        let mut buffer = Panel::new(layout);
+        let index = |panel: usize, buffer: &mut Panel| -> TractResult<Vec<f32>> {
+            let ptr = original.panel_bytes(panel, Some(buffer.ptr()))? as *const f32;
+            // SAFETY: a panel of k rows of r f32 lies at `ptr`, in `buffer` or in the operand.
+            Ok(unsafe { std::slice::from_raw_parts(ptr, k * r) }.to_vec())
+        };
+        let mut first = index(0, &mut buffer)?;
+        let k_offsets: Vec<isize> = (0..k)
+            .map(|row| first[row * r] as isize - first[0] as isize)
+            .collect();
+        let mut columns: Vec<isize> = Vec::with_capacity(mn);
+        let panel_count = mn.div_ceil(r);
+        for panel in 0..panel_count {
+            let values = if panel == 0 {
+                std::mem::take(&mut first)
+            } else {
+                index(panel, &mut buffer)?
+            };
+            let width = r.min(mn - panel * r);
+            for column in 0..width {
+                let at = values[column] as isize;
+                for (row, offset) in k_offsets.iter().enumerate() {
+                    ensure!(
+                        values[row * r + column] as isize == at + offset,
+                        "panel {panel} is not separable at row {row}, column {column}"
+                    );
+                }
+                columns.push(at);
+            }
+        }
+        let low = k_offsets.iter().min().copied().unwrap_or(0)
+            + columns.iter().min().copied().unwrap_or(0);
+        let high = k_offsets.iter().max().copied().unwrap_or(0)
+            + columns.iter().max().copied().unwrap_or(0);
+        ensure!(
+            low >= 0 && (high as usize) < probe_len,
+            "offsets {low}..={high} outside an input of {probe_len}"
+        );
+        let mut panels = Vec::with_capacity(panel_count + 1);
+        let mut runs = Vec::new();
+        for chunk in columns.chunks(r) {
+            panels.push(runs.len());
+            let mut column = 0;
+            while column < chunk.len() {
+                let start = chunk[column];
+                let step = chunk.get(column + 1).map_or(1, |next| next - start);
+                let mut len = 1;
+                while column + len < chunk.len()
+                    && chunk[column + len] - chunk[column + len - 1] == step
+                {
+                    len += 1;
+                }
+                runs.push(Run {
+                    column,
+                    start,
+                    step: if len == 1 { 1 } else { step },
+                    len,
+                });
+                column += len;
+            }
+        }
+        panels.push(runs.len());
+        Ok(Patches {
+            r,
+            mn,
+            k_offsets,
+            panels,
+            runs,
+            span: high as usize + 1,
+            format: tract_onnx::tract_core::dyn_clone::clone_box(original.format()),
+            layout,
+        })
+    }
+
+    /// Packs panel `panel` of `input` into `out`, `k` rows of `r` columns; columns past the
+    /// operand's last are left as they were, as tract leaves them.
+    ///
+    /// # Safety
+    /// `input` holds at least `span` elements and `out` at least `k * r`.
+    unsafe fn pack(&self, input: *const f32, panel: usize, out: *mut f32) {
+        // tract's matrix kernels leave the upper halves of the vector registers in use
+        // (AVX-512 here), and legacy SSE moves then wait on them: VEX-encoded moves do
+        // not, and the packing ran 4x slower between kernels than alone without them.
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2; the caller upholds the rest.
+            return unsafe { self.pack_avx2(input, panel, out) };
+        }
+        // SAFETY: as this function's.
+        unsafe { self.pack_any(input, panel, out) }
+    }
+
+    /// # Safety
+    /// As [`Patches::pack`], on a CPU with AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn pack_avx2(&self, input: *const f32, panel: usize, out: *mut f32) {
+        // SAFETY: as this function's.
+        unsafe { self.pack_any(input, panel, out) }
+    }
+
+    /// # Safety
+    /// As [`Patches::pack`].
+    #[inline(always)]
+    unsafe fn pack_any(&self, input: *const f32, panel: usize, out: *mut f32) {
+        let runs = &self.runs[self.panels[panel]..self.panels[panel + 1]];
+        let whole = match runs {
+            [run] if run.step == 1 && run.len == self.r => Some(run),
+            _ => None,
+        };
+        unsafe {
+            if let Some(run) = whole {
+                let input = input.offset(run.start);
+                match self.r {
+                    4 => rows::<4>(input, &self.k_offsets, out),
+                    5 => rows::<5>(input, &self.k_offsets, out),
+                    6 => rows::<6>(input, &self.k_offsets, out),
+                    8 => rows::<8>(input, &self.k_offsets, out),
+                    12 => rows::<12>(input, &self.k_offsets, out),
+                    16 => rows::<16>(input, &self.k_offsets, out),
+                    24 => rows::<24>(input, &self.k_offsets, out),
+                    32 => rows::<32>(input, &self.k_offsets, out),
+                    _ => self.pack_runs(input, runs, out),
+                }
+            } else {
+                self.pack_runs(input, runs, out)
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`Patches::pack`].
+    #[inline(always)]
+    unsafe fn pack_runs(&self, input: *const f32, runs: &[Run], out: *mut f32) {
+        for (row, offset) in self.k_offsets.iter().enumerate() {
+            unsafe {
+                let input = input.offset(*offset);
+                let out = out.add(row * self.r);
+                for run in runs {
+                    let from = input.offset(run.start);
+                    let to = out.add(run.column);
+                    if run.step == 1 {
+                        copy_short(from, to, run.len);
+                    } else {
+                        for t in 0..run.len {
+                            *to.add(t) = *from.offset(t as isize * run.step);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies `R` contiguous elements from `input + offset` for each row offset, row after row.
+///
+/// # Safety
+/// Every `input + offset .. + R` is readable and `out` holds `offsets.len() * R` elements.
+#[inline(always)]
+unsafe fn rows<const R: usize>(input: *const f32, offsets: &[isize], out: *mut f32) {
+    for (row, offset) in offsets.iter().enumerate() {
+        unsafe {
+            let values = std::ptr::read_unaligned(input.offset(*offset) as *const [f32; R]);
+            std::ptr::write_unaligned(out.add(row * R) as *mut [f32; R], values);
+        }
+    }
+}
+
+/// Copies `len` elements, a panel's width at most, without a call to `memcpy`, whose
+/// dispatch costs more than the copy at these lengths.
+///
+/// # Safety
+/// `from .. from + len` is readable, `to .. to + len` writable, and they do not overlap.
+#[inline(always)]
+unsafe fn copy_short(mut from: *const f32, mut to: *mut f32, mut len: usize) {
+    unsafe {
+        while len >= 8 {
+            std::ptr::write_unaligned(
+                to as *mut [f32; 8],
+                std::ptr::read_unaligned(from as *const [f32; 8]),
+            );
+            (from, to, len) = (from.add(8), to.add(8), len - 8);
+        }
+        if len >= 4 {
+            std::ptr::write_unaligned(
+                to as *mut [f32; 4],
+                std::ptr::read_unaligned(from as *const [f32; 4]),
+            );
+            (from, to, len) = (from.add(4), to.add(4), len - 4);
+        }
+        for t in 0..len {
+            *to.add(t) = *from.add(t);
+        }
+    }
+}
+
+/// A scratch panel allocated with the layout the packed operand asks for.
+struct Panel {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+impl Panel {
+    fn new(layout: Layout) -> Panel {
+        // SAFETY: `layout` has a non-zero size (checked by the caller: k * r * 4 > 0).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Panel { ptr, layout }
+    }
+
+    fn ptr(&mut self) -> *mut u8 {
+        self.ptr
+    }
+}
+
+impl Drop for Panel {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
+    }
+}
+
+/// The packed operand over one input, as tract's `LazyIm2colInput` but packed by runs.
+#[derive(Clone)]
+struct PatchesOf {
+    input: TValue,
+    /// `input`'s f32 data, which `input` keeps alive and never moves.
+    data: *const f32,
+    patches: Arc<Patches>,
+}
+
+// SAFETY: `data` points into `input`'s immutable buffer, shared as `input` is.
+unsafe impl Send for PatchesOf {}
+// SAFETY: as above; packing only reads through `data`.
+unsafe impl Sync for PatchesOf {}
+
+impl PatchesOf {
+    fn new(input: TValue, patches: Arc<Patches>) -> TractResult<PatchesOf> {
+        let data = {
+            let plain = input.try_as_plain_ram()?;
+            let values = plain.as_slice::<f32>()?;
+            ensure!(
+                values.len() >= patches.span,
+                "im2col input of {} elements, its patches read {}",
+                values.len(),
+                patches.span
+            );
+            values.as_ptr()
+        };
+        Ok(PatchesOf {
+            input,
+            data,
+            patches,
+        })
+    }
+}
+
+impl fmt::Debug for PatchesOf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PatchesOf({:?}, k={} mn={})",
+            self.input.shape(),
+            self.k(),
+            self.mn()
+        )
+    }
+}
+
+impl fmt::Display for PatchesOf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl std::hash::Hash for PatchesOf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.input.as_bytes(), &*self.patches).hash(state);
+    }
+}
+
+impl PartialEq for PatchesOf {
+    fn eq(&self, other: &Self) -> bool {
+        self.patches == other.patches && self.input == other.input
+    }
+}
+
+impl Eq for PatchesOf {}
+
+impl MMMInputValue for PatchesOf {
+    fn format(&self) -> &dyn MMMInputFormat {
+        &*self.patches.format
+    }
+
+    fn scratch_panel_buffer_layout(&self) -> Option<Layout> {
+        Some(self.patches.layout)
+    }
+
+    fn panel_bytes(&self, i: usize, buffer: Option<*mut u8>) -> TractResult<*const u8> {
+        let out = buffer.context("im2col packs into a scratch panel")?;
+        ensure!(
+            i < self.patches.panels.len() - 1,
+            "panel {i} of {}",
+            self.patches.panels.len() - 1
+        );
+        // SAFETY: `data` holds at least `span` elements (checked in `new`) and the scratch
+        // panel has the layout `scratch_panel_buffer_layout` gave, k * r f32 or more.
+        unsafe { self.patches.pack(self.data, i, out as *mut f32) };
+        Ok(out)
+    }
+
+    fn mn(&self) -> usize {
+        self.patches.mn
+    }
+
+    fn k(&self) -> usize {
+        self.patches.k_offsets.len()
+    }
+
+    fn exotic_fact(&self) -> &dyn ExoticFact {
+        self
+    }
+
+    fn extract_at_mn_f16(&self, _mn: usize, _slice: &mut [f16]) -> TractResult<()> {
+        bail!("im2col patches are not extracted")
+    }
+
+    fn extract_at_mn_f32(&self, _mn: usize, _slice: &mut [f32]) -> TractResult<()> {
+        bail!("im2col patches are not extracted")
+    }
+}
+
+impl ExoticFact for PatchesOf {
+    fn buffer_sizes(&self) -> TVec<TDim> {
+        tvec!((self.k() * self.mn() * 4).to_dim())
+    }
+}
+
+/// Packs a batch-1, ungrouped f32 convolution's patches by runs; stands for tract's
+/// `LazyIm2col` node it replaced, whose output fact it keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct Im2colRuns {
+    patches: Arc<Patches>,
+    fact: TypedFact,
+}
+
+impl Op for Im2colRuns {
+    fn name(&self) -> StaticName {
+        "Im2colRuns".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Im2colRuns {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let value: Box<dyn MMMInputValue> = Box::new(PatchesOf::new(input, self.patches.clone())?);
+        let output =
+            PackedMatrixStorage::new_batched(&[1, 1], tvec![value]).into_tensor(f32::datum_type());
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for Im2colRuns {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(
+            inputs[0].datum_type == f32::datum_type(),
+            "Im2colRuns takes f32, got {:?}",
+            inputs[0].datum_type
+        );
+        Ok(tvec!(self.fact.clone()))
+    }
+
+    as_op!();
+}
+
+impl Im2colRuns {
+    /// The replacement for `node`, tract's lazy im2col over an f32 input of concrete shape
+    /// in `model`, when its tables read back and pack a probe exactly as it does.
+    fn replacing(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Im2colRuns>> {
+        if node.op.name() != LAZY_IM2COL || node.inputs.len() != 1 {
+            return Ok(None);
+        }
+        let input = model.outlet_fact(node.inputs[0])?;
+        let fact = model.outlet_fact(OutletId::new(node.id, 0))?.clone();
+        let Some(shape) = input.shape.as_concrete() else {
+            return Ok(None);
+        };
+        let len: usize = shape.iter().product();
+        if input.datum_type != f32::datum_type()
+            || len == 0
+            || len > MAX_PROBE_LEN
+            || fact.shape.as_concrete() != Some(&[1, 1][..])
+        {
+            return Ok(None);
+        }
+        let probe = Tensor::from_shape(shape, &(0..len).map(|i| i as f32).collect::<Vec<_>>())?;
+        let Some(outputs) = node
+            .op
+            .eval_out_of_plan(tvec![probe.clone().into_tvalue()])?
+        else {
+            return Ok(None);
+        };
+        let storage = outputs[0].try_storage_as::<PackedMatrixStorage>()?;
+        let original = storage.value();
+        if original.downcast_ref::<EagerPackedInput>().is_some() {
+            return Ok(None);
+        }
+        let patches = Arc::new(Patches::read_back(original, len)?);
+        // Both packers on the probe, panel for panel, before the op is trusted.
+        let ours = PatchesOf::new(probe.into_tvalue(), patches.clone())?;
+        let (mut theirs_buffer, mut ours_buffer) =
+            (Panel::new(patches.layout), Panel::new(patches.layout));
+        for panel in 0..ours.mn().div_ceil(patches.r) {
+            let theirs = original.panel_bytes(panel, Some(theirs_buffer.ptr()))? as *const f32;
+            let mine = ours.panel_bytes(panel, Some(ours_buffer.ptr()))? as *const f32;
+            let width = patches.r.min(ours.mn() - panel * patches.r);
+            for row in 0..ours.k() {
+                // SAFETY: both panels hold k * r f32.
+                let (a, b) = unsafe {
+                    (
+                        std::slice::from_raw_parts(theirs.add(row * patches.r), width),
+                        std::slice::from_raw_parts(mine.add(row * patches.r), width),
+                    )
+                };
+                ensure!(a == b, "panel {panel} row {row} packs differently");
+            }
+        }
+        Ok(Some(Im2colRuns { patches, fact }))
+    }
+}
+
+/// Puts an [`Im2colRuns`] in place of every tract lazy im2col in `model`, an optimized
+/// model, that it packs alike; any other is left to tract.
+pub(super) fn substitute(model: &mut TypedModel) -> TractResult<()> {
+    for id in 0..model.nodes().len() {
+        match Im2colRuns::replacing(model, model.node(id)) {
+            Ok(Some(op)) => model.node_mut(id).op = Box::new(op),
+            Ok(None) => {}
+            Err(e) => tracing::debug!("{}: tract's im2col kept ({e:#})", model.node(id).name),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::prelude::IntoRunnable;
+    use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+    use tract_onnx::tract_core::ops::nn::DataFormat;
+
+    /// Values distinct enough that a patch read from the wrong place changes the answer.
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed;
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    /// One f32 NCHW convolution of `input` (`[1, c, h, w]`) to `out` channels.
+    fn conv_model(
+        input: &[usize],
+        out: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+    ) -> TypedModel {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact(input)).expect("a source");
+        let c = input[1];
+        let weights = Tensor::from_shape(
+            &[out, c, kernel, kernel],
+            &values(out * c * kernel * kernel, 3),
+        )
+        .expect("weights");
+        let w = model.add_const("w", weights).expect("weights");
+        let b = model
+            .add_const(
+                "b",
+                Tensor::from_shape(&[out], &values(out, 5)).expect("bias"),
+            )
+            .expect("bias");
+        let spec = PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![kernel, kernel],
+            padding: PaddingSpec::Explicit(tvec![pad, pad], tvec![pad, pad]),
+            dilations: None,
+            strides: Some(tvec![stride, stride]),
+            input_channels: c,
+            output_channels: out,
+        };
+        let conv = Conv {
+            pool_spec: spec,
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: None,
+        };
+        let y = model.wire_node("conv", conv, &[x, w, b]).expect("a conv");
+        model.select_output_outlets(&y).expect("an output");
+        model
+    }
+
+    fn bits(v: &TValue) -> Vec<u32> {
+        let plain = v.try_as_plain_ram().expect("plain");
+        plain
+            .as_slice::<f32>()
+            .expect("f32")
+            .iter()
+            .map(|f| f.to_bits())
+            .collect()
+    }
+
+    /// (input shape, output channels, kernel, stride, padding): lenet's and resnet's
+    /// convolutions, and rows whose width is no multiple of any panel's.
+    const GEOMETRIES: [(&[usize], usize, usize, usize, usize); 7] = [
+        (&[1, 1, 28, 28], 6, 5, 1, 2),
+        (&[1, 6, 14, 14], 16, 5, 1, 0),
+        (&[1, 3, 30, 30], 8, 7, 2, 3),
+        (&[1, 8, 17, 13], 16, 3, 1, 1),
+        (&[1, 8, 17, 13], 16, 3, 2, 1),
+        (&[1, 4, 9, 31], 5, 3, 1, 0),
+        (&[1, 2, 7, 7], 3, 3, 1, 1),
+    ];
+
+    #[test]
+    fn answers_bit_for_bit_as_tracts_lazy_im2col() {
+        for (i, &(input, out, kernel, stride, pad)) in GEOMETRIES.iter().enumerate() {
+            let model = conv_model(input, out, kernel, stride, pad);
+            let tracts = model.clone().into_optimized().expect("tract's plan");
+            assert!(
+                tracts.nodes().iter().any(|n| n.op.name() == LAZY_IM2COL),
+                "{input:?} k{kernel} s{stride}: tract no longer lowers it lazily"
+            );
+            let ours = crate::engine::tract::optimize(model).expect("our plan");
+            assert!(
+                ours.nodes().iter().any(|n| n.op_is::<Im2colRuns>()),
+                "{input:?} k{kernel} s{stride} p{pad} was not replaced"
+            );
+            assert!(!ours.nodes().iter().any(|n| n.op.name() == LAZY_IM2COL));
+            let len = input.iter().product();
+            let x = Tensor::from_shape(input, &values(len, i as u64 + 11)).expect("x");
+            let expected = tracts
+                .into_runnable()
+                .and_then(|p| p.run(tvec![x.clone().into_tvalue()]))
+                .expect("tract's conv runs");
+            let got = ours
+                .into_runnable()
+                .and_then(|p| p.run(tvec![x.into_tvalue()]))
+                .expect("our conv runs");
+            assert_eq!(expected[0].shape(), got[0].shape());
+            assert_eq!(
+                bits(&expected[0]),
+                bits(&got[0]),
+                "{input:?} k{kernel} s{stride} p{pad}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_input_shorter_than_its_patches_is_an_error() {
+        let ours = crate::engine::tract::optimize(conv_model(&[1, 2, 7, 7], 3, 3, 1, 0))
+            .expect("our plan");
+        let node = ours
+            .nodes()
+            .iter()
+            .find(|n| n.op_is::<Im2colRuns>())
+            .expect("replaced");
+        let short = Tensor::from_shape(&[1, 2, 7, 6], &values(84, 1)).expect("x");
+        let err = node
+            .op
+            .eval_out_of_plan(tvec![short.into_tvalue()])
+            .expect_err("an error, not a read past the input");
+        assert!(err.to_string().contains("its patches read"), "{err}");
+    }
+}
