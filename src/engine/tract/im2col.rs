@@ -55,10 +55,10 @@ struct Patches {
 }
 
 impl Patches {
-    /// The tables of `original`, a packed f32 operand of `k` rows and `mn` columns whose
-    /// input was `probe` (element `i` holding `i`), when it is separable into row and column
-    /// offsets as tract's im2col is.
-    fn read_back(original: &dyn MMMInputValue, probe_len: usize) -> TractResult<Patches> {
+    /// The tables of `original`, tract's packed f32 operand of `k` rows and `mn` columns
+    /// over `probe` (element `i` holding `i`), read back panel by panel; each panel is
+    /// packed from them too and must come out as tract packed it.
+    fn read_back(original: &dyn MMMInputValue, probe: &[f32]) -> TractResult<Patches> {
         let (k, mn, r) = (original.k(), original.mn(), original.format().r());
         let layout = original
             .scratch_panel_buffer_layout()
@@ -67,65 +67,49 @@ impl Patches {
             k > 0 && mn > 0 && r > 0 && layout.size() >= k * r * 4,
             "unexpected panel geometry k={k} mn={mn} r={r} {layout:?}"
         );
-        let mut buffer = Panel::new(layout);
-        let index = |panel: usize, buffer: &mut Panel| -> TractResult<Vec<f32>> {
-            let ptr = original.panel_bytes(panel, Some(buffer.ptr()))? as *const f32;
-            // SAFETY: a panel of k rows of r f32 lies at `ptr`, in `buffer` or in the operand.
-            Ok(unsafe { std::slice::from_raw_parts(ptr, k * r) }.to_vec())
-        };
-        let mut first = index(0, &mut buffer)?;
-        let k_offsets: Vec<isize> = (0..k)
-            .map(|row| first[row * r] as isize - first[0] as isize)
-            .collect();
-        let mut columns: Vec<isize> = Vec::with_capacity(mn);
-        let panel_count = mn.div_ceil(r);
-        for panel in 0..panel_count {
-            let values = if panel == 0 {
-                std::mem::take(&mut first)
-            } else {
-                index(panel, &mut buffer)?
-            };
-            let width = r.min(mn - panel * r);
-            for column in 0..width {
-                let at = values[column] as isize;
-                for (row, offset) in k_offsets.iter().enumerate() {
-                    ensure!(
-                        values[row * r + column] as isize == at + offset,
-                        "panel {panel} is not separable at row {row}, column {column}"
-                    );
-                }
-                columns.push(at);
+        let (mut theirs, mut ours) = (Panel::new(layout), Panel::new(layout));
+        let mut k_offsets = Vec::new();
+        let (mut panels, mut runs, mut span) = (Vec::new(), Vec::new(), 0);
+        for panel in 0..mn.div_ceil(r) {
+            let packed = original.panel_bytes(panel, Some(theirs.ptr()))? as *const f32;
+            // SAFETY: a panel of k rows of r f32 lies at `packed`, in `theirs` or in the
+            // operand, until the next call.
+            let packed = unsafe { std::slice::from_raw_parts(packed, k * r) };
+            if panel == 0 {
+                k_offsets = (0..k)
+                    .map(|row| packed[row * r] as isize - packed[0] as isize)
+                    .collect();
             }
-        }
-        let low = k_offsets.iter().min().copied().unwrap_or(0)
-            + columns.iter().min().copied().unwrap_or(0);
-        let high = k_offsets.iter().max().copied().unwrap_or(0)
-            + columns.iter().max().copied().unwrap_or(0);
-        ensure!(
-            low >= 0 && (high as usize) < probe_len,
-            "offsets {low}..={high} outside an input of {probe_len}"
-        );
-        let mut panels = Vec::with_capacity(panel_count + 1);
-        let mut runs = Vec::new();
-        for chunk in columns.chunks(r) {
-            panels.push(runs.len());
-            let mut column = 0;
-            while column < chunk.len() {
-                let start = chunk[column];
-                let step = chunk.get(column + 1).map_or(1, |next| next - start);
-                let mut len = 1;
-                while column + len < chunk.len()
-                    && chunk[column + len] - chunk[column + len - 1] == step
-                {
-                    len += 1;
-                }
-                runs.push(Run {
-                    column,
-                    start,
-                    step: if len == 1 { 1 } else { step },
-                    len,
-                });
-                column += len;
+            let (k_low, k_high) = (
+                k_offsets.iter().min().copied().unwrap_or(0),
+                k_offsets.iter().max().copied().unwrap_or(0),
+            );
+            let width = r.min(mn - panel * r);
+            let columns: Vec<isize> = packed[..width].iter().map(|&i| i as isize).collect();
+            let low = columns.iter().min().copied().unwrap_or(0) + k_low;
+            let high = columns.iter().max().copied().unwrap_or(0) + k_high;
+            ensure!(
+                low >= 0 && (high as usize) < probe.len(),
+                "panel {panel} reads {low}..={high} of an input of {}",
+                probe.len()
+            );
+            span = span.max(high as usize + 1);
+            let first = runs.len();
+            panels.push(first);
+            push_runs(&columns, &mut runs);
+            let out = ours.ptr() as *mut f32;
+            // SAFETY: every element the runs read is within the probe (checked above), and
+            // `ours` holds k * r f32.
+            let packed_here = unsafe {
+                pack(r, &k_offsets, &runs[first..], probe.as_ptr(), out);
+                std::slice::from_raw_parts(out as *const f32, k * r)
+            };
+            for row in 0..k {
+                let at = row * r..row * r + width;
+                ensure!(
+                    packed[at.clone()] == packed_here[at],
+                    "panel {panel} row {row} packs differently"
+                );
             }
         }
         panels.push(runs.len());
@@ -135,7 +119,7 @@ impl Patches {
             k_offsets,
             panels,
             runs,
-            span: high as usize + 1,
+            span,
             format: tract_onnx::tract_core::dyn_clone::clone_box(original.format()),
             layout,
         })
@@ -147,73 +131,107 @@ impl Patches {
     /// # Safety
     /// `input` holds at least `span` elements and `out` at least `k * r`.
     unsafe fn pack(&self, input: *const f32, panel: usize, out: *mut f32) {
-        // tract's matrix kernels leave the upper halves of the vector registers in use
-        // (AVX-512 here), and legacy SSE moves then wait on them: VEX-encoded moves do
-        // not, and the packing ran 4x slower between kernels than alone without them.
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2; the caller upholds the rest.
-            return unsafe { self.pack_avx2(input, panel, out) };
-        }
-        // SAFETY: as this function's.
-        unsafe { self.pack_any(input, panel, out) }
-    }
-
-    /// # Safety
-    /// As [`Patches::pack`], on a CPU with AVX2.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn pack_avx2(&self, input: *const f32, panel: usize, out: *mut f32) {
-        // SAFETY: as this function's.
-        unsafe { self.pack_any(input, panel, out) }
-    }
-
-    /// # Safety
-    /// As [`Patches::pack`].
-    #[inline(always)]
-    unsafe fn pack_any(&self, input: *const f32, panel: usize, out: *mut f32) {
         let runs = &self.runs[self.panels[panel]..self.panels[panel + 1]];
-        let whole = match runs {
-            [run] if run.step == 1 && run.len == self.r => Some(run),
-            _ => None,
-        };
-        unsafe {
-            if let Some(run) = whole {
-                let input = input.offset(run.start);
-                match self.r {
-                    4 => rows::<4>(input, &self.k_offsets, out),
-                    5 => rows::<5>(input, &self.k_offsets, out),
-                    6 => rows::<6>(input, &self.k_offsets, out),
-                    8 => rows::<8>(input, &self.k_offsets, out),
-                    12 => rows::<12>(input, &self.k_offsets, out),
-                    16 => rows::<16>(input, &self.k_offsets, out),
-                    24 => rows::<24>(input, &self.k_offsets, out),
-                    32 => rows::<32>(input, &self.k_offsets, out),
-                    _ => self.pack_runs(input, runs, out),
-                }
-            } else {
-                self.pack_runs(input, runs, out)
+        // SAFETY: the runs of a panel read within `span` (checked when read back).
+        unsafe { pack(self.r, &self.k_offsets, runs, input, out) }
+    }
+}
+
+/// Appends the runs of one panel whose columns read `columns`: each run the longest
+/// stretch at one step.
+fn push_runs(columns: &[isize], runs: &mut Vec<Run>) {
+    let mut column = 0;
+    while column < columns.len() {
+        let start = columns[column];
+        let step = columns.get(column + 1).map_or(1, |next| next - start);
+        let mut len = 1;
+        while column + len < columns.len()
+            && columns[column + len] - columns[column + len - 1] == step
+        {
+            len += 1;
+        }
+        runs.push(Run {
+            column,
+            start,
+            step: if len == 1 { 1 } else { step },
+            len,
+        });
+        column += len;
+    }
+}
+
+/// Packs the panel of `r` columns read by `runs` into `out`: row `i` from `input +
+/// k_offsets[i]`.
+///
+/// # Safety
+/// Every element the runs read at every row offset is within `input`, and `out` holds
+/// `k_offsets.len() * r` elements.
+unsafe fn pack(r: usize, k_offsets: &[isize], runs: &[Run], input: *const f32, out: *mut f32) {
+    // tract's matrix kernels leave the upper halves of the vector registers in use
+    // (AVX-512 here), and legacy SSE moves then wait on them: VEX-encoded moves do
+    // not, and the packing ran 4x slower between kernels than alone without them.
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2; the caller upholds the rest.
+        return unsafe { pack_avx2(r, k_offsets, runs, input, out) };
+    }
+    // SAFETY: as this function's.
+    unsafe { pack_any(r, k_offsets, runs, input, out) }
+}
+
+/// # Safety
+/// As [`pack`], on a CPU with AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pack_avx2(r: usize, k_offsets: &[isize], runs: &[Run], input: *const f32, out: *mut f32) {
+    // SAFETY: as this function's.
+    unsafe { pack_any(r, k_offsets, runs, input, out) }
+}
+
+/// # Safety
+/// As [`pack`].
+#[inline(always)]
+unsafe fn pack_any(r: usize, k_offsets: &[isize], runs: &[Run], input: *const f32, out: *mut f32) {
+    let whole = match runs {
+        [run] if run.step == 1 && run.len == r => Some(run),
+        _ => None,
+    };
+    unsafe {
+        if let Some(run) = whole {
+            let input = input.offset(run.start);
+            match r {
+                4 => rows::<4>(input, k_offsets, out),
+                5 => rows::<5>(input, k_offsets, out),
+                6 => rows::<6>(input, k_offsets, out),
+                8 => rows::<8>(input, k_offsets, out),
+                12 => rows::<12>(input, k_offsets, out),
+                16 => rows::<16>(input, k_offsets, out),
+                24 => rows::<24>(input, k_offsets, out),
+                32 => rows::<32>(input, k_offsets, out),
+                _ => pack_runs(r, k_offsets, runs, input, out),
             }
+        } else {
+            pack_runs(r, k_offsets, runs, input, out)
         }
     }
+}
 
-    /// # Safety
-    /// As [`Patches::pack`].
-    #[inline(always)]
-    unsafe fn pack_runs(&self, input: *const f32, runs: &[Run], out: *mut f32) {
-        for (row, offset) in self.k_offsets.iter().enumerate() {
-            unsafe {
-                let input = input.offset(*offset);
-                let out = out.add(row * self.r);
-                for run in runs {
-                    let from = input.offset(run.start);
-                    let to = out.add(run.column);
-                    if run.step == 1 {
-                        copy_short(from, to, run.len);
-                    } else {
-                        for t in 0..run.len {
-                            *to.add(t) = *from.offset(t as isize * run.step);
-                        }
+/// # Safety
+/// As [`pack`].
+#[inline(always)]
+unsafe fn pack_runs(r: usize, k_offsets: &[isize], runs: &[Run], input: *const f32, out: *mut f32) {
+    for (row, offset) in k_offsets.iter().enumerate() {
+        unsafe {
+            let input = input.offset(*offset);
+            let out = out.add(row * r);
+            for run in runs {
+                let from = input.offset(run.start);
+                let to = out.add(run.column);
+                if run.step == 1 {
+                    copy_short(from, to, run.len);
+                } else {
+                    for t in 0..run.len {
+                        *to.add(t) = *from.offset(t as isize * run.step);
                     }
                 }
             }
@@ -468,11 +486,9 @@ impl Im2colRuns {
         {
             return Ok(None);
         }
-        let probe = Tensor::from_shape(shape, &(0..len).map(|i| i as f32).collect::<Vec<_>>())?;
-        let Some(outputs) = node
-            .op
-            .eval_out_of_plan(tvec![probe.clone().into_tvalue()])?
-        else {
+        let indices: Vec<f32> = (0..len).map(|i| i as f32).collect();
+        let probe = Tensor::from_shape(shape, &indices)?;
+        let Some(outputs) = node.op.eval_out_of_plan(tvec![probe.into_tvalue()])? else {
             return Ok(None);
         };
         let storage = outputs[0].try_storage_as::<PackedMatrixStorage>()?;
@@ -480,26 +496,7 @@ impl Im2colRuns {
         if original.downcast_ref::<EagerPackedInput>().is_some() {
             return Ok(None);
         }
-        let patches = Arc::new(Patches::read_back(original, len)?);
-        // Both packers on the probe, panel for panel, before the op is trusted.
-        let ours = PatchesOf::new(probe.into_tvalue(), patches.clone())?;
-        let (mut theirs_buffer, mut ours_buffer) =
-            (Panel::new(patches.layout), Panel::new(patches.layout));
-        for panel in 0..ours.mn().div_ceil(patches.r) {
-            let theirs = original.panel_bytes(panel, Some(theirs_buffer.ptr()))? as *const f32;
-            let mine = ours.panel_bytes(panel, Some(ours_buffer.ptr()))? as *const f32;
-            let width = patches.r.min(ours.mn() - panel * patches.r);
-            for row in 0..ours.k() {
-                // SAFETY: both panels hold k * r f32.
-                let (a, b) = unsafe {
-                    (
-                        std::slice::from_raw_parts(theirs.add(row * patches.r), width),
-                        std::slice::from_raw_parts(mine.add(row * patches.r), width),
-                    )
-                };
-                ensure!(a == b, "panel {panel} row {row} packs differently");
-            }
-        }
+        let patches = Arc::new(Patches::read_back(original, &indices)?);
         Ok(Some(Im2colRuns { patches, fact }))
     }
 }
