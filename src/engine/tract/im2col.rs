@@ -48,6 +48,9 @@ struct Patches {
     /// Panel `i`'s runs are `runs[panels[i]..panels[i + 1]]`.
     panels: Vec<usize>,
     runs: Vec<Run>,
+    /// Panel `i`'s `r` columns are `columns[i * r..(i + 1) * r]`, the input element each
+    /// reads at row offset 0 (a partial panel repeats its last).
+    columns: Vec<i32>,
     /// One past the largest element a panel reads: the input must be at least this long.
     span: usize,
     format: Box<dyn MMMInputFormat>,
@@ -70,6 +73,7 @@ impl Patches {
         let (mut theirs, mut ours) = (Panel::new(layout), Panel::new(layout));
         let mut k_offsets = Vec::new();
         let (mut panels, mut runs, mut span) = (Vec::new(), Vec::new(), 0);
+        let mut gathered: Vec<i32> = Vec::with_capacity(mn.div_ceil(r) * r);
         for panel in 0..mn.div_ceil(r) {
             let packed = original.panel_bytes(panel, Some(theirs.ptr()))? as *const f32;
             // SAFETY: a panel of k rows of r f32 lies at `packed`, in `theirs` or in the
@@ -97,11 +101,15 @@ impl Patches {
             let first = runs.len();
             panels.push(first);
             push_runs(&columns, &mut runs);
+            let last = columns.last().copied().unwrap_or(0);
+            // Below 2^24 (MAX_PROBE_LEN), as the probe's values are.
+            gathered.extend((0..r).map(|j| columns.get(j).copied().unwrap_or(last) as i32));
             let out = ours.ptr() as *mut f32;
             // SAFETY: every element the runs read is within the probe (checked above), and
             // `ours` holds k * r f32.
             let packed_here = unsafe {
-                pack(r, &k_offsets, &runs[first..], probe.as_ptr(), out);
+                let columns = &gathered[panel * r..];
+                pack(r, &k_offsets, &runs[first..], columns, probe.as_ptr(), out);
                 std::slice::from_raw_parts(out as *const f32, k * r)
             };
             for row in 0..k {
@@ -119,6 +127,7 @@ impl Patches {
             k_offsets,
             panels,
             runs,
+            columns: gathered,
             span,
             format: tract_onnx::tract_core::dyn_clone::clone_box(original.format()),
             layout,
@@ -132,8 +141,10 @@ impl Patches {
     /// `input` holds at least `span` elements and `out` at least `k * r`.
     unsafe fn pack(&self, input: *const f32, panel: usize, out: *mut f32) {
         let runs = &self.runs[self.panels[panel]..self.panels[panel + 1]];
-        // SAFETY: the runs of a panel read within `span` (checked when read back).
-        unsafe { pack(self.r, &self.k_offsets, runs, input, out) }
+        let columns = &self.columns[panel * self.r..(panel + 1) * self.r];
+        // SAFETY: the runs and columns of a panel read within `span` (checked when read
+        // back).
+        unsafe { pack(self.r, &self.k_offsets, runs, columns, input, out) }
     }
 }
 
@@ -166,26 +177,71 @@ fn push_runs(columns: &[isize], runs: &mut Vec<Run>) {
 /// # Safety
 /// Every element the runs read at every row offset is within `input`, and `out` holds
 /// `k_offsets.len() * r` elements.
-unsafe fn pack(r: usize, k_offsets: &[isize], runs: &[Run], input: *const f32, out: *mut f32) {
+unsafe fn pack(
+    r: usize,
+    k_offsets: &[isize],
+    runs: &[Run],
+    columns: &[i32],
+    input: *const f32,
+    out: *mut f32,
+) {
     // tract's matrix kernels leave the upper halves of the vector registers in use
     // (AVX-512 here), and legacy SSE moves then wait on them: VEX-encoded moves do
     // not, and the packing ran 4x slower between kernels than alone without them.
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2; the caller upholds the rest.
-        return unsafe { pack_avx2(r, k_offsets, runs, input, out) };
+        return unsafe { pack_avx2(r, k_offsets, runs, columns, input, out) };
     }
     // SAFETY: as this function's.
     unsafe { pack_any(r, k_offsets, runs, input, out) }
 }
 
+/// As [`pack_any`], but a panel of several runs is gathered a row at a time by `columns`,
+/// up to eight elements an instruction.
+///
 /// # Safety
-/// As [`pack`], on a CPU with AVX2.
+/// As [`pack`], on a CPU with AVX2; `columns` holds `r` indices.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn pack_avx2(r: usize, k_offsets: &[isize], runs: &[Run], input: *const f32, out: *mut f32) {
-    // SAFETY: as this function's.
-    unsafe { pack_any(r, k_offsets, runs, input, out) }
+unsafe fn pack_avx2(
+    r: usize,
+    k_offsets: &[isize],
+    runs: &[Run],
+    columns: &[i32],
+    input: *const f32,
+    out: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    if matches!(runs, [run] if run.step == 1 && run.len == r) {
+        // SAFETY: as this function's.
+        return unsafe { pack_any(r, k_offsets, runs, input, out) };
+    }
+    let (eights, fours) = (r / 8, r % 8 / 4);
+    // SAFETY: `columns` holds `r` indices, each within the input at every row offset, as
+    // the caller guarantees; `out` holds `k_offsets.len() * r` elements.
+    unsafe {
+        let columns = columns.as_ptr();
+        for (row, offset) in k_offsets.iter().enumerate() {
+            let input = input.offset(*offset);
+            let out = out.add(row * r);
+            let mut j = 0;
+            for _ in 0..eights {
+                let at = _mm256_loadu_si256(columns.add(j) as *const __m256i);
+                _mm256_storeu_ps(out.add(j), _mm256_i32gather_ps::<4>(input, at));
+                j += 8;
+            }
+            if fours == 1 {
+                let at = _mm_loadu_si128(columns.add(j) as *const __m128i);
+                _mm_storeu_ps(out.add(j), _mm_i32gather_ps::<4>(input, at));
+                j += 4;
+            }
+            while j < r {
+                *out.add(j) = *input.offset(*columns.add(j) as isize);
+                j += 1;
+            }
+        }
+    }
 }
 
 /// # Safety
