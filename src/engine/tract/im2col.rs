@@ -7,8 +7,9 @@
 //! code, which runs between tract's AVX kernels; those return without `vzeroupper`, so each
 //! SSE move waits on the registers' upper halves: on lenet that packing was 30 % of the
 //! model's CPU time and on resnet 27 %. Along an output row, a stride-1 convolution reads
-//! consecutive input elements, so a panel is one or a few runs of contiguous memory, copied
-//! here a run at a time, in AVX2 code where the CPU has it (4x faster in place than SSE).
+//! consecutive input elements, so a panel is one or a few runs of contiguous memory: one run
+//! is copied row by row, in AVX2 code where the CPU has it (4x faster in place than SSE),
+//! and a panel of several runs (a row crossing, stride 2) is gathered by its columns.
 //!
 //! tract's op is not public, so its tables are read back by packing a probe input whose
 //! every element holds its own index; [`Patches`] keeps them as runs, and is only used when
