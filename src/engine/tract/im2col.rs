@@ -135,8 +135,9 @@ impl Patches {
         })
     }
 
-    /// Packs panel `panel` of `input` into `out`, `k` rows of `r` columns; columns past the
-    /// operand's last are left as they were, as tract leaves them.
+    /// Packs panel `panel` of `input` into `out`, `k` rows of `r` columns; what columns past
+    /// the operand's last hold is unspecified, as with tract's packer (the product discards
+    /// them).
     ///
     /// # Safety
     /// `input` holds at least `span` elements and `out` at least `k * r`.
