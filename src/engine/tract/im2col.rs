@@ -15,6 +15,7 @@
 //! every element holds its own index; [`Patches`] keeps them as runs, and is only used when
 //! it packs that probe exactly as tract does, panel for panel.
 
+use pack::{pack, push_runs, Run};
 use std::alloc::Layout;
 use std::fmt;
 use std::sync::Arc;
@@ -28,16 +29,6 @@ const LAZY_IM2COL: &str = "LazyIm2col";
 
 /// A probe holds indices as f32, exact up to 2^24.
 const MAX_PROBE_LEN: usize = 1 << 24;
-
-/// `len` elements of a panel row, read from `start + t * step` (in elements, relative to
-/// the row's input offset) into columns `column..column + len`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Run {
-    column: usize,
-    start: isize,
-    step: isize,
-    len: usize,
-}
 
 /// Where one convolution's patches come from: the input offset of each row of the packed
 /// operand (`k`) and the runs of each panel of `r` columns (`mn`).
@@ -72,7 +63,7 @@ impl Patches {
             "unexpected panel geometry k={k} mn={mn} r={r} {layout:?}"
         );
         let (mut theirs, mut ours) = (Panel::new(layout), Panel::new(layout));
-        let mut k_offsets = Vec::new();
+        let (mut k_offsets, mut k_low, mut k_high) = (Vec::new(), 0, 0);
         let (mut panels, mut runs, mut span) = (Vec::new(), Vec::new(), 0);
         let mut gathered: Vec<i32> = Vec::with_capacity(mn.div_ceil(r) * r);
         for panel in 0..mn.div_ceil(r) {
@@ -84,11 +75,9 @@ impl Patches {
                 k_offsets = (0..k)
                     .map(|row| packed[row * r] as isize - packed[0] as isize)
                     .collect();
+                k_low = k_offsets.iter().min().copied().unwrap_or(0);
+                k_high = k_offsets.iter().max().copied().unwrap_or(0);
             }
-            let (k_low, k_high) = (
-                k_offsets.iter().min().copied().unwrap_or(0),
-                k_offsets.iter().max().copied().unwrap_or(0),
-            );
             let width = r.min(mn - panel * r);
             let columns: Vec<isize> = packed[..width].iter().map(|&i| i as isize).collect();
             let low = columns.iter().min().copied().unwrap_or(0) + k_low;
@@ -147,195 +136,6 @@ impl Patches {
         // SAFETY: the runs and columns of a panel read within `span` (checked when read
         // back).
         unsafe { pack(self.r, &self.k_offsets, runs, columns, input, out) }
-    }
-}
-
-/// Appends the runs of one panel whose columns read `columns`: each run the longest
-/// stretch at one step.
-fn push_runs(columns: &[isize], runs: &mut Vec<Run>) {
-    let mut column = 0;
-    while column < columns.len() {
-        let start = columns[column];
-        let step = columns.get(column + 1).map_or(1, |next| next - start);
-        let mut len = 1;
-        while column + len < columns.len()
-            && columns[column + len] - columns[column + len - 1] == step
-        {
-            len += 1;
-        }
-        runs.push(Run {
-            column,
-            start,
-            step: if len == 1 { 1 } else { step },
-            len,
-        });
-        column += len;
-    }
-}
-
-/// Packs the panel of `r` columns read by `runs` into `out`: row `i` from `input +
-/// k_offsets[i]`.
-///
-/// # Safety
-/// Every element the runs read at every row offset is within `input`, and `out` holds
-/// `k_offsets.len() * r` elements.
-unsafe fn pack(
-    r: usize,
-    k_offsets: &[isize],
-    runs: &[Run],
-    columns: &[i32],
-    input: *const f32,
-    out: *mut f32,
-) {
-    // tract's matrix kernels leave the upper halves of the vector registers in use
-    // (AVX-512 here), and legacy SSE moves then wait on them: VEX-encoded moves do
-    // not, and the packing ran 4x slower between kernels than alone without them.
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2; the caller upholds the rest.
-        return unsafe { pack_avx2(r, k_offsets, runs, columns, input, out) };
-    }
-    // SAFETY: as this function's.
-    unsafe { pack_any(r, k_offsets, runs, input, out) }
-}
-
-/// As [`pack_any`], but a panel of several runs is gathered a row at a time by `columns`,
-/// up to eight elements an instruction.
-///
-/// # Safety
-/// As [`pack`], on a CPU with AVX2; `columns` holds `r` indices.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn pack_avx2(
-    r: usize,
-    k_offsets: &[isize],
-    runs: &[Run],
-    columns: &[i32],
-    input: *const f32,
-    out: *mut f32,
-) {
-    use std::arch::x86_64::*;
-    if matches!(runs, [run] if run.step == 1 && run.len == r) {
-        // SAFETY: as this function's.
-        return unsafe { pack_any(r, k_offsets, runs, input, out) };
-    }
-    let (eights, fours) = (r / 8, r % 8 / 4);
-    // SAFETY: `columns` holds `r` indices, each within the input at every row offset, as
-    // the caller guarantees; `out` holds `k_offsets.len() * r` elements.
-    unsafe {
-        let columns = columns.as_ptr();
-        for (row, offset) in k_offsets.iter().enumerate() {
-            let input = input.offset(*offset);
-            let out = out.add(row * r);
-            let mut j = 0;
-            for _ in 0..eights {
-                let at = _mm256_loadu_si256(columns.add(j) as *const __m256i);
-                _mm256_storeu_ps(out.add(j), _mm256_i32gather_ps::<4>(input, at));
-                j += 8;
-            }
-            if fours == 1 {
-                let at = _mm_loadu_si128(columns.add(j) as *const __m128i);
-                _mm_storeu_ps(out.add(j), _mm_i32gather_ps::<4>(input, at));
-                j += 4;
-            }
-            while j < r {
-                *out.add(j) = *input.offset(*columns.add(j) as isize);
-                j += 1;
-            }
-        }
-    }
-}
-
-/// # Safety
-/// As [`pack`].
-#[inline(always)]
-unsafe fn pack_any(r: usize, k_offsets: &[isize], runs: &[Run], input: *const f32, out: *mut f32) {
-    let whole = match runs {
-        [run] if run.step == 1 && run.len == r => Some(run),
-        _ => None,
-    };
-    unsafe {
-        if let Some(run) = whole {
-            let input = input.offset(run.start);
-            match r {
-                4 => rows::<4>(input, k_offsets, out),
-                5 => rows::<5>(input, k_offsets, out),
-                6 => rows::<6>(input, k_offsets, out),
-                8 => rows::<8>(input, k_offsets, out),
-                12 => rows::<12>(input, k_offsets, out),
-                16 => rows::<16>(input, k_offsets, out),
-                24 => rows::<24>(input, k_offsets, out),
-                32 => rows::<32>(input, k_offsets, out),
-                _ => pack_runs(r, k_offsets, runs, input, out),
-            }
-        } else {
-            pack_runs(r, k_offsets, runs, input, out)
-        }
-    }
-}
-
-/// # Safety
-/// As [`pack`].
-#[inline(always)]
-unsafe fn pack_runs(r: usize, k_offsets: &[isize], runs: &[Run], input: *const f32, out: *mut f32) {
-    for (row, offset) in k_offsets.iter().enumerate() {
-        unsafe {
-            let input = input.offset(*offset);
-            let out = out.add(row * r);
-            for run in runs {
-                let from = input.offset(run.start);
-                let to = out.add(run.column);
-                if run.step == 1 {
-                    copy_short(from, to, run.len);
-                } else {
-                    for t in 0..run.len {
-                        *to.add(t) = *from.offset(t as isize * run.step);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Copies `R` contiguous elements from `input + offset` for each row offset, row after row.
-///
-/// # Safety
-/// Every `input + offset .. + R` is readable and `out` holds `offsets.len() * R` elements.
-#[inline(always)]
-unsafe fn rows<const R: usize>(input: *const f32, offsets: &[isize], out: *mut f32) {
-    for (row, offset) in offsets.iter().enumerate() {
-        unsafe {
-            let values = std::ptr::read_unaligned(input.offset(*offset) as *const [f32; R]);
-            std::ptr::write_unaligned(out.add(row * R) as *mut [f32; R], values);
-        }
-    }
-}
-
-/// Copies `len` elements, a panel's width at most, without a call to `memcpy`, whose
-/// dispatch costs more than the copy at these lengths.
-///
-/// # Safety
-/// `from .. from + len` is readable, `to .. to + len` writable, and they do not overlap.
-#[inline(always)]
-unsafe fn copy_short(mut from: *const f32, mut to: *mut f32, mut len: usize) {
-    unsafe {
-        while len >= 8 {
-            std::ptr::write_unaligned(
-                to as *mut [f32; 8],
-                std::ptr::read_unaligned(from as *const [f32; 8]),
-            );
-            (from, to, len) = (from.add(8), to.add(8), len - 8);
-        }
-        if len >= 4 {
-            std::ptr::write_unaligned(
-                to as *mut [f32; 4],
-                std::ptr::read_unaligned(from as *const [f32; 4]),
-            );
-            (from, to, len) = (from.add(4), to.add(4), len - 4);
-        }
-        for t in 0..len {
-            *to.add(t) = *from.add(t);
-        }
     }
 }
 
@@ -572,139 +372,6 @@ pub(super) fn substitute(model: &mut TypedModel) -> TractResult<()> {
     Ok(())
 }
 
+mod pack;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tract_onnx::prelude::IntoRunnable;
-    use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
-    use tract_onnx::tract_core::ops::nn::DataFormat;
-
-    /// Values distinct enough that a patch read from the wrong place changes the answer.
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed;
-        (0..len)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect()
-    }
-
-    /// One f32 NCHW convolution of `input` (`[1, c, h, w]`) to `out` channels.
-    fn conv_model(
-        input: &[usize],
-        out: usize,
-        kernel: usize,
-        stride: usize,
-        pad: usize,
-    ) -> TypedModel {
-        let mut model = TypedModel::default();
-        let x = model.add_source("x", f32::fact(input)).expect("a source");
-        let c = input[1];
-        let weights = Tensor::from_shape(
-            &[out, c, kernel, kernel],
-            &values(out * c * kernel * kernel, 3),
-        )
-        .expect("weights");
-        let w = model.add_const("w", weights).expect("weights");
-        let b = model
-            .add_const(
-                "b",
-                Tensor::from_shape(&[out], &values(out, 5)).expect("bias"),
-            )
-            .expect("bias");
-        let spec = PoolSpec {
-            data_format: DataFormat::NCHW,
-            kernel_shape: tvec![kernel, kernel],
-            padding: PaddingSpec::Explicit(tvec![pad, pad], tvec![pad, pad]),
-            dilations: None,
-            strides: Some(tvec![stride, stride]),
-            input_channels: c,
-            output_channels: out,
-        };
-        let conv = Conv {
-            pool_spec: spec,
-            kernel_fmt: KernelFormat::OIHW,
-            group: 1,
-            q_params: None,
-        };
-        let y = model.wire_node("conv", conv, &[x, w, b]).expect("a conv");
-        model.select_output_outlets(&y).expect("an output");
-        model
-    }
-
-    fn bits(v: &TValue) -> Vec<u32> {
-        let plain = v.try_as_plain_ram().expect("plain");
-        plain
-            .as_slice::<f32>()
-            .expect("f32")
-            .iter()
-            .map(|f| f.to_bits())
-            .collect()
-    }
-
-    /// (input shape, output channels, kernel, stride, padding): lenet's and resnet's
-    /// convolutions, and rows whose width is no multiple of any panel's.
-    const GEOMETRIES: [(&[usize], usize, usize, usize, usize); 7] = [
-        (&[1, 1, 28, 28], 6, 5, 1, 2),
-        (&[1, 6, 14, 14], 16, 5, 1, 0),
-        (&[1, 3, 30, 30], 8, 7, 2, 3),
-        (&[1, 8, 17, 13], 16, 3, 1, 1),
-        (&[1, 8, 17, 13], 16, 3, 2, 1),
-        (&[1, 4, 9, 31], 5, 3, 1, 0),
-        (&[1, 2, 7, 7], 3, 3, 1, 1),
-    ];
-
-    #[test]
-    fn answers_bit_for_bit_as_tracts_lazy_im2col() {
-        for (i, &(input, out, kernel, stride, pad)) in GEOMETRIES.iter().enumerate() {
-            let model = conv_model(input, out, kernel, stride, pad);
-            let tracts = model.clone().into_optimized().expect("tract's plan");
-            assert!(
-                tracts.nodes().iter().any(|n| n.op.name() == LAZY_IM2COL),
-                "{input:?} k{kernel} s{stride}: tract no longer lowers it lazily"
-            );
-            let ours = crate::engine::tract::optimize(model).expect("our plan");
-            assert!(
-                ours.nodes().iter().any(|n| n.op_is::<Im2colRuns>()),
-                "{input:?} k{kernel} s{stride} p{pad} was not replaced"
-            );
-            assert!(!ours.nodes().iter().any(|n| n.op.name() == LAZY_IM2COL));
-            let len = input.iter().product();
-            let x = Tensor::from_shape(input, &values(len, i as u64 + 11)).expect("x");
-            let expected = tracts
-                .into_runnable()
-                .and_then(|p| p.run(tvec![x.clone().into_tvalue()]))
-                .expect("tract's conv runs");
-            let got = ours
-                .into_runnable()
-                .and_then(|p| p.run(tvec![x.into_tvalue()]))
-                .expect("our conv runs");
-            assert_eq!(expected[0].shape(), got[0].shape());
-            assert_eq!(
-                bits(&expected[0]),
-                bits(&got[0]),
-                "{input:?} k{kernel} s{stride} p{pad}"
-            );
-        }
-    }
-
-    #[test]
-    fn an_input_shorter_than_its_patches_is_an_error() {
-        let ours = crate::engine::tract::optimize(conv_model(&[1, 2, 7, 7], 3, 3, 1, 0))
-            .expect("our plan");
-        let node = ours
-            .nodes()
-            .iter()
-            .find(|n| n.op_is::<Im2colRuns>())
-            .expect("replaced");
-        let short = Tensor::from_shape(&[1, 2, 7, 6], &values(84, 1)).expect("x");
-        let err = node
-            .op
-            .eval_out_of_plan(tvec![short.into_tvalue()])
-            .expect_err("an error, not a read past the input");
-        assert!(err.to_string().contains("its patches read"), "{err}");
-    }
-}
+mod tests;
