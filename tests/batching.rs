@@ -193,6 +193,56 @@ fn batching_needs_a_batch_dimension() {
     server.infer_ok("digits", &request(&row));
 }
 
+/// LeNet on tract: batch 1's plan packs convolution patches image by image, which tract's
+/// batched plans cannot, so a batched request runs row by row and dynamic batches hold one
+/// row. Concurrent requests of 1–3 rows each answer exactly as each of their rows sent
+/// alone to the same model without batching.
+#[test]
+fn a_convolutional_model_answers_batched_requests_row_by_row() {
+    let repo = repo_with(&["lenet"]);
+    copy_dir(&model_source("lenet"), &repo.path().join("plain"));
+    prepend_config(repo.path(), "plain", "max_batch_size = 0");
+    prepend_config(repo.path(), "lenet", "max_batch_size = 8");
+    append_config(
+        repo.path(),
+        "lenet",
+        "[dynamic_batching]\nmax_queue_delay_us = 2000\npreferred_batch_size = [8]",
+    );
+    let server = Server::start(repo, &[]);
+    let image = |seed: usize| -> Vec<f32> {
+        (0..28 * 28)
+            .map(|i| ((seed * 131 + i * 7) % 23) as f32 / 23.0)
+            .collect()
+    };
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let server = &server;
+            s.spawn(move || {
+                for i in 0..3 {
+                    let n = 1 + (t + i) % 3;
+                    let images: Vec<Vec<f32>> = (0..n).map(|r| image(t * 10 + i * 3 + r)).collect();
+                    let body = json!({"inputs": [{"name": "input", "shape": [n, 1, 28, 28],
+                        "datatype": "FP32", "data": images}]});
+                    let got = server.infer_ok("lenet", &body);
+                    assert_eq!(got["outputs"][0]["shape"], json!([n, 10]));
+                    let mut alone = Vec::new();
+                    for img in &images {
+                        let one = json!({"inputs": [{"name": "input", "shape": [1, 1, 28, 28],
+                            "datatype": "FP32", "data": img}]});
+                        let answer = server.infer_ok("plain", &one);
+                        alone.extend(answer["outputs"][0]["data"].as_array().unwrap().clone());
+                    }
+                    assert_eq!(
+                        got["outputs"][0]["data"],
+                        json!(alone),
+                        "thread {t} request {i}"
+                    );
+                }
+            });
+        }
+    });
+}
+
 /// The value of the sample `name` (with its labels, as rendered) in the server's `/metrics`.
 fn metric(server: &Server, sample: &str) -> Option<f64> {
     let (_, metrics) = server.request("GET", "/metrics", None, None);

@@ -34,13 +34,19 @@ struct Inner {
     cost: Cost,
     /// The threads async callers' requests run on.
     pool: Pool,
+    /// Whether a request's dimension 0 holds independent rows (`max_batch_size` > 0), which
+    /// an engine may run in parts ([`Engine::run_rows`]).
+    rows: bool,
 }
 
 impl Direct {
-    /// Runs requests on `engines`; `name` names its threads.
-    pub fn new(name: &str, engines: Arc<Vec<Box<dyn Engine>>>) -> Direct {
+    /// Runs requests on `engines`; `name` names its threads. `rows`: the model is batched
+    /// (`max_batch_size` > 0), so a request's dimension 0 holds rows the model computes
+    /// independently, which an engine may run in parts ([`Engine::run_rows`]).
+    pub fn new(name: &str, engines: Arc<Vec<Box<dyn Engine>>>, rows: bool) -> Direct {
         Direct {
             inner: Arc::new(Inner {
+                rows,
                 pool: Pool::new(&format!("infer-{name}"), threads_for(&engines)),
                 instances: Instances::new(engines),
                 next: AtomicUsize::new(0),
@@ -130,7 +136,11 @@ impl Inner {
     ) -> Result<BatchResult, SchedulerError> {
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         let started = Instant::now();
-        let outputs = engine.run(req.inputs)?;
+        let outputs = if self.rows {
+            engine.run_rows(req.inputs, req.rows)?
+        } else {
+            engine.run(req.inputs)?
+        };
         let compute = started.elapsed();
         self.cost.record(req.elements, compute);
         Ok(BatchResult {

@@ -142,8 +142,9 @@ impl Batcher {
         if max_rows < max_batch_size as usize {
             tracing::info!(
                 "{name}: dynamic batches gather at most {max_rows} rows (max_batch_size \
-                 {max_batch_size}): larger runs would cost the engine another copy of the \
-                 model; a request of more rows still runs whole"
+                 {max_batch_size}): the engine runs more rows at once no faster per row, or \
+                 only with another copy of the model; a request of more rows runs in parts \
+                 of {max_rows}"
             );
         }
         let shared = Arc::new(Shared {
@@ -548,7 +549,9 @@ fn run_batch(shared: &Shared, engine: &dyn Engine, busy: Held<'_>, batch: Vec<Pe
             }
         }
     };
-    let outcome = engine.run(inputs).map_err(SchedulerError::from);
+    let outcome = engine
+        .run_rows(inputs, rows.iter().sum())
+        .map_err(SchedulerError::from);
     end_run(shared, busy, replies, outcome, &rows, started, elements)
 }
 
@@ -564,7 +567,7 @@ fn run_alone(
     enqueued: Instant,
 ) -> Result<BatchResult, SchedulerError> {
     let started = Instant::now();
-    let outcome = engine.run(inputs).map_err(SchedulerError::from);
+    let outcome = engine.run_rows(inputs, rows).map_err(SchedulerError::from);
     let ran = end_of_run(shared, busy, started, elements, rows);
     let compute = ran.compute;
     shared.ran_inline(ran);

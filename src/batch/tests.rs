@@ -161,7 +161,7 @@ fn doubled(t: &Tensor) -> Vec<f32> {
 #[test]
 fn direct_runs_blocking_callers_on_their_own_thread() {
     let (engines, d) = engines([doubler(Duration::ZERO, true)]);
-    let direct = Direct::new("t", engines);
+    let direct = Direct::new("t", engines, true);
     let ticket = direct
         .submit(vec![rows(1.0, 2)], 2, Caller::Blocking, &NONE)
         .unwrap();
@@ -177,7 +177,7 @@ fn direct_runs_blocking_callers_on_their_own_thread() {
 async fn direct_keeps_async_callers_off_the_executor_and_prefers_idle_instances() {
     let delay = Duration::from_millis(50);
     let (engines, doublers) = engines([doubler(delay, false), doubler(delay, false)]);
-    let direct = Direct::new("t", engines);
+    let direct = Direct::new("t", engines, true);
     let started = Instant::now();
     let tickets: Vec<_> = (0..4)
         .map(|i| {
@@ -217,7 +217,7 @@ async fn direct_keeps_async_callers_off_the_executor_and_prefers_idle_instances(
 async fn direct_runs_small_measured_work_inline_and_the_rest_off_the_executor() {
     let here = std::thread::current().id();
     let (instances, d) = engines([doubler(Duration::ZERO, true)]);
-    let direct = Direct::new("t", instances);
+    let direct = Direct::new("t", instances, true);
     let call = |n: usize| {
         let direct = direct.clone();
         async move {
@@ -252,7 +252,7 @@ async fn direct_runs_small_measured_work_inline_and_the_rest_off_the_executor() 
     );
 
     let (instances, slow) = engines([doubler(Duration::from_micros(200), true)]);
-    let direct = Direct::new("t", instances);
+    let direct = Direct::new("t", instances, true);
     for _ in 0..40 {
         direct
             .submit(vec![rows(1.0, 1)], 1, Caller::Async, &NONE)
@@ -270,7 +270,7 @@ async fn direct_runs_small_measured_work_inline_and_the_rest_off_the_executor() 
 
 #[test]
 fn direct_engine_failures_are_internal() {
-    let direct = Direct::new("t", engines([doubler(Duration::ZERO, true)]).0);
+    let direct = Direct::new("t", engines([doubler(Duration::ZERO, true)]).0, true);
     let nan = Tensor::new(vec![1, 2], TensorData::F32(vec![f32::NAN, 1.0])).unwrap();
     let e = direct
         .submit(vec![nan], 1, Caller::Blocking, &NONE)
@@ -325,7 +325,7 @@ fn the_batcher_forms_batches_and_splits_them_back_exactly() {
 
 /// An engine that runs at most 2 rows well (tract where larger sizes have no plan): batches
 /// gather no more, whatever `max_batch_size` and the queue delay allow; a request of more
-/// rows still runs, whole.
+/// rows runs in parts of 2, its outputs joined in order.
 #[test]
 fn batches_gather_no_more_rows_than_the_engine_runs_well() {
     // One instance that runs a request at a time: one worker, runs in order.
@@ -349,7 +349,7 @@ fn batches_gather_no_more_rows_than_the_engine_runs_well() {
         let want: Vec<f32> = (0..n * 2).map(|i| 2.0 * (start + i as f32)).collect();
         assert_eq!(doubled(&r.outputs[0]), want);
     }
-    assert_eq!(d.runs(), vec![2, 1, 3, 1]);
+    assert_eq!(d.runs(), vec![2, 1, 2, 1, 1]);
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub mod onnx_file;
 pub mod opencl;
 mod options;
 pub mod ort;
+mod rows;
 pub(crate) mod tract;
 
 pub use options::{
@@ -215,12 +216,27 @@ pub trait Engine: Send + Sync {
     }
 
     /// The most rows worth running at once where the caller may split its rows among runs
-    /// (the dynamic batcher): a run of more would cost the engine memory out of proportion to
-    /// its rows (tract: a plan of its own, the model's weights again, made where only smaller
-    /// sizes have plans). `None`: no bound but the model's `max_batch_size`. A request of more
-    /// rows than this still runs, whole.
+    /// (the dynamic batcher, [`Engine::run_rows`]): a run of more would cost more per row
+    /// (tract, where batch 1's plan packs convolution patches image by image and a batched
+    /// plan would materialise them), or memory out of proportion to its rows (tract: a plan
+    /// of its own, the model's weights again, made where only smaller sizes have plans).
+    /// `None`: no bound but the model's `max_batch_size`.
     fn rows_per_run(&self) -> Option<usize> {
         None
+    }
+
+    /// Runs `inputs` as [`Engine::run`] does, where their dimension 0 holds `rows` rows
+    /// that the model computes independently of each other (a batched model, as Triton
+    /// defines `max_batch_size` > 0): when that is more than [`Engine::rows_per_run`] and
+    /// every output carries the batch dimension, as consecutive runs of at most that many
+    /// rows, their outputs joined.
+    fn run_rows(&self, inputs: Vec<Tensor>, rows: usize) -> Result<Vec<Tensor>, EngineError> {
+        match self.rows_per_run() {
+            Some(most) if rows > most && rows::all_batched(self.outputs()) => {
+                rows::run_in_parts(|part| self.run(part), inputs, rows, most)
+            }
+            _ => self.run(inputs),
+        }
     }
 }
 

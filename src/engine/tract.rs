@@ -36,9 +36,9 @@ pub struct TractEngine {
     general: General,
     /// Plans with the batch symbol fixed, when the model has a symbolic batch.
     specialised: Option<Specialised>,
-    /// Where no more specialised plans may be made and the general plan would read the
-    /// model again: the sizes up to which every size has its plan (see
-    /// [`Engine::rows_per_run`]).
+    /// Where no more specialised plans may be made (the weights' bound, or batch 1's plan
+    /// packs convolution patches image by image) and the general plan would read the model
+    /// again: the sizes up to which every size has its plan (see [`Engine::rows_per_run`]).
     rows_per_run: Option<usize>,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,

@@ -107,17 +107,8 @@ pub fn room_bytes(
 ) -> Option<usize> {
     let max_batch = config.max_batch_size.unwrap_or(0) as usize;
     let rows = match &config.dynamic_batching {
-        Some(b) => {
-            let policy = &b.queue_policy;
-            if b.max_queue_size > 0
-                || b.priority_levels > 0
-                || policy.default_timeout_us > 0
-                || policy.allow_timeout_override
-            {
-                return None;
-            }
-            batch_rows.max(1)
-        }
+        Some(b) if b.shapes_queue() => return None,
+        Some(_) => batch_rows.max(1),
         // One request per run; its own rows are counted by its body's size.
         None => 1,
     };

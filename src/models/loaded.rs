@@ -160,16 +160,17 @@ impl LoadedVersion {
                 )));
             }
         }
+        let batch_rows = crate::batch::batch_rows(&engines, max_batch_size);
         let room = intake::room_bytes(
             &config,
             &inputs,
             crate::batch::threads_for(&engines),
-            crate::batch::batch_rows(&engines, max_batch_size),
+            batch_rows,
         );
         let engines = Arc::new(engines);
         let name = format!("{}-{version}", dir.name);
         let scheduler: Box<dyn Scheduler> = match &config.dynamic_batching {
-            None => Box::new(Direct::new(&name, Arc::clone(&engines))),
+            None => Box::new(Direct::new(&name, Arc::clone(&engines), max_batch_size > 0)),
             Some(batching) => {
                 let fixed = inputs
                     .iter()
@@ -182,16 +183,27 @@ impl LoadedVersion {
                         s.shape_string()
                     )));
                 }
-                Box::new(
-                    Batcher::start(
-                        &name,
-                        Arc::clone(&engines),
-                        max_batch_size,
-                        batching,
-                        observer,
+                if batch_rows > 1 || batching.shapes_queue() {
+                    Box::new(
+                        Batcher::start(
+                            &name,
+                            Arc::clone(&engines),
+                            max_batch_size,
+                            batching,
+                            observer,
+                        )
+                        .map_err(LoadError::Threads)?,
                     )
-                    .map_err(LoadError::Threads)?,
-                )
+                } else {
+                    // A batch of one row is full as it arrives: there is nothing to wait
+                    // for or gather, and no queue policy to apply.
+                    tracing::info!(
+                        "{name}: dynamic batches would hold one row (max_batch_size \
+                         {max_batch_size}; the engine gains nothing from running more rows at \
+                         once): requests run as they arrive, a request of more rows in parts"
+                    );
+                    Box::new(Direct::new(&name, Arc::clone(&engines), max_batch_size > 0))
+                }
             }
         };
         Ok(LoadedVersion {

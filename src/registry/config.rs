@@ -73,6 +73,17 @@ pub struct DynamicBatching {
     pub queue_policy: QueuePolicy,
 }
 
+impl DynamicBatching {
+    /// Whether the config shapes its queue: a bounded queue, priority levels or queue
+    /// timeouts, which only the dynamic batcher's queue applies.
+    pub fn shapes_queue(&self) -> bool {
+        self.max_queue_size > 0
+            || self.priority_levels > 0
+            || self.queue_policy.default_timeout_us > 0
+            || self.queue_policy.allow_timeout_override
+    }
+}
+
 impl Default for DynamicBatching {
     /// What an empty `[dynamic_batching]` table sets: a 100 µs queue delay, no preferred
     /// sizes, an unbounded queue, one priority level, no queue timeout.

@@ -372,6 +372,18 @@ pub(super) fn substitute(model: &mut TypedModel) -> TractResult<()> {
     Ok(())
 }
 
+/// Whether `model`, an optimized plan, packs a convolution's patches image by image (tract's
+/// lazy im2col, or an [`Im2colRuns`] in its place). tract makes such patches only for a
+/// single image: the same convolution over a batch of more materialises every patch first
+/// (its eager `Im2col`), which costs two to four times as much per row (lenet, resnet), so
+/// a plan that does this runs a batch fastest one row at a time.
+pub(super) fn packs_per_image(model: &TypedModel) -> bool {
+    model
+        .nodes()
+        .iter()
+        .any(|node| node.op.name() == LAZY_IM2COL || node.op.downcast_ref::<Im2colRuns>().is_some())
+}
+
 mod pack;
 #[cfg(test)]
 mod tests;

@@ -93,6 +93,12 @@ impl Plan {
         Ok(outputs)
     }
 
+    /// Whether the plan packs convolution patches image by image, so that batches of more
+    /// rows run fastest as runs of this plan, one row each (see [`super::im2col::packs_per_image`]).
+    pub(super) fn packs_per_image(&self) -> bool {
+        super::im2col::packs_per_image(self.runnable.model())
+    }
+
     /// Whether run states are kept for reuse.
     #[cfg(test)]
     pub(super) fn reuses_states(&self) -> bool {
@@ -209,7 +215,9 @@ pub(super) struct Specialised {
 
 impl Specialised {
     /// Plans for batch 1 and the `eager` sizes, at most `limit` (at least 1) of them; more
-    /// on first use if `on_use`.
+    /// on first use if `on_use`. Where batch 1's plan packs its convolutions' patches image by
+    /// image ([`Plan::packs_per_image`]), it is the only plan: a batch of more rows runs
+    /// fastest as that many runs of it.
     pub(super) fn new(
         model: TypedModel,
         symbol: Symbol,
@@ -217,8 +225,10 @@ impl Specialised {
         on_use: bool,
         limit: usize,
     ) -> TractResult<Specialised> {
-        let mut plans = HashMap::new();
-        for &n in std::iter::once(&1).chain(eager) {
+        let one = specialise(&model, &symbol, 1)?;
+        let limit = if one.packs_per_image() { 1 } else { limit };
+        let mut plans = HashMap::from([(1, one)]);
+        for &n in eager {
             if plans.len() >= limit {
                 break;
             }

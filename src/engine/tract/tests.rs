@@ -316,3 +316,53 @@ fn reused_run_states_answer_as_new_ones_across_threads_and_after_errors() {
     let idle = plan.idle.lock().unwrap().len();
     assert!((1..=4).contains(&idle), "{idle} states kept for 4 threads");
 }
+
+/// A model whose batch-1 plan packs its convolutions' patches image by image (lenet) keeps
+/// that one plan whatever sizes the batcher forms: its batches run one row at a time
+/// (`rows_per_run` 1), each row as it would alone, and together as tract's own batched plan
+/// answers them (within rounding: that plan sums in another order). A model without
+/// convolutions (digits) keeps its batched plans.
+#[test]
+fn convolutions_packed_per_image_run_batches_row_by_row() {
+    let lenet = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/lenet/1/model.onnx");
+    let options = LoadOptions {
+        batch_sizes: vec![4, 8],
+        specialise_on_use: true,
+        ..LoadOptions::default()
+    };
+    let engine = TractEngine::load(&lenet, &options).unwrap();
+    assert_eq!(sizes(&engine), [1]);
+    assert_eq!(engine.rows_per_run(), Some(1));
+
+    let rows = 3;
+    let input = Tensor::new(
+        vec![rows, 1, 28, 28],
+        TensorData::F32(
+            (0..rows * 28 * 28)
+                .map(|i| (i % 23) as f32 / 23.0)
+                .collect(),
+        ),
+    )
+    .unwrap();
+    let parts = engine.run_rows(vec![input.clone()], rows).unwrap();
+    assert_eq!(parts[0].shape(), [rows, 10]);
+    let alone: Vec<f32> = input
+        .clone()
+        .split0(&[1; 3])
+        .unwrap()
+        .into_iter()
+        .flat_map(|row| probabilities(&engine.run(vec![row]).unwrap()))
+        .collect();
+    assert_eq!(probabilities(&parts), alone);
+    let batched = probabilities(&engine.run(vec![input]).unwrap());
+    assert_eq!(batched.len(), alone.len());
+    for (a, b) in alone.iter().zip(&batched) {
+        assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{a} vs {b}");
+    }
+    // Still one plan: the batched answer came from the general plan.
+    assert_eq!(sizes(&engine), [1]);
+
+    let digits = TractEngine::load(&digits(), &options).unwrap();
+    assert_eq!(sizes(&digits), [1, 4, 8]);
+    assert_eq!(digits.rows_per_run(), None);
+}
