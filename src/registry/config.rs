@@ -17,8 +17,10 @@ pub const MAX_INSTANCES: u32 = 256;
 pub const MAX_QUEUE_DELAY_US: u64 = 10_000_000;
 /// Most ONNX Runtime threads per pool.
 pub const MAX_THREADS: u32 = 1024;
-/// `max_queue_delay_us` when `[dynamic_batching]` leaves it out.
-pub const DEFAULT_QUEUE_DELAY_US: u64 = 100;
+/// `max_queue_delay_us` when `[dynamic_batching]` leaves it out: 0, as Triton's
+/// `dynamic_batching {}` — a batch takes what is queued and waits for nothing more, so
+/// batching never holds a request back unless the config asks for a delay.
+pub const DEFAULT_QUEUE_DELAY_US: u64 = 0;
 /// Upper bound of `dynamic_batching.priority_levels`.
 pub const MAX_PRIORITY_LEVELS: u32 = 1000;
 /// Upper bound of a queue policy's `default_timeout_us`: an hour.
@@ -85,8 +87,9 @@ impl DynamicBatching {
 }
 
 impl Default for DynamicBatching {
-    /// What an empty `[dynamic_batching]` table sets: a 100 µs queue delay, no preferred
-    /// sizes, an unbounded queue, one priority level, no queue timeout.
+    /// What an empty `[dynamic_batching]` table sets (Triton's `dynamic_batching {}`): no
+    /// queue delay, no preferred sizes, an unbounded queue, one priority level, no queue
+    /// timeout.
     fn default() -> Self {
         DynamicBatching {
             max_queue_delay_us: DEFAULT_QUEUE_DELAY_US,

@@ -343,8 +343,22 @@ fn unset_max_batch_size_differs_from_zero() {
         .contains("needs max_batch_size"));
 }
 
+/// An empty `[dynamic_batching]` is Triton's `dynamic_batching {}`: no queue delay (a
+/// batch takes what is queued and waits for nothing more), no preferred sizes, no queue
+/// policy.
 #[test]
 fn empty_dynamic_batching_is_the_default() {
     let c = parse("max_batch_size = 4\n[dynamic_batching]\n").unwrap();
     assert_eq!(c.dynamic_batching, Some(DynamicBatching::default()));
+    let b = c.dynamic_batching.unwrap();
+    assert_eq!(b.max_queue_delay_us, 0);
+    assert!(b.preferred_batch_size.is_empty());
+    assert!(!b.shapes_queue());
+    assert!(
+        parse("max_batch_size = 4\n[dynamic_batching]\nmax_queue_size = 2\n")
+            .unwrap()
+            .dynamic_batching
+            .unwrap()
+            .shapes_queue()
+    );
 }
