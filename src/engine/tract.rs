@@ -392,11 +392,14 @@ fn parse(proto: &ModelProto, path: &Path) -> anyhow::Result<InferenceModel> {
 }
 
 /// `model` optimized by tract for running, with scoria's own kernels in place of tract's
-/// where they are faster and answer alike (see [`pool`] and [`im2col`]).
+/// where they are faster and answer alike (see [`pool`] and [`im2col`]), and the ops
+/// between tract's matrix kernels clearing the vector registers' upper halves first (see
+/// [`upper`]).
 pub(crate) fn optimize(model: TypedModel) -> TractResult<TypedModel> {
     let mut model = model.into_optimized()?;
     pool::substitute(&mut model)?;
     im2col::substitute(&mut model)?;
+    upper::wrap(&mut model);
     Ok(model)
 }
 
@@ -405,3 +408,4 @@ mod plans;
 mod pool;
 #[cfg(test)]
 mod tests;
+mod upper;

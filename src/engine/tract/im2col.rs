@@ -25,7 +25,7 @@ use tract_onnx::tract_core::tract_linalg::mmm::{
 };
 
 /// The name tract's lazy im2col op reports.
-const LAZY_IM2COL: &str = "LazyIm2col";
+pub(super) const LAZY_IM2COL: &str = "LazyIm2col";
 
 /// A probe holds indices as f32, exact up to 2^24.
 const MAX_PROBE_LEN: usize = 1 << 24;

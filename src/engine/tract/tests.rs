@@ -366,3 +366,40 @@ fn convolutions_packed_per_image_run_batches_row_by_row() {
     assert_eq!(sizes(&digits), [1, 4, 8]);
     assert_eq!(digits.rows_per_run(), None);
 }
+
+/// The ops between tract's matrix kernels, wrapped to clear the vector registers' upper
+/// halves first, keep their names and answer bit for bit as unwrapped.
+#[test]
+fn ops_wrapped_to_clear_upper_halves_answer_as_tract_s_own() {
+    let lenet = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/lenet/1/model.onnx");
+    let typed = read_typed(&lenet, &LoadOptions::default()).unwrap().model;
+    let typed = typed
+        .set_symbols(&std::collections::HashMap::from([(
+            typed.symbols.sym("N"),
+            TDim::Val(1),
+        )]))
+        .unwrap_or(typed);
+    let mut plain = typed.into_optimized().unwrap();
+    pool::substitute(&mut plain).unwrap();
+    im2col::substitute(&mut plain).unwrap();
+    let mut wrapped = plain.clone();
+    let count = upper::wrap(&mut wrapped);
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx") {
+        assert!(count > 0);
+    }
+    let names = |m: &TypedModel| m.nodes().iter().map(|n| n.op.name()).collect::<Vec<_>>();
+    assert_eq!(names(&plain), names(&wrapped));
+    let input = || {
+        let x: Vec<f32> = (0..28 * 28).map(|i| (i % 29) as f32 / 29.0 - 0.3).collect();
+        tvec![TractTensor::from_shape(&[1, 1, 28, 28], &x)
+            .unwrap()
+            .into_tvalue()]
+    };
+    let plain = plain.into_runnable().unwrap().run(input()).unwrap();
+    let wrapped = wrapped.into_runnable().unwrap().run(input()).unwrap();
+    assert_eq!(
+        plain[0].to_plain_array_view::<f32>().unwrap(),
+        wrapped[0].to_plain_array_view::<f32>().unwrap()
+    );
+}
