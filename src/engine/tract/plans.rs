@@ -74,7 +74,9 @@ impl Plan {
     /// Runs the plan on `inputs`. A state that failed is dropped, not reused.
     pub(super) fn run(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         if !self.reuse {
-            return self.runnable.run(inputs);
+            let outputs = self.runnable.run(inputs);
+            super::upper::after_run();
+            return outputs;
         }
         let idle = self
             .idle
@@ -85,7 +87,9 @@ impl Plan {
             Some(state) => state,
             None => self.runnable.spawn()?,
         };
-        let outputs = state.run(inputs)?;
+        let outputs = state.run(inputs);
+        super::upper::after_run();
+        let outputs = outputs?;
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < IDLE_STATES {
             idle.push(state);

@@ -65,6 +65,16 @@ fn zero_upper() {
     }
 }
 
+/// `vzeroupper` where the CPU has AVX, else nothing: after a plan's run, whose last op may
+/// be a matrix kernel, so that the serving code that takes its outputs does not run on
+/// dirty upper halves.
+pub(super) fn after_run() {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx") {
+        zero_upper();
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 fn avx_zero_upper() {
