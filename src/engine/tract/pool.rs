@@ -1,5 +1,5 @@
-//! A 2×2, stride-2 max pool for f32 channel-first tensors, put in place of tract's
-//! `OptMaxPool` once a model is optimized.
+//! Max pools for f32 channel-first tensors, put in place of tract's `OptMaxPool` once a
+//! model is optimized: 2×2 at stride 2 (here) and 3×3 at stride 2 ([`three`]).
 //!
 //! tract's 2×2 pool has a vector path for stride 1 only; at stride 2 it walks every output
 //! through per-tap bounds checks, which on lenet was 15 % of the model's CPU time. An
@@ -7,9 +7,12 @@
 //! pairs. Taps fold in tract's order, from `f32::MIN` with `f32::max`, so both ops answer
 //! bit for bit alike, NaN and -inf included.
 
+use three::MaxPool3x3;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{OptMaxPool, PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
+
+mod three;
 
 /// Max over each non-overlapping 2×2 window of the last two axes; an odd last row or
 /// column is left out, as an unpadded pool does.
@@ -112,16 +115,22 @@ fn pool(src: &[f32], dst: &mut [f32], h: usize, w: usize) {
     }
 }
 
-/// Puts a [`MaxPool2x2`] in place of every f32 `OptMaxPool` it can stand for in `model`,
-/// an optimized model.
+/// Puts a [`MaxPool2x2`] or [`MaxPool3x3`] in place of every f32 `OptMaxPool` it can stand
+/// for in `model`, an optimized model.
 pub(super) fn substitute(model: &mut TypedModel) -> TractResult<()> {
     for id in 0..model.nodes().len() {
         let node = model.node(id);
-        let Some(op) = node.op_as::<OptMaxPool>().and_then(MaxPool2x2::replacing) else {
+        let Some(pool) = node.op_as::<OptMaxPool>() else {
             continue;
         };
+        let op: Box<dyn TypedOp> = match (MaxPool2x2::replacing(pool), MaxPool3x3::replacing(pool))
+        {
+            (Some(op), _) => Box::new(op),
+            (None, Some(op)) => Box::new(op),
+            (None, None) => continue,
+        };
         if model.outlet_fact(node.inputs[0])?.datum_type == f32::datum_type() {
-            model.node_mut(id).op = Box::new(op);
+            model.node_mut(id).op = op;
         }
     }
     Ok(())
@@ -134,6 +143,15 @@ mod tests {
     use tract_onnx::tract_core::ops::cnn::MaxPool;
 
     fn pool_model(shape: &[usize], strides: usize, padding: PaddingSpec) -> TypedModel {
+        pool_model_k(shape, 2, strides, padding)
+    }
+
+    fn pool_model_k(
+        shape: &[usize],
+        kernel: usize,
+        strides: usize,
+        padding: PaddingSpec,
+    ) -> TypedModel {
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact(shape)).expect("a source");
         let spec = PoolSpec {
@@ -142,7 +160,7 @@ mod tests {
             } else {
                 DataFormat::CHW
             },
-            kernel_shape: tvec![2, 2],
+            kernel_shape: tvec![kernel, kernel],
             padding,
             dilations: None,
             strides: Some(tvec![strides, strides]),
@@ -238,6 +256,78 @@ mod tests {
         }
     }
 
+    /// Runs `model` through tract's plan and ours (which must contain `replaced`) and
+    /// compares every output bit.
+    fn assert_alike(model: TypedModel, replaced: &str, x: Tensor, what: &str) {
+        let tracts = model.clone().into_optimized().expect("tract's plan");
+        let ours = crate::engine::tract::optimize(model).expect("our plan");
+        // By name: the plan's ops may be wrapped (`upper::ZeroUpper`).
+        assert!(
+            ours.nodes().iter().any(|n| n.op.name() == replaced),
+            "{what} was not replaced"
+        );
+        let expected = tracts
+            .into_runnable()
+            .and_then(|p| p.run(tvec![x.clone().into_tvalue()]))
+            .expect("tract's pool runs");
+        let got = ours
+            .into_runnable()
+            .and_then(|p| p.run(tvec![x.into_tvalue()]))
+            .expect("our pool runs");
+        assert_eq!(expected[0].shape(), got[0].shape(), "{what}");
+        let (expected, got) = (bits(&expected[0]), bits(&got[0]));
+        let differs = expected.iter().zip(&got).position(|(e, g)| e != g);
+        assert_eq!(differs, None, "{what}: first differing output");
+    }
+
+    /// ResNet's stem pool and its neighbours: odd and even sizes, padding on any side.
+    #[test]
+    fn three_by_three_answers_bit_for_bit_as_tracts_pool() {
+        let shapes: [&[usize]; 6] = [
+            &[1, 4, 112, 112],
+            &[2, 3, 9, 10],
+            &[1, 2, 10, 9],
+            &[1, 1, 3, 3],
+            &[1, 1, 4, 5],
+            &[3, 7, 8],
+        ];
+        for (i, shape) in shapes.iter().enumerate() {
+            for padding in [
+                PaddingSpec::Valid,
+                PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]),
+                PaddingSpec::ExplicitOnnxPool(tvec![1, 1], tvec![1, 1], false),
+                PaddingSpec::ExplicitOnnxPool(tvec![0, 1], tvec![1, 0], false),
+                PaddingSpec::ExplicitOnnxPool(tvec![1, 0], tvec![0, 0], false),
+                PaddingSpec::SameUpper,
+                PaddingSpec::SameLower,
+            ] {
+                let what = format!("{shape:?} {padding:?}");
+                let model = pool_model_k(shape, 3, 2, padding);
+                assert_alike(model, "MaxPool3x3", input(shape, i as u64 + 11), &what);
+            }
+        }
+    }
+
+    #[test]
+    fn three_by_three_leaves_other_strides_and_paddings_to_tract() {
+        for (strides, padding) in [
+            (1, PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1])),
+            (2, PaddingSpec::Explicit(tvec![2, 2], tvec![2, 2])),
+            (
+                2,
+                PaddingSpec::ExplicitOnnxPool(tvec![1, 1], tvec![1, 1], true),
+            ),
+        ] {
+            // 10 wide: ceil mode gives 6 outputs where any other padding here gives 5.
+            let model = pool_model_k(&[1, 3, 10, 10], 3, strides, padding.clone());
+            let ours = crate::engine::tract::optimize(model).expect("a plan");
+            assert!(
+                !ours.nodes().iter().any(|n| n.op.name() == "MaxPool3x3"),
+                "stride {strides} {padding:?} was replaced"
+            );
+        }
+    }
+
     /// tract's own pool panics here (a zero-length chunk); this one answers the empty
     /// tensor ONNX specifies.
     #[test]
@@ -264,7 +354,7 @@ mod tests {
             let model = pool_model(&[1, 3, 9, 9], strides, padding.clone());
             let ours = crate::engine::tract::optimize(model).expect("a plan");
             assert!(
-                !ours.nodes().iter().any(|n| n.op_is::<MaxPool2x2>()),
+                !ours.nodes().iter().any(|n| n.op.name() == "MaxPool2x2"),
                 "stride {strides} {padding:?} was replaced"
             );
         }
