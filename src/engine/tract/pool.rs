@@ -228,30 +228,9 @@ mod tests {
                 PaddingSpec::Explicit(tvec![0, 0], tvec![0, 0]),
                 PaddingSpec::ExplicitOnnxPool(tvec![0, 0], tvec![0, 0], false),
             ] {
-                let model = pool_model(shape, 2, padding.clone());
-                let tracts = model.clone().into_optimized().expect("tract's plan");
-                let ours = crate::engine::tract::optimize(model).expect("our plan");
-                assert!(
-                    // By name: the plan's ops may be wrapped (`upper::ZeroUpper`).
-                    ours.nodes().iter().any(|n| n.op.name() == "MaxPool2x2"),
-                    "{shape:?} {padding:?} was not replaced"
-                );
-                let x = input(shape, i as u64 + 1);
-                let expected = tracts
-                    .into_runnable()
-                    .and_then(|p| p.run(tvec![x.clone().into_tvalue()]))
-                    .expect("tract's pool runs");
-                let got = ours
-                    .into_runnable()
-                    .and_then(|p| p.run(tvec![x.into_tvalue()]))
-                    .expect("our pool runs");
-                assert_eq!(expected[0].shape(), got[0].shape(), "{shape:?}");
-                let (expected, got) = (bits(&expected[0]), bits(&got[0]));
-                let differs = expected.iter().zip(&got).position(|(e, g)| e != g);
-                assert_eq!(
-                    differs, None,
-                    "{shape:?} {padding:?}: first differing output"
-                );
+                let what = format!("{shape:?} {padding:?}");
+                let model = pool_model(shape, 2, padding);
+                assert_alike(model, "MaxPool2x2", input(shape, i as u64 + 1), &what);
             }
         }
     }

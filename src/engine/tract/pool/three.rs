@@ -123,8 +123,7 @@ impl EvalOp for MaxPool3x3 {
         // Every output window must start inside the padded input and end within one column
         // or row past it: checked here, so the loops below stay in bounds.
         ensure!(
-            (oh == 0 || 2 * (oh - 1) < h + top)
-                && (ow == 0 || 2 * (ow - 1) < w + left),
+            (oh == 0 || 2 * (oh - 1) < h + top) && (ow == 0 || 2 * (ow - 1) < w + left),
             "a {oh}x{ow} output does not fit a {h}x{w} input"
         );
         // SAFETY: every element is written below, or there is none.
