@@ -287,6 +287,21 @@ mod tests {
         }
     }
 
+    /// A plane of no rows pools to no rows (tract's output size), without reading it.
+    #[test]
+    fn three_by_three_over_an_empty_plane_answers_nothing() {
+        let padding = PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]);
+        let model = pool_model_k(&[1, 2, 0, 4], 3, 2, padding);
+        let plan = crate::engine::tract::optimize(model).expect("a plan");
+        assert!(plan.nodes().iter().any(|n| n.op.name() == "MaxPool3x3"));
+        let x = Tensor::zero::<f32>(&[1, 2, 0, 4]).expect("a tensor");
+        let out = plan
+            .into_runnable()
+            .and_then(|p| p.run(tvec![x.into_tvalue()]))
+            .expect("an answer");
+        assert_eq!(out[0].shape(), &[1, 2, 0, 2]);
+    }
+
     #[test]
     fn three_by_three_leaves_other_strides_and_paddings_to_tract() {
         for (strides, padding) in [

@@ -126,9 +126,15 @@ impl EvalOp for MaxPool3x3 {
             (oh == 0 || 2 * (oh - 1) < h + top) && (ow == 0 || 2 * (ow - 1) < w + left),
             "a {oh}x{ow} output does not fit a {h}x{w} input"
         );
-        // SAFETY: every element is written below, or there is none.
+        // SAFETY: every element is written below (filled, or pooled), or there is none.
         let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        if oh > 0 && ow > 0 && h > 0 && w > 0 {
+        if h == 0 || w == 0 {
+            // Windows over nothing but padding: the fold of no taps.
+            output
+                .try_as_plain_ram_mut()?
+                .as_slice_mut::<f32>()?
+                .fill(f32::MIN);
+        } else if oh > 0 && ow > 0 {
             let input = input.try_as_plain_ram()?;
             let mut out = output.try_as_plain_ram_mut()?;
             let geometry = Geometry {
