@@ -35,17 +35,22 @@ impl MaxPool2x2 {
             }
             PaddingSpec::SameUpper | PaddingSpec::SameLower => false,
         };
-        let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&d| d == 1));
-        let qualifies = op.with_index_outputs.is_none()
-            && matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-            && spec.kernel_shape[..] == [2, 2]
-            && spec.strides.as_deref() == Some(&[2, 2][..])
-            && ones(&spec.dilations)
-            && unpadded;
-        qualifies.then(|| MaxPool2x2 {
+        (square_at_stride_2(op, 2) && unpadded).then(|| MaxPool2x2 {
             pool_spec: spec.clone(),
         })
     }
+}
+
+/// Whether `op` pools `kernel`×`kernel` windows at stride 2, undilated, over channel-first
+/// data, with no index output: what both of scoria's pools replace, padding aside.
+fn square_at_stride_2(op: &OptMaxPool, kernel: usize) -> bool {
+    let spec = &op.pool_spec;
+    let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&d| d == 1));
+    op.with_index_outputs.is_none()
+        && matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
+        && spec.kernel_shape[..] == [kernel, kernel]
+        && spec.strides.as_deref() == Some(&[2, 2][..])
+        && ones(&spec.dilations)
 }
 
 impl Op for MaxPool2x2 {

@@ -11,7 +11,6 @@
 
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{OptMaxPool, PaddingSpec, PoolSpec};
-use tract_onnx::tract_core::ops::nn::DataFormat;
 
 /// Max over each 3×3 window at stride 2 of the last two axes, with padding rows above and
 /// columns left of the input (taps there are skipped); the output size is the replaced
@@ -56,32 +55,26 @@ impl MaxPool3x3 {
     /// channel-first data with at most one row or column of explicit padding on each side,
     /// rounding its output size down, and no index output.
     pub(super) fn replacing(op: &OptMaxPool) -> Option<MaxPool3x3> {
+        if !super::square_at_stride_2(op, 3) {
+            return None;
+        }
         let spec = &op.pool_spec;
+        let explicit = |before: &TVec<usize>, after: &TVec<usize>| {
+            let small = before.iter().chain(after).all(|&p| p <= 1);
+            (before.len() == 2 && after.len() == 2 && small)
+                .then(|| Before::Explicit(before[0], before[1]))
+        };
         // With a 3-wide window at stride 2, SAME pads 1 (even sizes) or 2 (odd): at most one
         // before and one after.
-        let (before, after) = match &spec.padding {
-            PaddingSpec::Valid => (tvec![0, 0], tvec![0, 0]),
-            PaddingSpec::Explicit(b, a) => (b.clone(), a.clone()),
-            PaddingSpec::ExplicitOnnxPool(b, a, false) => (b.clone(), a.clone()),
-            PaddingSpec::SameUpper | PaddingSpec::SameLower => (tvec![0, 0], tvec![0, 0]),
-            PaddingSpec::ExplicitOnnxPool(_, _, true) => return None,
-        };
-        let pad = match spec.padding {
+        let pad = match &spec.padding {
+            PaddingSpec::Valid => Before::Explicit(0, 0),
+            PaddingSpec::Explicit(before, after)
+            | PaddingSpec::ExplicitOnnxPool(before, after, false) => explicit(before, after)?,
             PaddingSpec::SameUpper => Before::Same { lower: false },
             PaddingSpec::SameLower => Before::Same { lower: true },
-            _ if before.len() == 2 => Before::Explicit(before[0], before[1]),
-            _ => return None,
+            PaddingSpec::ExplicitOnnxPool(_, _, true) => return None,
         };
-        let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&d| d == 1));
-        let qualifies = op.with_index_outputs.is_none()
-            && matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW)
-            && spec.kernel_shape[..] == [3, 3]
-            && spec.strides.as_deref() == Some(&[2, 2][..])
-            && ones(&spec.dilations)
-            && before.len() == 2
-            && after.len() == 2
-            && before.iter().chain(&after).all(|&p| p <= 1);
-        qualifies.then(|| MaxPool3x3 {
+        Some(MaxPool3x3 {
             pool_spec: spec.clone(),
             pad,
         })
