@@ -248,19 +248,15 @@ impl Engine for TractEngine {
             .map(|t| to_tract(t).map(IntoTValue::into_tvalue))
             .collect::<Result<_, _>>()
             .map_err(run)?;
-        let outputs = match specialised {
-            // A specialised plan assumes the batch symbol is that size wherever it appears;
-            // should a model also use it elsewhere, the general plan still answers.
-            Some(plan) => plan
-                .run(values.clone())
-                .or_else(|_| self.general.get()?.run(values))
-                .map_err(run)?,
-            None => self
-                .general
-                .get()
-                .and_then(|p| p.run(values))
-                .map_err(run)?,
+        // The plan holds the only reference to the inputs, so each is freed (or reused in
+        // place) once its last op has run, not kept to the end of the run. A plan specialised
+        // to batch `n` answers whatever the general plan would: the general plan resolves the
+        // batch symbol to the same `n`, from the same first dimension.
+        let plan = match specialised {
+            Some(plan) => plan,
+            None => self.general.get().map_err(run)?,
         };
+        let outputs = plan.run(values).map_err(run)?;
         outputs.iter().map(|v| from_tract(v).map_err(run)).collect()
     }
 }
