@@ -11,8 +11,12 @@
 
 use anyhow::Context;
 use prost::Message;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+use tract_onnx::data_resolver::ModelDataResolver;
 use tract_onnx::pb::ModelProto;
+use tract_onnx::prelude::TractResult;
 
 /// Initializers with at least this many bytes of `raw_data` are read from the file when the
 /// importer needs them, not decoded into the protobuf.
@@ -40,6 +44,47 @@ pub fn read(path: &Path) -> anyhow::Result<ModelProto> {
     let rewritten = location(path).and_then(|at| externalize(&map, at, EXTERNAL_FROM_BYTES));
     let bytes: &[u8] = rewritten.as_deref().unwrap_or(&map);
     Ok(ModelProto::decode(bytes)?)
+}
+
+/// Reads the importer's external data as tract's `FopenDataResolver` does, but each tensor
+/// with one `read` straight into its buffer, where tract's reads it through an 8 KiB
+/// `BufReader`, a system call and a copy per 8 KiB (on the resnet sample, a tenth of its
+/// load).
+pub struct WholeReads;
+
+impl ModelDataResolver for WholeReads {
+    fn read_bytes_from_path(
+        &self,
+        buf: &mut Vec<u8>,
+        p: &Path,
+        offset: usize,
+        length: Option<usize>,
+    ) -> TractResult<()> {
+        let mut file = File::open(p).with_context(|| format!("opening {}", p.display()))?;
+        let size = file.metadata()?.len();
+        let offset = offset as u64;
+        anyhow::ensure!(
+            offset <= size,
+            "external data offset {offset} is past the end of {} ({size} bytes)",
+            p.display()
+        );
+        let length = length.map_or(size - offset, |l| l as u64);
+        anyhow::ensure!(
+            length <= size - offset,
+            "external data of {length} bytes from offset {offset} exceeds {} ({size} bytes)",
+            p.display()
+        );
+        buf.reserve_exact(usize::try_from(length)?);
+        file.seek(SeekFrom::Start(offset))?;
+        let read = file.take(length).read_to_end(buf)?;
+        anyhow::ensure!(
+            read as u64 == length,
+            "{} ended {} bytes into external data of {length}",
+            p.display(),
+            read
+        );
+        Ok(())
+    }
 }
 
 /// The file name external data may name: `path`'s, when the file really lies in its
@@ -274,5 +319,31 @@ mod tests {
         let mut t = tensor("ext", 4096);
         t.data_location = Some(tensor_proto::DataLocation::External as i32);
         assert_eq!(externalize(&model(vec![t]), "m", 1024), None);
+    }
+
+    #[test]
+    fn whole_reads_read_exactly_the_range_asked_and_refuse_one_past_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weights.bin");
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let read = |offset, length| {
+            let mut buf = Vec::new();
+            WholeReads
+                .read_bytes_from_path(&mut buf, &path, offset, length)
+                .map(|()| buf)
+        };
+        assert_eq!(read(0, None).unwrap(), bytes);
+        assert_eq!(read(12_345, Some(70_000)).unwrap(), &bytes[12_345..82_345]);
+        assert_eq!(read(99_999, None).unwrap(), &bytes[99_999..]);
+        assert_eq!(read(100_000, Some(0)).unwrap(), b"");
+        let past = read(100_001, None).unwrap_err().to_string();
+        assert!(past.contains("past the end"), "{past}");
+        let over = read(99_000, Some(1_001)).unwrap_err().to_string();
+        assert!(over.contains("exceeds"), "{over}");
+        let missing = WholeReads
+            .read_bytes_from_path(&mut Vec::new(), &dir.path().join("gone"), 0, None)
+            .unwrap_err();
+        assert!(format!("{missing:#}").contains("gone"), "{missing:#}");
     }
 }

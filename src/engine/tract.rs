@@ -125,7 +125,8 @@ struct Typed {
     output_names: Vec<String>,
 }
 
-/// Parses and types the model at `path`, applying `options.inputs` overrides.
+/// Parses and types the model at `path`, applying `options.inputs` overrides, with
+/// per-channel scales folded into convolutions ([`fold::scales`]).
 fn read_typed(path: &Path, options: &LoadOptions) -> Result<Typed, EngineError> {
     let load = |e: anyhow::Error| EngineError::Load(format!("{e:#}"));
     let proto = onnx_file::read(path).map_err(load)?;
@@ -180,8 +181,10 @@ fn read_typed(path: &Path, options: &LoadOptions) -> Result<Typed, EngineError> 
         })
         .collect();
 
+    let mut typed = model.into_typed().map_err(load)?;
+    fold::scales(&mut typed).map_err(load)?;
     Ok(Typed {
-        model: model.into_typed().map_err(load)?,
+        model: typed,
         input_names,
         output_names,
     })
@@ -376,7 +379,7 @@ fn check_onnx_unguarded(path: &Path) -> Result<(), EngineError> {
 /// nothing defines.
 fn parse(proto: &ModelProto, path: &Path) -> anyhow::Result<InferenceModel> {
     let mut onnx = tract_onnx::onnx();
-    onnx.provider = Arc::new(tract_onnx::data_resolver::FopenDataResolver);
+    onnx.provider = Arc::new(onnx_file::WholeReads);
     let parsed = onnx.parse(proto, path.parent().and_then(Path::to_str))?;
     if !parsed.unresolved_inputs.is_empty() {
         anyhow::bail!(
@@ -399,6 +402,7 @@ pub(crate) fn optimize(model: TypedModel) -> TractResult<TypedModel> {
     Ok(model)
 }
 
+mod fold;
 mod im2col;
 mod plans;
 mod pool;
