@@ -20,9 +20,19 @@ pub struct Decoded {
 /// Errors name the first offending element by its flat index, e.g.
 /// `element 3: expected an FP32 number, found string "a"`.
 pub fn decode_json(dtype: DataType, json: &str) -> Result<Decoded, String> {
+    decode_json_expecting(dtype, json, 0)
+}
+
+/// As [`decode_json`], for data expected to hold `count` elements (a request's `shape`):
+/// the storage is allocated for that many at once, as far as `json` could hold them (an
+/// element takes at least two bytes with its separator), instead of doubling as elements
+/// arrive, which left a decoded tensor held until its answer up to twice its size (and
+/// copied it on the way). Any other number of elements still decodes.
+pub fn decode_json_expecting(dtype: DataType, json: &str, count: usize) -> Result<Decoded, String> {
+    let capacity = count.min(json.len() / 2 + 1);
     macro_rules! go {
         ($variant:ident, $t:ty) => {{
-            let mut out: Vec<$t> = Vec::new();
+            let mut out: Vec<$t> = Vec::with_capacity(capacity);
             let mut shape = ShapeTracker::default();
             let mut de = serde_json::Deserializer::from_str(json);
             Flatten {
@@ -469,5 +479,23 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s, "[[],[]]");
+    }
+
+    #[test]
+    fn data_of_the_expected_count_is_allocated_once_and_any_count_still_decodes() {
+        let json = format!("[{}]", vec!["0.5"; 1000].join(","));
+        let capacity = |d: &Decoded| match &d.data {
+            TensorData::F32(v) => (v.len(), v.capacity()),
+            other => panic!("F32, not {other:?}"),
+        };
+        let exact = decode_json_expecting(DataType::F32, &json, 1000).unwrap();
+        assert_eq!(capacity(&exact), (1000, 1000));
+        // A shape claiming more than the text could hold allocates no more than it could.
+        let claimed = decode_json_expecting(DataType::F32, "[1,2]", usize::MAX).unwrap();
+        assert_eq!(capacity(&claimed).0, 2);
+        assert!(capacity(&claimed).1 <= 3, "{:?}", capacity(&claimed));
+        let fewer = decode_json_expecting(DataType::F32, &json, 10).unwrap();
+        assert_eq!(capacity(&fewer).0, 1000);
+        assert_eq!(fewer, decode_json(DataType::F32, &json).unwrap());
     }
 }

@@ -11,7 +11,7 @@ mod named;
 
 pub use batch::BatchError;
 pub use binary::{decode_binary, encode_binary};
-pub use json::{decode_json, NestedData, Utf8};
+pub use json::{decode_json, decode_json_expecting, NestedData, Utf8};
 pub use kind::ErrorKind;
 pub use named::NamedTensor;
 

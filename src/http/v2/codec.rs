@@ -12,7 +12,8 @@ use super::wire::{
 use crate::batch::RequestOptions;
 use crate::http::ApiError;
 use crate::tensor::{
-    decode_binary, decode_json, element_count, encode_binary, DataType, NamedTensor, Tensor,
+    decode_binary, decode_json_expecting, element_count, encode_binary, DataType, NamedTensor,
+    Tensor,
 };
 use std::borrow::Cow;
 use std::time::Duration;
@@ -105,7 +106,7 @@ pub fn decode_request(body: &[u8], header_length: Option<&[u8]>) -> Result<Infer
             (Some(_), Some(_)) => return Err(err("has both \"data\" and binary_data_size".into())),
             (None, None) => return Err(err("no \"data\" and no binary_data_size".into())),
             (Some(data), None) => {
-                let decoded = decode_json(dtype, data.get()).map_err(err)?;
+                let decoded = decode_json_expecting(dtype, data.get(), count).map_err(err)?;
                 if decoded.data.len() != count {
                     return Err(err(format!(
                         "shape {shape:?} holds {count} elements but \"data\" has {}",
