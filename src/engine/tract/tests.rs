@@ -6,6 +6,21 @@ use std::path::PathBuf;
 use tract_onnx::prelude::{tvec, TVec, TractResult};
 use tract_onnx::prelude::{Framework, IntoRunnable};
 
+/// Pseudo-random values in [-0.5, 0.5), distinct enough that a weight or patch element
+/// read from the wrong place changes an answer (for the tests of the tract engine's kernels
+/// and rewrites).
+pub(super) fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+        .collect()
+}
+
 fn digits() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/digits/1/model.onnx")
 }

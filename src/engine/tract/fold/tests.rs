@@ -1,24 +1,12 @@
 //! Scales folded before tract optimizes against tract's own fold.
 
 use super::*;
+use crate::engine::tract::tests::values;
 use std::path::PathBuf;
 use tract_onnx::prelude::IntoRunnable;
 use tract_onnx::tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::math::add;
 use tract_onnx::tract_core::ops::nn::DataFormat;
-
-/// Values distinct enough that a weight scaled by the wrong channel changes the answer.
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed;
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        })
-        .collect()
-}
 
 /// How the model around the convolution is built.
 #[derive(Clone, Copy)]

@@ -1,22 +1,10 @@
 //! Im2colRuns against tract's own lazy im2col.
 
 use super::*;
+use crate::engine::tract::tests::values;
 use tract_onnx::prelude::IntoRunnable;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
-
-/// Values distinct enough that a patch read from the wrong place changes the answer.
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed;
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        })
-        .collect()
-}
 
 /// One f32 NCHW convolution of `input` (`[1, c, h, w]`) to `out` channels.
 fn conv_model(input: &[usize], out: usize, kernel: usize, stride: usize, pad: usize) -> TypedModel {
