@@ -24,14 +24,15 @@ pub fn decode_json(dtype: DataType, json: &str) -> Result<Decoded, String> {
 }
 
 /// As [`decode_json`], for data expected to hold `count` elements (a request's `shape`):
-/// the storage is allocated for that many at once, as far as `json` could hold them (an
-/// element takes at least two bytes with its separator), instead of doubling as elements
-/// arrive, which left a decoded tensor held until its answer up to twice its size (and
-/// copied it on the way). Any other number of elements still decodes.
+/// the storage is allocated for that many at once, instead of doubling as elements arrive,
+/// which left a decoded tensor held until its answer up to twice its size (and copied it on
+/// the way). What is allocated up front never exceeds the bytes of `json` itself, so a
+/// shape claiming more than the text holds costs no more than the text; any other number
+/// of elements still decodes.
 pub fn decode_json_expecting(dtype: DataType, json: &str, count: usize) -> Result<Decoded, String> {
-    let capacity = count.min(json.len() / 2 + 1);
     macro_rules! go {
         ($variant:ident, $t:ty) => {{
+            let capacity = count.min(json.len() / std::mem::size_of::<$t>().max(1));
             let mut out: Vec<$t> = Vec::with_capacity(capacity);
             let mut shape = ShapeTracker::default();
             let mut de = serde_json::Deserializer::from_str(json);
@@ -490,10 +491,23 @@ mod tests {
         };
         let exact = decode_json_expecting(DataType::F32, &json, 1000).unwrap();
         assert_eq!(capacity(&exact), (1000, 1000));
-        // A shape claiming more than the text could hold allocates no more than it could.
-        let claimed = decode_json_expecting(DataType::F32, "[1,2]", usize::MAX).unwrap();
-        assert_eq!(capacity(&claimed).0, 2);
-        assert!(capacity(&claimed).1 <= 3, "{:?}", capacity(&claimed));
+        // A shape claiming more than the text holds allocates no more bytes than the text.
+        let padded = format!("[1{}]", " ".repeat(4000));
+        let claimed = decode_json_expecting(DataType::F32, &padded, usize::MAX).unwrap();
+        assert_eq!(capacity(&claimed).0, 1);
+        assert!(
+            capacity(&claimed).1 * 4 <= padded.len(),
+            "{:?}",
+            capacity(&claimed)
+        );
+        let strings =
+            decode_json_expecting(DataType::Bytes, &padded.replace('1', "\"a\""), 1 << 40);
+        match strings.unwrap().data {
+            TensorData::Bytes(v) => {
+                assert!(v.capacity() * std::mem::size_of::<Vec<u8>>() <= padded.len() + 2)
+            }
+            other => panic!("BYTES, not {other:?}"),
+        }
         let fewer = decode_json_expecting(DataType::F32, &json, 10).unwrap();
         assert_eq!(capacity(&fewer).0, 1000);
         assert_eq!(fewer, decode_json(DataType::F32, &json).unwrap());
