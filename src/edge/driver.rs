@@ -25,6 +25,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long no request must arrive after leaving before the member counts as drained.
 const LEAVE_QUIET: Duration = Duration::from_millis(300);
+/// Longest a stopping module waits for the requests it is scoring to store their results
+/// and queue their acknowledgements before it says goodbye.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Driver {
     ctx: Arc<Ctx>,
@@ -125,6 +128,9 @@ impl Driver {
         }
         if self.connected {
             self.leave_group().await;
+        }
+        if self.connected {
+            self.finish_requests().await;
         }
         if self.connected {
             let (topic, retain) = self.ctx.topics.status();
@@ -233,6 +239,52 @@ impl Driver {
                     }
                 }
                 () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+
+    /// A stopping module's requests still being scored: waits (up to [`FINISH_TIMEOUT`])
+    /// until each has stored its result and queued its acknowledgement, delivering results
+    /// meanwhile. An acknowledgement queued after the goodbye is never sent: the broker
+    /// would redeliver that request at the next start, which would score it again and send
+    /// a second result for it. Requests arriving meanwhile stay unacknowledged in the
+    /// session, for the next start.
+    async fn finish_requests(&mut self) {
+        let deadline = Instant::now() + FINISH_TIMEOUT;
+        while self.ctx.pending.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "stopping with {} requests unfinished after {} s; the broker will send them again",
+                    self.ctx.pending.load(Ordering::SeqCst),
+                    FINISH_TIMEOUT.as_secs()
+                );
+                return;
+            }
+            let dropped = self.delivery.top_up(&self.client);
+            if !dropped.is_empty() {
+                self.ctx.outbox.remove(dropped);
+            }
+            tokio::select! {
+                ev = self.events.poll() => match ev {
+                    Ok(Ev::Publish(_)) => {}
+                    Ok(ev) => {
+                        if let Err(e) = self.on_event(ev) {
+                            tracing::warn!("while stopping: {e}");
+                        }
+                    }
+                    Err(_) => {
+                        // The session keeps what is left for the next start.
+                        self.connected = false;
+                        return;
+                    }
+                },
+                Some(stored) = self.committed.recv() => {
+                    self.delivery.push(stored);
+                    while let Ok(stored) = self.committed.try_recv() {
+                        self.delivery.push(stored);
+                    }
+                }
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
             }
         }
     }
