@@ -29,6 +29,17 @@ const LEAVE_QUIET: Duration = Duration::from_millis(300);
 /// and queue their acknowledgements before it says goodbye.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What one turn of a stopping module's loop took ([`Driver::stopping_turn`]).
+enum Turn {
+    /// Nothing for the caller: an event handled, results delivered, or the tick.
+    Quiet,
+    UnsubAck,
+    /// A request (or other message) the broker sent.
+    Publish(InMsg),
+    /// The connection is gone.
+    Lost,
+}
+
 pub struct Driver {
     ctx: Arc<Ctx>,
     client: Client,
@@ -109,12 +120,7 @@ impl Driver {
                     }
                     Err(LinkError::Transient(e)) => self.on_disconnect(&e).await,
                 },
-                Some(stored) = self.committed.recv() => {
-                    self.delivery.push(stored);
-                    while let Ok(stored) = self.committed.try_recv() {
-                        self.delivery.push(stored);
-                    }
-                }
+                Some(stored) = self.committed.recv() => self.deliver_committed(stored),
                 _ = telemetry.tick() => self.publish_telemetry(),
                 () = sleep_until(self.delivery.retry_at()) => self.delivery.retry_refused(),
             }
@@ -210,35 +216,18 @@ impl Driver {
                 );
                 return;
             }
-            let dropped = self.delivery.top_up(&self.client);
-            if !dropped.is_empty() {
-                self.ctx.outbox.remove(dropped);
-            }
-            tokio::select! {
-                ev = self.events.poll() => match ev {
-                    Ok(Ev::UnsubAck) => unsubacks += 1,
-                    Ok(Ev::Publish(msg)) => {
-                        last_request = Instant::now();
-                        self.on_publish(msg);
-                    }
-                    Ok(ev) => {
-                        if let Err(e) = self.on_event(ev) {
-                            tracing::warn!("while leaving the share group: {e}");
-                        }
-                    }
-                    Err(_) => {
-                        // The session keeps what is left for the next start.
-                        self.connected = false;
-                        return;
-                    }
-                },
-                Some(stored) = self.committed.recv() => {
-                    self.delivery.push(stored);
-                    while let Ok(stored) = self.committed.try_recv() {
-                        self.delivery.push(stored);
-                    }
+            match self
+                .stopping_turn(Duration::from_millis(50), "leaving the share group")
+                .await
+            {
+                Turn::UnsubAck => unsubacks += 1,
+                Turn::Publish(msg) => {
+                    last_request = Instant::now();
+                    self.on_publish(msg);
                 }
-                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                Turn::Quiet => {}
+                // The session keeps what is left for the next start.
+                Turn::Lost => return,
             }
         }
     }
@@ -260,32 +249,53 @@ impl Driver {
                 );
                 return;
             }
-            let dropped = self.delivery.top_up(&self.client);
-            if !dropped.is_empty() {
-                self.ctx.outbox.remove(dropped);
+            // A request arriving now stays unacknowledged in the session.
+            if let Turn::Lost = self
+                .stopping_turn(Duration::from_millis(10), "stopping")
+                .await
+            {
+                return;
             }
-            tokio::select! {
-                ev = self.events.poll() => match ev {
-                    Ok(Ev::Publish(_)) => {}
-                    Ok(ev) => {
-                        if let Err(e) = self.on_event(ev) {
-                            tracing::warn!("while stopping: {e}");
-                        }
+        }
+    }
+
+    /// One turn of a stopping module's loop: tops up the deliveries in flight, then takes
+    /// the next event (a request or an UNSUBACK is the caller's; any other is handled, a
+    /// failure logged as happening while `doing`), delivers the results the outbox
+    /// committed, or waits `tick`. A lost connection leaves what is left in the session.
+    async fn stopping_turn(&mut self, tick: Duration, doing: &str) -> Turn {
+        let dropped = self.delivery.top_up(&self.client);
+        if !dropped.is_empty() {
+            self.ctx.outbox.remove(dropped);
+        }
+        tokio::select! {
+            ev = self.events.poll() => match ev {
+                Ok(Ev::UnsubAck) => Turn::UnsubAck,
+                Ok(Ev::Publish(msg)) => Turn::Publish(msg),
+                Ok(ev) => {
+                    if let Err(e) = self.on_event(ev) {
+                        tracing::warn!("while {doing}: {e}");
                     }
-                    Err(_) => {
-                        // The session keeps what is left for the next start.
-                        self.connected = false;
-                        return;
-                    }
-                },
-                Some(stored) = self.committed.recv() => {
-                    self.delivery.push(stored);
-                    while let Ok(stored) = self.committed.try_recv() {
-                        self.delivery.push(stored);
-                    }
+                    Turn::Quiet
                 }
-                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                Err(_) => {
+                    self.connected = false;
+                    Turn::Lost
+                }
+            },
+            Some(stored) = self.committed.recv() => {
+                self.deliver_committed(stored);
+                Turn::Quiet
             }
+            () = tokio::time::sleep(tick) => Turn::Quiet,
+        }
+    }
+
+    /// Queues `stored` and every other result the outbox has committed since for delivery.
+    fn deliver_committed(&mut self, stored: Stored) {
+        self.delivery.push(stored);
+        while let Ok(stored) = self.committed.try_recv() {
+            self.delivery.push(stored);
         }
     }
 
