@@ -77,10 +77,14 @@ fn pack_relative_relocations() {
 /// Only for release builds on x86_64 Linux with Rust ≥ 1.90, whose default linker is
 /// rust-lld (GNU ld has no symbol ordering), and not where a linker is configured
 /// (`RUSTC_LINKER`, or `linker`/`fuse-ld` in the rustflags). Names the file lacks, or names it
-/// has that a build lacks, only leave those functions where the linker would put them anyway.
+/// has that a build lacks, only leave those functions where the linker would put them anyway;
+/// where `cc` is gcc, `link/expand-order` matches fat LTO's numbered copies of a function
+/// whatever their numbers, so that code changes since the file was made leave it valid.
 fn order_symbols() {
     const ORDER: &str = "link/symbol-order.txt";
+    const EXPAND: &str = "link/expand-order";
     println!("cargo:rerun-if-changed={ORDER}");
+    println!("cargo:rerun-if-changed={EXPAND}");
     let target = std::env::var("TARGET").unwrap_or_default();
     let profile = std::env::var("PROFILE").unwrap_or_default();
     let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
@@ -97,14 +101,33 @@ fn order_symbols() {
     let Ok(dir) = std::env::var("CARGO_MANIFEST_DIR") else {
         return;
     };
-    let order = PathBuf::from(dir).join(ORDER);
+    let dir = PathBuf::from(dir);
+    let order = dir.join(ORDER);
     if order.is_file() {
         println!(
             "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
             order.display()
         );
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+        // gcc runs the linker through link/expand-order, which completes the order with the
+        // numbered copies fat LTO gives this build's functions (their numbers change with
+        // any code change; the file's would go stale).
+        let wrapper = dir.join(EXPAND);
+        let path = wrapper.to_string_lossy();
+        if cc_is_gcc() && wrapper.is_file() && !path.contains(',') {
+            println!("cargo:rustc-link-arg-bins=-wrapper");
+            println!("cargo:rustc-link-arg-bins={path}");
+        }
     }
+}
+
+/// Whether `cc`, the linker driver rustc runs for this target, is gcc: only gcc has
+/// `-wrapper`.
+fn cc_is_gcc() -> bool {
+    let Ok(output) = std::process::Command::new("cc").arg("-v").output() else {
+        return false;
+    };
+    String::from_utf8_lossy(&output.stderr).contains("gcc version")
 }
 
 /// Whether the compiler is Rust 1.90 or later, which links x86_64 Linux binaries with its
