@@ -44,6 +44,51 @@ pub fn release_freed_memory() {
     }
 }
 
+/// Returns the pages Rust allocations have freed (jemalloc's) to the operating system at
+/// once, when they come to more than `bytes`. For the steps of a model's load: each frees
+/// copies of the weights that the next step's allocations, of other sizes, do not reuse, and
+/// jemalloc would return them a second later, after the load's peak.
+pub fn release_freed_heap_over(bytes: usize) {
+    let mut epoch = 1u64;
+    // SAFETY: `epoch` takes a u64 (any value) and refreshes the statistics read next.
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c"epoch".as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            (&raw mut epoch).cast(),
+            std::mem::size_of::<u64>(),
+        );
+    }
+    let (Some(pages), Some(page)) = (
+        read_size(c"stats.arenas.4096.pdirty"),
+        read_size(c"arenas.page"),
+    ) else {
+        return;
+    };
+    if pages.saturating_mul(page) > bytes {
+        purge(c"arena.4096.purge");
+    }
+}
+
+/// Reads a `size_t` jemalloc control; `None` if it has no such control.
+fn read_size(name: &CStr) -> Option<usize> {
+    let mut value = 0usize;
+    let mut len = std::mem::size_of::<usize>();
+    // SAFETY: the named controls read here are size_t values, written into `value` of `len`
+    // bytes; an unknown name only returns an error code.
+    let rc = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            name.as_ptr(),
+            (&raw mut value).cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    (rc == 0).then_some(value)
+}
+
 /// Runs a jemalloc control that takes and returns nothing (`arena.<i>.purge`; 4096 is
 /// `MALLCTL_ARENAS_ALL`); returns its error code (0: done).
 fn purge(name: &CStr) -> i32 {
@@ -95,5 +140,33 @@ mod tests {
         drop(vec![7u8; 1 << 20]);
         assert_eq!(purge(c"arena.4096.purge"), 0);
         assert_ne!(purge(c"arena.4096.no-such-control"), 0);
+    }
+
+    /// jemalloc's freed pages, in bytes, as of now.
+    fn freed_bytes() -> usize {
+        let mut epoch = 1u64;
+        // SAFETY: as in `release_freed_heap_over`.
+        unsafe {
+            tikv_jemalloc_sys::mallctl(
+                c"epoch".as_ptr(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                (&raw mut epoch).cast(),
+                std::mem::size_of::<u64>(),
+            );
+        }
+        read_size(c"stats.arenas.4096.pdirty").expect("pdirty")
+            * read_size(c"arenas.page").expect("page size")
+    }
+
+    #[test]
+    fn freed_pages_over_the_bound_go_back_at_once() {
+        // Blocks under jemalloc's oversize threshold (8 MiB), which the arena keeps once freed.
+        let blocks: Vec<Vec<u8>> = (0..16).map(|i| vec![i; 2 << 20]).collect();
+        drop(std::hint::black_box(blocks));
+        assert!(freed_bytes() >= 24 << 20, "{} freed", freed_bytes());
+        release_freed_heap_over(16 << 20);
+        // Other tests' threads free meanwhile, but not 16 MiB.
+        assert!(freed_bytes() < 16 << 20, "{} freed", freed_bytes());
     }
 }

@@ -82,31 +82,35 @@ impl TractEngine {
                 _ => None,
             });
         let limit = plans_within(weight_bytes(&typed), plan_bytes);
-        let specialised = match batch_symbol {
-            Some(symbol) if limit > 0 => Some(
-                Specialised::new(
-                    typed.clone(),
-                    symbol,
-                    &options.batch_sizes,
-                    options.specialise_on_use,
-                    limit,
-                )
-                .map_err(load)?,
-            ),
-            _ => None,
+        let plans = match batch_symbol {
+            Some(symbol) if limit > 0 => Ok(Specialised::new(
+                typed,
+                symbol,
+                &options.batch_sizes,
+                options.specialise_on_use,
+                limit,
+            )
+            .map_err(load)?),
+            _ => Err(typed),
         };
-        let mut rows_per_run = None;
-        let general = match &specialised {
-            Some(s) if s.model.is_some() => General::on_use(Source::Typed(typed)),
-            Some(s) => {
-                rows_per_run = Some(s.sizes_from_one());
-                General::on_use(Source::File(ModelFile {
-                    path: path.to_path_buf(),
-                    options: options.clone(),
-                    stamp,
-                }))
-            }
-            None => General::ready(Plan::optimized(typed).map_err(load)?),
+        let (general, specialised, rows_per_run) = match plans {
+            Err(typed) => (
+                General::ready(Plan::optimized(typed).map_err(load)?),
+                None,
+                None,
+            ),
+            Ok(s) => match &s.model {
+                Some(typed) => (General::on_use(Source::Typed(typed.clone())), Some(s), None),
+                None => {
+                    let rows_per_run = Some(s.sizes_from_one());
+                    let file = ModelFile {
+                        path: path.to_path_buf(),
+                        options: options.clone(),
+                        stamp,
+                    };
+                    (General::on_use(Source::File(file)), Some(s), rows_per_run)
+                }
+            },
         };
         Ok(TractEngine {
             general,
@@ -394,14 +398,17 @@ fn parse(proto: &ModelProto, path: &Path) -> anyhow::Result<InferenceModel> {
 /// where they are faster and answer alike (see [`pool`] and [`im2col`]), and the ops
 /// between tract's matrix kernels clearing the vector registers' upper halves first (see
 /// [`upper`]).
-pub(crate) fn optimize(model: TypedModel) -> TractResult<TypedModel> {
-    let mut model = model.into_optimized()?;
+pub(crate) fn optimize(mut model: TypedModel) -> TractResult<TypedModel> {
+    // tract's `into_optimized`, its weights packed one at a time (see [`codegen`]).
+    model.declutter()?;
+    model.optimize_with_session(&mut codegen::optimizer().session())?;
     pool::substitute(&mut model)?;
     im2col::substitute(&mut model)?;
     upper::wrap(&mut model);
     Ok(model)
 }
 
+mod codegen;
 mod fold;
 mod im2col;
 mod plans;

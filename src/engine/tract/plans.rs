@@ -221,7 +221,8 @@ impl Specialised {
     /// Plans for batch 1 and the `eager` sizes, at most `limit` (at least 1) of them; more
     /// on first use if `on_use`. Where batch 1's plan packs its convolutions' patches image by
     /// image ([`Plan::packs_per_image`]), it is the only plan: a batch of more rows runs
-    /// fastest as that many runs of it.
+    /// fastest as that many runs of it. Where `limit` is 1, batch 1's plan is made from
+    /// `model` itself, so that its weights are freed as they are packed.
     pub(super) fn new(
         model: TypedModel,
         symbol: Symbol,
@@ -229,20 +230,31 @@ impl Specialised {
         on_use: bool,
         limit: usize,
     ) -> TractResult<Specialised> {
-        let one = specialise(&model, &symbol, 1)?;
+        let (one, model) = if limit <= 1 {
+            // Nothing but batch 1's plan is made from the model: that plan takes it, so that
+            // each weight is freed once packed (see `super::codegen`) rather than held
+            // unpacked until the plan is done.
+            let batch_one = model.set_symbols(&batch_of(&symbol, 1))?;
+            drop(model);
+            (Plan::optimized(batch_one)?, None)
+        } else {
+            (specialise(&model, &symbol, 1)?, Some(model))
+        };
         let limit = if one.packs_per_image() { 1 } else { limit };
         let mut plans = HashMap::from([(1, one)]);
-        for &n in eager {
-            if plans.len() >= limit {
-                break;
-            }
-            if let std::collections::hash_map::Entry::Vacant(e) = plans.entry(n) {
-                e.insert(specialise(&model, &symbol, n)?);
+        if let Some(model) = &model {
+            for &n in eager {
+                if plans.len() >= limit {
+                    break;
+                }
+                if let std::collections::hash_map::Entry::Vacant(e) = plans.entry(n) {
+                    e.insert(specialise(model, &symbol, n)?);
+                }
             }
         }
         let lazy = on_use && plans.len() < limit;
         Ok(Specialised {
-            model: lazy.then_some(model),
+            model: model.filter(|_| lazy),
             symbol,
             plans: RwLock::new(plans),
             limit,
@@ -297,6 +309,12 @@ impl Specialised {
 }
 
 fn specialise(model: &TypedModel, symbol: &Symbol, n: usize) -> TractResult<Arc<Plan>> {
-    let subs = HashMap::from([(symbol.clone(), TDim::Val(n as i64))]);
-    model.set_symbols(&subs).and_then(Plan::optimized)
+    model
+        .set_symbols(&batch_of(symbol, n))
+        .and_then(Plan::optimized)
+}
+
+/// The substitution that fixes the batch `symbol` to `n`.
+fn batch_of(symbol: &Symbol, n: usize) -> HashMap<Symbol, TDim> {
+    HashMap::from([(symbol.clone(), TDim::Val(n as i64))])
 }
