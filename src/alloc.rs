@@ -49,6 +49,14 @@ pub fn release_freed_memory() {
 /// copies of the weights that the next step's allocations, of other sizes, do not reuse, and
 /// jemalloc would return them a second later, after the load's peak.
 pub fn release_freed_heap_over(bytes: usize) {
+    if freed_heap_bytes().is_some_and(|freed| freed > bytes) {
+        purge(c"arena.4096.purge");
+    }
+}
+
+/// The bytes of the pages jemalloc holds freed (they count in the resident set until it
+/// returns them), as of now; `None` where it cannot say.
+fn freed_heap_bytes() -> Option<usize> {
     let mut epoch = 1u64;
     // SAFETY: `epoch` takes a u64 (any value) and refreshes the statistics read next.
     unsafe {
@@ -60,15 +68,8 @@ pub fn release_freed_heap_over(bytes: usize) {
             std::mem::size_of::<u64>(),
         );
     }
-    let (Some(pages), Some(page)) = (
-        read_size(c"stats.arenas.4096.pdirty"),
-        read_size(c"arenas.page"),
-    ) else {
-        return;
-    };
-    if pages.saturating_mul(page) > bytes {
-        purge(c"arena.4096.purge");
-    }
+    let pages = read_size(c"stats.arenas.4096.pdirty")?;
+    Some(pages.saturating_mul(read_size(c"arenas.page")?))
 }
 
 /// Reads a `size_t` jemalloc control; `None` if it has no such control.
@@ -142,21 +143,8 @@ mod tests {
         assert_ne!(purge(c"arena.4096.no-such-control"), 0);
     }
 
-    /// jemalloc's freed pages, in bytes, as of now.
     fn freed_bytes() -> usize {
-        let mut epoch = 1u64;
-        // SAFETY: as in `release_freed_heap_over`.
-        unsafe {
-            tikv_jemalloc_sys::mallctl(
-                c"epoch".as_ptr(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                (&raw mut epoch).cast(),
-                std::mem::size_of::<u64>(),
-            );
-        }
-        read_size(c"stats.arenas.4096.pdirty").expect("pdirty")
-            * read_size(c"arenas.page").expect("page size")
+        freed_heap_bytes().expect("jemalloc's freed pages")
     }
 
     #[test]

@@ -26,6 +26,29 @@ fn object(dir: &Path) -> PathBuf {
     object
 }
 
+/// A temporary directory with the object, an order file holding `order` and the path of the
+/// file the linker's script writes.
+fn link(order: &str) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let object = object(dir.path());
+    let order_file = dir.path().join("order.txt");
+    std::fs::write(&order_file, order).expect("write the order");
+    let out = dir.path().join("out.txt");
+    (dir, object, order_file, out)
+}
+
+/// A link's arguments: an output (a name with a space), `object`, the ordering file `order`
+/// and a library.
+fn link_args(object: &Path, order: &Path) -> Vec<String> {
+    vec![
+        "-o".to_string(),
+        "a b".to_string(),
+        object.display().to_string(),
+        format!("--symbol-ordering-file={}", order.display()),
+        "-lc".to_string(),
+    ]
+}
+
 /// Runs the wrapper around `sh -c SCRIPT` with `args`; returns its exit code.
 fn run(script: &str, args: &[String], out: &Path) -> i32 {
     let wrapper = Path::new(env!("CARGO_MANIFEST_DIR")).join("link/expand-order");
@@ -41,20 +64,10 @@ fn run(script: &str, args: &[String], out: &Path) -> i32 {
 
 #[test]
 fn every_entry_stands_for_all_numbered_copies_of_its_function() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let object = object(dir.path());
-    let order = dir.path().join("order.txt");
     // Numbers from an older build (g.3, f.99), a plain name, one nothing defines, and f again.
-    std::fs::write(&order, "g.3\nf.99\nh\nmissing.5\n\nf\n").expect("write the order");
-    let out = dir.path().join("seen.txt");
+    let (_dir, object, order, out) = link("g.3\nf.99\nh\nmissing.5\n\nf\n");
     let keep = r#"for a do case $a in --symbol-ordering-file=*) cp "${a#*=}" "$OUT";; esac; done"#;
-    let args = [
-        "-o".to_string(),
-        "binary".to_string(),
-        object.display().to_string(),
-        format!("--symbol-ordering-file={}", order.display()),
-    ];
-    assert_eq!(run(keep, &args, &out), 0);
+    assert_eq!(run(keep, &link_args(&object, &order), &out), 0);
     let seen = std::fs::read_to_string(&out).expect("the linker saw an order file");
     assert_eq!(
         seen.lines().collect::<Vec<_>>(),
@@ -64,19 +77,9 @@ fn every_entry_stands_for_all_numbered_copies_of_its_function() {
 
 #[test]
 fn the_linker_gets_its_arguments_and_its_exit_status_through() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let object = object(dir.path());
-    let order = dir.path().join("order.txt");
-    std::fs::write(&order, "f.1\n").expect("write the order");
-    let out = dir.path().join("args.txt");
+    let (_dir, object, order, out) = link("f.1\n");
     let record = r#"for a do printf '%s\n' "$a"; done > "$OUT"; exit 3"#;
-    let args = [
-        "-o".to_string(),
-        "a b".to_string(),
-        object.display().to_string(),
-        format!("--symbol-ordering-file={}", order.display()),
-        "-lc".to_string(),
-    ];
+    let args = link_args(&object, &order);
     assert_eq!(run(record, &args, &out), 3, "the linker's status");
     let seen = std::fs::read_to_string(&out).expect("the linker ran");
     let seen: Vec<&str> = seen.lines().collect();
