@@ -12,10 +12,10 @@
 use tract_onnx::prelude::{TractResult, TypedModel, TypedModelPatch};
 use tract_onnx::tract_core::optim::{Optimizer, OptimizerSession, TypedPass};
 
-/// The most freed heap memory kept between folds: tract's allocator would return what a fold
-/// frees (an unpacked weight, which packed copies of other sizes do not reuse) a second
-/// later, and meanwhile every fold's leftovers add to the load's peak (resnet: 54 → 45 MiB,
-/// for ~8 ms more load).
+/// The most freed heap memory kept between folds: jemalloc would return what a fold frees
+/// (an unpacked weight, which packed copies of other sizes do not reuse) a second later, and
+/// meanwhile every fold's leftovers add to the load's peak (resnet, profiling build: peak
+/// 54 → 45 MiB for ~8 ms more load).
 const FREED_BOUND: usize = 4 << 20;
 
 /// tract's `Optimizer::codegen`, its constant-folding pass folding one constant per run
