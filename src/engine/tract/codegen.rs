@@ -1,4 +1,4 @@
-//! tract's codegen passes, with constants folded one at a time.
+//! tract's codegen passes, with the model compacted after every few constants folded.
 //!
 //! Codegen wires a packing op behind every convolution and matrix-product weight, and its
 //! constant-folding pass (`PropConst`) then packs them all before the model is compacted:
@@ -26,7 +26,7 @@ pub(super) fn optimizer() -> Optimizer {
     let mut optimizer = Optimizer::codegen();
     for pass in &mut optimizer.passes {
         if is_const_folding(pass.as_ref()) {
-            *pass = Box::new(OneFoldPerRun {
+            *pass = Box::new(FoldRunsByBytes {
                 inner: pass.clone(),
                 folded: 0,
             });
@@ -45,7 +45,7 @@ fn is_const_folding(pass: &dyn TypedPass) -> bool {
 /// of small constants (shapes, small weights) share a run, so a deep graph of small weights
 /// is compacted a few times, not once per fold.
 #[derive(Clone, Debug)]
-struct OneFoldPerRun {
+struct FoldRunsByBytes {
     inner: Box<dyn TypedPass>,
     /// Bytes of constants the folds of this run have taken.
     folded: usize,
@@ -56,7 +56,7 @@ struct OneFoldPerRun {
 /// folds (compacting after every fold took a 1,200-node graph's load from 0.9 to 1.9 s).
 const RUN_BYTES: usize = 1 << 20;
 
-impl TypedPass for OneFoldPerRun {
+impl TypedPass for FoldRunsByBytes {
     fn reset(&mut self) -> TractResult<()> {
         self.folded = 0;
         self.inner.reset()
@@ -115,7 +115,7 @@ mod tests {
         let wrapped: Vec<bool> = optimizer()
             .passes
             .iter()
-            .map(|p| format!("{p:?}").starts_with("OneFoldPerRun"))
+            .map(|p| format!("{p:?}").starts_with("FoldRunsByBytes"))
             .collect();
         assert_eq!(
             wrapped.iter().filter(|w| **w).count(),
