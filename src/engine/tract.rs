@@ -399,7 +399,7 @@ fn parse(proto: &ModelProto, path: &Path) -> anyhow::Result<InferenceModel> {
 /// between tract's matrix kernels clearing the vector registers' upper halves first (see
 /// [`upper`]).
 pub(crate) fn optimize(mut model: TypedModel) -> TractResult<TypedModel> {
-    // tract's `into_optimized`, its weights packed one at a time (see [`codegen`]).
+    // tract's `into_optimized`, its weights packed a few at a time (see [`codegen`]).
     model.declutter()?;
     model.optimize_with_session(&mut codegen::optimizer().session())?;
     pool::substitute(&mut model)?;
