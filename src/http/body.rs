@@ -11,6 +11,7 @@ use crate::models::intake::{Intake, Room};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap};
+use bytes::BytesMut;
 use http_body_util::BodyExt;
 use std::io::Read;
 use std::time::Duration;
@@ -103,9 +104,11 @@ impl Incoming {
         let limit = state.config.max_body_bytes;
         let idle = state.config.client_timeout;
         let Incoming {
-            mut body, encoding, ..
+            mut body,
+            encoding,
+            declared,
         } = self;
-        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut raw = Gather::new(declared.map_or(0, |n| n as usize).min(limit));
         let mut received = 0usize;
         loop {
             let frame = match tokio::time::timeout(idle, body.frame()).await {
@@ -129,14 +132,10 @@ impl Incoming {
                     discard(body).await;
                     return Err(too_large(limit));
                 }
-                chunks.push(data);
+                raw.push(data);
             }
         }
-        let raw = match chunks.len() {
-            0 => Bytes::new(),
-            1 => chunks.pop().unwrap_or_default(),
-            _ => Bytes::from(chunks.concat()),
-        };
+        let raw = raw.finish();
         if encoding == Encoding::Identity {
             return Ok(raw);
         }
@@ -148,6 +147,50 @@ impl Incoming {
             decode(encoding, &raw, limit)
         };
         decoded.map(Bytes::from)
+    }
+}
+
+/// A body's frames gathered into one buffer as they arrive, so that a large body is held
+/// once: a single frame is kept as it came, and later ones are copied into a buffer of the
+/// declared length and dropped.
+struct Gather {
+    first: Option<Bytes>,
+    rest: BytesMut,
+    expected: usize,
+}
+
+impl Gather {
+    /// Room for `expected` bytes (the declared length, within the limit) once a second
+    /// frame arrives.
+    fn new(expected: usize) -> Gather {
+        Gather {
+            first: None,
+            rest: BytesMut::new(),
+            expected,
+        }
+    }
+
+    fn push(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        match self.first.take() {
+            None if self.rest.is_empty() => self.first = Some(data),
+            None => self.rest.extend_from_slice(&data),
+            Some(first) => {
+                self.rest
+                    .reserve(self.expected.max(first.len() + data.len()));
+                self.rest.extend_from_slice(&first);
+                self.rest.extend_from_slice(&data);
+            }
+        }
+    }
+
+    fn finish(self) -> Bytes {
+        match self.first {
+            Some(first) => first,
+            None => self.rest.freeze(),
+        }
     }
 }
 
@@ -251,6 +294,26 @@ mod tests {
         );
         let e = decode(Encoding::Deflate, &gzip(&data), 1 << 20).unwrap_err();
         assert!(matches!(e, ApiError::BadRequest(_)), "{e:?}");
+    }
+
+    #[test]
+    fn gathers_frames_into_one_buffer() {
+        let gather = |expected: usize, frames: &[&[u8]]| {
+            let mut g = Gather::new(expected);
+            for f in frames {
+                g.push(Bytes::copy_from_slice(f));
+            }
+            g.finish()
+        };
+        assert_eq!(gather(0, &[]), Bytes::new());
+        assert_eq!(
+            gather(5, &[b"", b"hello", b""]),
+            Bytes::from_static(b"hello")
+        );
+        assert_eq!(gather(11, &[b"hello", b" ", b"world"]), "hello world");
+        // A declared length that is wrong either way changes nothing but the reservation.
+        assert_eq!(gather(2, &[b"hello", b" ", b"world"]), "hello world");
+        assert_eq!(gather(1000, &[b"ab", b"cd"]), "abcd");
     }
 
     #[test]
