@@ -37,7 +37,7 @@ impl FromRequest<AppState> for Body {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         Incoming::start(req, state)
             .await?
-            .read(state)
+            .read(state, 0)
             .await
             .map(Body)
     }
@@ -88,27 +88,32 @@ impl Incoming {
     }
 
     /// [`Incoming::read`] once `intake` has room for the body ([`Intake::admit`]); the room
-    /// is held until the returned [`Room`] is dropped, when the request is answered.
+    /// is held until the returned [`Room`] is dropped, when the request is answered. A body
+    /// whose declared length the room holds is read into a buffer of that length.
     pub(crate) async fn read_within(
         self,
         intake: &Intake,
         state: &AppState,
     ) -> Result<(Bytes, Room), ApiError> {
+        let size = self
+            .declared
+            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
         let room = intake.admit(self.size()).await;
-        Ok((self.read(state).await?, room))
+        let reserve = if room.bytes() >= size { size } else { 0 };
+        Ok((self.read(state, reserve).await?, room))
     }
 
     /// Reads the whole body and decodes it: 408 when the client stops sending for
-    /// `--client-timeout`, 413 past the limit.
-    pub(crate) async fn read(self, state: &AppState) -> Result<Bytes, ApiError> {
+    /// `--client-timeout`, 413 past the limit. Once a second frame arrives, `reserve` bytes
+    /// (at most the limit) are set aside for the body: room already counted for it, since a
+    /// client that declares a length and stalls would otherwise have the server commit it.
+    pub(crate) async fn read(self, state: &AppState, reserve: usize) -> Result<Bytes, ApiError> {
         let limit = state.config.max_body_bytes;
         let idle = state.config.client_timeout;
         let Incoming {
-            mut body,
-            encoding,
-            declared,
+            mut body, encoding, ..
         } = self;
-        let mut raw = Gather::new(declared.map_or(0, |n| n as usize).min(limit));
+        let mut raw = Gather::new(reserve.min(limit));
         let mut received = 0usize;
         loop {
             let frame = match tokio::time::timeout(idle, body.frame()).await {
@@ -152,7 +157,7 @@ impl Incoming {
 
 /// A body's frames gathered into one buffer as they arrive, so that a large body is held
 /// once: a single frame is kept as it came, and later ones are copied into a buffer of the
-/// declared length and dropped.
+/// expected length (growing past it if need be) and dropped.
 struct Gather {
     first: Option<Bytes>,
     rest: BytesMut,
@@ -160,8 +165,7 @@ struct Gather {
 }
 
 impl Gather {
-    /// Room for `expected` bytes (the declared length, within the limit) once a second
-    /// frame arrives.
+    /// Room for `expected` bytes once a second frame arrives.
     fn new(expected: usize) -> Gather {
         Gather {
             first: None,
