@@ -105,8 +105,9 @@ impl Incoming {
 
     /// Reads the whole body and decodes it: 408 when the client stops sending for
     /// `--client-timeout`, 413 past the limit. Once a second frame arrives, `reserve` bytes
-    /// (at most the limit) are set aside for the body: room already counted for it, since a
-    /// client that declares a length and stalls would otherwise have the server commit it.
+    /// (at most the limit) are set aside for the body. They must be bytes a [`Room`] counts:
+    /// a client could otherwise declare a length, send two frames and stall, and have the
+    /// server commit that length for nothing.
     pub(crate) async fn read(self, state: &AppState, reserve: usize) -> Result<Bytes, ApiError> {
         let limit = state.config.max_body_bytes;
         let idle = state.config.client_timeout;
