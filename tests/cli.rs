@@ -820,6 +820,11 @@ fn usage_errors_and_help() {
         serve(&["--default-max-batch-size=-1"]),
         "--default-max-batch-size",
     );
+    // A negative value is named as out of range, not taken for an unknown flag.
+    usage_error(
+        serve(&["--default-max-batch-size", "-1"]),
+        "-1 is not in 0..=65536",
+    );
     usage_error(
         serve(&["--default-max-batch-size", "65537"]),
         "65537 is not in 0..=65536",
