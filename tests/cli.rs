@@ -826,6 +826,10 @@ fn usage_errors_and_help() {
         "-1 is not in 0..=65536",
     );
     usage_error(
+        run_cli(p, &["bench", "--model", "digits", "-c", "-1"], &[]),
+        "-1 is not in 1..=4096",
+    );
+    usage_error(
         serve(&["--default-max-batch-size", "65537"]),
         "65537 is not in 0..=65536",
     );

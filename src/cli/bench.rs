@@ -80,7 +80,7 @@ pub struct BenchArgs {
     /// For an in-process model whose config.toml sets no max_batch_size: the one
     /// auto-complete gives it when every input and output has a dynamic first dimension
     /// (as `serve` does); 0 turns auto-complete off.
-    #[arg(long, env = "SCORIA_DEFAULT_MAX_BATCH_SIZE", default_value_t = DEFAULT_MAX_BATCH_SIZE, value_parser = super::default_max_batch_size(), allow_negative_numbers = true, value_name = "N")]
+    #[arg(long, env = "SCORIA_DEFAULT_MAX_BATCH_SIZE", default_value_t = DEFAULT_MAX_BATCH_SIZE, value_parser = super::default_max_batch_size(), value_name = "N")]
     pub default_max_batch_size: u32,
 
     /// With --url, a request with no response within this time counts as failed.

@@ -129,7 +129,7 @@ pub struct EdgeArgs {
     pub max_message_size: usize,
 
     /// Seconds between telemetry messages (fractions allowed), from 0.1 to 86400.
-    #[arg(long, env = "SCORIA_TELEMETRY_INTERVAL", default_value_t = 10.0, value_parser = telemetry_seconds, allow_negative_numbers = true, value_name = "SECONDS")]
+    #[arg(long, env = "SCORIA_TELEMETRY_INTERVAL", default_value_t = 10.0, value_parser = telemetry_seconds, value_name = "SECONDS")]
     pub telemetry_interval: f64,
 
     /// Most results published and not yet acknowledged by the broker.
@@ -147,7 +147,7 @@ pub struct EdgeArgs {
     /// `max_batch_size` of a model whose config.toml sets none and whose every input and
     /// output has a dynamic first dimension (Triton's auto-complete, which also turns on the
     /// dynamic batcher); 0 turns auto-complete off.
-    #[arg(long, env = "SCORIA_DEFAULT_MAX_BATCH_SIZE", default_value_t = DEFAULT_MAX_BATCH_SIZE, value_parser = super::default_max_batch_size(), allow_negative_numbers = true, value_name = "N")]
+    #[arg(long, env = "SCORIA_DEFAULT_MAX_BATCH_SIZE", default_value_t = DEFAULT_MAX_BATCH_SIZE, value_parser = super::default_max_batch_size(), value_name = "N")]
     pub default_max_batch_size: u32,
 
     /// Topic and credential preset: `iothub` for Azure IoT Hub / IoT Edge.

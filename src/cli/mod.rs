@@ -14,7 +14,7 @@ mod store;
 use crate::engine::Backend;
 use crate::models::autocomplete::MAX_DEFAULT_MAX_BATCH_SIZE;
 use crate::registry::name;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// A model-serving runtime for ONNX models: a model repository, offline prediction, and an
@@ -179,10 +179,30 @@ pub(crate) fn server_runtime(name: &str) -> std::io::Result<tokio::runtime::Runt
         .build()
 }
 
+/// The command line as clap parses it, with every option and argument that takes a value
+/// also taking a negative number: clap would take `-c -1` for an unknown flag `-1`, where the
+/// value's own check says what is wrong with it ("-1 is not in 0..=65536").
+pub fn command() -> clap::Command {
+    fn negatives(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|a| {
+            if a.get_action().takes_values() {
+                a.allow_negative_numbers(true)
+            } else {
+                a
+            }
+        })
+        .mut_subcommands(negatives)
+    }
+    negatives(Cli::command())
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> i32 {
     install_panic_hook();
-    let cli = match Cli::try_parse() {
+    let parsed = command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -316,5 +336,20 @@ mod message_tests {
         );
         let e = anyhow::anyhow!("inner").context("outer");
         assert_eq!(chain_message(&e), "outer: inner");
+    }
+}
+
+#[cfg(test)]
+mod command_tests {
+    use super::command;
+
+    #[test]
+    fn the_command_line_is_consistent_and_takes_negative_values() {
+        let cmd = command();
+        cmd.clone().debug_assert();
+        let err = cmd
+            .try_get_matches_from(["scoria", "serve", "--max-inflight", "-5"])
+            .unwrap_err();
+        assert!(err.to_string().contains("-5 is not in"), "{err}");
     }
 }

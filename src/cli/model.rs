@@ -70,7 +70,7 @@ pub struct ShowArgs {
     pub backend: Option<Backend>,
     /// Show the config as `serve --default-max-batch-size N` completes it (see there); 0:
     /// as config.toml sets it.
-    #[arg(long, env = "SCORIA_DEFAULT_MAX_BATCH_SIZE", default_value_t = DEFAULT_MAX_BATCH_SIZE, value_parser = super::default_max_batch_size(), allow_negative_numbers = true, value_name = "N")]
+    #[arg(long, env = "SCORIA_DEFAULT_MAX_BATCH_SIZE", default_value_t = DEFAULT_MAX_BATCH_SIZE, value_parser = super::default_max_batch_size(), value_name = "N")]
     pub default_max_batch_size: u32,
 }
 

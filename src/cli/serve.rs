@@ -47,7 +47,7 @@ pub struct ServeArgs {
     /// `max_batch_size` of a model whose config.toml sets none and whose every input and
     /// output has a dynamic first dimension (Triton's auto-complete, which also turns on the
     /// dynamic batcher); 0 turns auto-complete off.
-    #[arg(long, env = "SCORIA_DEFAULT_MAX_BATCH_SIZE", default_value_t = DEFAULT_MAX_BATCH_SIZE, value_parser = super::default_max_batch_size(), allow_negative_numbers = true, value_name = "N")]
+    #[arg(long, env = "SCORIA_DEFAULT_MAX_BATCH_SIZE", default_value_t = DEFAULT_MAX_BATCH_SIZE, value_parser = super::default_max_batch_size(), value_name = "N")]
     pub default_max_batch_size: u32,
 
     /// Largest accepted request body (bytes, or with a KiB/MiB/GiB suffix); larger requests
