@@ -415,4 +415,5 @@ mod plans;
 mod pool;
 #[cfg(test)]
 mod tests;
+mod threads;
 mod upper;

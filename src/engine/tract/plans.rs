@@ -2,6 +2,7 @@
 //! to one batch size, how many of them a model's weights allow, and where the general plan
 //! comes from when it is made on first use.
 
+use super::threads::RunTime;
 use super::{import, read_typed, LoadOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,8 @@ pub(super) struct Plan {
     pub(super) idle: Mutex<Vec<TypedSimpleState>>,
     /// No op of the plan has a state of its own.
     reuse: bool,
+    /// How long its last run took.
+    time: RunTime,
 }
 
 impl Plan {
@@ -68,11 +71,17 @@ impl Plan {
             runnable,
             idle: Mutex::new(idle),
             reuse,
+            time: RunTime::default(),
         }))
     }
 
-    /// Runs the plan on `inputs`. A state that failed is dropped, not reused.
+    /// Runs the plan on `inputs`, over the cores when it has them to itself
+    /// ([`super::threads::run`]). A state that failed is dropped, not reused.
     pub(super) fn run(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        super::threads::run(&self.time, || self.run_here(inputs))
+    }
+
+    fn run_here(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         if !self.reuse {
             let outputs = self.runnable.run(inputs);
             super::upper::after_run();

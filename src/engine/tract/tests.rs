@@ -418,3 +418,48 @@ fn ops_wrapped_to_clear_upper_halves_answer_as_tract_s_own() {
         wrapped[0].to_plain_array_view::<f32>().unwrap()
     );
 }
+
+/// A run split over the pool of [`threads`] answers bit for bit as on one thread: each
+/// panel of a product is computed whole by one thread. Every product is split here, however
+/// few its panels (tract's threshold is process-wide; it only matters to runs split over a
+/// pool, and any split answers the same).
+#[test]
+fn runs_split_over_the_cores_answer_as_one_thread_does() {
+    use tract_linalg::multithread::{
+        current_threading_panel_threshold, multithread_tract_scope, set_threading_panel_threshold,
+        Executor,
+    };
+    let threshold = current_threading_panel_threshold();
+    set_threading_panel_threshold(0);
+    let lenet = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/lenet/1/model.onnx");
+    let typed = read_typed(&lenet, &LoadOptions::default()).unwrap().model;
+    let plan = plans::Plan::optimized(typed).unwrap();
+    let input = |seed: u64| {
+        tvec![
+            TractTensor::from_shape(&[1, 1, 28, 28], &values(28 * 28, seed))
+                .unwrap()
+                .into_tvalue()
+        ]
+    };
+    let pool = Executor::multithread(2);
+    for seed in 0..4 {
+        let alone = plan.runnable.run(input(seed)).unwrap();
+        let split =
+            multithread_tract_scope(pool.clone(), || plan.runnable.run(input(seed))).unwrap();
+        assert_eq!(
+            alone[0].to_plain_array_view::<f32>().unwrap(),
+            split[0].to_plain_array_view::<f32>().unwrap(),
+            "seed {seed}"
+        );
+    }
+    set_threading_panel_threshold(threshold);
+    // Through the plan's own entry point, whichever way it runs.
+    let expected = plan.runnable.run(input(9)).unwrap();
+    for _ in 0..3 {
+        let got = plan.run(input(9)).unwrap();
+        assert_eq!(
+            expected[0].to_plain_array_view::<f32>().unwrap(),
+            got[0].to_plain_array_view::<f32>().unwrap()
+        );
+    }
+}
