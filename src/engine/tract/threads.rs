@@ -1,7 +1,7 @@
 //! Intra-op threads for a tract run that has the machine to itself.
 //!
-//! A run on its caller's thread alone leaves, while fewer requests run than there are cores, the
-//! other cores idle (resnet at concurrency 1 kept one of two cores busy). A run that starts
+//! A run on its caller's thread alone leaves the other cores idle while fewer requests run
+//! than there are cores (resnet at concurrency 1 kept one of two cores busy). A run that starts
 //! while no other tract run is in progress, of a plan whose last run took at least
 //! [`MIN_ALONE_RUN`], splits its matrix products over a pool of one thread per core
 //! (tract's `multithread-mm`: panels of the product go to the pool's threads, each computed
