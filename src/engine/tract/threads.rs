@@ -12,7 +12,7 @@
 //! split: a hand-off costs microseconds, their whole run not much more.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
@@ -22,17 +22,29 @@ pub(super) const MIN_ALONE_RUN: Duration = Duration::from_millis(2);
 /// tract runs in progress, in the whole process.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
 
-/// The pool of one thread per core, made on first use; `None` on a single core.
+/// The pool of one thread per core, made on first use; `None` on a single core, or where
+/// its threads cannot be started (runs then stay on their callers' threads; tract's own
+/// constructor would panic).
 fn pool() -> Option<&'static Executor> {
     static POOL: OnceLock<Option<Executor>> = OnceLock::new();
     POOL.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (cores > 1).then(|| Executor::multithread_with_name(cores, "tract"))
+        if cores < 2 {
+            return None;
+        }
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("tract-{i}"))
+            .num_threads(cores)
+            .build()
+            .map_err(|e| tracing::warn!("tract runs stay on one thread each: {e}"))
+            .ok()
+            .map(|pool| Executor::MultiThread(Arc::new(pool)))
     })
     .as_ref()
 }
 
-/// How long a plan's runs took, for [`run`] to decide whether the next one splits.
+/// How long a plan's last run on one thread took, for [`run`] to decide whether the next
+/// one splits (a split run's shorter time would otherwise undo the decision).
 #[derive(Debug, Default)]
 pub(super) struct RunTime(AtomicU64);
 
@@ -69,18 +81,20 @@ impl Drop for Running {
 /// every small request touch one more shared counter, to hold back a split by microseconds.
 pub(super) fn run<R>(time: &RunTime, f: impl FnOnce() -> R) -> R {
     let last = time.get();
+    if last > Duration::ZERO && last < MIN_ALONE_RUN {
+        return timed(time, f);
+    }
+    let (_running, alone) = Running::start();
+    match pool() {
+        Some(pool) if alone && last >= MIN_ALONE_RUN => multithread_tract_scope(pool.clone(), f),
+        _ => timed(time, f),
+    }
+}
+
+/// Runs `f` on the caller's thread and records how long it took in `time`.
+fn timed<R>(time: &RunTime, f: impl FnOnce() -> R) -> R {
     let started = Instant::now();
-    let out = if last > Duration::ZERO && last < MIN_ALONE_RUN {
-        f()
-    } else {
-        let (_running, alone) = Running::start();
-        match pool() {
-            Some(pool) if alone && last >= MIN_ALONE_RUN => {
-                multithread_tract_scope(pool.clone(), f)
-            }
-            _ => f(),
-        }
-    };
+    let out = f();
     time.set(started.elapsed());
     out
 }
