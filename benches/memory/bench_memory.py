@@ -39,6 +39,7 @@ import ctypes
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -682,6 +683,34 @@ def edge_load(client: Mqtt, total: int, window: int) -> tuple[int, int, float]:
 # ---------------------------------------------------------------- main
 
 
+# Below this share of link/symbol-order.txt's names found in the binary, the order is stale.
+ORDER_COVERAGE_MIN = 0.9
+
+
+def symbol_order_note(binary: Path) -> str | None:
+    """A warning when the binary no longer has most of link/symbol-order.txt's names (a
+    dependency or feature change renamed them): its functions then lie scattered, and the
+    resident code measured here is megabytes larger than a release with a fresh order."""
+    order = REPO / "link" / "symbol-order.txt"
+    try:
+        out = subprocess.run(["nm", "--defined-only", str(binary)], capture_output=True,
+                             text=True, check=True).stdout
+        wanted = [line.strip() for line in order.read_text().splitlines() if line.strip()]
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    # Fat LTO's copies are named NAME.N, renumbered by any code change (link/expand-order).
+    copy = re.compile(r"\.[0-9]+$")
+    have = {copy.sub("", f[2]) for f in (line.split() for line in out.splitlines()) if len(f) == 3}
+    if not wanted or not have:
+        return None
+    found = sum(1 for name in wanted if copy.sub("", name) in have) / len(wanted)
+    if found >= ORDER_COVERAGE_MIN:
+        return None
+    return (f"warning: {binary} has only {found:.0%} of link/symbol-order.txt's names: the order "
+            "is stale, so resident code (RSS) is inflated; run scripts/symbol-order and "
+            "rebuild before measuring")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scoria", type=Path, default=REPO / "target" / "release" / "scoria")
@@ -715,6 +744,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     root = Path(tempfile.mkdtemp(prefix="scoria-memory-"))
     table = Table()
+    stale = symbol_order_note(args.scoria)
+    if stale:
+        print(stale, file=sys.stderr, flush=True)
+        table.notes.append(stale)
     t_start = time.monotonic()
     try:
         empty: dict[str, float] = {}

@@ -199,6 +199,7 @@ pub fn command() -> clap::Command {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> i32 {
     install_panic_hook();
+    no_library_backtraces(); // before any thread: sets env
     let parsed = command()
         .try_get_matches()
         .and_then(|matches| Cli::from_arg_matches(&matches));
@@ -287,6 +288,19 @@ fn init_logging(filter: &str) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
+}
+
+/// Sets `RUST_LIB_BACKTRACE=0` unless it is set. scoria reports errors in one line and never
+/// shows a captured backtrace, but with `RUST_BACKTRACE=1` in the environment (common on
+/// developers' machines and in containers) every `anyhow` error would capture one, and tract
+/// makes such errors as a matter of course while it optimizes a model (constants that turn
+/// out not to be 0 or 1): each capture unwinds the stack through the binary's unwind tables,
+/// which kept about 1 MiB of them resident after the sample models loaded. Panics are
+/// reported by [`install_panic_hook`], which reads neither variable.
+fn no_library_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
 }
 
 /// A panic is a bug; report it in one line rather than a backtrace.
