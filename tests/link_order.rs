@@ -103,3 +103,45 @@ fn the_linker_gets_its_arguments_and_its_exit_status_through() {
     assert_eq!(run(record, &plain, &out), 3);
     assert_eq!(std::fs::read_to_string(&out).expect("ran"), "-o\nx\n");
 }
+
+/// `symbol_order_note` of `benches/memory/bench_memory.py` (what the memory and peer benches
+/// warn with) for the object and an order file holding `order`.
+fn order_note(order: &str) -> String {
+    let (_dir, object, order_file, _out) = link(order);
+    let benches = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/memory");
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys; from pathlib import Path; import bench_memory as b; \
+             print(b.symbol_order_note(Path(sys.argv[1]), Path(sys.argv[2])))",
+        )
+        .arg(&object)
+        .arg(&order_file)
+        .env("PYTHONPATH", &benches)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn the_benches_warn_when_the_binary_has_few_of_the_orders_names() {
+    // Every name found, copies matched whatever their numbers: no warning.
+    assert_eq!(order_note("f.99\ng.3\nh\nmain\n"), "None");
+    // 9 of 10 found: the threshold (90 %) is met.
+    let nine = "f\ng\nh\nmain\nf.1\ng.2\nh.3\nmain.4\nf.5\nrenamed_17habc\n";
+    assert_eq!(order_note(nine), "None");
+    // 4 of 6 found: stale.
+    let note = order_note("f\ng\nh\nmain\nrenamed_17habc\nrenamed_17hdef\n");
+    assert!(
+        note.starts_with("warning: ") && note.contains("only 67% of "),
+        "{note}"
+    );
+}

@@ -687,11 +687,11 @@ def edge_load(client: Mqtt, total: int, window: int) -> tuple[int, int, float]:
 ORDER_COVERAGE_MIN = 0.9
 
 
-def symbol_order_note(binary: Path) -> str | None:
-    """A warning when the binary no longer has most of link/symbol-order.txt's names (a
-    dependency or feature change renamed them): its functions then lie scattered, and the
-    resident code measured here is megabytes larger than a release with a fresh order."""
-    order = REPO / "link" / "symbol-order.txt"
+def symbol_order_note(binary: Path, order: Path = REPO / "link" / "symbol-order.txt") -> str | None:
+    """A warning when `binary` (an executable or object) has under ORDER_COVERAGE_MIN of the
+    names in `order`, the code order file (a dependency or feature change renamed them): its
+    functions then lie scattered, and the resident code measured is megabytes larger than a
+    release with a fresh order. None when it has enough, or when nm cannot read it."""
     try:
         out = subprocess.run(["nm", "--defined-only", str(binary)], capture_output=True,
                              text=True, check=True).stdout
@@ -706,9 +706,10 @@ def symbol_order_note(binary: Path) -> str | None:
     found = sum(1 for name in wanted if copy.sub("", name) in have) / len(wanted)
     if found >= ORDER_COVERAGE_MIN:
         return None
-    return (f"warning: {binary} has only {found:.0%} of link/symbol-order.txt's names: the order "
-            "is stale, so resident code (RSS) is inflated; run scripts/symbol-order and "
-            "rebuild before measuring")
+    name = order.relative_to(REPO) if order.is_relative_to(REPO) else order
+    return (f"warning: {binary} has only {found:.0%} of {name}'s names: the order is stale, so "
+            "resident code (RSS) is inflated; run scripts/symbol-order and rebuild before "
+            "measuring")
 
 
 def main() -> int:
