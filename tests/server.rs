@@ -1012,6 +1012,24 @@ fn raw_exchange(addr: &str, raw: &[u8], wait: std::time::Duration) -> (String, b
 }
 
 #[test]
+fn header_blocks_over_16_kib_get_431_and_the_server_keeps_serving() {
+    let s = Server::start(repo_with(&["digits"]), &[]);
+    let wait = std::time::Duration::from_secs(10);
+    let request = |pad: usize| {
+        let head = format!(
+            "GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(pad)
+        );
+        raw_exchange(&s.addr, head.as_bytes(), wait).0
+    };
+    let fits = request(12 << 10);
+    assert!(fits.starts_with("HTTP/1.1 200"), "{fits:?}");
+    let over = request(20 << 10);
+    assert!(over.starts_with("HTTP/1.1 431"), "{over:?}");
+    assert_eq!(s.get("/v2/health/ready").0, 200);
+}
+
+#[test]
 fn stalled_clients_are_cut_off_and_compressed_bodies_decoded() {
     use std::io::Write;
     let s = Server::start(

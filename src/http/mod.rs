@@ -133,11 +133,14 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The most a connection's read buffer grows to (hyper's default is 400 KiB), which also
-/// bounds a request's header block. hyper keeps a connection's buffer at the largest size its
-/// reads needed, so with 16 clients sending 600 KB tensors the default held 6 MiB of buffers
-/// besides the requests themselves (resnet at concurrency 16: jemalloc's live bytes 36 → 27
-/// MiB, peak RSS 81 → 69 MiB, throughput unchanged). A larger body arrives in more reads.
-const READ_BUFFER_BYTES: usize = 64 << 10;
+/// bounds a request's header block (larger ones get 431, as uvicorn's and Node's 16 KiB
+/// limits answer). hyper keeps a connection's buffer at the largest size its reads needed,
+/// and a connection whose body waits for its model's room keeps it: with 16 clients sending
+/// 600 KB tensors the default held 6 MiB of buffers besides the requests themselves (resnet
+/// at concurrency 16: jemalloc's live bytes 36 → 27 MiB, peak RSS 81 → 69 MiB), 64 KiB still
+/// about 1 MiB (three sample models, resnet's JSON at c16: peak 45.3–46.3 → 43.6–44.3 MiB),
+/// throughput unchanged either time. A larger body arrives in more reads.
+const READ_BUFFER_BYTES: usize = 16 << 10;
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and drains
 /// in-flight requests. A client that takes over `client_timeout` to send a request's headers
