@@ -138,8 +138,9 @@ pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// and a connection whose body waits for its model's room keeps it: with 16 clients sending
 /// 600 KB tensors the default held 6 MiB of buffers besides the requests themselves (resnet
 /// at concurrency 16: jemalloc's live bytes 36 → 27 MiB, peak RSS 81 → 69 MiB), 64 KiB still
-/// about 1 MiB (three sample models, resnet's JSON at c16: peak 45.3–46.3 → 43.6–44.3 MiB),
-/// throughput unchanged either time. A larger body arrives in more reads.
+/// 0.5–1 MiB (three sample models, resnet's JSON at c16: peak 45.3–46.3 → 43.6–44.3 MiB;
+/// `bench_memory.py`'s samples: 46.1–46.4 → 45.5–45.6), throughput unchanged either time.
+/// A larger body arrives in more reads.
 const READ_BUFFER_BYTES: usize = 16 << 10;
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and drains
