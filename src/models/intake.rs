@@ -27,8 +27,8 @@ pub const MIN_ROOM_BYTES: usize = 4 << 20;
 pub const UNKNOWN_ROOM_BYTES: usize = 64 << 20;
 
 /// Bodies of at most this many bytes take no room: a connection's own buffers (hyper's read
-/// buffer starts at 8 KiB and grows to 64 KiB) hold as much, so counting them bounds
-/// nothing, and it would cost every small request a lock.
+/// buffer starts at 8 KiB and grows to `http`'s cap of 16 KiB) hold as much, so counting them
+/// bounds nothing, and it would cost every small request a lock.
 pub const SMALL_BODY_BYTES: u64 = 16 << 10;
 
 /// A version's room for request bodies, in bytes; unbounded where it has none.
