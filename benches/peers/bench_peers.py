@@ -492,17 +492,6 @@ def in_process_p50(scoria, backend, repo, model, seconds, workdir):
         return None, f"scoria bench printed no p50 ({e})"
 
 
-def memory_bench():
-    """benches/memory/bench_memory.py as a module (its symbol-order check)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "bench_memory", REPO / "benches" / "memory" / "bench_memory.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_memory"] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 # --------------------------------------------------------------------------------------------
 # the floor
 
@@ -889,7 +878,9 @@ def main():
            "pa_version": f"tritonclient {version_of(args.perf_python, 'tritonclient')}",
            "logdir_rel": os.path.relpath(logdir, REPO)}
     ctx["command"] = ctx["command"].strip()
-    stale = memory_bench().symbol_order_note(Path(args.scoria))
+    sys.path.insert(0, str(REPO / "benches" / "memory"))
+    import bench_memory  # its symbol-order check
+    stale = bench_memory.symbol_order_note(Path(args.scoria))
     if stale:
         print(f"bench-peers: {stale}", file=sys.stderr, flush=True)
         ctx["notes"].append(stale)
